@@ -1,0 +1,134 @@
+"""Where things live: the warehouse root, the catalog file, the cache and each dataset's source.
+
+Precedence, highest first: environment variables, the config file, built-in defaults.
+
+Environment:
+  CXR_WAREHOUSE          warehouse root, a folder or an fsspec URL (s3://bucket/prefix)
+  CXR_CATALOG            the DuckDB catalog file (always local)
+  CXR_CACHE              cache for fetched public metadata and generated samples
+  CXR_CONFIG             path of the config file (default ./cxr.toml when it exists)
+  CXR_SOURCE_<DATASET>   a dataset's source folder or URL, e.g. CXR_SOURCE_NIH_CXR14=/data/nih
+  CXR_STORAGE_OPTIONS    JSON of fsspec options for remote roots, e.g. {"endpoint_url": "..."}
+
+Config file (TOML):
+  warehouse = "s3://bucket/cxr"
+  catalog = "cxr-data/catalog.duckdb"
+  [sources]
+  nih_cxr14 = "/data/NIH"
+  mimic_cxr = "s3://physionet-mirror/mimic-cxr-jpg/2.1.0"
+  [storage_options]
+  endpoint_url = "http://127.0.0.1:5000"
+
+A dataset with no configured source uses the embedded default data: the public metadata
+fetched from the torchxrayvision wheel, or generated samples for credentialed datasets.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "cxr-data"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+def _default_cache() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("cxr-warehouse", appauthor=False))
+
+
+def _source_env_name(dataset_id: str) -> str:
+    return "CXR_SOURCE_" + dataset_id.upper()
+
+
+@dataclass(frozen=True)
+class Settings:
+    warehouse: str
+    catalog: Path
+    cache: Path
+    sources: dict[str, str] = field(default_factory=dict)
+    storage_options: dict = field(default_factory=dict)
+    config_file: Path | None = None
+
+    @classmethod
+    def load(cls, env: dict[str, str] | None = None, cwd: Path | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        cwd = Path.cwd() if cwd is None else cwd
+        config_file, file_conf = _read_config_file(env, cwd)
+        base = config_file.parent if config_file else cwd
+
+        def pick(env_name: str, key: str, default):
+            if env.get(env_name):
+                return env[env_name]
+            if key in file_conf:
+                return file_conf[key]
+            return default
+
+        warehouse = str(pick("CXR_WAREHOUSE", "warehouse", cwd / DEFAULT_DATA_DIR / "warehouse"))
+        catalog = Path(pick("CXR_CATALOG", "catalog", cwd / DEFAULT_DATA_DIR / "catalog.duckdb"))
+        cache = Path(pick("CXR_CACHE", "cache", _default_cache()))
+        sources = {k: str(v) for k, v in file_conf.get("sources", {}).items()}
+        for name, value in env.items():
+            if name.startswith("CXR_SOURCE_") and value:
+                sources[name.removeprefix("CXR_SOURCE_").lower()] = value
+        storage_options = dict(file_conf.get("storage_options", {}))
+        if env.get("CXR_STORAGE_OPTIONS"):
+            try:
+                storage_options.update(json.loads(env["CXR_STORAGE_OPTIONS"]))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"CXR_STORAGE_OPTIONS is not valid JSON: {e}") from None
+        return cls(
+            warehouse=_absolute(warehouse, base),
+            catalog=_absolute_path(catalog, base),
+            cache=_absolute_path(cache, base),
+            sources={k: _absolute(v, base) for k, v in sources.items()},
+            storage_options=storage_options,
+            config_file=config_file,
+        )
+
+    def with_overrides(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    def source_for(self, dataset_id: str) -> str | None:
+        """The configured source location of a dataset, or None to use the embedded default."""
+        return self.sources.get(dataset_id)
+
+    def default_source(self, dataset_id: str, kind: str) -> Path:
+        """Where the embedded default data of a dataset lives in the cache (kind: public or samples)."""
+        return self.cache / kind / dataset_id
+
+    @property
+    def remote(self) -> bool:
+        return "://" in self.warehouse and not self.warehouse.startswith("file://")
+
+
+def _read_config_file(env: dict[str, str], cwd: Path) -> tuple[Path | None, dict]:
+    explicit = env.get("CXR_CONFIG")
+    path = Path(explicit) if explicit else cwd / "cxr.toml"
+    if not path.is_absolute():
+        path = cwd / path
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"CXR_CONFIG points to {path}, which does not exist")
+        return None, {}
+    try:
+        return path, tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _absolute(location: str, base: Path) -> str:
+    if "://" in location:
+        return location
+    return str(_absolute_path(Path(location), base))
+
+
+def _absolute_path(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()

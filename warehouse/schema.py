@@ -1,0 +1,339 @@
+"""The canonical tables every dataset adapter must produce.
+
+One definition serves three readers: the adapters (which columns to fill, which words are
+allowed), the Parquet store (the Arrow schema, sort keys) and the catalog (a description for
+every column). Vocabularies are closed on purpose: a value outside them is a data problem the
+quality checks must catch, not something to store silently.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# --- closed vocabularies -----------------------------------------------------------------
+SEX = ("F", "M", "U")
+SPLITS = ("train", "valid", "test", "unassigned")
+VIEW_POSITIONS = ("PA", "AP", "AP_SUPINE", "LATERAL", "LL", "RL", "OTHER", "UNKNOWN")
+FRONTAL_VIEWS = ("PA", "AP", "AP_SUPINE")
+LABEL_VALUES = (1, 0, -1)
+LABELERS = (
+    "chexpert", "chexbert", "negbio", "nih_nlp", "radiologist", "padchest", "mesh", "qba_scene_graph",
+)
+ANSWER_TYPES = ("main_answer", "details", "related_information")
+QUALITY_GRADES = ("A++", "A+", "A", "B", "C", "D", "unrated")
+DEMOGRAPHIC_ATTRIBUTES = ("age_bucket", "sex", "race", "ethnicity")
+AGE_BUCKETS = ("0-20", "20-40", "40-60", "60-80", "80+", "unknown")
+
+VOCABULARIES: dict[str, tuple] = {
+    "sex": SEX,
+    "split": SPLITS,
+    "view_position": VIEW_POSITIONS,
+    "label_value": LABEL_VALUES,
+    "labeler": LABELERS,
+    "answer_type": ANSWER_TYPES,
+    "quality_grade": QUALITY_GRADES,
+    "demographic_attribute": DEMOGRAPHIC_ATTRIBUTES,
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    description: str
+    nullable: bool = True
+    vocabulary: str | None = None  # key into VOCABULARIES
+
+    def field(self) -> pa.Field:
+        meta = {"description": self.description}
+        if self.vocabulary:
+            meta["vocabulary"] = self.vocabulary
+        return pa.field(self.name, self.type, nullable=self.nullable, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    description: str
+    key: tuple[str, ...]            # unique within a dataset partition
+    columns: tuple[Column, ...]
+    sort_by: tuple[str, ...] = ()   # physical order; defaults to the key
+    derived: bool = False           # computed from other tables, not read from sources
+    subpartition: str | None = None  # second Hive key for very large tables
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([c.field() for c in self.columns], metadata={
+            "table": self.name, "schema_version": str(SCHEMA_VERSION)})
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.name} has no column {name!r}")
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return self.sort_by or self.key
+
+
+def _c(name, type_, description, nullable=True, vocabulary=None) -> Column:
+    return Column(name, type_, description, nullable, vocabulary)
+
+
+S, F64, F32, I64, I32, I16, I8, B = (
+    pa.string(), pa.float64(), pa.float32(), pa.int64(), pa.int32(), pa.int16(), pa.int8(), pa.bool_())
+
+DATASET = _c("dataset", S, "Dataset id, the partition key (e.g. nih_cxr14, chexpert).", nullable=False)
+PATIENT_ID = _c("patient_id", S, "Patient id as the source writes it.", nullable=False)
+STUDY_ID = _c("study_id", S, "Study id as the source writes it (made unique within the dataset where the "
+                             "source numbers studies per patient).", nullable=False)
+SPLIT = _c("split", S, "Official split: train, valid, test, or unassigned when the source defines none.",
+           nullable=False, vocabulary="split")
+
+PATIENTS = Table(
+    "patients", "One row per patient: sex, race, ethnicity and birth year as far as the source tells.",
+    key=("patient_id",),
+    columns=(
+        DATASET, PATIENT_ID,
+        _c("sex", S, "Harmonized sex: F, M or U (unknown or not given).", nullable=False, vocabulary="sex"),
+        _c("sex_source", S, "Sex exactly as the source wrote it, before harmonizing."),
+        _c("race", S, "Race in the source's own words (null when the source has none)."),
+        _c("ethnicity", S, "Ethnicity in the source's own words (null when the source has none)."),
+        _c("birth_year", I16, "Year of birth when the source gives it (shifted as the source shifts dates)."),
+    ),
+)
+
+STUDIES = Table(
+    "studies", "One row per imaging study (an exam: one or more images read together in one report).",
+    key=("study_id",),
+    sort_by=("patient_id", "study_id"),
+    columns=(
+        DATASET, STUDY_ID, PATIENT_ID, SPLIT,
+        _c("study_date", pa.date32(), "Study date as the source gives it (often shifted for de-identification)."),
+        _c("age_years", F32, "Patient age in years at this study, derived from the source's age fields."),
+        _c("age_source", S, "Age exactly as the source wrote it (e.g. '068Y', '57'), before converting to years."),
+        _c("weight_kg", F32, "Patient weight in kilograms at the study, when the source gives it."),
+        _c("institution", S, "Institution or site name, when the source gives it."),
+        _c("manufacturer", S, "Imaging equipment manufacturer, when the source gives it."),
+    ),
+)
+
+IMAGES = Table(
+    "images", "One row per image file.",
+    key=("image_id",),
+    sort_by=("patient_id", "study_id", "image_id"),
+    columns=(
+        DATASET,
+        _c("image_id", S, "Image id as the source writes it (file name stem or DICOM id).", nullable=False),
+        STUDY_ID, PATIENT_ID, SPLIT,
+        _c("view_position", S, "Harmonized view: PA, AP, AP_SUPINE, LATERAL, LL, RL, OTHER, UNKNOWN.",
+           nullable=False, vocabulary="view_position"),
+        _c("view_source", S, "View exactly as the source wrote it, before harmonizing."),
+        _c("is_frontal", B, "True for frontal projections (PA, AP, AP supine)."),
+        _c("width", I32, "Image width in pixels (of the original image where the source gives it)."),
+        _c("height", I32, "Image height in pixels (of the original image where the source gives it)."),
+        _c("pixel_spacing_x", F32, "Horizontal pixel spacing in mm."),
+        _c("pixel_spacing_y", F32, "Vertical pixel spacing in mm."),
+        _c("path", S, "Image file path relative to the dataset root, as laid out by the source."),
+    ),
+)
+
+REPORTS = Table(
+    "reports", "One row per study report, split into sections, with token counts per section.",
+    key=("study_id",),
+    sort_by=("patient_id", "study_id"),
+    columns=(
+        DATASET, STUDY_ID, PATIENT_ID,
+        _c("indication", S, "INDICATION / HISTORY / reason for exam section, null when absent."),
+        _c("comparison", S, "COMPARISON section, null when absent."),
+        _c("findings", S, "FINDINGS section, null when absent."),
+        _c("impression", S, "IMPRESSION / conclusion section, null when absent."),
+        _c("full_text", S, "The whole report text as the source gives it, every section kept."),
+        _c("language", S, "ISO 639-1 language of the report text (en, es)."),
+        _c("tokens_indication", I32, "Tokens in the indication section (see warehouse.tokens)."),
+        _c("tokens_comparison", I32, "Tokens in the comparison section (see warehouse.tokens)."),
+        _c("tokens_findings", I32, "Tokens in the findings section (see warehouse.tokens)."),
+        _c("tokens_impression", I32, "Tokens in the impression section (see warehouse.tokens)."),
+        _c("source_file", S, "File (or archive member) the report was read from."),
+    ),
+)
+
+LABELS = Table(
+    "labels", "One row per (subject, raw label, labeler): a finding stated positive, negative or uncertain.",
+    key=("study_id", "image_id", "labeler", "raw_label"),
+    sort_by=("finding", "study_id", "image_id", "labeler", "raw_label"),
+    columns=(
+        DATASET, STUDY_ID,
+        _c("image_id", S, "Image the label belongs to; null for study-level labels."),
+        _c("finding", S, "Harmonized finding id (see the findings vocabulary), e.g. pleural_effusion.",
+           nullable=False),
+        _c("raw_label", S, "The label exactly as the source names it (e.g. Effusion, Pleural Effusion).",
+           nullable=False),
+        _c("value", I8, "1 positive, 0 negative, -1 uncertain. Unmentioned findings have no row.",
+           nullable=False, vocabulary="label_value"),
+        _c("labeler", S, "Which algorithm or reader produced the label (chexpert, negbio, nih_nlp, ...).",
+           nullable=False, vocabulary="labeler"),
+    ),
+)
+
+BOXES = Table(
+    "boxes", "One row per bounding box drawn on an image for a finding.",
+    key=("image_id", "raw_label", "box_index"),
+    columns=(
+        DATASET,
+        _c("image_id", S, "Image the box is drawn on.", nullable=False),
+        _c("box_index", I16, "Position of the box among the image's boxes in the source file.", nullable=False),
+        _c("finding", S, "Harmonized finding id.", nullable=False),
+        _c("raw_label", S, "The box label exactly as the source names it (NIH writes Infiltrate here).",
+           nullable=False),
+        _c("x", F32, "Left edge in pixels of the source's coordinate space."),
+        _c("y", F32, "Top edge in pixels."),
+        _c("w", F32, "Width in pixels."),
+        _c("h", F32, "Height in pixels."),
+        _c("source", S, "Who drew the box (e.g. radiologist)."),
+    ),
+)
+
+QA_QUESTIONS = Table(
+    "qa_questions", "One row per visual question-answer pair.",
+    key=("study_id", "question_id"),
+    sort_by=("question_type", "quality_grade", "study_id", "question_id"),
+    subpartition="split",
+    columns=(
+        DATASET, STUDY_ID, PATIENT_ID, SPLIT,
+        _c("question_id", S, "Question id (a template name + index; unique only within a study).",
+           nullable=False),
+        _c("question_type", S, "Template type, e.g. B01_describe_all.", nullable=False),
+        _c("question_strategy", S, "Generation strategy: indication, abnormal, region_abnormal, finding."),
+        _c("question", S, "The question text."),
+        _c("quality_grade", S, "Overall grade A++, A+, A, B, C, D or unrated.", nullable=False,
+           vocabulary="quality_grade"),
+        _c("contains_report_answers", B, "Whether any answer is derived from report sentences."),
+        _c("contains_template_answers", B, "Whether any answer is template-based."),
+        _c("num_answers", I32, "Number of sub-answers of the question (all levels)."),
+    ),
+)
+
+QA_ANSWERS = Table(
+    "qa_answers", "One row per sub-answer, the answer hierarchy flattened.",
+    key=("study_id", "question_id", "answer_id"),
+    sort_by=("study_id", "question_id", "answer_id"),
+    subpartition="split",
+    columns=(
+        DATASET, STUDY_ID, SPLIT,
+        _c("question_id", S, "Question the answer belongs to.", nullable=False),
+        _c("answer_id", S, "Answer id, unique within the question.", nullable=False),
+        _c("parent_answer_id", S, "Parent answer for nested sub-answers, null at the top level."),
+        _c("answer_level", I16, "0 for top-level answers, >0 for each nesting level."),
+        _c("answer_type", S, "main_answer, details or related_information.", vocabulary="answer_type"),
+        _c("text", S, "The answer sentence."),
+        _c("positiveness", S, "pos or neg, as the source tags the answer."),
+        _c("certainty", S, "Certainty tag of the answer."),
+        _c("entities", pa.list_(S), "Finding entities the answer is about."),
+        _c("regions", pa.list_(S), "Anatomical regions the answer is about."),
+        _c("quality_grade", S, "Grade of this sub-answer.", vocabulary="quality_grade"),
+    ),
+)
+
+QA_ANSWER_BOXES = Table(
+    "qa_answer_boxes", "One row per bounding box of an answer on an image.",
+    key=("study_id", "question_id", "answer_id", "image_id", "box_index"),
+    sort_by=("study_id", "question_id", "answer_id", "image_id", "box_index"),
+    subpartition="split",
+    columns=(
+        DATASET, STUDY_ID, SPLIT,
+        _c("question_id", S, "Question the answer belongs to.", nullable=False),
+        _c("answer_id", S, "Answer the box localizes.", nullable=False),
+        _c("image_id", S, "Image the box is drawn on.", nullable=False),
+        _c("box_index", I16, "Position of the box in the answer's list for this image.", nullable=False),
+        _c("region", S, "Region the box outlines (localization reference id)."),
+        _c("x1", F32, "Left edge in pixels."),
+        _c("y1", F32, "Top edge in pixels."),
+        _c("x2", F32, "Right edge in pixels."),
+        _c("y2", F32, "Bottom edge in pixels."),
+    ),
+)
+
+QUARANTINE = Table(
+    "quarantine", "Source rows an adapter could not read, kept with the file, row, column and reason.",
+    key=("source_file", "line_number", "row_number", "column_name", "reason"),
+    columns=(
+        DATASET,
+        _c("target_table", S, "Canonical table the row was meant for."),
+        _c("source_file", S, "File (or archive member) the row came from.", nullable=False),
+        _c("row_number", I64, "1-based data record in the file (header excluded), when known."),
+        _c("line_number", I64, "1-based physical line in the file, when rows are one line each."),
+        _c("column_name", S, "Column whose value could not be read (empty when the whole row is bad).",
+           nullable=False),
+        _c("value", S, "The offending value as written."),
+        _c("reason", S, "Why the row was rejected.", nullable=False),
+        _c("raw_record", S, "The whole source row, so nothing is lost."),
+    ),
+)
+
+SPLIT_STATS = Table(
+    "split_stats", "Per dataset and split: studies, images, patients and mean report tokens per section "
+                   "(the shape of ReXGradient-160K's Table 1). Computed on all rows, never a sample.",
+    key=("split",), derived=True,
+    columns=(
+        DATASET, SPLIT,
+        _c("studies", I64, "Studies in the split."),
+        _c("images", I64, "Images in the split."),
+        _c("patients", I64, "Distinct patients in the split."),
+        _c("reports", I64, "Studies with a report."),
+        _c("mean_tokens_indication", F64, "Mean tokens of the indication section over reports that have it."),
+        _c("mean_tokens_comparison", F64, "Mean tokens of the comparison section over reports that have it."),
+        _c("mean_tokens_findings", F64, "Mean tokens of the findings section over reports that have it."),
+        _c("mean_tokens_impression", F64, "Mean tokens of the impression section over reports that have it."),
+    ),
+)
+
+DEMOGRAPHICS = Table(
+    "demographics", "Per dataset, split, attribute and bucket: patients, studies and percent "
+                    "(the shape of ReXGradient-160K's Table 2).",
+    key=("split", "attribute", "bucket"), derived=True,
+    columns=(
+        DATASET, SPLIT,
+        _c("attribute", S, "age_bucket, sex, race or ethnicity.", nullable=False,
+           vocabulary="demographic_attribute"),
+        _c("bucket", S, "The bucket: an age range (0-20 … 80+), a sex, or a race/ethnicity word.", nullable=False),
+        _c("n_patients", I64, "Distinct patients in the bucket."),
+        _c("n_studies", I64, "Studies in the bucket (age is per study, so age buckets count studies)."),
+        _c("percent", F64, "Share of the split in this bucket, in percent (of studies for age, of patients "
+                           "otherwise)."),
+    ),
+)
+
+SOURCE_TABLES: tuple[Table, ...] = (
+    PATIENTS, STUDIES, IMAGES, REPORTS, LABELS, BOXES, QA_QUESTIONS, QA_ANSWERS, QA_ANSWER_BOXES, QUARANTINE,
+)
+DERIVED_TABLES: tuple[Table, ...] = (SPLIT_STATS, DEMOGRAPHICS)
+TABLES: dict[str, Table] = {t.name: t for t in SOURCE_TABLES + DERIVED_TABLES}
+
+
+def table(name: str) -> Table:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; known: {', '.join(TABLES)}") from None
+
+
+_DUCKDB_TYPES = {
+    pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.float32(): "FLOAT", pa.int64(): "BIGINT",
+    pa.int32(): "INTEGER", pa.int16(): "SMALLINT", pa.int8(): "TINYINT", pa.bool_(): "BOOLEAN",
+    pa.date32(): "DATE", pa.list_(pa.string()): "VARCHAR[]",
+}
+
+
+def duckdb_type(arrow_type: pa.DataType) -> str:
+    """The DuckDB type name of a schema column (used for empty views and docs)."""
+    return _DUCKDB_TYPES[arrow_type]
