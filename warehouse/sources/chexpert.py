@@ -1,0 +1,116 @@
+"""CheXpert v1.0: train.csv and valid.csv, in the full or the small (downsampled) release.
+
+Format notes, checked against the real train.csv:
+- `Path` starts with `CheXpert-v1.0/` or `CheXpert-v1.0-small/`, then `train|valid/patientNNNNN/
+  studyN/viewN_frontal|lateral.jpg`. Studies are numbered per patient, so the study id is
+  `patientNNNNN/studyN`. Paths are stored relative to the folder holding train.csv (the release
+  prefix dropped), which is also how CheXpert Plus writes them, so the two join.
+- Labels: 1.0 positive, 0.0 negative, -1.0 uncertain, blank unmentioned (no row). Train labels
+  come from the CheXpert labeler; valid labels are a radiologist consensus.
+- `Age` is whole years; 0 appears in 3 train rows of an adult cohort and means unknown, so
+  age_years is null there (age_source keeps the 0). `Sex` is Male/Female/Unknown.
+- Sex, age and labels are written per image but are constant within a study and patient.
+"""
+from __future__ import annotations
+
+import polars as pl
+
+from .. import findings
+from .base import DatasetInfo, SourceFolder, SourceResult
+from .csvread import read_csv
+from .quarantine import quarantine_rows
+from . import values
+
+INFO = DatasetInfo(
+    id="chexpert",
+    name="CheXpert",
+    version="1.0",
+    access="public-with-agreement",
+    default_data="public",
+    tables=("patients", "studies", "images", "labels"),
+    citation="Irvin J, Rajpurkar P, Ko M, et al. CheXpert: A Large Chest Radiograph Dataset with Uncertainty "
+             "Labels and Expert Comparison. AAAI 2019;33:590-597.",
+    homepage="https://stanfordmlgroup.github.io/competitions/chexpert/",
+)
+
+LABELS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
+    "Fracture", "Support Devices",
+)
+HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(LABELS)
+COLUMNS = {"Path": "VARCHAR", "Sex": "VARCHAR", "Age": "INTEGER", "Frontal/Lateral": "VARCHAR",
+           "AP/PA": "VARCHAR", **{label: "FLOAT" for label in LABELS}}
+SPLIT_FILES = {"train": ("train.csv", "chexpert"), "valid": ("valid.csv", "radiologist")}
+PATH_PATTERN = r"^(?:CheXpert-v1\.0(?:-small)?/)?((?:train|valid|test)/(patient\d+)/(study\d+)/(view\d+_(?:frontal|lateral))\.jpg)$"
+
+
+class CheXpert:
+    info = INFO
+
+    def source_files(self, src: SourceFolder) -> list[str]:
+        names = [src.first_existing(name) for name, _ in SPLIT_FILES.values()]
+        if not any(names):
+            src.require(*(name for name, _ in SPLIT_FILES.values()))
+        return [n for n in names if n]
+
+    def read(self, src: SourceFolder, progress=None) -> SourceResult:
+        frames, quarantine, files = [], [], []
+        for split, (name, labeler) in SPLIT_FILES.items():
+            found = src.first_existing(name)
+            if not found:
+                continue
+            read = read_csv(src, found, columns=COLUMNS, header=HEADER, target_table="images")
+            quarantine.append(read.rejects)
+            rows = read.frame.with_columns(
+                pl.col("Path").str.extract_groups(PATH_PATTERN).struct.rename_fields(
+                    ["path", "patient_id", "study", "view"]).alias("_parts")
+            ).unnest("_parts")
+            bad = rows.filter(pl.col("path").is_null())
+            quarantine.append(quarantine_rows(
+                bad.with_columns(_raw=pl.col("Path")), target_table="images", source_file=src.display(found),
+                column="Path", reason="Path is not CheXpert-v1.0[-small]/<split>/patientN/studyN/viewN_<view>.jpg"))
+            frames.append(rows.filter(pl.col("path").is_not_null()).with_columns(
+                pl.lit(split).alias("split"), pl.lit(labeler).alias("labeler")))
+            files.append(found)
+        if not frames:
+            src.require(*(name for name, _ in SPLIT_FILES.values()))
+        rows = pl.concat(frames).with_columns(
+            (pl.col("patient_id") + "/" + pl.col("study")).alias("study_id"),
+            (pl.col("patient_id") + "/" + pl.col("study") + "/" + pl.col("view")).alias("image_id"),
+        )
+        view = (pl.when(pl.col("Frontal/Lateral") == "Lateral").then(pl.lit("LATERAL"))
+                .otherwise(values.view_position(pl.col("AP/PA"))))
+        tables = {
+            "patients": rows.group_by("patient_id", maintain_order=True).agg(
+                pl.col("Sex").first().alias("sex_source")).with_columns(values.sex(pl.col("sex_source")).alias("sex")),
+            "studies": rows.group_by("study_id", maintain_order=True).agg(
+                pl.col("patient_id").first(), pl.col("split").first(), pl.col("Age").first().alias("age")
+            ).select(
+                "study_id", "patient_id", "split",
+                pl.when(pl.col("age") > 0).then(pl.col("age")).cast(pl.Float32).alias("age_years"),
+                pl.col("age").cast(pl.String).alias("age_source"),
+            ),
+            "images": rows.select(
+                "image_id", "study_id", "patient_id", "split",
+                view.alias("view_position"),
+                pl.when(pl.col("Frontal/Lateral") == "Lateral").then(pl.lit("Lateral"))
+                .otherwise(pl.col("Frontal/Lateral") + pl.lit("/") + pl.col("AP/PA").fill_null(""))
+                .alias("view_source"),
+                (pl.col("Frontal/Lateral") == "Frontal").alias("is_frontal"),
+                "path",
+            ),
+            "labels": _labels(rows),
+        }
+        return SourceResult(tables, quarantine, files)
+
+
+def _labels(rows: pl.DataFrame) -> pl.DataFrame:
+    long = rows.select("study_id", "image_id", "labeler", *LABELS).unpivot(
+        index=["study_id", "image_id", "labeler"], on=list(LABELS), variable_name="raw_label", value_name="value")
+    long = long.filter(pl.col("value").is_not_null()).with_columns(pl.col("value").cast(pl.Int8))
+    # The raw labels are the 14 column names whatever the labeler, so one lookup serves all rows.
+    return findings.with_findings(long, "chexpert")
+
+
+ADAPTER = CheXpert()

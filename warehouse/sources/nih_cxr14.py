@@ -1,0 +1,156 @@
+"""NIH ChestX-ray14: Data_Entry_2017(_v2020).csv, BBox_List_2017.csv and the split lists.
+
+Format notes, checked against the real files:
+- The header `...,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]` has commas inside
+  brackets, so a CSV reader sees 11 fields named `OriginalImage[Width`, `Height]`, … We verify
+  the header text exactly and name the 11 columns ourselves rather than trusting the split.
+- The original Data_Entry_2017.csv ends every line with a trailing comma (a 12th, empty field).
+  The v2020 revision is preferred when both are present.
+- Each image is one visit (study) of one patient; the file name's suffix is not the follow-up
+  number in ~21% of v2020 rows, so the study id is the image's file stem, not a derived number.
+- `Finding Labels` lists only what is present ('|'-separated), so labels are positive (1) rows;
+  `No Finding` is kept as a label. BBox_List_2017 names infiltration `Infiltrate`.
+- train_val_list.txt / test_list.txt split by patient; train_val becomes split `train`.
+"""
+from __future__ import annotations
+
+import polars as pl
+
+from .. import findings
+from .base import DatasetInfo, SourceFolder, SourceResult
+from .csvread import read_csv, read_lines
+from .quarantine import quarantine_rows
+from . import values
+
+INFO = DatasetInfo(
+    id="nih_cxr14",
+    name="NIH ChestX-ray14",
+    version="2017 (Data_Entry v2020 revision)",
+    access="public",
+    default_data="public",
+    tables=("patients", "studies", "images", "labels", "boxes"),
+    citation="Wang X, Peng Y, Lu L, Lu Z, Bagheri M, Summers RM. ChestX-ray8: Hospital-scale Chest X-ray "
+             "Database and Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax "
+             "Diseases. IEEE CVPR 2017, pp. 3462-3471.",
+    homepage="https://nihcc.app.box.com/v/ChestXray-NIHCC",
+)
+
+DATA_ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+BBOX_FILE = "BBox_List_2017.csv"
+SPLIT_FILES = {"train": "train_val_list.txt", "test": "test_list.txt"}
+
+HEADER_2020 = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+               "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+HEADER_2017 = HEADER_2020 + ","
+ENTRY_COLUMNS = {
+    "image_index": "VARCHAR", "finding_labels": "VARCHAR", "follow_up": "INTEGER", "patient_id": "VARCHAR",
+    "patient_age": "VARCHAR", "patient_gender": "VARCHAR", "view_position": "VARCHAR",
+    "width": "INTEGER", "height": "INTEGER", "spacing_x": "FLOAT", "spacing_y": "FLOAT",
+}
+BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
+BBOX_COLUMNS = {"image_index": "VARCHAR", "label": "VARCHAR", "x": "FLOAT", "y": "FLOAT", "w": "FLOAT",
+                "h": "FLOAT"}
+
+
+class NihCxr14:
+    info = INFO
+
+    def source_files(self, src: SourceFolder) -> list[str]:
+        names = [src.require(*DATA_ENTRY_FILES)]
+        names += [n for n in (src.first_existing(BBOX_FILE), *map(src.first_existing, SPLIT_FILES.values())) if n]
+        return names
+
+    def read(self, src: SourceFolder, progress=None) -> SourceResult:
+        entry_file = src.require(*DATA_ENTRY_FILES)
+        trailing_comma = not entry_file.startswith("Data_Entry_2017_v2020")
+        columns = dict(ENTRY_COLUMNS, **({"trailing_empty": "VARCHAR"} if trailing_comma else {}))
+        entry = read_csv(src, entry_file, columns=columns, header=HEADER_2017 if trailing_comma else HEADER_2020,
+                         target_table="images")
+        rows = entry.frame.with_columns(
+            pl.col("image_index").str.replace(r"\.png$", "").alias("image_id"),
+        )
+        quarantine = [entry.rejects]
+        no_id = rows.filter(pl.col("patient_id").is_null() | pl.col("image_index").is_null())
+        quarantine.append(quarantine_rows(no_id.with_columns(_raw=pl.lit(None, pl.String)), target_table="images",
+                                          source_file=src.display(entry_file), column="patient_id",
+                                          reason="missing Image Index or Patient ID"))
+        rows = rows.filter(pl.col("patient_id").is_not_null() & pl.col("image_index").is_not_null())
+        rows = rows.with_columns(_split(src, rows).alias("split"))
+        files = [entry_file]
+
+        tables = {
+            "patients": _patients(rows),
+            "studies": rows.select(
+                pl.col("image_id").alias("study_id"), "patient_id", "split",
+                values.age_years(pl.col("patient_age")).alias("age_years"),
+                pl.col("patient_age").alias("age_source"),
+            ),
+            "images": rows.select(
+                "image_id", pl.col("image_id").alias("study_id"), "patient_id", "split",
+                values.view_position(pl.col("view_position")).alias("view_position"),
+                pl.col("view_position").alias("view_source"),
+                values.is_frontal(values.view_position(pl.col("view_position"))).alias("is_frontal"),
+                "width", "height",
+                pl.col("spacing_x").alias("pixel_spacing_x"), pl.col("spacing_y").alias("pixel_spacing_y"),
+                ("images/" + pl.col("image_index")).alias("path"),
+            ),
+            "labels": _labels(rows),
+        }
+        bbox_file = src.first_existing(BBOX_FILE)
+        if bbox_file:
+            boxes = read_csv(src, bbox_file, columns=BBOX_COLUMNS, header=BBOX_HEADER, target_table="boxes")
+            tables["boxes"] = _boxes(boxes.frame)
+            quarantine.append(boxes.rejects)
+            files.append(bbox_file)
+        else:
+            tables["boxes"] = pl.DataFrame()
+        files += [n for n in map(src.first_existing, SPLIT_FILES.values()) if n]
+        notes = [] if any(src.first_existing(n) for n in SPLIT_FILES.values()) else [
+            "no train_val_list.txt / test_list.txt: every image's split is 'unassigned'"]
+        return SourceResult(tables, quarantine, files, notes)
+
+
+def _split(src: SourceFolder, rows: pl.DataFrame) -> pl.Expr:
+    """The official split of each image, from the split lists when the dataset has them."""
+    assignment: dict[str, str] = {}
+    for split, name in SPLIT_FILES.items():
+        found = src.first_existing(name)
+        if found:
+            assignment.update(dict.fromkeys(read_lines(src, found), split))
+    if not assignment:
+        return pl.lit("unassigned")
+    return pl.col("image_index").replace_strict(assignment, default="unassigned")
+
+
+def _patients(rows: pl.DataFrame) -> pl.DataFrame:
+    # Gender is per image in the file; a patient keeps the value of their first visit.
+    return (
+        rows.sort("follow_up", nulls_last=True)
+        .group_by("patient_id", maintain_order=True)
+        .agg(pl.col("patient_gender").first().alias("sex_source"))
+        .with_columns(values.sex(pl.col("sex_source")).alias("sex"))
+    )
+
+
+def _labels(rows: pl.DataFrame) -> pl.DataFrame:
+    positives = (
+        rows.select("image_id", pl.col("finding_labels").str.split("|").alias("raw_label"))
+        .explode("raw_label")
+        .filter(pl.col("raw_label").is_not_null() & (pl.col("raw_label") != ""))
+        .select(pl.col("image_id").alias("study_id"), "image_id", "raw_label",
+                pl.lit(1, pl.Int8).alias("value"), pl.lit("nih_nlp").alias("labeler"))
+    )
+    return findings.with_findings(positives, "nih_nlp")
+
+
+def _boxes(frame: pl.DataFrame) -> pl.DataFrame:
+    boxes = frame.select(
+        pl.col("image_index").str.replace(r"\.png$", "").alias("image_id"),
+        (pl.int_range(pl.len()).over("image_index")).cast(pl.Int16).alias("box_index"),
+        pl.col("label").alias("raw_label"), "x", "y", "w", "h",
+        pl.lit("radiologist").alias("source"),
+    )
+    return findings.with_findings(boxes, "radiologist")
+
+
+ADAPTER = NihCxr14()

@@ -1,0 +1,1 @@
+"""Versioned vocabularies (CSV data) shipped with the package."""
