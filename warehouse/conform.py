@@ -1,0 +1,59 @@
+"""Turn an adapter's polars frame into a canonical Arrow table: exact columns, types and order.
+
+This is where the schema contract is enforced for the adapter's *shape* (a missing required
+column or an extra column is an adapter bug and raises). Whether the *values* honour the
+contract (vocabularies, ranges, uniqueness) is the quality checks' job, so values pass through
+unchanged and a bad one fails a check instead of disappearing here.
+"""
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+from .schema import Table, table as table_def
+
+
+class ConformError(ValueError):
+    """An adapter produced a frame that does not fit its canonical table."""
+
+
+_POLARS_TYPES = {
+    pa.string(): pl.String, pa.float64(): pl.Float64, pa.float32(): pl.Float32, pa.int64(): pl.Int64,
+    pa.int32(): pl.Int32, pa.int16(): pl.Int16, pa.int8(): pl.Int8, pa.bool_(): pl.Boolean,
+    pa.date32(): pl.Date, pa.list_(pa.string()): pl.List(pl.String),
+}
+
+
+def polars_type(arrow_type: pa.DataType):
+    return _POLARS_TYPES[arrow_type]
+
+
+def conform(table_name: str, frame: pl.DataFrame, dataset: str) -> pa.Table:
+    """Canonical Arrow table for `table_name`, with `dataset` filled in and rows in key order."""
+    spec = table_def(table_name)
+    frame = frame.drop([c for c in frame.columns if c.startswith("_")])
+    extra = set(frame.columns) - set(spec.column_names)
+    if extra:
+        raise ConformError(f"{dataset}: adapter gave {table_name} columns the schema does not have: {sorted(extra)}")
+    columns = []
+    for column in spec.columns:
+        target = polars_type(column.type)
+        if column.name == "dataset":
+            columns.append(pl.lit(dataset, pl.String).alias("dataset"))
+        elif column.name in frame.columns:
+            columns.append(pl.col(column.name).cast(target, strict=True))
+        elif column.nullable:
+            columns.append(pl.lit(None, target).alias(column.name))
+        else:
+            raise ConformError(f"{dataset}: adapter gave {table_name} without required column {column.name!r}")
+    try:
+        out = frame.select(columns)
+    except pl.exceptions.PolarsError as e:
+        raise ConformError(f"{dataset}: {table_name} does not fit its schema: {e}") from None
+    out = out.sort(list(spec.order), nulls_last=True, maintain_order=True)
+    return out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(spec.schema)
+
+
+def empty(table: Table | str) -> pa.Table:
+    spec = table_def(table) if isinstance(table, str) else table
+    return spec.schema.empty_table()

@@ -1,0 +1,170 @@
+"""Ingest steps as plain functions: find a dataset's source, read it, stage it, publish it.
+
+The steps are separate so an orchestrator can run quality checks between staging and
+publishing (the Dagster assets in pipelines/ do exactly that); `ingest()` chains them for the
+library and for tests.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import polars as pl
+
+from .catalog import record_run
+from .config import Settings
+from .conform import conform, empty
+from .fetch import fetch_public
+from .sources import dataset_info, get_adapter
+from .sources.base import SourceFolder, SourceResult
+from .store import Manifest, StagedPartition, Store, new_version
+
+Say = Callable[[str], None]
+STAGE_WORKERS = 2
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class ReadDataset:
+    dataset: str
+    location: str
+    result: SourceResult
+    fingerprint: str
+    files: list[dict]
+    seconds: float
+
+
+@dataclass
+class StagedDataset:
+    dataset: str
+    version: str
+    run_id: str
+    partitions: dict[str, StagedPartition]
+    rejected: int
+    fingerprint: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {name: p.rows for name, p in self.partitions.items()}
+
+
+def source_location(settings: Settings, dataset_id: str, say: Say = _quiet) -> str:
+    """The dataset's configured source, or its embedded default data (fetched or generated on first use)."""
+    configured = settings.source_for(dataset_id)
+    if configured:
+        return configured
+    info = dataset_info(dataset_id)
+    if info.default_data == "public":
+        return str(fetch_public(settings.cache, say=say).dataset_dir(dataset_id))
+    from .samples.defaults import ensure_default_samples
+
+    return str(ensure_default_samples(settings.cache, dataset_id, say=say))
+
+
+def fingerprint_of(files: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def read_dataset(settings: Settings, dataset_id: str, say: Say = _quiet) -> ReadDataset:
+    """Run the dataset's adapter over its source; nothing is written."""
+    location = source_location(settings, dataset_id, say=say)
+    src = SourceFolder(location, settings.storage_options)
+    started = time.perf_counter()
+    result = get_adapter(dataset_id).read(src, progress=say)
+    files = src.fingerprint(result.files_read)
+    return ReadDataset(dataset_id, location, result, fingerprint_of(files), files, time.perf_counter() - started)
+
+
+def stage_dataset(store: Store, read: ReadDataset, *, run_id: str, version: str | None = None,
+                  say: Say = _quiet) -> StagedDataset:
+    """Write every table the dataset feeds (and its quarantine) as one new, unpublished version."""
+    version = version or new_version()
+    info = dataset_info(read.dataset)
+    frames = dict(read.result.tables)
+    rejected = read.result.rejected()
+    frames["quarantine"] = rejected
+    names = [*info.tables, "quarantine"]
+
+    def stage_one(name: str) -> StagedPartition:
+        frame = frames.get(name)
+        table = conform(name, frame, read.dataset) if frame is not None and frame.width else empty(name)
+        return store.stage(name, read.dataset, table, source_fingerprint=read.fingerprint, run_id=run_id,
+                           version=version)
+
+    # Tables are independent; polars and pyarrow release the GIL, so two workers use both cores.
+    staged: dict[str, StagedPartition] = {}
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(max_workers=STAGE_WORKERS) as pool:
+        futures = {pool.submit(stage_one, name): name for name in names}
+        for future in as_completed(futures):
+            try:
+                staged[futures[future]] = future.result()
+                say(f"staging {futures[future]}")
+            except BaseException as e:  # noqa: BLE001 - every staged table is discarded below
+                errors.append(e)
+    if errors:
+        for partition in staged.values():
+            store.discard(partition)
+        raise errors[0]
+    staged = {name: staged[name] for name in names}
+    # several bad values of one source row are one rejected row
+    rejected_rows = rejected.unique(["source_file", "line_number", "row_number"]).height
+    return StagedDataset(read.dataset, version, run_id, staged, rejected_rows, read.fingerprint,
+                         list(read.result.notes))
+
+
+def publish_dataset(store: Store, staged: StagedDataset) -> list[Manifest]:
+    return [store.publish(p) for p in staged.partitions.values()]
+
+
+def discard_dataset(store: Store, staged: StagedDataset) -> None:
+    for partition in staged.partitions.values():
+        store.discard(partition)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_record(*, run_id: str, dataset: str, engine: str, status: str, started_at: str, seconds: float,
+               staged: StagedDataset | None = None, checks_passed: int = 0, checks_failed: int = 0,
+               message: str | None = None) -> dict:
+    return {
+        "run_id": run_id, "dataset": dataset, "engine": engine, "status": status, "started_at": started_at,
+        "finished_at": now_iso(), "seconds": round(seconds, 3),
+        "rows_written": sum(staged.rows.values()) - staged.rows.get("quarantine", 0) if staged else 0,
+        "rows_rejected": staged.rejected if staged else 0, "tables": staged.rows if staged else {},
+        "checks_passed": checks_passed, "checks_failed": checks_failed, "message": message,
+    }
+
+
+def ingest_dataset(settings: Settings, store: Store, dataset_id: str, *, run_id: str | None = None,
+                   say: Say = _quiet) -> StagedDataset:
+    """Read, stage and publish one dataset without checks (the orchestrated path adds them)."""
+    run_id = run_id or new_run_id()
+    started_at, started = now_iso(), time.perf_counter()
+    try:
+        read = read_dataset(settings, dataset_id, say=say)
+        staged = stage_dataset(store, read, run_id=run_id, say=say)
+        publish_dataset(store, staged)
+    except Exception as e:
+        record_run(store, run_record(run_id=run_id, dataset=dataset_id, engine="library", status="failed",
+                                     started_at=started_at, seconds=time.perf_counter() - started, message=str(e)))
+        raise
+    record_run(store, run_record(run_id=run_id, dataset=dataset_id, engine="library", status="published",
+                                 started_at=started_at, seconds=time.perf_counter() - started, staged=staged))
+    return staged
