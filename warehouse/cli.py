@@ -1,0 +1,199 @@
+"""`cxr`: the command line.
+
+Commands import what they need when they run, so `cxr sql` starts fast: the query path touches
+DuckDB and the catalog file, never Dagster or Great Expectations.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_USAGE, EXIT_FAILED = 2, 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.handler(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one clear line for known failures, a traceback otherwise
+        if _is_user_error(e):
+            print(f"cxr {args.command}: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
+
+
+def _is_user_error(e: Exception) -> bool:
+    import duckdb
+
+    from .config import ConfigError
+
+    known = (ConfigError, duckdb.Error, FileNotFoundError, KeyError)
+    names = {"SourceError", "FetchError", "StoreError", "ConformError", "IngestFailed"}
+    return isinstance(e, known) or type(e).__name__ in names
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cxr", description="Chest X-ray dataset warehouse and query catalog.")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    p = sub.add_parser("fetch-public", help="download and verify the public metadata (torchxrayvision wheel)")
+    p.set_defaults(handler=_fetch_public)
+
+    p = sub.add_parser("ingest", help="ingest datasets into the warehouse and rebuild the catalog")
+    p.add_argument("--dataset", "-d", action="append", metavar="ID", help="dataset id (repeatable; default: all)")
+    p.set_defaults(handler=_ingest)
+
+    p = sub.add_parser("sql", help="run a SQL query against the catalog")
+    p.add_argument("query", help="SQL text, or @file.sql to read it from a file")
+    p.add_argument("--format", "-f", choices=("table", "csv", "json", "parquet"), default="table")
+    p.add_argument("--out", "-o", type=Path, help="write the result to this file instead of stdout")
+    p.add_argument("--max-rows", type=int, default=40, help="rows shown in table format (default 40)")
+    p.set_defaults(handler=_sql)
+
+    p = sub.add_parser("stats", help="split statistics per dataset: studies, images, patients, report tokens")
+    p.add_argument("--dataset", "-d", action="append", metavar="ID", help="only these datasets")
+    p.set_defaults(handler=_stats)
+
+    p = sub.add_parser("catalog", help="list datasets, tables, row counts and column docs")
+    p.add_argument("table", nargs="?", help="show the columns of this table")
+    p.add_argument("--columns", action="store_true", help="show the columns of every table")
+    p.set_defaults(handler=_catalog)
+    return parser
+
+
+def _warehouse():
+    from .api import Warehouse
+
+    return Warehouse()
+
+
+# --- fetch-public --------------------------------------------------------------------------
+def _fetch_public(args) -> int:
+    from .config import Settings
+    from .fetch import fetch_public
+
+    data = fetch_public(Settings.load().cache, say=lambda m: print(m, file=sys.stderr))
+    state = "fetched" if data.fetched_now else "already cached"
+    print(f"Public metadata {state} in {data.root}")
+    for folder in sorted(p for p in data.root.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        print(f"  {folder.name:<10} " + ", ".join(sorted(f.name for f in folder.iterdir())))
+    return 0
+
+
+# --- ingest --------------------------------------------------------------------------------
+def _ingest(args) -> int:
+    from .ingest_cli import run_ingest
+
+    return run_ingest(_warehouse(), args.dataset)
+
+
+# --- sql -----------------------------------------------------------------------------------
+def _sql(args) -> int:
+    query = args.query
+    if query.startswith("@"):
+        query = Path(query[1:]).read_text()
+    wh = _warehouse()
+    con = wh.connect()
+    try:
+        if args.format == "parquet" or (args.out and args.format in ("csv", "json")):
+            return _sql_to_file(con, query, args)
+        result = con.execute(query)
+        columns = [d[0] for d in result.description or []]
+        if args.format == "table":
+            rows = result.fetchmany(args.max_rows + 1)
+            shown = rows[:args.max_rows]
+            more = len(rows) > args.max_rows
+            from .render import print_table
+
+            caption = f"first {args.max_rows} rows shown; use --format csv for all" if more else \
+                f"{len(shown)} row{'s' if len(shown) != 1 else ''}"
+            print_table(columns, shown, caption=caption)
+        else:
+            from .render import write_csv, write_json
+
+            writer = write_csv if args.format == "csv" else write_json
+            writer(columns, _stream(result), sys.stdout)
+    finally:
+        con.close()
+    return 0
+
+
+def _stream(result, batch: int = 10_000):
+    while rows := result.fetchmany(batch):
+        yield from rows
+
+
+def _sql_to_file(con, query: str, args) -> int:
+    if args.out is None:
+        print("cxr sql: --format parquet needs --out FILE", file=sys.stderr)
+        return EXIT_USAGE
+    options = {"parquet": "FORMAT parquet, COMPRESSION zstd", "csv": "FORMAT csv, HEADER true",
+               "json": "FORMAT json, ARRAY true"}[args.format]
+    out = str(args.out.resolve()).replace("'", "''")
+    rows = con.execute(f"COPY ({query.rstrip().rstrip(';')}) TO '{out}' ({options})").fetchone()[0]
+    print(f"wrote {rows:,} rows to {args.out} ({args.format})", file=sys.stderr)
+    return 0
+
+
+# --- stats ---------------------------------------------------------------------------------
+def _stats(args) -> int:
+    from .queries import named_query
+    from .render import print_table
+
+    query = named_query("stats", "split_stats")
+    con = _warehouse().connect()
+    try:
+        result = con.execute(f"SELECT * FROM ({query.sql}) WHERE ? IS NULL OR list_contains(?, dataset)",
+                             [args.dataset, args.dataset])
+        columns = ["dataset", "split", "studies", "images", "patients", "reports", "indication", "comparison",
+                   "findings", "impression"]
+        rows = result.fetchall()
+    finally:
+        con.close()
+    print_table(columns, rows, title="Split statistics",
+                caption="report columns: mean tokens per section over reports that have it; ∅ = no reports")
+    return 0
+
+
+# --- catalog -------------------------------------------------------------------------------
+def _catalog(args) -> int:
+    from .render import print_table
+
+    con = _warehouse().connect()
+    try:
+        if args.table or args.columns:
+            where = "WHERE table_name = ?" if args.table else ""
+            rows = con.execute(
+                f"SELECT table_name, column_name, type, CASE WHEN nullable THEN '' ELSE 'not null' END, "
+                f"coalesce(array_to_string(allowed_values, ' '), ''), description FROM catalog_columns {where} "
+                "ORDER BY table_name, position", [args.table] if args.table else []).fetchall()
+            if not rows:
+                print(f"cxr catalog: no table {args.table!r}", file=sys.stderr)
+                return EXIT_FAILED
+            print_table(["table", "column", "type", "null", "allowed values", "description"], rows,
+                        title="Columns", max_width=80)
+            return 0
+        datasets = con.execute(
+            "SELECT dataset, name, access, CASE WHEN ingested THEN last_ingest ELSE 'not ingested' END, "
+            "source_location FROM catalog_datasets ORDER BY dataset").fetchall()
+        print_table(["dataset", "name", "access", "last ingest", "source"], datasets, title="Datasets")
+        tables = con.execute(
+            "SELECT table_name, rows, partitions, array_to_string(datasets, ' '), description "
+            "FROM catalog_tables ORDER BY derived, table_name").fetchall()
+        print_table(["table", "rows", "partitions", "datasets", "description"], tables, title="Tables",
+                    caption="cxr catalog TABLE shows a table's columns; cxr catalog --columns shows all")
+    finally:
+        con.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
