@@ -1,0 +1,67 @@
+"""Shared fixtures: the real public metadata, isolated settings, and one ingested warehouse.
+
+The public metadata (the torchxrayvision wheel's data files) is fetched once into the user
+cache (or CXR_CACHE) and reused across sessions; everything the tests write goes to tmp paths.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from warehouse.config import Settings
+from warehouse.fetch import fetch_public
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    return Settings.load().cache
+
+
+@pytest.fixture(scope="session")
+def public_data(cache_dir):
+    """<cache>/public with one folder per public dataset, laid out as the datasets ship."""
+    return fetch_public(cache_dir, say=lambda m: None)
+
+
+def make_settings(tmp: Path, cache: Path, **sources: str) -> Settings:
+    env = {"CXR_WAREHOUSE": str(tmp / "warehouse"), "CXR_CATALOG": str(tmp / "catalog.duckdb"),
+           "CXR_CACHE": str(cache)}
+    env.update({f"CXR_SOURCE_{k.upper()}": str(v) for k, v in sources.items()})
+    return Settings.load(env=env, cwd=tmp)
+
+
+@pytest.fixture
+def settings(tmp_path, cache_dir) -> Settings:
+    return make_settings(tmp_path, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def public_warehouse(tmp_path_factory, cache_dir, public_data):
+    """A warehouse with NIH ChestX-ray14 and CheXpert ingested from the real metadata (read-only use)."""
+    from warehouse import Warehouse
+
+    root = tmp_path_factory.mktemp("public-warehouse")
+    wh = Warehouse(make_settings(root, cache_dir))
+    wh.ingest(["nih_cxr14", "chexpert"], say=lambda m: None)
+    return wh
+
+
+@pytest.fixture(scope="session")
+def raw_files(public_data) -> dict[str, Path]:
+    """Paths of the real raw files, for tests that count straight from them."""
+    root = Path(public_data.root)
+    return {
+        "nih_entry": root / "nih_cxr14" / "Data_Entry_2017_v2020.csv.gz",
+        "nih_bbox": root / "nih_cxr14" / "BBox_List_2017.csv.gz",
+        "chexpert_train": root / "chexpert" / "train.csv.gz",
+    }
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_env(monkeypatch):
+    """Tests build their own Settings; a developer's CXR_* variables must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("CXR_") and name not in ("CXR_CACHE", "CXR_PUBLIC_WHEEL"):
+            monkeypatch.delenv(name)

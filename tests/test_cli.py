@@ -1,0 +1,86 @@
+"""`cxr` as a user runs it: a real process, real output formats, clear errors."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).parents[1]
+QUERY = "SELECT dataset, view_position, count(*) AS n FROM images GROUP BY ALL ORDER BY ALL"
+
+
+def cxr(wh, *args, check=True):
+    env = dict(os.environ, CXR_WAREHOUSE=wh.settings.warehouse, CXR_CATALOG=str(wh.settings.catalog),
+               CXR_CACHE=str(wh.settings.cache))
+    proc = subprocess.run([sys.executable, "-m", "warehouse.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cxr {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def expected_rows(wh):
+    return [tuple(r.values()) for r in wh.sql(QUERY).to_pylist()]
+
+
+def test_csv_prints_header_then_rows(public_warehouse):
+    out = cxr(public_warehouse, "sql", QUERY, "--format", "csv").stdout
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["dataset", "view_position", "n"]
+    assert [(d, v, int(n)) for d, v, n in rows[1:]] == expected_rows(public_warehouse)
+
+
+def test_json_is_an_array_of_objects(public_warehouse):
+    data = json.loads(cxr(public_warehouse, "sql", QUERY, "--format", "json").stdout)
+    assert [(r["dataset"], r["view_position"], r["n"]) for r in data] == expected_rows(public_warehouse)
+
+
+def test_parquet_needs_and_writes_out(public_warehouse, tmp_path):
+    proc = cxr(public_warehouse, "sql", QUERY, "--format", "parquet", check=False)
+    assert proc.returncode == 2 and "--out" in proc.stderr
+    target = tmp_path / "cohort.parquet"
+    cxr(public_warehouse, "sql", QUERY, "--format", "parquet", "--out", str(target))
+    table = pq.read_table(target)
+    assert [tuple(r.values()) for r in table.to_pylist()] == expected_rows(public_warehouse)
+
+
+def test_table_format_is_readable(public_warehouse):
+    out = cxr(public_warehouse, "sql", QUERY).stdout
+    assert "view_position" in out and "161,590" in out and "rows" in out
+
+
+def test_bad_sql_is_one_clear_error(public_warehouse):
+    proc = cxr(public_warehouse, "sql", "SELECT * FROM no_such_table", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("cxr sql:") and "no_such_table" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_catalog_lists_tables_and_columns(public_warehouse):
+    out = cxr(public_warehouse, "catalog").stdout
+    for name in ("patients", "studies", "images", "labels", "boxes", "qa_questions", "nih_cxr14", "chexpert"):
+        assert name in out
+    columns = cxr(public_warehouse, "catalog", "images").stdout
+    assert "view_position" in columns and "AP_SUPINE" in columns
+
+
+def test_unknown_dataset_is_refused(public_warehouse):
+    proc = cxr(public_warehouse, "ingest", "--dataset", "nope", check=False)
+    assert proc.returncode == 2 and "unknown dataset" in proc.stderr
+
+
+def test_query_path_imports_neither_dagster_nor_great_expectations(public_warehouse):
+    code = ("import sys, warehouse.cli as c; c.main(['sql', 'select 1', '--format', 'csv']); "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'great_expectations', "
+            "'pandas', 'polars')); print('HEAVY', heavy)")
+    env = dict(os.environ, CXR_WAREHOUSE=public_warehouse.settings.warehouse,
+               CXR_CATALOG=str(public_warehouse.settings.catalog))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO).stdout
+    assert "HEAVY []" in out
