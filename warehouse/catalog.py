@@ -146,7 +146,7 @@ def _datasets_table(datasets: list[DatasetInfo], sources: dict[str, str],
         rows.append({
             "dataset": info.id, "name": info.name, "version": info.version, "access": info.access,
             "citation": info.citation, "homepage": info.homepage, "source_location": sources.get(info.id),
-            "default_data": info.default_data, "tables": list(info.tables),
+            "default_data": info.default_data, "tables": list(info.tables), "links_to": info.links_to,
             "source_fingerprint": next((m.source_fingerprint for m in parts if m.source_fingerprint), None),
             "last_ingest": max((m.created_at for m in parts), default=None),
             "ingested": bool(parts),
@@ -154,7 +154,8 @@ def _datasets_table(datasets: list[DatasetInfo], sources: dict[str, str],
     return pa.Table.from_pylist(rows, schema=pa.schema([
         ("dataset", pa.string()), ("name", pa.string()), ("version", pa.string()), ("access", pa.string()),
         ("citation", pa.string()), ("homepage", pa.string()), ("source_location", pa.string()),
-        ("default_data", pa.string()), ("tables", pa.list_(pa.string())), ("source_fingerprint", pa.string()),
+        ("default_data", pa.string()), ("tables", pa.list_(pa.string())), ("links_to", pa.string()),
+        ("source_fingerprint", pa.string()),
         ("last_ingest", pa.string()), ("ingested", pa.bool_()),
     ]))
 

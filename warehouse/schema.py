@@ -182,6 +182,10 @@ LABELS = Table(
            nullable=False, vocabulary="label_value"),
         _c("labeler", S, "Which algorithm or reader produced the label (chexpert, negbio, nih_nlp, ...).",
            nullable=False, vocabulary="labeler"),
+        _c("method", S, "How the labeler produced it, in the source's words, when the source says (PadChest "
+                        "MethodLabel Physician / RNN_model; the report section CheXbert read)."),
+        _c("locations", pa.list_(S), "Where the finding is, as the source localizes it (PadChest 'loc left', …); "
+                                     "null when not localized."),
     ),
 )
 

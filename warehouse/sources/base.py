@@ -44,6 +44,7 @@ class DatasetInfo:
     tables: tuple[str, ...]     # canonical tables this dataset feeds
     citation: str
     homepage: str
+    links_to: str | None = None  # another dataset describing the same patients and studies, under the same ids
 
 
 class SourceFolder:
