@@ -28,8 +28,8 @@ def polars_type(arrow_type: pa.DataType):
     return _POLARS_TYPES[arrow_type]
 
 
-def conform(table_name: str, frame: pl.DataFrame, dataset: str) -> pa.Table:
-    """Canonical Arrow table for `table_name`, with `dataset` filled in and rows in key order."""
+def conform(table_name: str, frame: pl.DataFrame, dataset: str, *, sort: bool = True) -> pa.Table:
+    """Canonical Arrow table for `table_name`, with `dataset` filled in and (by default) rows in key order."""
     spec = table_def(table_name)
     frame = frame.drop([c for c in frame.columns if c.startswith("_")])
     extra = set(frame.columns) - set(spec.column_names)
@@ -50,7 +50,8 @@ def conform(table_name: str, frame: pl.DataFrame, dataset: str) -> pa.Table:
         out = frame.select(columns)
     except pl.exceptions.PolarsError as e:
         raise ConformError(f"{dataset}: {table_name} does not fit its schema: {e}") from None
-    out = out.sort(list(spec.order), nulls_last=True, maintain_order=True)
+    if sort:
+        out = out.sort(list(spec.order), nulls_last=True, maintain_order=True)
     return out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(spec.schema)
 
 

@@ -79,48 +79,78 @@ def read_dataset(settings: Settings, dataset_id: str, say: Say = _quiet) -> Read
     """Run the dataset's adapter over its source; nothing is written."""
     location = source_location(settings, dataset_id, say=say)
     src = SourceFolder(location, settings.storage_options)
+    adapter = get_adapter(dataset_id)
+    related = {}
+    if adapter.info.links_to:
+        linked = adapter.info.links_to
+        related[linked] = SourceFolder(source_location(settings, linked, say=say), settings.storage_options)
     started = time.perf_counter()
-    result = get_adapter(dataset_id).read(src, progress=say)
+    result = adapter.read(src, progress=say, related=related)
     files = src.fingerprint(result.files_read)
     return ReadDataset(dataset_id, location, result, fingerprint_of(files), files, time.perf_counter() - started)
 
 
 def stage_dataset(store: Store, read: ReadDataset, *, run_id: str, version: str | None = None,
                   say: Say = _quiet) -> StagedDataset:
-    """Write every table the dataset feeds (and its quarantine) as one new, unpublished version."""
+    """Write every table the dataset feeds (and its quarantine) as one new, unpublished version.
+
+    Whole tables are staged first, two at a time; then any streamed tables; the quarantine last,
+    so it includes rows rejected while streaming.
+    """
     version = version or new_version()
     info = dataset_info(read.dataset)
-    frames = dict(read.result.tables)
-    rejected = read.result.rejected()
-    frames["quarantine"] = rejected
-    names = [*info.tables, "quarantine"]
+    frames = read.result.tables
+    whole = [name for name in info.tables if read.result.batches is None or name in frames]
 
-    def stage_one(name: str) -> StagedPartition:
-        frame = frames.get(name)
+    def stage(name: str, frame: pl.DataFrame | None) -> StagedPartition:
         table = conform(name, frame, read.dataset) if frame is not None and frame.width else empty(name)
         return store.stage(name, read.dataset, table, source_fingerprint=read.fingerprint, run_id=run_id,
                            version=version)
 
-    # Tables are independent; polars and pyarrow release the GIL, so two workers use both cores.
     staged: dict[str, StagedPartition] = {}
-    errors: list[BaseException] = []
-    with ThreadPoolExecutor(max_workers=STAGE_WORKERS) as pool:
-        futures = {pool.submit(stage_one, name): name for name in names}
-        for future in as_completed(futures):
-            try:
-                staged[futures[future]] = future.result()
-                say(f"staging {futures[future]}")
-            except BaseException as e:  # noqa: BLE001 - every staged table is discarded below
-                errors.append(e)
-    if errors:
+    try:
+        # Tables are independent; polars and pyarrow release the GIL, so two workers use both cores.
+        with ThreadPoolExecutor(max_workers=STAGE_WORKERS) as pool:
+            futures = {pool.submit(stage, name, frames.get(name)): name for name in whole}
+            failures = []
+            for future in as_completed(futures):
+                try:
+                    staged[futures[future]] = future.result()
+                    say(f"staging {futures[future]}")
+                except BaseException as e:  # noqa: BLE001 - raised after the pool has drained
+                    failures.append(e)
+            if failures:
+                raise failures[0]
+        if read.result.batches is not None:
+            staged.update(_stage_batches(store, read, run_id=run_id, version=version, say=say))
+        rejected = read.result.rejected()
+        staged["quarantine"] = stage("quarantine", rejected)
+    except BaseException:
         for partition in staged.values():
             store.discard(partition)
-        raise errors[0]
-    staged = {name: staged[name] for name in names}
+        raise
     # several bad values of one source row are one rejected row
     rejected_rows = rejected.unique(["source_file", "line_number", "row_number"]).height
     return StagedDataset(read.dataset, version, run_id, staged, rejected_rows, read.fingerprint,
                          list(read.result.notes))
+
+
+def _stage_batches(store: Store, read: ReadDataset, *, run_id: str, version: str, say: Say) -> dict:
+    """Write streamed chunks as they arrive: one open writer per table, bounded memory."""
+    writers = {}
+    try:
+        for name, frame in read.result.batches:
+            if name not in writers:
+                writers[name] = store.writer(name, read.dataset, version=version, file_metadata={
+                    "source_fingerprint": read.fingerprint, "run_id": run_id})
+                say(f"streaming {name}")
+            writers[name].write(conform(name, frame, read.dataset, sort=False))
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    return {name: store.staged_from_writer(w, source_fingerprint=read.fingerprint, run_id=run_id)
+            for name, w in writers.items()}
 
 
 def publish_dataset(store: Store, staged: StagedDataset) -> list[Manifest]:

@@ -1,7 +1,7 @@
 """Format-faithful, streaming sample generator for MIMIC-Ext-CXR-QBA 1.0.0 (PhysioNet, credentialed).
 
 The real dataset cannot be downloaded here, so this module writes a scalable copy of its native
-files, laid out as the PhysioNet page (shared/seeds/mimic-ext-cxr-qba-page.txt) and
+files, laid out as the PhysioNet page (physionet.org/content/mimic-ext-cxr-qba/1.0.0) and
 docs/datasets.md section 7 describe:
 
     qa.zip                  qa/p1x/p1xxxxxxx/sxxxxxxxx.qa.json            (one member per study)

@@ -10,7 +10,7 @@ import gzip
 import hashlib
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import fsspec
 import polars as pl
@@ -120,12 +120,19 @@ class SourceFolder:
 
 @dataclass
 class SourceResult:
-    """Canonical frames read from one dataset, the rows that could not be read, and what was read."""
+    """Canonical frames read from one dataset, the rows that could not be read, and what was read.
+
+    Small tables come whole in `tables`. Tables too large for memory come through `batches`, an
+    iterator of (table name, frame) chunks that the stager writes as they arrive; it is consumed
+    once, after `tables`. Quarantine frames appended to `quarantine` while the iterator runs are
+    still published.
+    """
 
     tables: dict[str, pl.DataFrame]
     quarantine: list[pl.DataFrame] = field(default_factory=list)
     files_read: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    batches: Iterator[tuple[str, pl.DataFrame]] | None = None
 
     def rejected(self) -> pl.DataFrame:
         from .quarantine import empty_quarantine
@@ -142,5 +149,10 @@ class Adapter(Protocol):
     def source_files(self, src: SourceFolder) -> list[str]:
         """The native files a read would use (for fingerprints and change detection)."""
 
-    def read(self, src: SourceFolder, progress: Progress | None = None) -> SourceResult:
-        """Read the dataset's native files into canonical frames."""
+    def read(self, src: SourceFolder, progress: Progress | None = None,
+             related: dict[str, SourceFolder] | None = None) -> SourceResult:
+        """Read the dataset's native files into canonical frames.
+
+        `related` holds the source folders of the datasets named in `info.links_to` (when they
+        are configured or have default data), e.g. MIMIC-CXR's split file for QBA.
+        """

@@ -54,7 +54,7 @@ class CheXpert:
             src.require(*(name for name, _ in SPLIT_FILES.values()))
         return [n for n in names if n]
 
-    def read(self, src: SourceFolder, progress=None) -> SourceResult:
+    def read(self, src: SourceFolder, progress=None, related=None) -> SourceResult:
         frames, quarantine, files = [], [], []
         for split, (name, labeler) in SPLIT_FILES.items():
             found = src.first_existing(name)

@@ -60,7 +60,7 @@ class NihCxr14:
         names += [n for n in (src.first_existing(BBOX_FILE), *map(src.first_existing, SPLIT_FILES.values())) if n]
         return names
 
-    def read(self, src: SourceFolder, progress=None) -> SourceResult:
+    def read(self, src: SourceFolder, progress=None, related=None) -> SourceResult:
         entry_file = src.require(*DATA_ENTRY_FILES)
         trailing_comma = not entry_file.startswith("Data_Entry_2017_v2020")
         columns = dict(ENTRY_COLUMNS, **({"trailing_empty": "VARCHAR"} if trailing_comma else {}))
