@@ -95,7 +95,8 @@ def test_killed_write_leaves_previous_partition(nih_warehouse, tmp_path):
     wh = nih_warehouse
     before = _table_digest(wh, "labels", "nih_cxr14")
     manifest_before = wh.store.manifest("labels", "nih_cxr14")
-    script = tmp_path / "crash.py"
+    script = tmp_path / "script" / "crash.py"  # not beside the warehouse/ data folder, which would shadow the package
+    script.parent.mkdir()
     script.write_text(textwrap.dedent(f"""
         import os, pyarrow.parquet as pq
         from warehouse import Warehouse
