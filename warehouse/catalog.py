@@ -38,14 +38,32 @@ def register_store(con: duckdb.DuckDBPyConnection, store: Store) -> None:
         con.register_filesystem(store.fs)
 
 
-def view_sql(table: schema.Table, files: list[str]) -> str:
-    """SELECT over a table's current files, or an empty relation of the right types."""
-    if files:
+Part = tuple[list[str], "list[str] | None"]  # files, and their columns (None: the table's current columns)
+
+
+def view_sql(table: schema.Table, parts: list[Part]) -> str:
+    """SELECT over a table's files in canonical column order, or an empty relation of the right types.
+
+    Each part (a partition) is read on its own, and a column its files lack (written before the
+    column existed) reads as a typed NULL, so a schema that grows never breaks older partitions.
+    """
+    selects = []
+    for files, columns in parts:
+        if not files:
+            continue
         listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        columns = ", ".join(f'"{c}"' for c in table.column_names)
-        return f"SELECT {columns} FROM read_parquet([{listing}])"
+        present = set(columns) if columns is not None else set(table.column_names)
+        projection = ", ".join(f'"{c.name}"' if c.name in present
+                               else f'CAST(NULL AS {schema.duckdb_type(c.type)}) AS "{c.name}"' for c in table.columns)
+        selects.append(f"SELECT {projection} FROM read_parquet([{listing}])")
+    if selects:
+        return "\nUNION ALL\n".join(selects)
     typed = ", ".join(f'CAST(NULL AS {schema.duckdb_type(c.type)}) AS "{c.name}"' for c in table.columns)
     return f"SELECT {typed} WHERE false"
+
+
+def manifest_parts(store: Store, manifests: list[Manifest]) -> list[Part]:
+    return [(store.file_urls(m), store.columns_of(m)) for m in manifests]
 
 
 def build_catalog(store: Store, path: Path, *, datasets: list[DatasetInfo], sources: dict[str, str],
@@ -63,8 +81,7 @@ def build_catalog(store: Store, path: Path, *, datasets: list[DatasetInfo], sour
     try:
         register_store(con, store)
         for name, spec in schema.TABLES.items():
-            files = [url for m in by_table.get(name, []) for url in store.file_urls(m)]
-            con.execute(f'CREATE VIEW "{name}" AS {view_sql(spec, files)}')
+            con.execute(f'CREATE VIEW "{name}" AS {view_sql(spec, manifest_parts(store, by_table.get(name, [])))}')
             counts[name] = sum(m.rows for m in by_table.get(name, []))
         _create(con, "catalog_partitions", _partitions_table(manifests))
         _create(con, "catalog_tables", _tables_table(by_table))

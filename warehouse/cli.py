@@ -90,9 +90,16 @@ def _fetch_public(args) -> int:
 
 # --- ingest --------------------------------------------------------------------------------
 def _ingest(args) -> int:
-    from .ingest_cli import run_ingest
+    """Ingestion runs the gated Dagster assets, which the pipelines package provides as an entry point."""
+    from importlib.metadata import entry_points
 
-    return run_ingest(_warehouse(), args.dataset)
+    from .config import Settings
+
+    found = entry_points(group="cxr.pipelines", name="ingest")
+    if not found:
+        print("cxr ingest: the pipelines package is not installed (pip install -e .)", file=sys.stderr)
+        return EXIT_FAILED
+    return next(iter(found)).load()(Settings.load(), args.dataset)
 
 
 # --- sql -----------------------------------------------------------------------------------

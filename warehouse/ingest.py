@@ -52,6 +52,8 @@ class StagedDataset:
     rejected: int
     fingerprint: str
     notes: list[str] = field(default_factory=list)
+    started_at: str | None = None
+    seconds: float | None = None
 
     @property
     def rows(self) -> dict[str, int]:
@@ -86,7 +88,8 @@ def read_dataset(settings: Settings, dataset_id: str, say: Say = _quiet) -> Read
         related[linked] = SourceFolder(source_location(settings, linked, say=say), settings.storage_options)
     started = time.perf_counter()
     result = adapter.read(src, progress=say, related=related)
-    files = src.fingerprint(result.files_read)
+    # the fingerprint covers the files the adapter declares, as the change sensor computes it
+    files = src.fingerprint(adapter.source_files(src))
     return ReadDataset(dataset_id, location, result, fingerprint_of(files), files, time.perf_counter() - started)
 
 
@@ -153,6 +156,42 @@ def _stage_batches(store: Store, read: ReadDataset, *, run_id: str, version: str
             for name, w in writers.items()}
 
 
+STAGING_DIR = "_staging"
+
+
+def save_staged(store: Store, staged: StagedDataset, *, started_at: str | None = None,
+                seconds: float | None = None) -> None:
+    """Record what was staged, so a later step (checks, publish) can find exactly these files."""
+    staged.started_at, staged.seconds = started_at, seconds
+    doc = {"dataset": staged.dataset, "version": staged.version, "run_id": staged.run_id,
+           "started_at": started_at, "seconds": seconds,
+           "rejected": staged.rejected, "fingerprint": staged.fingerprint, "notes": staged.notes,
+           "partitions": {name: {"files": p.files, "rows": p.rows, "extra": p.extra}
+                          for name, p in staged.partitions.items()}}
+    path = f"{store.root}/{STAGING_DIR}/{staged.dataset}.json"
+    store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    store.fs.pipe_file(path, json.dumps(doc, indent=1, sort_keys=True).encode())
+
+
+def load_staged(store: Store, dataset: str) -> StagedDataset:
+    path = f"{store.root}/{STAGING_DIR}/{dataset}.json"
+    try:
+        doc = json.loads(store.fs.cat_file(path))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"nothing is staged for {dataset} (no {path})") from None
+    partitions = {name: StagedPartition(store, name, dataset, doc["version"], p["files"], p["rows"],
+                                        doc["fingerprint"], doc["run_id"], p.get("extra", {}))
+                  for name, p in doc["partitions"].items()}
+    return StagedDataset(dataset, doc["version"], doc["run_id"], partitions, doc["rejected"], doc["fingerprint"],
+                         doc["notes"], doc.get("started_at"), doc.get("seconds"))
+
+
+def clear_staged(store: Store, dataset: str) -> None:
+    path = f"{store.root}/{STAGING_DIR}/{dataset}.json"
+    if store.fs.exists(path):
+        store.fs.rm_file(path)
+
+
 def publish_dataset(store: Store, staged: StagedDataset) -> list[Manifest]:
     return [store.publish(p) for p in staged.partitions.values()]
 
@@ -160,6 +199,60 @@ def publish_dataset(store: Store, staged: StagedDataset) -> list[Manifest]:
 def discard_dataset(store: Store, staged: StagedDataset) -> None:
     for partition in staged.partitions.values():
         store.discard(partition)
+
+
+def current_fingerprint(settings: Settings, dataset_id: str) -> str | None:
+    """The fingerprint of a dataset's source files now, without reading them whole or fetching anything.
+
+    None when the dataset has no configured source and its default data is not prepared yet.
+    """
+    location = settings.source_for(dataset_id)
+    if location is None:
+        folder = settings.default_source(dataset_id, dataset_info(dataset_id).default_data)
+        if not folder.exists():
+            return None
+        location = str(folder)
+    src = SourceFolder(location, settings.storage_options)
+    return fingerprint_of(src.fingerprint(get_adapter(dataset_id).source_files(src)))
+
+
+def published_fingerprint(store: Store, dataset_id: str) -> str | None:
+    """The source fingerprint of the dataset's currently published data."""
+    for manifest in store.manifests():
+        if manifest.dataset == dataset_id and manifest.source_fingerprint:
+            return manifest.source_fingerprint
+    return None
+
+
+def publish_staged(store: Store, dataset: str, *, run_id: str, engine: str, started_at: str, seconds: float,
+                   checks_passed: int, checks_failed: int) -> StagedDataset:
+    """Publish what this run staged (and only that), record the run, forget the staging."""
+    staged = load_staged(store, dataset)
+    if staged.run_id != run_id:
+        raise RuntimeError(f"{dataset}: the staged version {staged.version} belongs to run {staged.run_id}, not "
+                           f"{run_id}; stage and publish in one run so the quality checks gate what is published")
+    publish_dataset(store, staged)
+    clear_staged(store, dataset)
+    record_run(store, run_record(run_id=run_id, dataset=dataset, engine=engine, status="published",
+                                 started_at=started_at, seconds=seconds, staged=staged, checks_passed=checks_passed,
+                                 checks_failed=checks_failed))
+    return staged
+
+
+def block_staged(store: Store, dataset: str, *, run_id: str, engine: str, started_at: str, seconds: float,
+                 checks_passed: int, failed_checks: list[str]) -> None:
+    """A run whose blocking checks failed: drop its staged files, keep the published data, say why."""
+    try:
+        staged = load_staged(store, dataset)
+    except FileNotFoundError:
+        staged = None
+    if staged is not None and staged.run_id == run_id:
+        discard_dataset(store, staged)
+        clear_staged(store, dataset)
+    record_run(store, run_record(run_id=run_id, dataset=dataset, engine=engine, status="blocked",
+                                 started_at=started_at, seconds=seconds, staged=staged, checks_passed=checks_passed,
+                                 checks_failed=len(failed_checks),
+                                 message="failed checks: " + ", ".join(failed_checks) if failed_checks else None))
 
 
 def new_run_id() -> str:

@@ -66,6 +66,7 @@ class Manifest:
     source_fingerprint: str | None = None
     run_id: str | None = None
     extra: dict = field(default_factory=dict)
+    columns: list[str] | None = None   # the files' columns; older partitions may lack newer ones
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
@@ -227,6 +228,7 @@ class Store:
             table=staged.table, dataset=staged.dataset, version=staged.version, files=staged.files,
             rows=staged.rows, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             source_fingerprint=staged.source_fingerprint, run_id=staged.run_id, extra=staged.extra,
+            columns=table_def(staged.table).column_names,
         )
         self._write_manifest(staged.table, staged.dataset, manifest.to_json())
         return manifest
@@ -290,6 +292,13 @@ class Store:
     def file_urls(self, manifest: Manifest) -> list[str]:
         base = self.partition_dir(manifest.table, manifest.dataset)
         return [self.url(f"{base}/{f['path']}") for f in manifest.files]
+
+    def columns_of(self, manifest: Manifest) -> list[str]:
+        """The columns a partition's files have (read from a file footer for manifests that predate `columns`)."""
+        if manifest.columns is not None or not manifest.files:
+            return list(manifest.columns or [])
+        with self.fs.open(f"{self.partition_dir(manifest.table, manifest.dataset)}/{manifest.files[0]['path']}") as f:
+            return pq.read_schema(f).names
 
     def read(self, table: str, dataset: str) -> pa.Table:
         """The current rows of one partition (for tests and checks; queries go through the catalog)."""

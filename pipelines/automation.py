@@ -1,0 +1,78 @@
+"""When ingestion runs: a daily schedule, a sensor on source changes, and clean-up after a blocked run."""
+
+import json
+
+import dagster as dg
+
+from warehouse.ingest import block_staged, current_fingerprint, now_iso, published_fingerprint
+from warehouse.sources import DATASETS
+
+from .assets import CATALOG_POOL, DATASET_PARTITIONS, INGEST_ASSETS, catalog
+from .resources import WarehouseResource
+
+ingest_job = dg.define_asset_job(
+    "ingest", selection=dg.AssetSelection.assets(*INGEST_ASSETS),
+    description="Stage one dataset, run its quality gates, publish it if they pass, derive its statistics.",
+    tags={"cxr/job": "ingest"})
+catalog_job = dg.define_asset_job(
+    "refresh_catalog", selection=dg.AssetSelection.assets(catalog),
+    description="Rebuild the DuckDB catalog from the published partitions.",
+    tags={"cxr/catalog": CATALOG_POOL})
+
+
+@dg.schedule(job=ingest_job, cron_schedule="0 3 * * *", execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.STOPPED,
+             description="Re-ingest every dataset daily at 03:00 UTC (one run per dataset partition).")
+def daily_ingest(context: dg.ScheduleEvaluationContext):
+    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+    for dataset in DATASET_PARTITIONS.get_partition_keys():
+        yield dg.RunRequest(partition_key=dataset, run_key=f"{dataset}:{day}", tags={"cxr/trigger": "schedule"})
+
+
+@dg.sensor(job=ingest_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED,
+           description="Fingerprints every dataset's source files (size, mtime or ETag, sha256 of small files) "
+                       "and requests a run only for datasets whose sources changed.")
+def source_change_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    settings, store = warehouse.settings(), warehouse.store()
+    seen = json.loads(context.cursor) if context.cursor else {}
+    requests, unchanged, unprepared = [], [], []
+    for dataset in DATASETS:
+        fingerprint = current_fingerprint(settings, dataset)
+        if fingerprint is None:
+            unprepared.append(dataset)
+            continue
+        # with no cursor yet, compare with what is published: an up-to-date warehouse needs no run
+        previous = seen.get(dataset) or published_fingerprint(store, dataset)
+        if fingerprint == previous:
+            unchanged.append(dataset)
+        else:
+            requests.append(dg.RunRequest(partition_key=dataset, run_key=f"{dataset}:{fingerprint}",
+                                          tags={"cxr/trigger": "source-change", "cxr/fingerprint": fingerprint}))
+        seen[dataset] = fingerprint
+    cursor = json.dumps(seen, sort_keys=True)
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+    reason = "no source changed" + (f"; default data not prepared for {', '.join(unprepared)}" if unprepared else "")
+    return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
+
+
+@dg.run_failure_sensor(monitored_jobs=[ingest_job], default_status=dg.DefaultSensorStatus.STOPPED,
+                       description="After a blocked or failed ingest run, discard its staged files and record why.")
+def blocked_run_cleanup(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
+    run = context.dagster_run
+    dataset = run.tags.get("dagster/partition")
+    if not dataset:
+        return
+    records = context.instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]
+    failed = [e.asset_check_key.name for e in evaluations if not e.passed]
+    block_staged(warehouse.store(), dataset, run_id=run.run_id, engine="dagster", started_at=now_iso(),
+                 seconds=0.0, checks_passed=sum(e.passed for e in evaluations), failed_checks=failed)
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[ingest_job],
+                      request_job=catalog_job, default_status=dg.DefaultSensorStatus.STOPPED,
+                      description="After a successful ingest run, rebuild the catalog (one writer at a time).")
+def refresh_catalog_after_ingest(context: dg.RunStatusSensorContext):
+    return dg.RunRequest(run_key=f"catalog-after:{context.dagster_run.run_id}")

@@ -1,0 +1,90 @@
+"""Blocking asset checks on the staged dataset: one Dagster check per GX expectation, one per integrity query.
+
+Check names are `<table>__<expectation name>` (e.g. `studies__age_years_in_range`) and
+`integrity__<check name>`. A critical expectation is a blocking ERROR check: when it fails,
+`tables` does not run and nothing of the dataset is published. Warnings are reported, never block.
+"""
+
+import dagster as dg
+
+from warehouse import quality
+from warehouse.ingest import load_staged
+
+from .assets import STAGED
+from .metadata import markdown_table, plain_json
+from .resources import WarehouseResource
+
+
+def _staged_connection(warehouse: WarehouseResource, dataset: str):
+    store = warehouse.store()
+    staged = load_staged(store, dataset)
+    files = {name: partition.urls() for name, partition in staged.partitions.items()}
+    return quality.staged_connection(store, files), set(staged.partitions)
+
+
+def _result(check_name: str, outcome: quality.CheckOutcome, dataset: str) -> dg.AssetCheckResult:
+    metadata = {
+        "dataset": dataset,
+        "check": outcome.description,
+        "unexpected rows": outcome.unexpected_count,
+        "examples": dg.MetadataValue.md(markdown_table(outcome.sample[:10])) if outcome.sample else "none",
+        "examples (json)": plain_json(outcome.sample),
+    }
+    if outcome.unexpected_percent is not None:
+        metadata["unexpected percent"] = float(outcome.unexpected_percent)
+    if outcome.observed is not None:
+        metadata["observed value"] = plain_json(outcome.observed)
+    if outcome.evaluated_rows is not None:
+        metadata["rows evaluated"] = outcome.evaluated_rows
+    if outcome.note:
+        metadata["note"] = outcome.note
+    severity = dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN
+    summary = "passed" if outcome.passed else f"{outcome.unexpected_count:,} offending rows"
+    return dg.AssetCheckResult(asset_key=STAGED, check_name=check_name, passed=outcome.passed, severity=severity,
+                               metadata=metadata, description=f"{outcome.description} — {summary}")
+
+
+def expectation_checks(table: str) -> dg.AssetChecksDefinition:
+    specs = [dg.AssetCheckSpec(f"{table}__{name}", asset=STAGED, blocking=blocking, description=description)
+             for name, blocking, description in quality.expectation_checks(table)]
+
+    @dg.multi_asset_check(specs=specs, name=f"{table}_expectations", can_subset=True,
+                          description=f"Great Expectations suite expectations/{table}.json on the staged {table}.")
+    def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+        dataset = context.partition_key
+        con, fed = _staged_connection(warehouse, dataset)
+        try:
+            if table in fed:
+                outcomes = {o.name: o for o in quality.validate_table(con, table)}
+            else:
+                outcomes = {name: quality.CheckOutcome(table, name, "expectation", True, blocking, description,
+                                                       note=f"not applicable: {dataset} does not feed {table}")
+                            for name, blocking, description in quality.expectation_checks(table)}
+        finally:
+            con.close()
+        for key in context.selected_asset_check_keys:
+            yield _result(key.name, outcomes[key.name.split("__", 1)[1]], dataset)
+
+    return _checks
+
+
+def integrity_checks() -> dg.AssetChecksDefinition:
+    specs = [dg.AssetCheckSpec(f"integrity__{c.name}", asset=STAGED, blocking=c.blocking, description=c.description)
+             for c in quality.integrity_checks()]
+
+    @dg.multi_asset_check(specs=specs, name="integrity", can_subset=True,
+                          description="Cross-table integrity SQL (expectations/integrity.sql) on the staged dataset.")
+    def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+        dataset = context.partition_key
+        con, fed = _staged_connection(warehouse, dataset)
+        try:
+            outcomes = {o.name: o for o in quality.run_integrity(con, fed)}
+        finally:
+            con.close()
+        for key in context.selected_asset_check_keys:
+            yield _result(key.name, outcomes[key.name.removeprefix("integrity__")], dataset)
+
+    return _checks
+
+
+QUALITY_CHECKS = [*(expectation_checks(t) for t in quality.suite_tables()), integrity_checks()]

@@ -1,0 +1,20 @@
+"""The code location `dagster dev` and `dagster definitions validate` load from the repo root."""
+from __future__ import annotations
+
+import dagster as dg
+
+from .assets import INGEST_ASSETS, catalog
+from .automation import (
+    blocked_run_cleanup, catalog_job, daily_ingest, ingest_job, refresh_catalog_after_ingest, source_change_sensor,
+)
+from .checks import QUALITY_CHECKS
+from .resources import WarehouseResource
+
+defs = dg.Definitions(
+    assets=[*INGEST_ASSETS, catalog],
+    asset_checks=QUALITY_CHECKS,
+    jobs=[ingest_job, catalog_job],
+    schedules=[daily_ingest],
+    sensors=[source_change_sensor, blocked_run_cleanup, refresh_catalog_after_ingest],
+    resources={"warehouse": WarehouseResource()},
+)

@@ -1,0 +1,129 @@
+"""Run the ingest assets in process, the way `cxr ingest` does: one run per dataset, then the catalog.
+
+This is the same Dagster job the UI, the schedule and the sensor launch, executed in this
+process (`execute_in_process`) so there is one ingestion path. Progress is reported from
+Dagster's own event stream (steps, materializations, check evaluations) through `on_event`.
+"""
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import dagster as dg
+
+from warehouse.config import Settings
+from warehouse.ingest import block_staged, now_iso
+
+from .definitions import defs
+from .resources import WarehouseResource
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+@dataclass
+class DatasetRun:
+    dataset: str
+    run_id: str
+    status: str = "running"                     # published | blocked | failed
+    rows: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    checks_passed: int = 0
+    checks_failed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+Event = Callable[[str, str, str], None]     # (dataset, kind, detail)
+
+
+def instance() -> dg.DagsterInstance:
+    """The persistent instance when DAGSTER_HOME is set (runs then show in `dagster dev`), else an ephemeral one."""
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def ingest(settings: Settings, datasets: list[str], *, on_event: Event = lambda *a: None,
+           dagster_instance: dg.DagsterInstance | None = None) -> list[DatasetRun]:
+    """Ingest each dataset through its gated Dagster run, then rebuild the catalog once."""
+    inst = dagster_instance or instance()
+    resources = {"warehouse": WarehouseResource.from_settings(settings)}
+    job = defs.resolve_job_def("ingest")
+    runs = []
+    for dataset in datasets:
+        run = DatasetRun(dataset, str(uuid.uuid4()))
+        inst.add_event_listener(run.run_id, lambda entry, run=run: _on_entry(entry, run, on_event))
+        started_at, started = now_iso(), time.perf_counter()
+        on_event(dataset, "start", "reading native files")
+        try:
+            result = job.execute_in_process(partition_key=dataset, instance=inst, run_id=run.run_id,
+                                            resources=resources, run_config=QUIET, raise_on_error=False,
+                                            tags={"cxr/trigger": "cli"})
+            _finish(run, result)
+        except Exception as e:  # noqa: BLE001 - one dataset's failure must not stop the others
+            run.status, run.error = "failed", f"{type(e).__name__}: {e}"
+        run.seconds = time.perf_counter() - started
+        if run.status != "published":
+            block_staged(resources["warehouse"].store(), dataset, run_id=run.run_id, engine="dagster",
+                         started_at=started_at, seconds=run.seconds, checks_passed=run.checks_passed,
+                         failed_checks=run.checks_failed or ([run.error] if run.error else []))
+        on_event(dataset, run.status, run.error or ", ".join(run.checks_failed))
+        runs.append(run)
+    on_event("catalog", "start", "rebuilding the catalog")
+    defs.resolve_job_def("refresh_catalog").execute_in_process(instance=inst, resources=resources, run_config=QUIET,
+                                                              tags={"cxr/trigger": "cli"})
+    on_event("catalog", "published", str(Path(settings.catalog)))
+    return runs
+
+
+def _on_entry(entry, run: DatasetRun, on_event: Event) -> None:
+    event = entry.dagster_event
+    if event is None:
+        return
+    kind = event.event_type_value
+    if kind == "STEP_START":
+        on_event(run.dataset, "step", {"staged": "reading and staging", "tables": "publishing",
+                                       "derived": "deriving statistics"}.get(event.step_key, f"checking ({event.step_key})"))
+    elif kind == "ASSET_MATERIALIZATION":
+        materialization = event.event_specific_data.materialization
+        table = materialization.asset_key.path[-1]
+        count = materialization.metadata.get("dagster/row_count")
+        if table == "staged":
+            run.rejected = int(materialization.metadata["rows rejected"].value)
+            on_event(run.dataset, "staged", f"{count.value:,} rows staged, {run.rejected:,} rejected")
+        elif count is not None and table not in ("split_stats", "demographics"):
+            run.rows[table] = int(count.value)
+    elif kind == "ASSET_CHECK_EVALUATION":
+        evaluation = event.event_specific_data
+        if evaluation.passed:
+            run.checks_passed += 1
+        elif evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            run.checks_failed.append(evaluation.asset_check_key.name)
+            on_event(run.dataset, "check_failed", _describe_failure(evaluation))
+        else:
+            run.warnings.append(evaluation.asset_check_key.name)
+            on_event(run.dataset, "check_warning", _describe_failure(evaluation))
+
+
+def _describe_failure(evaluation) -> str:
+    metadata = evaluation.metadata
+    count = metadata.get("unexpected rows")
+    examples = metadata.get("examples (json)")
+    sample = examples.value[:3] if examples is not None and isinstance(examples.value, list) else []
+    return (f"{evaluation.asset_check_key.name}: {count.value if count else '?'} offending rows"
+            + (f", e.g. {sample}" if sample else ""))
+
+
+def _finish(run: DatasetRun, result) -> None:
+    if result.success:
+        run.status = "published"
+        return
+    run.status = "blocked" if run.checks_failed else "failed"
+    if run.status == "failed":
+        failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        if failures:
+            error = failures[0].event_specific_data.error
+            run.error = error.message.strip().splitlines()[-1] if error else "step failed"

@@ -1,0 +1,234 @@
+"""Quality gates for staged partitions: Great Expectations suites per table, integrity SQL across tables.
+
+Suites are data (expectations/<table>.json, GX 1.x expectation configs with a `meta.name` each);
+integrity checks are SQL (expectations/integrity.sql), each a query returning offending rows.
+Both run on the *staged* version of a dataset, before it is published, and report per check:
+passed or not, whether a failure blocks publishing, how many rows offend and a sample of them.
+
+GX takes pandas frames. A table larger than GX_MAX_ROWS is validated on a reproducible sample
+(said in the outcome), and its key uniqueness is then computed in SQL over every row, since a
+sample cannot prove uniqueness. GX is imported only when a validation runs: it costs seconds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import duckdb
+
+from . import schema
+from .catalog import register_store, view_sql
+from .store import Store
+
+EXPECTATIONS_ROOT = Path(__file__).resolve().parents[1] / "expectations"
+GX_MAX_ROWS = 1_000_000
+SAMPLE_ROWS = 20
+
+
+@dataclass
+class CheckOutcome:
+    table: str
+    name: str
+    kind: str                 # expectation | integrity
+    passed: bool
+    blocking: bool            # a failure keeps the partition from being published
+    description: str
+    unexpected_count: int = 0
+    unexpected_percent: float | None = None
+    observed: object = None
+    sample: list[dict] = field(default_factory=list)
+    evaluated_rows: int | None = None
+    note: str | None = None
+
+
+# --- suites --------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def suite(table: str) -> dict:
+    path = EXPECTATIONS_ROOT / f"{table}.json"
+    doc = json.loads(path.read_text())
+    names = [e["meta"]["name"] for e in doc["expectations"]]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: expectation names (meta.name) must be unique")
+    return doc
+
+
+def suite_tables() -> list[str]:
+    return sorted(p.stem for p in EXPECTATIONS_ROOT.glob("*.json"))
+
+
+def expectation_checks(table: str) -> list[tuple[str, bool, str]]:
+    """(check name, blocking, description) of each expectation, without importing GX."""
+    return [(e["meta"]["name"], e.get("severity", "critical") == "critical", _describe(e))
+            for e in suite(table)["expectations"]]
+
+
+def _describe(expectation: dict) -> str:
+    kwargs = expectation["kwargs"]
+    target = kwargs.get("column") or ", ".join(kwargs.get("column_list", [])) or "table"
+    why = expectation.get("meta", {}).get("why")
+    return f"{expectation['type']} on {target}" + (f": {why}" if why else "")
+
+
+# --- integrity SQL -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IntegrityCheck:
+    name: str
+    requires: tuple[str, ...]
+    blocking: bool
+    description: str
+    sql: str
+
+    @property
+    def table(self) -> str:
+        return self.requires[0]
+
+
+@lru_cache(maxsize=1)
+def integrity_checks() -> tuple[IntegrityCheck, ...]:
+    text = (EXPECTATIONS_ROOT / "integrity.sql").read_text()
+    checks = []
+    for block in re.split(r"\n(?=-- check:)", text):
+        if not block.startswith("-- check:"):
+            continue
+        header = dict(re.findall(r"^-- (\w+):\s*(.*)$", block, flags=re.MULTILINE))
+        sql = "\n".join(line for line in block.splitlines() if not line.startswith("--")).strip().rstrip(";")
+        checks.append(IntegrityCheck(
+            name=header["check"], requires=tuple(t.strip() for t in header["requires"].split(",")),
+            blocking=header.get("severity", "critical") == "critical", description=header.get("description", ""),
+            sql=sql))
+    return tuple(checks)
+
+
+# --- staged data ---------------------------------------------------------------------------
+def staged_connection(store: Store, files_by_table: dict[str, list[str]]) -> duckdb.DuckDBPyConnection:
+    """In-memory DuckDB with one view per canonical table over the given (staged) files."""
+    con = duckdb.connect()
+    register_store(con, store)
+    for name, spec in schema.TABLES.items():
+        con.execute(f'CREATE VIEW "{name}" AS {view_sql(spec, [(files_by_table.get(name, []), None)])}')
+    return con
+
+
+def run_integrity(con: duckdb.DuckDBPyConnection, fed: set[str], tables: set[str] | None = None) -> list[CheckOutcome]:
+    """Integrity checks whose first table is in `tables`; a check reading a table the dataset
+    does not feed does not apply and passes with a note."""
+    outcomes = []
+    for check in integrity_checks():
+        if tables is not None and check.table not in tables:
+            continue
+        missing = [t for t in check.requires if t not in fed]
+        if missing:
+            outcomes.append(CheckOutcome(check.table, check.name, "integrity", True, check.blocking,
+                                         check.description, note=f"not applicable: no {', '.join(missing)} staged"))
+            continue
+        count = scalar(con, f"SELECT count(*) FROM ({check.sql})")
+        sample = _records(con, f"SELECT * FROM ({check.sql}) LIMIT {SAMPLE_ROWS}") if count else []
+        outcomes.append(CheckOutcome(check.table, check.name, "integrity", count == 0, check.blocking,
+                                     check.description, unexpected_count=int(count), sample=sample))
+    return outcomes
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str):
+    """The single value of a query, fetched fully (DuckDB 2 keeps a half-read result open)."""
+    return con.execute(sql).fetchall()[0][0]
+
+
+def _records(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
+    result = con.execute(sql)
+    columns = [d[0] for d in result.description]
+    return [dict(zip(columns, map(_plain, row))) for row in result.fetchall()]
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+# --- GX ------------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def _validation_definition(table: str):
+    import great_expectations as gx
+
+    context = _gx_context()
+    batch = context.data_sources.add_pandas(f"staged_{table}").add_dataframe_asset(table) \
+        .add_batch_definition_whole_dataframe("partition")
+    doc = suite(table)
+    gx_suite = context.suites.add(gx.ExpectationSuite(name=table, expectations=doc["expectations"], meta=doc["meta"]))
+    return gx.ValidationDefinition(name=f"{table}_gate", data=batch, suite=gx_suite)
+
+
+@lru_cache(maxsize=1)
+def _gx_context():
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # GX logs hundreds of INFO lines otherwise
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def validate_table(con: duckdb.DuckDBPyConnection, table: str) -> list[CheckOutcome]:
+    """Run the table's GX suite over its staged rows (or a reproducible sample of them)."""
+    total = scalar(con, f'SELECT count(*) FROM "{table}"')
+    sampled = total > GX_MAX_ROWS
+    query = f'SELECT * FROM "{table}"' + (f" USING SAMPLE reservoir({GX_MAX_ROWS} ROWS) REPEATABLE (42)"
+                                          if sampled else "")
+    frame = con.sql(query).to_arrow_table().to_pandas().reset_index(drop=True)
+    result = _validation_definition(table).run(
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_ROWS,
+                       "return_unexpected_index_query": False})
+    by_name = {r.expectation_config.meta["name"]: r for r in result.results}
+    outcomes = []
+    for name, blocking, description in expectation_checks(table):
+        r = by_name[name]
+        details = r.result or {}
+        positions = (details.get("unexpected_index_list") or [])[:SAMPLE_ROWS]
+        sample = [{k: _plain(v) for k, v in row.items()}
+                  for row in frame.iloc[positions].to_dict(orient="records")] if positions else []
+        outcome = CheckOutcome(
+            table, name, "expectation", bool(r.success), blocking, description,
+            unexpected_count=int(details.get("unexpected_count") or 0),
+            unexpected_percent=_plain(details.get("unexpected_percent")),
+            observed=_plain(details.get("observed_value")), sample=sample, evaluated_rows=len(frame),
+            note=f"validated on a reproducible sample of {len(frame):,} of {total:,} rows" if sampled else None)
+        if r.exception_info and _raised(r.exception_info):
+            outcome.passed, outcome.note = False, f"expectation could not run: {_raised(r.exception_info)}"
+        outcomes.append(outcome)
+    if sampled:
+        _replace_key_check(con, table, outcomes, total)
+    return outcomes
+
+
+def _raised(info: dict) -> str | None:
+    if "raised_exception" in info:
+        return info.get("exception_message") if info["raised_exception"] else None
+    for nested in info.values():
+        if isinstance(nested, dict) and nested.get("raised_exception"):
+            return nested.get("exception_message")
+    return None
+
+
+def _replace_key_check(con, table: str, outcomes: list[CheckOutcome], total: int) -> None:
+    """On a sample, uniqueness proves nothing: recompute key_unique over every row in SQL."""
+    key = ", ".join(f'"{c}"' for c in ("dataset", *schema.TABLES[table].key))
+    dupes_sql = f'SELECT {key}, count(*) AS copies FROM "{table}" GROUP BY ALL HAVING count(*) > 1'
+    count = scalar(con, f"SELECT count(*) FROM ({dupes_sql})")
+    for outcome in outcomes:
+        if outcome.name == "key_unique":
+            outcome.passed, outcome.unexpected_count = count == 0, int(count)
+            outcome.sample = _records(con, f"{dupes_sql} LIMIT {SAMPLE_ROWS}") if count else []
+            outcome.evaluated_rows, outcome.note = total, f"computed in SQL over all {total:,} rows"
