@@ -35,7 +35,7 @@ def staged(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> d
     settings, store = warehouse.settings(), warehouse.store()
     started = time.perf_counter()
     read = read_dataset(settings, dataset, say=context.log.info)
-    result = stage_dataset(store, read, run_id=context.run_id, version=new_version(), say=context.log.debug)
+    result = stage_dataset(store, read, run_id=context.run.run_id, version=new_version(), say=context.log.debug)
     save_staged(store, result, started_at=now_iso(), seconds=time.perf_counter() - started)
     rows = result.rows
     quarantine_preview = read.result.rejected().head(10).to_dicts()
@@ -59,7 +59,7 @@ def staged(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> d
 def _check_counts(context) -> tuple[int, list[str]]:
     """How many of this run's checks passed, and the names of those that failed."""
     records = context.instance.get_records_for_run(
-        context.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     passed, failed = 0, []
     for record in records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data
@@ -81,7 +81,7 @@ def tables(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     store = warehouse.store()
     staged_doc = load_staged(store, dataset)
     passed, failed = _check_counts(context)
-    published = publish_staged(store, dataset, run_id=context.run_id, engine="dagster",
+    published = publish_staged(store, dataset, run_id=context.run.run_id, engine="dagster",
                                started_at=staged_doc.started_at or now_iso(), seconds=staged_doc.seconds or 0.0,
                                checks_passed=passed, checks_failed=len(failed))
     fed = set(dataset_info(dataset).tables) | {"quarantine"}
@@ -119,7 +119,7 @@ def derived(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     for key in context.selected_asset_keys:
         table = key.path[-1]
         data = compute(store, table, dataset)
-        manifest = store.publish(store.stage(table, dataset, data, run_id=context.run_id))
+        manifest = store.publish(store.stage(table, dataset, data, run_id=context.run.run_id))
         yield dg.MaterializeResult(asset_key=key, metadata={
             "dagster/row_count": manifest.rows, "version": manifest.version,
             "dagster/column_schema": column_schema(table),

@@ -84,3 +84,41 @@ def test_query_path_imports_neither_dagster_nor_great_expectations(public_wareho
                CXR_CATALOG=str(public_warehouse.settings.catalog))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO).stdout
     assert "HEAVY []" in out
+
+
+def test_cxr_ingest_runs_the_gated_pipeline(tmp_path, cache_dir, raw_files):
+    import gzip
+
+    from warehouse import Warehouse
+    from .conftest import make_settings
+
+    folder = tmp_path / "nih"
+    folder.mkdir()
+    with gzip.open(raw_files["nih_entry"], "rt", newline="") as f:
+        lines = [next(f) for _ in range(31)]
+    (folder / "Data_Entry_2017_v2020.csv").write_text("".join(lines))
+    wh = Warehouse(make_settings(tmp_path, cache_dir))
+    env = {"CXR_SOURCE_NIH_CXR14": str(folder)}
+
+    proc = _cxr_env(wh, env, "ingest", "--dataset", "nih_cxr14")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Ingest summary" in proc.stdout and "published" in proc.stdout
+    assert wh.sql("SELECT count(*) FROM images").column(0)[0].as_py() == 30
+
+    fields = lines[3].split(",")
+    fields[4] = "400"
+    lines[3] = ",".join(fields)
+    (folder / "Data_Entry_2017_v2020.csv").write_text("".join(lines))
+    proc = _cxr_env(wh, env, "ingest", "--dataset", "nih_cxr14")
+    assert proc.returncode == 1
+    assert "BLOCKED" in proc.stdout
+    assert "nih_cxr14 was NOT published" in proc.stderr and "studies__age_years_in_range" in proc.stderr
+    assert wh.sql("SELECT max(age_years) FROM studies").column(0)[0].as_py() < 120
+
+
+def _cxr_env(wh, extra: dict, *args):
+    env = dict(os.environ, CXR_WAREHOUSE=wh.settings.warehouse, CXR_CATALOG=str(wh.settings.catalog),
+               CXR_CACHE=str(wh.settings.cache), **extra)
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run([sys.executable, "-m", "warehouse.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=wh.settings.catalog.parent)

@@ -126,6 +126,10 @@ def stage_dataset(store: Store, read: ReadDataset, *, run_id: str, version: str 
                 raise failures[0]
         if read.result.batches is not None:
             staged.update(_stage_batches(store, read, run_id=run_id, version=version, say=say))
+            # a fed table that received no chunk is empty in this version, not left at the old one
+            for name in info.tables:
+                if name not in staged:
+                    staged[name] = stage(name, None)
         rejected = read.result.rejected()
         staged["quarantine"] = stage("quarantine", rejected)
     except BaseException:

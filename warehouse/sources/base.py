@@ -15,7 +15,8 @@ from typing import Callable, Iterable, Iterator, Protocol
 import fsspec
 import polars as pl
 
-SMALL_FILE_BYTES = 64 << 20  # files up to this size get a content hash in their fingerprint
+SMALL_FILE_BYTES = 64 << 20  # files up to this size get a content hash in their fingerprint...
+HASHED_FILES_MAX = 200       # ...unless there are more files than this (a tree of 228k reports)
 
 
 class SourceError(Exception):
@@ -105,14 +106,16 @@ class SourceFolder:
         """Size, modification stamp (mtime or ETag) and, for small files, a sha256 of each file.
 
         The fingerprint tells whether a dataset's sources changed since the last ingest without
-        reading large files.
+        reading large files; a dataset of very many small files is judged by size and stamp alone.
         """
         out = []
-        for name in sorted(names):
+        names = sorted(names)
+        hash_contents = len(names) <= HASHED_FILES_MAX
+        for name in names:
             info = self.fs.info(self.path(name))
             stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
             entry = {"file": name, "size": int(info.get("size") or 0), "stamp": str(stamp)}
-            if entry["size"] <= SMALL_FILE_BYTES:
+            if hash_contents and entry["size"] <= SMALL_FILE_BYTES:
                 entry["sha256"] = hashlib.sha256(self.fs.cat_file(self.path(name))).hexdigest()
             out.append(entry)
         return out
