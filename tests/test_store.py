@@ -154,3 +154,36 @@ def test_publish_is_a_single_manifest_switch(tmp_path):
     assert store.manifest("patients", "d").version == v2.version
     with pytest.raises(Exception, match="published"):
         store.discard(v2)
+
+
+def test_streamed_tables_are_staged_in_chunks(tmp_path):
+    """Tables too big for memory arrive as chunks; a fed table with no chunk is staged empty."""
+    import polars as pl
+
+    from warehouse.ingest import ReadDataset, stage_dataset
+    from warehouse.sources.base import SourceResult
+    from warehouse.sources.quarantine import QUARANTINE_COLUMNS
+
+    store = Store(str(tmp_path / "wh"))
+    result = SourceResult(tables={
+        "patients": pl.DataFrame({"patient_id": ["1", "2"], "sex": ["F", "M"]}),
+        "studies": pl.DataFrame({"study_id": ["a", "b"], "patient_id": ["1", "2"], "split": ["train", "test"]}),
+        "images": pl.DataFrame({"image_id": ["a", "b"], "study_id": ["a", "b"], "patient_id": ["1", "2"],
+                                "split": ["train", "test"], "view_position": ["PA", "AP"]}),
+    })
+
+    def chunks():
+        for i in range(3):
+            yield "labels", pl.DataFrame({"study_id": ["a", "b"], "image_id": ["a", "b"], "finding": ["x", "x"],
+                                          "raw_label": [f"L{i}", f"L{i}"], "value": [1, 0], "labeler": ["nih_nlp"] * 2})
+        result.quarantine.append(pl.DataFrame([{"target_table": "labels", "source_file": "f", "row_number": 9,
+                                                "line_number": 10, "column_name": "", "value": None,
+                                                "reason": "bad", "raw_record": "x"}], schema=QUARANTINE_COLUMNS))
+
+    result.batches = chunks()
+    staged = stage_dataset(store, ReadDataset("nih_cxr14", "src", result, "f" * 64, [], 0.0), run_id="r")
+    assert staged.rows == {"patients": 2, "studies": 2, "images": 2, "labels": 6, "boxes": 0, "quarantine": 1}
+    assert staged.rejected == 1
+    for partition in staged.partitions.values():
+        store.publish(partition)
+    assert store.read("labels", "nih_cxr14").num_rows == 6 and store.read("boxes", "nih_cxr14").num_rows == 0
