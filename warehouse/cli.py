@@ -47,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch-public", help="download and verify the public metadata (torchxrayvision wheel)")
     p.set_defaults(handler=_fetch_public)
 
+    p = sub.add_parser("samples", help="write format-faithful sample files of the credentialed datasets")
+    p.add_argument("--dataset", "-d", action="append", metavar="ID",
+                   help="mimic_cxr, mimic_qba, rexgradient or chexpert_plus (repeatable; default: all)")
+    p.add_argument("--patients", type=int, help="patients per dataset (default: each dataset's default size)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write <out>/<dataset>/ into")
+    p.set_defaults(handler=_samples)
+
     p = sub.add_parser("ingest", help="ingest datasets into the warehouse and rebuild the catalog")
     p.add_argument("--dataset", "-d", action="append", metavar="ID", help="dataset id (repeatable; default: all)")
     p.set_defaults(handler=_ingest)
@@ -85,6 +93,36 @@ def _fetch_public(args) -> int:
     print(f"Public metadata {state} in {data.root}")
     for folder in sorted(p for p in data.root.iterdir() if p.is_dir() and not p.name.startswith("_")):
         print(f"  {folder.name:<10} " + ", ".join(sorted(f.name for f in folder.iterdir())))
+    return 0
+
+
+# --- samples -------------------------------------------------------------------------------
+def _samples(args) -> int:
+    import json
+    import time
+
+    from .config import Settings
+    from .samples import defaults
+
+    chosen = args.dataset or defaults.generated_datasets()
+    unknown = sorted(set(chosen) - set(defaults.generated_datasets()))
+    if unknown:
+        print(f"cxr samples: no generator for {', '.join(unknown)}; choose from "
+              f"{', '.join(defaults.generated_datasets())}", file=sys.stderr)
+        return EXIT_USAGE
+    if "mimic_qba" in chosen and "mimic_cxr" not in chosen:
+        chosen = ["mimic_cxr", *chosen]  # QBA is derived from MIMIC-CXR: its split file lives there
+    cache = Settings.load().cache
+    for dataset in chosen:
+        patients = args.patients or defaults.DEFAULT_PATIENTS[dataset]
+        out = args.out / dataset
+        out.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        truth = defaults.write(dataset, out, patients=patients, seed=args.seed, cache=cache,
+                               progress=lambda m: print(m, file=sys.stderr))
+        (args.out / f"{dataset}.truth.json").write_text(json.dumps(truth, indent=1, default=str))
+        print(f"{dataset:<14} {patients:>6} patients  -> {out}  ({time.perf_counter() - started:.1f}s; "
+              f"counts in {args.out / (dataset + '.truth.json')})")
     return 0
 
 
