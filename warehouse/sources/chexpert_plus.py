@@ -1,0 +1,263 @@
+"""CheXpert Plus: reports, demographics and CheXbert labels for the CheXpert v1.0 images.
+
+Format notes (docs/datasets.md section 3; checked against the format-faithful sample, not the real
+credentialed files):
+- `df_chexpert_plus_240401.csv`: 27 columns, one row per image, the study's report and sections
+  repeated on each of its images. Reports span lines inside quoted fields, so physical lines are
+  not records. `path_to_image` is CheXpert's own `train|valid/patientNNNNN/studyN/viewN_<view>.jpg`
+  without the release folder.
+- `chexbert_labels/{findings,impression,report}_fixed.json`: JSON Lines, one record per
+  `path_to_image` with the 14 CheXpert labels (1.0 / 0.0 / -1.0 / null), each the CheXbert reading
+  of one text scope: section_findings, section_impression, or the whole report.
+
+Linking: CheXpert Plus re-releases CheXpert's patients and images, so every id is built exactly as
+the chexpert adapter builds it, from the same path pattern (chexpert.PATH_PATTERN): patient
+`patientNNNNN`, study `patientNNNNN/studyN`, image `patientNNNNN/studyN/viewN_frontal`. This
+partition holds what Plus adds under those ids (race, ethnicity, sex, age, report text, CheXbert
+labels); images are left to the chexpert partition, whose `images` rows are the same files (Plus's
+PNG and DICOM copies only change the extension), so queries join the two datasets on study_id or
+image_id instead of reading duplicated image rows. Valid-split studies join only where CheXpert's
+valid.csv was ingested.
+
+Section mapping (report columns -> canonical sections):
+  section_clinical_history, section_history -> indication (both, in that order, when both exist)
+  section_comparison -> comparison; section_findings -> findings; section_impression -> impression
+  section_narrative (exam name and date, or the whole free-text body), section_technique,
+  section_procedure_comments, section_end_of_impression (the attestation), section_summary (the
+  triage code, e.g. "1-NORMAL"), section_accession_number -> full_text only.
+[U] per docs/datasets.md: in a minority of real rows the columns do not follow the headers (the
+documented sample row has its IMPRESSION body in section_findings). We keep the columns as Stanford
+published them rather than re-splitting the text, because CheXbert's findings/impression labels were
+read from those same columns, so a label's `method` and the report section it describes agree;
+full_text is always the `report` column, with every header kept.
+"""
+from __future__ import annotations
+
+import io
+import json
+
+import polars as pl
+
+from .. import findings, text
+from .base import DatasetInfo, SourceFolder, SourceResult
+from .chexpert import PATH_PATTERN
+from .csvread import read_csv
+from .quarantine import QUARANTINE_COLUMNS, quarantine_rows
+from . import values
+
+INFO = DatasetInfo(
+    id="chexpert_plus",
+    name="CheXpert Plus",
+    version="2024-04-01 (df_chexpert_plus_240401.csv)",
+    access="credentialed",
+    default_data="samples",
+    tables=("patients", "studies", "reports", "labels"),
+    citation="Chambon P, Delbrouck J-B, Sounack T, et al. CheXpert Plus: Augmenting a Large Chest X-ray Dataset "
+             "with Text Radiology Reports, Patient Demographics and Additional Image Formats. arXiv:2405.19538, "
+             "2024.",
+    homepage="https://aimi.stanford.edu/datasets/chexpert-plus",
+    links_to="chexpert",
+)
+
+CSV_FILE = "df_chexpert_plus_240401.csv"
+HEADER = (
+    "path_to_image,path_to_dcm,frontal_lateral,ap_pa,deid_patient_id,patient_report_date_order,report,"
+    "section_narrative,section_clinical_history,section_history,section_comparison,section_technique,"
+    "section_procedure_comments,section_findings,section_impression,section_end_of_impression,section_summary,"
+    "section_accession_number,age,sex,race,ethnicity,interpreter_needed,insurance_type,recent_bmi,deceased,split"
+)
+# Every column as text: a bad age or BMI must not cost the image row its report (age_source keeps it).
+COLUMNS = {name: "VARCHAR" for name in HEADER.split(",")}
+SECTION_SOURCES = {
+    "indication": ("section_clinical_history", "section_history"),
+    "comparison": ("section_comparison",),
+    "findings": ("section_findings",),
+    "impression": ("section_impression",),
+}
+LABEL_FILES = {"findings": "chexbert_labels/findings_fixed.json",
+               "impression": "chexbert_labels/impression_fixed.json",
+               "report": "chexbert_labels/report_fixed.json"}
+LABELS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
+    "Fracture", "Support Devices",
+)
+LABEL_SCHEMA = {"path_to_image": pl.String, **{label: pl.Float64 for label in LABELS}}
+PATH_PARTS = ["path", "patient_id", "study", "view"]
+
+
+class CheXpertPlus:
+    info = INFO
+
+    def source_files(self, src: SourceFolder) -> list[str]:
+        return [src.require(CSV_FILE), *(n for n in map(src.first_existing, LABEL_FILES.values()) if n)]
+
+    def read(self, src: SourceFolder, progress=None, related=None) -> SourceResult:
+        """`related` (the chexpert source) is not read: the ids link by construction, joins are queries."""
+        say = progress or (lambda _: None)
+        csv_file = src.require(CSV_FILE)
+        say(f"reading {csv_file}")
+        rows, quarantine = _read_rows(src, csv_file)
+        labels, files = [], [csv_file]
+        for method, name in LABEL_FILES.items():
+            found = src.first_existing(name)
+            if found:
+                say(f"reading {found}")
+                frame, rejected = _read_labels(src, found, method)
+                labels.append(frame)
+                quarantine += rejected
+                files.append(found)
+        missing = [name for name in LABEL_FILES.values() if not src.first_existing(name)]
+        tables = {
+            "patients": _patients(rows),
+            "studies": _studies(rows),
+            "reports": _reports(rows, src.display(csv_file)),
+            "labels": findings.with_findings(pl.concat(labels), "chexbert") if labels else pl.DataFrame(),
+        }
+        notes = [f"label file(s) not found, their labels are missing: {', '.join(missing)}"] if missing else []
+        return SourceResult(tables, quarantine, files, notes)
+
+
+def _with_ids(frame: pl.DataFrame, path_column: str) -> pl.DataFrame:
+    """patient_id, study_id and image_id from a CheXpert path, exactly as the chexpert adapter makes them."""
+    return frame.with_columns(
+        pl.col(path_column).str.extract_groups(PATH_PATTERN).struct.rename_fields(PATH_PARTS).alias("_parts")
+    ).unnest("_parts").with_columns(
+        (pl.col("patient_id") + "/" + pl.col("study")).alias("study_id"),
+        (pl.col("patient_id") + "/" + pl.col("study") + "/" + pl.col("view")).alias("image_id"),
+    )
+
+
+def _read_rows(src: SourceFolder, name: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """The image rows with their CheXpert ids; a row whose path is not a CheXpert path is quarantined."""
+    read = read_csv(src, name, columns=COLUMNS, header=HEADER, target_table="studies", one_line_records=False)
+    rows = _with_ids(read.frame, "path_to_image")
+    bad = rows.filter(pl.col("path").is_null()).with_columns(_raw=pl.col("path_to_image"))
+    return rows.filter(pl.col("path").is_not_null()), [read.rejects, quarantine_rows(
+        bad, target_table="studies", source_file=src.display(name), column="path_to_image",
+        reason="path_to_image is not <split>/patientN/studyN/viewN_<frontal|lateral>.jpg", one_line_rows=False)]
+
+
+def _patients(rows: pl.DataFrame) -> pl.DataFrame:
+    """Demographics are written per image but constant per patient: the patient's first row speaks."""
+    return rows.group_by("patient_id", maintain_order=True).agg(
+        pl.col("sex").first().alias("sex_source"), pl.col("race").first(), pl.col("ethnicity").first(),
+    ).with_columns(values.sex(pl.col("sex_source")).alias("sex"))
+
+
+def _studies(rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per study; age is the float text CheXpert Plus writes ('62.0').
+
+    As in the chexpert adapter, an age of 0 means unknown (CheXpert's train.csv has three, and Plus
+    takes its ages from the same records), so age_years is null there; age_source keeps what was written.
+    """
+    age = pl.col("age_source").str.strip_chars().cast(pl.Float32, strict=False)
+    return rows.group_by("study_id", maintain_order=True).agg(
+        pl.col("patient_id").first(), pl.col("split").first(), pl.col("age").first().alias("age_source"),
+    ).with_columns(pl.when(age > 0).then(age).alias("age_years"))
+
+
+def _reports(rows: pl.DataFrame, source_file: str) -> pl.DataFrame:
+    """One report per study from its first image row; sections per SECTION_SOURCES, full_text = report."""
+    firsts = rows.group_by("study_id", maintain_order=True).first()
+    stripped = firsts.with_columns(text.blank_to_null(c) for group in SECTION_SOURCES.values() for c in group)
+    reports = stripped.select(
+        "study_id", "patient_id",
+        *(pl.concat_str([pl.col(c) for c in sources], separator="\n", ignore_nulls=True).alias(section)
+          if len(sources) > 1 else pl.col(sources[0]).alias(section)
+          for section, sources in SECTION_SOURCES.items()),
+        pl.col("report").alias("full_text"), pl.lit("en").alias("language"), pl.lit(source_file).alias("source_file"),
+    ).with_columns(pl.when(pl.col("indication") != "").then(pl.col("indication")).alias("indication"))
+    return text.with_token_counts(reports)
+
+
+# --- CheXbert labels ------------------------------------------------------------------------
+def _read_labels(src: SourceFolder, name: str, method: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Long label rows (one per image and stated label) of one JSON Lines file, bad lines quarantined."""
+    shown = src.display(name)
+    data = src.read_bytes(name)
+    records, bad_lines = _label_records(data, shown)
+    records = _with_ids(records, "path_to_image")
+    long = records.filter(pl.col("path").is_not_null()).unpivot(
+        index=["study_id", "image_id", "_row"], on=list(LABELS), variable_name="raw_label",
+        value_name="value").filter(pl.col("value").is_not_null())
+    # 1/0/-1 become Int8; another whole number passes through for the checks to catch; anything else
+    # (1.5, 1e9) cannot be an Int8 label value and is quarantined.
+    whole = (pl.col("value") == pl.col("value").round()) & (pl.col("value").abs() <= 127)
+    labels = long.filter(whole).select(
+        "study_id", "image_id", "raw_label", pl.col("value").cast(pl.Int8),
+        pl.lit("chexbert").alias("labeler"), pl.lit(method).alias("method"))
+    bad_path = records.filter(pl.col("path").is_null())
+    fractional = long.filter(~whole).select("_row", pl.format("{}: {}", "raw_label", "value").alias("value"))
+    return labels, [
+        bad_lines,
+        _line_quarantine(bad_path, data, shown, column="path_to_image",
+                         reason="path_to_image is not <split>/patientN/studyN/viewN_<frontal|lateral>.jpg"),
+        _line_quarantine(fractional, data, shown, column="value",
+                         reason="label value is not a whole number (1, 0, -1 or null expected)"),
+    ]
+
+
+def _line_quarantine(bad: pl.DataFrame, data: bytes, shown: str, *, column: str, reason: str) -> pl.DataFrame:
+    """Quarantine rows for bad JSON Lines records; `_row` is the line number, the line is the raw record."""
+    rows = quarantine_rows(_with_raw_lines(bad, data), target_table="labels", source_file=shown, column=column,
+                           reason=reason, one_line_rows=False)
+    return rows.with_columns(pl.col("row_number").alias("line_number"))
+
+
+def _with_raw_lines(bad: pl.DataFrame, data: bytes) -> pl.DataFrame:
+    """`_raw`: each bad record's source line (found by its `_row` line number; only bad rows pay for it)."""
+    if bad.is_empty():
+        return bad.with_columns(_raw=pl.lit(None, pl.String))
+    lines = data.decode("utf-8", "replace").split("\n")
+    return bad.with_columns(pl.Series("_raw", [lines[n - 1] for n in bad["_row"]], dtype=pl.String))
+
+
+def _label_records(data: bytes, shown: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The file's records with `_row` (their line number), and its unreadable lines as quarantine.
+
+    polars parses the whole file at once; only when it refuses (a malformed line, a value of the
+    wrong type) or blank lines would shift line numbers is it read line by line to find the bad lines.
+    """
+    if b"\n\n" not in data.rstrip(b"\n"):
+        try:
+            frame = pl.read_ndjson(io.BytesIO(data), schema=LABEL_SCHEMA)
+        except pl.exceptions.PolarsError:
+            pass
+        else:
+            return (frame.with_columns(pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("_row")),
+                    pl.DataFrame(schema=QUARANTINE_COLUMNS))
+    return _label_records_by_line(data, shown)
+
+
+def _label_records_by_line(data: bytes, shown: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    good: list[dict] = []
+    bad: list[dict] = []
+    for number, line in enumerate(data.decode("utf-8", "replace").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            problem = _label_record_problem(record)
+        except ValueError as e:
+            problem = f"not a JSON object: {e}"
+        if problem:
+            bad.append({"target_table": "labels", "source_file": shown, "row_number": number,
+                        "line_number": number, "column_name": "", "value": None, "reason": problem,
+                        "raw_record": line})
+        else:
+            good.append({**{k: record.get(k) for k in LABEL_SCHEMA}, "_row": number})
+    frame = pl.DataFrame(good, schema={**LABEL_SCHEMA, "_row": pl.Int64})
+    return frame, pl.DataFrame(bad, schema=QUARANTINE_COLUMNS)
+
+
+def _label_record_problem(record) -> str | None:
+    if not isinstance(record, dict):
+        return "record is not a JSON object"
+    if not isinstance(record.get("path_to_image"), str):
+        return "record has no path_to_image string"
+    wrong = [k for k in LABELS if not (record.get(k) is None or type(record[k]) in (int, float))]
+    return f"label value is not a number or null: {', '.join(wrong)}" if wrong else None
+
+
+ADAPTER = CheXpertPlus()
