@@ -23,6 +23,8 @@ from .conform import conform, empty
 from .fetch import fetch_public
 from .sources import dataset_info, get_adapter
 from .sources.base import SourceFolder, SourceResult
+from .recluster import recluster
+from .schema import table as table_def
 from .store import Manifest, StagedPartition, Store, new_version
 
 Say = Callable[[str], None]
@@ -156,8 +158,18 @@ def _stage_batches(store: Store, read: ReadDataset, *, run_id: str, version: str
         for writer in writers.values():
             writer.abort()
         raise
-    return {name: store.staged_from_writer(w, source_fingerprint=read.fingerprint, run_id=run_id)
-            for name, w in writers.items()}
+    staged = {name: store.staged_from_writer(w, source_fingerprint=read.fingerprint, run_id=run_id)
+              for name, w in writers.items()}
+    try:
+        for name, partition in staged.items():
+            if table_def(name).recluster:
+                say(f"sorting {name} ({partition.rows:,} rows) for row-group pruning")
+                staged[name] = recluster(store, partition)
+    except BaseException:
+        for partition in staged.values():
+            store.discard(partition)
+        raise
+    return staged
 
 
 STAGING_DIR = "_staging"

@@ -63,6 +63,7 @@ class Table:
     sort_by: tuple[str, ...] = ()   # physical order; defaults to the key
     derived: bool = False           # computed from other tables, not read from sources
     subpartition: str | None = None  # second Hive key for very large tables
+    recluster: bool = False         # streamed rows are re-sorted into sort_by after staging (see recluster.py)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -212,6 +213,7 @@ QA_QUESTIONS = Table(
     key=("study_id", "question_id"),
     sort_by=("question_type", "quality_grade", "study_id", "question_id"),
     subpartition="split",
+    recluster=True,
     columns=(
         DATASET, STUDY_ID, PATIENT_ID, SPLIT,
         _c("question_id", S, "Question id (a template name + index; unique only within a study).",
@@ -221,6 +223,8 @@ QA_QUESTIONS = Table(
         _c("question", S, "The question text."),
         _c("quality_grade", S, "Overall grade A++, A+, A, B, C, D or unrated.", nullable=False,
            vocabulary="quality_grade"),
+        _c("fine_tuning", B, "In the fine-tuning set: grade A or better, on a study with a frontal image."),
+        _c("pre_training", B, "In the pre-training set: grade B or better, on a study with a frontal image."),
         _c("contains_report_answers", B, "Whether any answer is derived from report sentences."),
         _c("contains_template_answers", B, "Whether any answer is template-based."),
         _c("num_answers", I32, "Number of sub-answers of the question (all levels)."),

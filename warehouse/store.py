@@ -99,7 +99,7 @@ class PartitionWriter:
     """Streams record batches into the staged files of one partition version."""
 
     def __init__(self, store: "Store", table: Table, dataset: str, version: str, *, file_rows: int = FILE_ROWS,
-                 row_group_rows: int = ROW_GROUP_ROWS, file_metadata: dict | None = None):
+                 row_group_rows: int = ROW_GROUP_ROWS, file_metadata: dict | None = None, first_file_index: int = 0):
         self.store, self.table, self.dataset, self.version = store, table, dataset, version
         self.file_rows, self.row_group_rows = file_rows, row_group_rows
         self.schema = table.schema.with_metadata({
@@ -108,7 +108,7 @@ class PartitionWriter:
             **{f"cxr.{k}".encode(): str(v).encode() for k, v in (file_metadata or {}).items()},
         })
         self._open: dict[str | None, tuple[pq.ParquetWriter, object, str, int]] = {}
-        self._counter = 0
+        self._counter = first_file_index  # a rewrite of a staged version names its files after the old ones
         self.files: list[dict] = []
 
     def write(self, data: pa.Table | pa.RecordBatch) -> None:

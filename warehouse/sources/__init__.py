@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from .base import Adapter, DatasetInfo
 
 # Order is the order `cxr ingest` processes datasets in.
-DATASETS: tuple[str, ...] = ("nih_cxr14", "chexpert")
+DATASETS: tuple[str, ...] = (
+    "nih_cxr14", "chexpert", "mimic_cxr", "rexgradient", "chexpert_plus", "iu_xray", "padchest", "mimic_qba",
+)
 
 
 def get_adapter(dataset_id: str) -> "Adapter":

@@ -1,0 +1,332 @@
+"""MIMIC-Ext-CXR-QBA 1.0.0: question-answer pairs, their sub-answers and boxes, and scene-graph labels.
+
+Format notes (docs/datasets.md section 7; checked against the format-faithful sample generator, not
+the real credentialed files):
+- `qa.zip` holds one `qa/p1x/p1xxxxxxx/sxxxxxxxx.qa.json` per study (members with or without the
+  `qa/` prefix are both read): {patient_id, study_id, questions: [{question_id, question_type,
+  question_strategy, contains_*_answers, question, question_quality{rating,…}, answers: [...]}]}.
+  Each answer has answer_id (int, unique within its question across levels), answer_type,
+  answer_level, text, certainty, positiveness, regions, obs_entities, answer_quality, a
+  `localization` object keyed by image id ({localization_reference_ids, bboxes [[x1,y1,x2,y2]…]})
+  and `sub_answers` (the same shape, one level deeper).
+- `scene_data.zip` holds `sxxxxxxxx.scene_graph.json` (observations keyed by obs id, each with
+  obs_entities, positiveness pos/neg and probability) and `sxxxxxxxx.metadata.json`.
+- `metadata/*_metadata.parquet` (or .csv.gz): dot-namespaced columns per level; patients, studies and
+  images come from here (the Parquet is read when present, it is the same table as the CSV).
+- `quality_mappings.csv`: field,code,label,grade — integer quality codes to grades. The question's
+  overall grade is its `question_quality.rating` decoded through the `rating` rows; a code the file
+  does not list is an error, never a guess. [U] the real integer table is unpublished; this is read,
+  not assumed.
+- Ids: QBA writes `p10000032` / `s50414267`; the prefixes are dropped so rows join MIMIC-CXR's
+  partition (`10000032` / `50414267`); image ids are MIMIC dicom_ids as they are.
+- Split: QBA has no split column [U]; it follows MIMIC-CXR's, read from the linked mimic_cxr source's
+  `mimic-cxr-2.0.0-split.csv[.gz]` (validate -> valid). Without it every row is `unassigned`.
+- Fine-tuning grade = A or better, pre-training grade = B or better, both on studies with a frontal
+  image (the page's definition): `qa_questions.fine_tuning` / `pre_training`.
+
+Labels (labeler `qba_scene_graph`): one row per study and observation entity. positiveness `neg` is 0;
+`pos` with probability `positive` is 1; `pos` with a hedge (likely, may, possible, …) is -1 (the
+CheXpert convention that hedged mentions are uncertain). When a study mentions an entity more than
+once, positive beats uncertain beats negative; `method` keeps the probability word of the reading
+kept, `locations` the regions of all its mentions.
+
+Streaming: both archives go through qba_stream (chunks of whole members parsed by DuckDB, never
+extracted to disk, never all in memory). Sub-answers are typed to MAX_LEVEL nesting levels; an
+answer nested deeper makes its member fail loudly rather than lose rows.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import duckdb
+import polars as pl
+
+from .. import findings
+from .base import DatasetInfo, SourceError, SourceFolder, SourceResult
+from .csvread import read_csv
+from .qba_stream import archive_members, stream_members
+from . import values
+
+INFO = DatasetInfo(
+    id="mimic_qba",
+    name="MIMIC-Ext-CXR-QBA",
+    version="1.0.0",
+    access="credentialed",
+    default_data="samples",
+    tables=("patients", "studies", "images", "labels", "qa_questions", "qa_answers", "qa_answer_boxes"),
+    citation="Müller P, Kaissis G, Rueckert D. MIMIC-Ext-CXR-QBA: A Structured, Tagged, and Localized Visual "
+             "Question Answering Dataset with Question-Box-Answer Triplets and Scene Graphs for Chest X-ray "
+             "Images (version 1.0.0). PhysioNet, 2025.",
+    homepage="https://physionet.org/content/mimic-ext-cxr-qba/1.0.0/",
+    links_to="mimic_cxr",
+)
+
+QA_ZIP = "qa.zip"
+SCENE_ZIP = "scene_data.zip"
+QUALITY_FILE = "quality_mappings.csv"
+QUALITY_HEADER = "field,code,label,grade,grade_if_related_information"
+METADATA = {level: f"metadata/{level}_metadata" for level in ("patient", "study", "image")}
+SPLIT_FILE = "mimic-cxr-2.0.0-split.csv"
+SPLIT_HEADER = "dicom_id,study_id,subject_id,split"
+SPLIT_WORDS = {"train": "train", "validate": "valid", "test": "test"}
+MAX_LEVEL = 4  # answer levels 0..MAX_LEVEL are typed; the sample goes to 2
+FINE_TUNING, PRE_TRAINING = ("A", "A+", "A++"), ("B", "A", "A+", "A++")
+SURE = "positive"  # the probability word of an unhedged positive observation
+
+
+def _answer_type(level: int) -> str:
+    box = "MAP(VARCHAR, STRUCT(image_id VARCHAR, localization_reference_ids VARCHAR[], bboxes DOUBLE[][]))"
+    fields = ("answer_id BIGINT, answer_type VARCHAR, answer_level INTEGER, text VARCHAR, certainty VARCHAR, "
+              "positiveness VARCHAR, regions VARCHAR[], obs_entities VARCHAR[], answer_quality STRUCT(rating BIGINT), "
+              f"localization {box}")
+    children = "JSON[]" if level == MAX_LEVEL else f"{_answer_type(level + 1)}[]"
+    return f"STRUCT({fields}, sub_answers {children})"
+
+
+QA_COLUMNS = {"m": "VARCHAR", "d": (
+    "STRUCT(patient_id VARCHAR, study_id VARCHAR, questions STRUCT(question_id VARCHAR, question_type VARCHAR, "
+    "question_strategy VARCHAR, contains_report_answers BOOLEAN, contains_template_answers BOOLEAN, "
+    f"question VARCHAR, question_quality STRUCT(rating BIGINT), answers {_answer_type(0)}[])[])")}
+SCENE_COLUMNS = {"m": "VARCHAR", "d": (
+    "STRUCT(patient_id VARCHAR, study_id VARCHAR, observations MAP(VARCHAR, STRUCT(obs_id VARCHAR, "
+    "obs_entities VARCHAR[], positiveness VARCHAR, probability VARCHAR, regions STRUCT(region VARCHAR)[])))")}
+
+
+class MimicQba:
+    info = INFO
+
+    def source_files(self, src: SourceFolder) -> list[str]:
+        names = [src.require(QA_ZIP), src.require(QUALITY_FILE)]
+        names += [n for n in (src.first_existing(SCENE_ZIP),) if n]
+        return names + [_metadata_file(src, level) for level in METADATA]
+
+    def read(self, src: SourceFolder, progress=None, related=None) -> SourceResult:
+        say = progress or (lambda message: None)
+        quarantine: list[pl.DataFrame] = []
+        notes: list[str] = []
+        grades = _grades(src)
+        splits, split_files = _study_splits((related or {}).get("mimic_cxr"), quarantine, notes)
+        say("reading metadata")
+        frames = {level: _read_metadata(src, level) for level in METADATA}
+        studies = _studies(frames["study"], splits, notes)
+        images = _images(frames["image"], studies)
+        tables = {"patients": _patients(frames["patient"]), "studies": studies, "images": images}
+        frontal = images.filter("is_frontal").select("study_id").unique()
+
+        qa_infos, others = archive_members(src, QA_ZIP, ".qa.json")
+        if others:
+            notes.append(f"{others} members of {QA_ZIP} are not *.qa.json and were not read")
+        scene = src.first_existing(SCENE_ZIP)
+        scene_infos = archive_members(src, scene, ".scene_graph.json")[0] if scene else []
+        if not scene:
+            notes.append(f"no {SCENE_ZIP}: the labels table is empty")
+            tables["labels"] = pl.DataFrame()
+
+        def setup(con: duckdb.DuckDBPyConnection) -> None:
+            con.register("grade_codes", grades.to_arrow())
+            con.register("study_splits", studies.select("study_id", "split").to_arrow())
+            con.register("frontal_studies", frontal.to_arrow())
+
+        def batches() -> Iterator[tuple[str, pl.DataFrame]]:
+            unreadable: list[pl.DataFrame] = []
+            for archive, infos, extract, columns, target, unit in (
+                    (QA_ZIP, qa_infos, _extract_qa, QA_COLUMNS, "qa_questions", "studies"),
+                    (scene, scene_infos, _extract_labels, SCENE_COLUMNS, "labels", "scene graphs")):
+                done = 0
+                for out in stream_members(src, archive, infos, extract, columns=columns, target_table=target,
+                                          setup=setup):
+                    unreadable.extend(out.quarantine)
+                    done += out.members
+                    say(f"{archive}: {done:,}/{len(infos):,} {unit}")
+                    yield from out.tables.items()
+            _refuse_unreadable(unreadable)
+
+        files = [QA_ZIP, QUALITY_FILE, *([scene] if scene else []), *split_files,
+                 *(_metadata_file(src, level) for level in METADATA)]
+        return SourceResult(tables, quarantine, files, notes, batches())
+
+
+def _refuse_unreadable(unreadable: list[pl.DataFrame]) -> None:
+    """A member that cannot be read is a whole study missing: name every one and publish nothing."""
+    bad = pl.concat(unreadable) if unreadable else pl.DataFrame()
+    if bad.is_empty():
+        return
+    lines = "\n  ".join(f"{row['source_file']}: {row['reason']}" for row in bad.head(20).iter_rows(named=True))
+    more = f"\n  … and {bad.height - 20} more" if bad.height > 20 else ""
+    raise SourceError(f"{bad.height} archive member(s)", "cannot be read, so their studies' QA would be missing; "
+                      f"the partition is not published (the previous one stays):\n  {lines}{more}")
+
+
+# --- small files ------------------------------------------------------------------------------
+
+def _grades(src: SourceFolder) -> pl.DataFrame:
+    """(code, grade) of the overall `rating` field; the code for 'unrated' has an empty grade."""
+    name = src.require(QUALITY_FILE)
+    read = read_csv(src, name, columns={c: "VARCHAR" for c in QUALITY_HEADER.split(",")}, header=QUALITY_HEADER,
+                    target_table="qa_questions")
+    rating = read.frame.filter(pl.col("field") == "rating")
+    if rating.is_empty():
+        raise SourceError(src.display(name), "has no rows for field 'rating': question grades cannot be decoded")
+    grades = rating.select(pl.col("code").cast(pl.Int64).alias("code"),
+                           pl.col("grade").fill_null("unrated").alias("grade"))
+    unknown = set(grades["grade"]) - {"A++", "A+", "A", "B", "C", "D", "unrated"}
+    if unknown:
+        raise SourceError(src.display(name), f"column grade has values outside A++…D: {sorted(unknown)}")
+    return grades
+
+
+def _study_splits(mimic: SourceFolder | None, quarantine: list, notes: list) -> tuple[pl.DataFrame, list[str]]:
+    """study_id -> split from MIMIC-CXR's split file (QBA follows MIMIC-CXR's split)."""
+    name = mimic.first_existing(SPLIT_FILE) if mimic else None
+    if name is None:
+        notes.append(f"no {SPLIT_FILE}[.gz] in the linked mimic_cxr source: every split is 'unassigned'")
+        return pl.DataFrame(schema={"study_id": pl.String, "split": pl.String}), []
+    read = read_csv(mimic, name, columns={c: "VARCHAR" for c in SPLIT_HEADER.split(",")}, header=SPLIT_HEADER,
+                    target_table="studies")
+    quarantine.append(read.rejects)
+    splits = read.frame.select("study_id", pl.col("split").replace_strict(SPLIT_WORDS, default="unassigned"))
+    return splits.unique("study_id", keep="first"), [mimic.display(name)]
+
+
+def _metadata_file(src: SourceFolder, level: str) -> str:
+    return src.require(METADATA[level] + ".parquet", METADATA[level] + ".csv")
+
+
+def _read_metadata(src: SourceFolder, level: str) -> pl.DataFrame:
+    name = _metadata_file(src, level)
+    with src.open(name) as f:
+        frame = pl.read_parquet(f) if name.endswith(".parquet") else pl.read_csv(f, infer_schema=False)
+    expected = {"patient": {"patient_id"}, "study": {"patient_id", "study_id"},
+                "image": {"patient_id", "study_id", "image_id"}}[level]
+    if not expected <= set(frame.columns):
+        raise SourceError(src.display(name), f"lacks the index column(s) {sorted(expected - set(frame.columns))}; "
+                                             f"found {frame.columns}")
+    return frame.with_columns(*(_strip_prefix(c) for c in ("patient_id", "study_id") if c in frame.columns))
+
+
+def _strip_prefix(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.String).str.replace(r"^[ps]", "").alias(column)
+
+
+def _patients(frame: pl.DataFrame) -> pl.DataFrame:
+    # QBA carries no demographics; sex and age live in the mimic_cxr partition under the same ids.
+    return frame.select("patient_id", pl.lit("U").alias("sex"))
+
+
+def _studies(frame: pl.DataFrame, splits: pl.DataFrame, notes: list) -> pl.DataFrame:
+    joined = frame.join(splits, on="study_id", how="left")
+    unlisted = joined["split"].null_count()
+    if unlisted and not splits.is_empty():
+        notes.append(f"{unlisted} studies are not in MIMIC-CXR's split file: split 'unassigned'")
+    return joined.select("study_id", "patient_id", pl.col("split").fill_null("unassigned"))
+
+
+def _images(frame: pl.DataFrame, studies: pl.DataFrame) -> pl.DataFrame:
+    view = values.view_position(pl.col("image.view_position"))
+    return frame.join(studies.select("study_id", "split"), on="study_id", how="left").select(
+        pl.col("image_id").cast(pl.String), "study_id", "patient_id", pl.col("split").fill_null("unassigned"),
+        view.alias("view_position"), pl.col("image.view_position").alias("view_source"),
+        values.is_frontal(view).alias("is_frontal"),
+        pl.col("image.size.width").cast(pl.Int32).alias("width"),
+        pl.col("image.size.height").cast(pl.Int32).alias("height"),
+    )
+
+
+# --- streamed archives (run in qba_stream's worker threads, one DuckDB connection each) --------
+
+def _answer_levels() -> str:
+    """SQL for temp tables a0..aN: the answers of each nesting level, with their parent's id."""
+    steps = ["CREATE OR REPLACE TEMP TABLE a0 AS SELECT sid, qid, NULL::BIGINT AS parent, unnest(q.answers) AS a "
+             "FROM qs"]
+    for level in range(1, MAX_LEVEL + 1):
+        steps.append(f"CREATE OR REPLACE TEMP TABLE a{level} AS SELECT sid, qid, a.answer_id AS parent, "
+                     f"unnest(a.sub_answers) AS a FROM a{level - 1}")
+    return ";\n".join(steps)
+
+
+ANSWER_LEVELS_SQL = _answer_levels()
+
+
+def _extract_qa(con: duckdb.DuckDBPyConnection, where) -> "ChunkOutput":
+    from .qba_stream import ChunkOutput
+
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE qs AS
+        SELECT m, regexp_replace(d.study_id, '^s', '') AS sid, regexp_replace(d.patient_id, '^p', '') AS pid,
+               q.question_id AS qid, q
+        FROM (SELECT m, d, unnest(d.questions) AS q FROM chunk)""")
+    con.execute(ANSWER_LEVELS_SQL)
+    deepest = con.sql(f"SELECT m FROM a{MAX_LEVEL} JOIN qs USING (sid, qid) "
+                      f"WHERE len(a.sub_answers) > 0 LIMIT 1").fetchall()
+    if deepest:
+        raise SourceError(where(deepest[0][0]), f"has answers nested deeper than level {MAX_LEVEL}; "
+                                                "raise MAX_LEVEL in warehouse/sources/mimic_qba.py")
+    unknown = con.sql("SELECT m, q.question_quality.rating FROM qs ANTI JOIN grade_codes g "
+                      "ON g.code = q.question_quality.rating LIMIT 1").fetchall()
+    if unknown:
+        raise SourceError(where(unknown[0][0]), f"question_quality.rating {unknown[0][1]} is not a code in "
+                                                f"{QUALITY_FILE}")
+    levels = " UNION ALL ".join(f"SELECT sid, qid, parent, a FROM a{n}" for n in range(MAX_LEVEL + 1))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE answers AS {levels}")
+    fine, pre = (", ".join(f"'{g}'" for g in grades) for grades in (FINE_TUNING, PRE_TRAINING))
+    questions = con.sql(f"""
+        SELECT qs.sid AS study_id, qs.pid AS patient_id, coalesce(s.split, 'unassigned') AS split,
+               qid AS question_id,
+               regexp_replace(qid, '_[0-9]+$', '') AS question_type,
+               q.question_strategy, q.question, g.grade AS quality_grade,
+               g.grade IN ({fine}) AND f.study_id IS NOT NULL AS fine_tuning,
+               g.grade IN ({pre}) AND f.study_id IS NOT NULL AS pre_training,
+               q.contains_report_answers, q.contains_template_answers,
+               (SELECT count(*) FROM answers a WHERE a.sid = qs.sid AND a.qid = qs.qid)::INTEGER AS num_answers
+        FROM qs JOIN grade_codes g ON g.code = q.question_quality.rating
+        LEFT JOIN study_splits s ON s.study_id = qs.sid
+        LEFT JOIN frontal_studies f ON f.study_id = qs.sid
+        ORDER BY question_type, quality_grade, study_id, question_id""").pl()
+    answers = con.sql("""
+        SELECT a.sid AS study_id, coalesce(s.split, 'unassigned') AS split, a.qid AS question_id,
+               a.a.answer_id::VARCHAR AS answer_id, a.parent::VARCHAR AS parent_answer_id,
+               a.a.answer_level::SMALLINT AS answer_level, a.a.answer_type, a.a.text, a.a.positiveness,
+               a.a.certainty, a.a.obs_entities AS entities, a.a.regions, g.grade AS quality_grade
+        FROM answers a LEFT JOIN study_splits s ON s.study_id = a.sid
+        LEFT JOIN grade_codes g ON g.code = a.a.answer_quality.rating
+        ORDER BY study_id, question_id, a.a.answer_id""").pl()
+    boxes = con.sql("""
+        WITH per_image AS (
+            SELECT sid, qid, a.answer_id AS aid, unnest(map_values(a.localization)) AS loc FROM answers),
+        per_box AS (
+            SELECT sid, qid, aid, loc.image_id, loc.localization_reference_ids AS refs, len(loc.bboxes) AS n,
+                   unnest(loc.bboxes) AS box, unnest(range(len(loc.bboxes))) AS box_index
+            FROM per_image WHERE len(loc.bboxes) > 0)
+        SELECT b.sid AS study_id, coalesce(s.split, 'unassigned') AS split, qid AS question_id,
+               aid::VARCHAR AS answer_id, image_id, box_index::SMALLINT AS box_index,
+               CASE WHEN len(refs) = n THEN refs[box_index + 1] END AS region,
+               box[1]::FLOAT AS x1, box[2]::FLOAT AS y1, box[3]::FLOAT AS x2, box[4]::FLOAT AS y2
+        FROM per_box b LEFT JOIN study_splits s ON s.study_id = b.sid
+        ORDER BY study_id, question_id, aid, image_id, box_index""").pl()
+    return ChunkOutput({"qa_questions": questions, "qa_answers": answers, "qa_answer_boxes": boxes})
+
+
+def _extract_labels(con: duckdb.DuckDBPyConnection, where) -> "ChunkOutput":
+    from .qba_stream import ChunkOutput
+
+    labels = con.sql(f"""
+        WITH obs AS (
+            SELECT regexp_replace(d.study_id, '^s', '') AS study_id, unnest(map_values(d.observations)) AS o
+            FROM chunk),
+        mentions AS (
+            SELECT study_id, o.obs_id, unnest(o.obs_entities) AS raw_label, o.probability AS method,
+                   CASE WHEN o.positiveness = 'neg' THEN 0 WHEN o.probability = '{SURE}' THEN 1 ELSE -1 END AS value,
+                   [r.region FOR r IN o.regions] AS regions
+            FROM obs WHERE o.positiveness IN ('pos', 'neg'))
+        SELECT study_id, raw_label, 'qba_scene_graph' AS labeler,
+               -- positive beats uncertain beats negative; the last observation id wins a tie
+               arg_max(value, {{r: CASE value WHEN 1 THEN 2 WHEN -1 THEN 1 ELSE 0 END, o: obs_id}})::TINYINT
+                   AS value,
+               arg_max(method, {{r: CASE value WHEN 1 THEN 2 WHEN -1 THEN 1 ELSE 0 END, o: obs_id}}) AS method,
+               nullif(list_sort(list_distinct(flatten(list(regions)))), []) AS locations
+        FROM mentions GROUP BY study_id, raw_label ORDER BY study_id, raw_label""").pl()
+    if labels.is_empty():
+        return ChunkOutput({})
+    return ChunkOutput({"labels": findings.with_findings(labels, "qba_scene_graph")})
+
+ADAPTER = MimicQba()
