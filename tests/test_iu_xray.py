@@ -94,8 +94,7 @@ def test_sections_equal_raw_xml(result, raw):
         got = reports[uid]
         for label, text in r["sections"].items():
             assert got[label.lower()] == (" ".join(text.split()) or None)
-        assert got["full_text"] == ("\n".join(f"{k}: {' '.join(v.split())}" for k, v in r["sections"].items() if v)
-                                    or None)
+        assert got["full_text"] == "\n".join(f"{k}: {' '.join(v.split())}" for k, v in r["sections"].items() if v)
         assert got["source_file"] == f"{ARCHIVE}/{r['member']}"
     nulls = {s: result.tables["reports"][s].null_count() for s in ("comparison", "findings", "indication",
                                                                     "impression")}

@@ -169,9 +169,9 @@ REPORTS = Table(
 )
 
 LABELS = Table(
-    "labels", "One row per (subject, raw label, labeler): a finding stated positive, negative or uncertain.",
-    key=("study_id", "image_id", "labeler", "raw_label"),
-    sort_by=("finding", "study_id", "image_id", "labeler", "raw_label"),
+    "labels", "One row per (subject, raw label, labeler, method): a finding stated positive, negative or uncertain.",
+    key=("study_id", "image_id", "labeler", "raw_label", "method"),
+    sort_by=("finding", "study_id", "image_id", "labeler", "raw_label", "method"),
     columns=(
         DATASET, STUDY_ID,
         _c("image_id", S, "Image the label belongs to; null for study-level labels."),

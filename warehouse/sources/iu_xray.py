@@ -9,7 +9,8 @@ Format notes, checked against the real files:
 - Sections: the four `<AbstractText Label=...>` (COMPARISON, INDICATION, FINDINGS, IMPRESSION, in that
   order in every file); empty text is null (COMPARISON empty in 622 files, FINDINGS 530, INDICATION 90,
   IMPRESSION 34). full_text = every non-empty AbstractText as a `LABEL: text` line; a label other than
-  the four stays only in full_text. Runs of whitespace in a text become one space. De-identified
+  the four stays only in full_text (empty, not null, for the 28 reports whose every AbstractText is
+  empty: the report exists, it says nothing). Runs of whitespace in a text become one space. De-identified
   words read `XXXX`.
 - Images: each `<parentImage id=...>` is an image of its report: 7,470 images; 104 reports have none.
   The id is kept as written (`CXR1_1_IM-0001-3001`); the path is `<id>.png`, the name in OpenI's
@@ -221,7 +222,7 @@ def _parse_report(data: bytes, member: str) -> ReportXml:
             sections[section] = body if sections[section] is None else f"{sections[section]} {body}"
     mesh_terms = [(e.tag, (e.text or "").strip()) for e in root.findall("MeSH/*")]
     return ReportXml(
-        study_id=uid.get("id").strip(), member=member, sections=sections, full_text="\n".join(lines) or None,
+        study_id=uid.get("id").strip(), member=member, sections=sections, full_text="\n".join(lines),
         image_ids=[i.get("id") for i in root.findall("parentImage") if i.get("id")],
         mesh=[(method, term) for method, term in mesh_terms if term],
     )
