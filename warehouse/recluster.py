@@ -16,7 +16,7 @@ import duckdb
 
 from .store import PartitionWriter, StagedPartition, Store
 
-MEMORY_LIMIT = "2GB"
+MEMORY_LIMIT = "512MB"  # past this DuckDB spills the sort to disk: memory stays flat as tables grow
 BATCH_ROWS = 128 * 1024
 
 

@@ -234,17 +234,30 @@ def _images(frame: pl.DataFrame, studies: pl.DataFrame) -> pl.DataFrame:
 
 # --- streamed archives (run in qba_stream's worker threads, one DuckDB connection each) --------
 
-def _answer_levels() -> str:
-    """SQL for temp tables a0..aN: the answers of each nesting level, with their parent's id."""
-    steps = ["CREATE OR REPLACE TEMP TABLE a0 AS SELECT sid, qid, NULL::BIGINT AS parent, unnest(q.answers) AS a "
-             "FROM qs"]
-    for level in range(1, MAX_LEVEL + 1):
-        steps.append(f"CREATE OR REPLACE TEMP TABLE a{level} AS SELECT sid, qid, a.answer_id AS parent, "
-                     f"unnest(a.sub_answers) AS a FROM a{level - 1}")
-    return ";\n".join(steps)
+ANSWER_FIELDS = ("a.answer_id AS answer_id, a.answer_type AS answer_type, a.answer_level AS answer_level, "
+                 "a.text AS text, a.certainty AS certainty, a.positiveness AS positiveness, a.regions AS regions, "
+                 "a.obs_entities AS entities, a.answer_quality.rating AS rating, a.localization AS localization")
 
 
-ANSWER_LEVELS_SQL = _answer_levels()
+def _flatten_answers(con: duckdb.DuckDBPyConnection, where) -> None:
+    """Temp table `answers`: every answer of every level, flat, with its parent's id.
+
+    Level n+1 is unnested from level n's sub_answers; only the flat fields are copied into
+    `answers`, so nested sub-answer lists are never cast or copied more than once per level.
+    """
+    con.execute(f"CREATE OR REPLACE TEMP TABLE level AS SELECT sid, qid, NULL::BIGINT AS parent, "
+                f"unnest(q.answers) AS a FROM qs")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE answers AS SELECT sid, qid, parent, {ANSWER_FIELDS} FROM level")
+    for depth in range(1, MAX_LEVEL + 1):
+        con.execute("CREATE OR REPLACE TEMP TABLE level AS SELECT sid, qid, a.answer_id AS parent, "
+                    "unnest(a.sub_answers) AS a FROM level WHERE len(a.sub_answers) > 0")
+        if depth == MAX_LEVEL:
+            deeper = con.sql("SELECT qs.m FROM level JOIN qs USING (sid, qid) "
+                             "WHERE len(a.sub_answers) > 0 LIMIT 1").fetchall()
+            if deeper:
+                raise SourceError(where(deeper[0][0]), f"has answers nested deeper than level {MAX_LEVEL}; "
+                                                       "raise MAX_LEVEL in warehouse/sources/mimic_qba.py")
+        con.execute(f"INSERT INTO answers SELECT sid, qid, parent, {ANSWER_FIELDS} FROM level")
 
 
 def _extract_qa(con: duckdb.DuckDBPyConnection, where) -> "ChunkOutput":
@@ -255,44 +268,38 @@ def _extract_qa(con: duckdb.DuckDBPyConnection, where) -> "ChunkOutput":
         SELECT m, regexp_replace(d.study_id, '^s', '') AS sid, regexp_replace(d.patient_id, '^p', '') AS pid,
                q.question_id AS qid, q
         FROM (SELECT m, d, unnest(d.questions) AS q FROM chunk)""")
-    con.execute(ANSWER_LEVELS_SQL)
-    deepest = con.sql(f"SELECT m FROM a{MAX_LEVEL} JOIN qs USING (sid, qid) "
-                      f"WHERE len(a.sub_answers) > 0 LIMIT 1").fetchall()
-    if deepest:
-        raise SourceError(where(deepest[0][0]), f"has answers nested deeper than level {MAX_LEVEL}; "
-                                                "raise MAX_LEVEL in warehouse/sources/mimic_qba.py")
     unknown = con.sql("SELECT m, q.question_quality.rating FROM qs ANTI JOIN grade_codes g "
                       "ON g.code = q.question_quality.rating LIMIT 1").fetchall()
     if unknown:
         raise SourceError(where(unknown[0][0]), f"question_quality.rating {unknown[0][1]} is not a code in "
                                                 f"{QUALITY_FILE}")
-    levels = " UNION ALL ".join(f"SELECT sid, qid, parent, a FROM a{n}" for n in range(MAX_LEVEL + 1))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE answers AS {levels}")
+    _flatten_answers(con, where)
     fine, pre = (", ".join(f"'{g}'" for g in grades) for grades in (FINE_TUNING, PRE_TRAINING))
+    # no ORDER BY: qa_questions is re-sorted after staging (warehouse/recluster.py)
     questions = con.sql(f"""
+        WITH counts AS (SELECT sid, qid, count(*)::INTEGER AS n FROM answers GROUP BY ALL)
         SELECT qs.sid AS study_id, qs.pid AS patient_id, coalesce(s.split, 'unassigned') AS split,
-               qid AS question_id,
-               regexp_replace(qid, '_[0-9]+$', '') AS question_type,
+               qs.qid AS question_id,
+               regexp_replace(qs.qid, '_[0-9]+$', '') AS question_type,
                q.question_strategy, q.question, g.grade AS quality_grade,
                g.grade IN ({fine}) AND f.study_id IS NOT NULL AS fine_tuning,
                g.grade IN ({pre}) AND f.study_id IS NOT NULL AS pre_training,
-               q.contains_report_answers, q.contains_template_answers,
-               (SELECT count(*) FROM answers a WHERE a.sid = qs.sid AND a.qid = qs.qid)::INTEGER AS num_answers
+               q.contains_report_answers, q.contains_template_answers, coalesce(c.n, 0) AS num_answers
         FROM qs JOIN grade_codes g ON g.code = q.question_quality.rating
+        LEFT JOIN counts c ON c.sid = qs.sid AND c.qid = qs.qid
         LEFT JOIN study_splits s ON s.study_id = qs.sid
-        LEFT JOIN frontal_studies f ON f.study_id = qs.sid
-        ORDER BY question_type, quality_grade, study_id, question_id""").pl()
+        LEFT JOIN frontal_studies f ON f.study_id = qs.sid""").pl()
     answers = con.sql("""
         SELECT a.sid AS study_id, coalesce(s.split, 'unassigned') AS split, a.qid AS question_id,
-               a.a.answer_id::VARCHAR AS answer_id, a.parent::VARCHAR AS parent_answer_id,
-               a.a.answer_level::SMALLINT AS answer_level, a.a.answer_type, a.a.text, a.a.positiveness,
-               a.a.certainty, a.a.obs_entities AS entities, a.a.regions, g.grade AS quality_grade
+               a.answer_id::VARCHAR AS answer_id, a.parent::VARCHAR AS parent_answer_id,
+               a.answer_level::SMALLINT AS answer_level, a.answer_type, a.text, a.positiveness,
+               a.certainty, a.entities, a.regions, g.grade AS quality_grade
         FROM answers a LEFT JOIN study_splits s ON s.study_id = a.sid
-        LEFT JOIN grade_codes g ON g.code = a.a.answer_quality.rating
-        ORDER BY study_id, question_id, a.a.answer_id""").pl()
+        LEFT JOIN grade_codes g ON g.code = a.rating
+        ORDER BY a.sid, a.qid, a.answer_id""").pl()
     boxes = con.sql("""
         WITH per_image AS (
-            SELECT sid, qid, a.answer_id AS aid, unnest(map_values(a.localization)) AS loc FROM answers),
+            SELECT sid, qid, answer_id AS aid, unnest(map_values(localization)) AS loc FROM answers),
         per_box AS (
             SELECT sid, qid, aid, loc.image_id, loc.localization_reference_ids AS refs, len(loc.bboxes) AS n,
                    unnest(loc.bboxes) AS box, unnest(range(len(loc.bboxes))) AS box_index
@@ -302,7 +309,7 @@ def _extract_qa(con: duckdb.DuckDBPyConnection, where) -> "ChunkOutput":
                CASE WHEN len(refs) = n THEN refs[box_index + 1] END AS region,
                box[1]::FLOAT AS x1, box[2]::FLOAT AS y1, box[3]::FLOAT AS x2, box[4]::FLOAT AS y2
         FROM per_box b LEFT JOIN study_splits s ON s.study_id = b.sid
-        ORDER BY study_id, question_id, aid, image_id, box_index""").pl()
+        ORDER BY b.sid, qid, aid, image_id, box_index""").pl()
     return ChunkOutput({"qa_questions": questions, "qa_answers": answers, "qa_answer_boxes": boxes})
 
 
