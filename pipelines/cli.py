@@ -48,9 +48,10 @@ def ingest_command(settings: Settings, datasets: list[str] | None) -> int:
 
         runs = ingest(settings, chosen, on_event=on_event)
     rows = [(r.dataset, r.rows.get("patients", 0), r.rows.get("studies", 0), r.rows.get("images", 0),
-             r.rows.get("reports", 0), r.rows.get("labels", 0), r.rejected, r.checks_passed,
+             r.rows.get("reports", 0), r.rows.get("labels", 0), r.rows.get("qa_questions", 0), r.rejected,
+             r.checks_passed,
              len(r.checks_failed), _status(r)) for r in runs]
-    print_table(["dataset", "patients", "studies", "images", "reports", "labels", "rejected", "checks ok",
+    print_table(["dataset", "patients", "studies", "images", "reports", "labels", "QA pairs", "rejected", "checks ok",
                  "failed", "status"], rows, title="Ingest summary",
                 caption=f"{time.perf_counter() - started:.1f}s · catalog {settings.catalog}")
     for run in runs:
