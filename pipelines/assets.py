@@ -110,7 +110,8 @@ def tables(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
                         kinds={"parquet"}, description=schema.TABLES[name].description)
            for name in DERIVED_TABLES],
     partitions_def=DATASET_PARTITIONS, can_subset=True, name="derived",
-    description="Split statistics and demographics of the published dataset (sql/stats/*.sql).")
+    description="Split statistics, demographics and the flat image_labels cohort table of the published "
+                "dataset (sql/stats/*.sql).")
 def derived(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     from warehouse.stats import compute
 

@@ -321,10 +321,31 @@ DEMOGRAPHICS = Table(
     ),
 )
 
+IMAGE_LABELS = Table(
+    "image_labels", "One row per image and label, with the image's split and view and its patient's sex and age: "
+                    "the flat table for cohort selection (labels given per study apply to each of its images).",
+    key=("image_id", "labeler", "raw_label", "method"), derived=True,
+    sort_by=("finding", "value", "is_frontal", "image_id", "labeler", "raw_label", "method"),
+    columns=(
+        DATASET,
+        _c("image_id", S, "The image.", nullable=False),
+        STUDY_ID, PATIENT_ID, SPLIT,
+        _c("view_position", S, "Harmonized view (see images.view_position).", vocabulary="view_position"),
+        _c("is_frontal", B, "True for frontal projections (PA, AP, AP supine)."),
+        _c("sex", S, "The patient's harmonized sex: F, M or U.", vocabulary="sex"),
+        _c("age_years", F32, "The patient's age in years at the image's study."),
+        _c("finding", S, "Harmonized finding id (see labels.finding).", nullable=False),
+        _c("raw_label", S, "The label exactly as the source names it.", nullable=False),
+        _c("value", I8, "1 positive, 0 negative, -1 uncertain.", nullable=False, vocabulary="label_value"),
+        _c("labeler", S, "Which algorithm or reader produced the label.", nullable=False, vocabulary="labeler"),
+        _c("method", S, "How the labeler produced it, when the source says (see labels.method)."),
+    ),
+)
+
 SOURCE_TABLES: tuple[Table, ...] = (
     PATIENTS, STUDIES, IMAGES, REPORTS, LABELS, BOXES, QA_QUESTIONS, QA_ANSWERS, QA_ANSWER_BOXES, QUARANTINE,
 )
-DERIVED_TABLES: tuple[Table, ...] = (SPLIT_STATS, DEMOGRAPHICS)
+DERIVED_TABLES: tuple[Table, ...] = (SPLIT_STATS, DEMOGRAPHICS, IMAGE_LABELS)
 TABLES: dict[str, Table] = {t.name: t for t in SOURCE_TABLES + DERIVED_TABLES}
 
 

@@ -15,16 +15,18 @@ from .catalog import manifest_parts, register_store, view_sql
 from .queries import named_query
 from .store import Manifest, Store
 
-DERIVED = {"split_stats": "split_stats", "demographics": "demographics"}  # table -> sql/stats/<name>.sql
+# table -> sql/stats/<name>.sql
+DERIVED = {"split_stats": "split_stats", "demographics": "demographics", "image_labels": "image_labels"}
 
 
-def published_connection(store: Store, dataset: str | None = None) -> duckdb.DuckDBPyConnection:
-    """In-memory DuckDB with views over the current published files (of one dataset, or all)."""
+def published_connection(store: Store, dataset: str | None = None,
+                         linked: str | None = None) -> duckdb.DuckDBPyConnection:
+    """In-memory DuckDB with views over the current published files (of one dataset and the one it links to, or all)."""
     con = duckdb.connect()
     register_store(con, store)
     by_table: dict[str, list[Manifest]] = {}
     for manifest in store.manifests():
-        if manifest.table in schema.TABLES and (dataset is None or manifest.dataset == dataset):
+        if manifest.table in schema.TABLES and (dataset is None or manifest.dataset in (dataset, linked)):
             by_table.setdefault(manifest.table, []).append(manifest)
     for name, spec in schema.TABLES.items():
         con.execute(f'CREATE VIEW "{name}" AS {view_sql(spec, manifest_parts(store, by_table.get(name, [])))}')
@@ -33,10 +35,14 @@ def published_connection(store: Store, dataset: str | None = None) -> duckdb.Duc
 
 def compute(store: Store, table: str, dataset: str) -> pa.Table:
     """The derived table's rows for one dataset, in its canonical schema."""
+    from .sources import dataset_info
+
     query = named_query("stats", DERIVED[table])
-    con = published_connection(store, dataset)
+    linked = dataset_info(dataset).links_to if "$linked" in query.sql else None
+    con = published_connection(store, dataset, linked)
+    params = {"dataset": dataset, "linked": linked} if "$dataset" in query.sql else None
     try:
-        result = con.sql(query.sql).to_arrow_table()
+        result = con.sql(query.sql, params=params).to_arrow_table()
     finally:
         con.close()
     return result.select(schema.TABLES[table].column_names).cast(schema.TABLES[table].schema)

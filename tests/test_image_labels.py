@@ -1,0 +1,52 @@
+"""The flat cohort table image_labels agrees with the normalized tables it is derived from."""
+from __future__ import annotations
+
+import pytest
+
+from warehouse import Warehouse
+from warehouse.stats import publish_derived
+
+from .conftest import make_settings
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory, cache_dir, public_data):
+    wh = Warehouse(make_settings(tmp_path_factory.mktemp("image-labels"), cache_dir))
+    wh.ingest(["nih_cxr14", "chexpert", "chexpert_plus"], say=lambda m: None)
+    for dataset in ("nih_cxr14", "chexpert", "chexpert_plus"):
+        publish_derived(wh.store, dataset)
+    wh.refresh_catalog()
+    return wh
+
+
+def _rows(wh: Warehouse, sql: str) -> set[tuple]:
+    return {tuple(r.values()) for r in wh.sql(sql).to_pylist()}
+
+
+def test_cohort_counts_equal_the_three_way_join(warehouse):
+    flat = _rows(warehouse, """
+        SELECT dataset, sex, finding, value, is_frontal, count(*) FROM image_labels
+        WHERE dataset IN ('nih_cxr14', 'chexpert') GROUP BY ALL""")
+    joined = _rows(warehouse, """
+        SELECT i.dataset, p.sex, l.finding, l.value, i.is_frontal, count(*)
+        FROM labels l JOIN images i USING (dataset, image_id) JOIN patients p USING (dataset, patient_id)
+        WHERE i.dataset IN ('nih_cxr14', 'chexpert') GROUP BY ALL""")
+    assert flat == joined and len(flat) > 50
+
+
+def test_every_image_level_label_has_a_row(warehouse):
+    for dataset in ("nih_cxr14", "chexpert"):
+        labels = warehouse.sql(f"SELECT count(*) FROM labels WHERE dataset = '{dataset}'").column(0)[0].as_py()
+        flat = warehouse.sql(f"SELECT count(*) FROM image_labels WHERE dataset = '{dataset}'").column(0)[0].as_py()
+        assert flat == labels
+
+
+def test_a_linked_dataset_takes_images_and_sex_from_the_one_it_links_to(warehouse):
+    expected = _rows(warehouse, """
+        SELECT l.image_id, l.raw_label, l.method, p.sex FROM labels l
+        JOIN images i ON i.dataset = 'chexpert' AND i.image_id = l.image_id
+        JOIN patients p ON p.dataset = 'chexpert' AND p.patient_id = i.patient_id
+        WHERE l.dataset = 'chexpert_plus'""")
+    got = _rows(warehouse, "SELECT image_id, raw_label, method, sex FROM image_labels WHERE dataset = 'chexpert_plus'")
+    assert got == expected and len(got) > 100
+    assert {sex for *_, sex in got} <= {"F", "M"}
