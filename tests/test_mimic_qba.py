@@ -5,6 +5,7 @@ and from the generator's truth counts (grades, splits, fine-tuning and pre-train
 """
 from __future__ import annotations
 
+import gzip
 import json
 import zipfile
 from pathlib import Path
@@ -202,3 +203,16 @@ def test_member_leaving_the_dataset_is_refused_by_name(tmp_path, cache_dir):
     with pytest.raises(SourceError, match=r"\.\./\.\./evil\.qa\.json.*leaves the dataset"):
         wh.ingest(["mimic_qba"], say=lambda m: None)
     assert not (tmp_path / "warehouse" / "qa_questions" / "dataset=mimic_qba" / "_manifest.json").exists()
+
+
+def test_fingerprint_follows_the_mimic_split_file_it_reads(tmp_path, cache_dir):
+    from warehouse.ingest import current_fingerprint
+
+    _write(tmp_path, exports=False)
+    settings = make_settings(tmp_path, cache_dir, mimic_qba=tmp_path / "mimic_qba", mimic_cxr=tmp_path / "mimic_cxr")
+    before = current_fingerprint(settings, "mimic_qba")
+    assert current_fingerprint(settings, "mimic_qba") == before
+    split = next((tmp_path / "mimic_cxr").glob("mimic-cxr-2.0.0-split.csv*"))
+    text = gzip.decompress(split.read_bytes()).decode()
+    split.write_bytes(gzip.compress(text.replace(",train", ",test", 1).encode()))
+    assert current_fingerprint(settings, "mimic_qba") != before

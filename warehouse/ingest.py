@@ -79,6 +79,17 @@ def fingerprint_of(files: list[dict]) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
+def declared_files(adapter, src: SourceFolder, related: dict[str, SourceFolder]) -> list[dict]:
+    """Fingerprint entries of the files the adapter declares, plus those it reads from a linked dataset."""
+    files = src.fingerprint(adapter.source_files(src))
+    linked_files = getattr(adapter, "linked_source_files", None)
+    if linked_files:
+        for linked_id, folder in related.items():
+            files += [{**entry, "file": f"{linked_id}:{entry['file']}"}
+                      for entry in folder.fingerprint(linked_files(folder))]
+    return files
+
+
 def read_dataset(settings: Settings, dataset_id: str, say: Say = _quiet) -> ReadDataset:
     """Run the dataset's adapter over its source; nothing is written."""
     location = source_location(settings, dataset_id, say=say)
@@ -91,7 +102,7 @@ def read_dataset(settings: Settings, dataset_id: str, say: Say = _quiet) -> Read
     started = time.perf_counter()
     result = adapter.read(src, progress=say, related=related)
     # the fingerprint covers the files the adapter declares, as the change sensor computes it
-    files = src.fingerprint(adapter.source_files(src))
+    files = declared_files(adapter, src, related)
     return ReadDataset(dataset_id, location, result, fingerprint_of(files), files, time.perf_counter() - started)
 
 
@@ -222,14 +233,22 @@ def current_fingerprint(settings: Settings, dataset_id: str) -> str | None:
 
     None when the dataset has no configured source and its default data is not prepared yet.
     """
-    location = settings.source_for(dataset_id)
-    if location is None:
-        folder = settings.default_source(dataset_id, dataset_info(dataset_id).default_data)
-        if not folder.exists():
-            return None
-        location = str(folder)
-    src = SourceFolder(location, settings.storage_options)
-    return fingerprint_of(src.fingerprint(get_adapter(dataset_id).source_files(src)))
+    def prepared(dataset: str) -> SourceFolder | None:
+        location = settings.source_for(dataset)
+        if location is None:
+            folder = settings.default_source(dataset, dataset_info(dataset).default_data)
+            if not folder.exists():
+                return None
+            location = str(folder)
+        return SourceFolder(location, settings.storage_options)
+
+    src = prepared(dataset_id)
+    if src is None:
+        return None
+    adapter = get_adapter(dataset_id)
+    linked = adapter.info.links_to
+    related = {linked: folder for folder in [prepared(linked)] if folder} if linked else {}
+    return fingerprint_of(declared_files(adapter, src, related))
 
 
 def published_fingerprint(store: Store, dataset_id: str) -> str | None:

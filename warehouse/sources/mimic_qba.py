@@ -100,6 +100,10 @@ class MimicQba:
         names += [n for n in (src.first_existing(SCENE_ZIP),) if n]
         return names + [_metadata_file(src, level) for level in METADATA]
 
+    def linked_source_files(self, mimic: SourceFolder) -> list[str]:
+        """The one MIMIC-CXR file read here (the split), so a split change re-ingests QBA too."""
+        return [n for n in (mimic.first_existing(SPLIT_FILE),) if n]
+
     def read(self, src: SourceFolder, progress=None, related=None) -> SourceResult:
         say = progress or (lambda message: None)
         quarantine: list[pl.DataFrame] = []
