@@ -10,7 +10,7 @@ from pathlib import Path
 
 from warehouse.config import Settings
 from warehouse.render import print_table
-from warehouse.sources import DATASETS, dataset_info
+from warehouse.sources import DATASETS
 
 
 def ingest_command(settings: Settings, datasets: list[str] | None) -> int:

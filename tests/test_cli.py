@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 REPO = Path(__file__).parents[1]
 QUERY = "SELECT dataset, view_position, count(*) AS n FROM images GROUP BY ALL ORDER BY ALL"

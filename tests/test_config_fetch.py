@@ -1,9 +1,7 @@
 """Configuration precedence and the verified public-metadata fetch."""
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 

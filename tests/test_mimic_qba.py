@@ -109,6 +109,12 @@ def test_levels_types_and_num_answers(sample, warehouse):
         LEFT JOIN (SELECT study_id, question_id, count(*) AS n FROM qa_answers GROUP BY ALL) a USING (study_id, question_id)
         WHERE q.num_answers IS DISTINCT FROM a.n""")
     assert mismatched == []
+    # ... and equals what the dataset's own question metadata says
+    root, _ = sample
+    metadata = pq.read_table(root / "mimic_qba" / "metadata" / "question_metadata.parquet").to_pylist()
+    published = {(r["study_id"].removeprefix("s"), r["question_id"]): r["question.num_answers"] for r in metadata}
+    got = {(s, q): n for s, q, n in _rows(warehouse, "SELECT study_id, question_id, num_answers FROM qa_questions")}
+    assert got == published
 
 
 def test_quality_filters_return_the_generated_counts(sample, warehouse):

@@ -69,7 +69,7 @@ def test_nih_published_label_counts(public_warehouse):
 
 
 def test_nih_labels_equal_raw_csv_counts(public_warehouse, raw_files):
-    expected, by_finding = Counter(), Counter()
+    expected = Counter()
     for row in _nih_rows(raw_files["nih_entry"]):
         for label in row["labels"].split("|"):
             expected[label] += 1

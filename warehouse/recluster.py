@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import duckdb
 
+from .schema import table as table_def
 from .store import PartitionWriter, StagedPartition, Store
 
 MEMORY_LIMIT = "512MB"  # past this DuckDB spills the sort to disk: memory stays flat as tables grow
@@ -22,10 +23,8 @@ BATCH_ROWS = 128 * 1024
 
 def recluster(store: Store, staged: StagedPartition) -> StagedPartition:
     """A new staged partition with the same rows in sort order; the unsorted files are removed."""
-    from .schema import table as table_def
-
     table = table_def(staged.table)
-    order = ", ".join(table.sort_by or table.key)
+    order = ", ".join(table.order)
     groups: dict[str, list[str]] = defaultdict(list)
     for f in staged.files:
         groups[f["path"].rsplit("/", 1)[0] if "/" in f["path"] else ""].append(f["path"])

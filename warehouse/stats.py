@@ -13,6 +13,7 @@ import pyarrow as pa
 from . import schema
 from .catalog import manifest_parts, register_store, view_sql
 from .queries import named_query
+from .sources import dataset_info
 from .store import Manifest, Store
 
 # table -> sql/stats/<name>.sql
@@ -35,8 +36,6 @@ def published_connection(store: Store, dataset: str | None = None,
 
 def compute(store: Store, table: str, dataset: str) -> pa.Table:
     """The derived table's rows for one dataset, in its canonical schema."""
-    from .sources import dataset_info
-
     query = named_query("stats", DERIVED[table])
     linked = dataset_info(dataset).links_to if "$linked" in query.sql else None
     con = published_connection(store, dataset, linked)

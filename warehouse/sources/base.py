@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol
@@ -17,6 +18,10 @@ import polars as pl
 
 SMALL_FILE_BYTES = 64 << 20  # files up to this size get a content hash in their fingerprint...
 HASHED_FILES_MAX = 200       # ...unless there are more files than this (a tree of 228k reports)
+
+
+# What reading one member of a zip can raise (damaged data, unsupported compression, encryption).
+ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError)
 
 
 class SourceError(Exception):

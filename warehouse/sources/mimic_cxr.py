@@ -47,14 +47,13 @@ import csv
 import io
 import re
 import zipfile
-import zlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import polars as pl
 
 from .. import findings, text
-from .base import DatasetInfo, SourceError, SourceFolder, SourceResult
+from .base import ZIP_MEMBER_ERRORS, DatasetInfo, SourceError, SourceFolder, SourceResult
 from .csvread import first_line, read_csv
 from .mimic_reports import sections
 from .quarantine import QUARANTINE_COLUMNS, quarantine_rows
@@ -447,7 +446,7 @@ def _zip_members(src: SourceFolder, name: str) -> Iterator[tuple[str, str, bytes
                     continue
                 try:
                     data: bytes | Exception = archive.read(info)
-                except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as e:
+                except ZIP_MEMBER_ERRORS as e:
                     data = e
                 yield f"{name}:{info.filename}", info.filename, data
 

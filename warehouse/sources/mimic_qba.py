@@ -44,7 +44,8 @@ import polars as pl
 from .. import findings
 from .base import DatasetInfo, SourceError, SourceFolder, SourceResult
 from .csvread import read_csv
-from .qba_stream import archive_members, stream_members
+from .mimic_cxr import SPLIT_COLUMNS, SPLIT_FILE, SPLIT_HEADER, SPLIT_WORDS
+from .qba_stream import ChunkOutput, archive_members, stream_members
 from . import values
 
 INFO = DatasetInfo(
@@ -66,9 +67,6 @@ SCENE_ZIP = "scene_data.zip"
 QUALITY_FILE = "quality_mappings.csv"
 QUALITY_HEADER = "field,code,label,grade,grade_if_related_information"
 METADATA = {level: f"metadata/{level}_metadata" for level in ("patient", "study", "image")}
-SPLIT_FILE = "mimic-cxr-2.0.0-split.csv"
-SPLIT_HEADER = "dicom_id,study_id,subject_id,split"
-SPLIT_WORDS = {"train": "train", "validate": "valid", "test": "test"}
 MAX_LEVEL = 4  # answer levels 0..MAX_LEVEL are typed; the sample goes to 2
 FINE_TUNING, PRE_TRAINING = ("A", "A+", "A++"), ("B", "A", "A+", "A++")
 SURE = "positive"  # the probability word of an unhedged positive observation
@@ -185,7 +183,7 @@ def _study_splits(mimic: SourceFolder | None, quarantine: list, notes: list) -> 
     if name is None:
         notes.append(f"no {SPLIT_FILE}[.gz] in the linked mimic_cxr source: every split is 'unassigned'")
         return pl.DataFrame(schema={"study_id": pl.String, "split": pl.String}), []
-    read = read_csv(mimic, name, columns={c: "VARCHAR" for c in SPLIT_HEADER.split(",")}, header=SPLIT_HEADER,
+    read = read_csv(mimic, name, columns=SPLIT_COLUMNS, header=SPLIT_HEADER,
                     target_table="studies")
     quarantine.append(read.rejects)
     splits = read.frame.select("study_id", pl.col("split").replace_strict(SPLIT_WORDS, default="unassigned"))
@@ -249,8 +247,8 @@ def _flatten_answers(con: duckdb.DuckDBPyConnection, where) -> None:
     Level n+1 is unnested from level n's sub_answers; only the flat fields are copied into
     `answers`, so nested sub-answer lists are never cast or copied more than once per level.
     """
-    con.execute(f"CREATE OR REPLACE TEMP TABLE level AS SELECT sid, qid, NULL::BIGINT AS parent, "
-                f"unnest(q.answers) AS a FROM qs")
+    con.execute("CREATE OR REPLACE TEMP TABLE level AS SELECT sid, qid, NULL::BIGINT AS parent, "
+                "unnest(q.answers) AS a FROM qs")
     con.execute(f"CREATE OR REPLACE TEMP TABLE answers AS SELECT sid, qid, parent, {ANSWER_FIELDS} FROM level")
     for depth in range(1, MAX_LEVEL + 1):
         con.execute("CREATE OR REPLACE TEMP TABLE level AS SELECT sid, qid, a.answer_id AS parent, "
@@ -264,9 +262,7 @@ def _flatten_answers(con: duckdb.DuckDBPyConnection, where) -> None:
         con.execute(f"INSERT INTO answers SELECT sid, qid, parent, {ANSWER_FIELDS} FROM level")
 
 
-def _extract_qa(con: duckdb.DuckDBPyConnection, where) -> "ChunkOutput":
-    from .qba_stream import ChunkOutput
-
+def _extract_qa(con: duckdb.DuckDBPyConnection, where) -> ChunkOutput:
     con.execute("""
         CREATE OR REPLACE TEMP TABLE qs AS
         SELECT m, regexp_replace(d.study_id, '^s', '') AS sid, regexp_replace(d.patient_id, '^p', '') AS pid,
@@ -317,9 +313,7 @@ def _extract_qa(con: duckdb.DuckDBPyConnection, where) -> "ChunkOutput":
     return ChunkOutput({"qa_questions": questions, "qa_answers": answers, "qa_answer_boxes": boxes})
 
 
-def _extract_labels(con: duckdb.DuckDBPyConnection, where) -> "ChunkOutput":
-    from .qba_stream import ChunkOutput
-
+def _extract_labels(con: duckdb.DuckDBPyConnection, where) -> ChunkOutput:
     labels = con.sql(f"""
         WITH obs AS (
             SELECT regexp_replace(d.study_id, '^s', '') AS study_id, unnest(map_values(d.observations)) AS o

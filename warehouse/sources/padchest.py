@@ -44,7 +44,7 @@ import polars as pl
 from .. import findings, text
 from .base import DatasetInfo, SourceFolder, SourceResult
 from .csvread import read_csv
-from .quarantine import quarantine_rows
+from .quarantine import empty_quarantine, quarantine_rows
 from . import values
 
 INFO = DatasetInfo(
@@ -130,8 +130,7 @@ def _one_patient_per_study(rows: pl.DataFrame, where: str) -> tuple[pl.DataFrame
     )
     shared = counts.filter(pl.col("StudyID").is_duplicated())
     if shared.is_empty():
-        return rows, quarantine_rows(rows.clear(), target_table="images", source_file=where, column="PatientID",
-                                     reason="", one_line_rows=False)
+        return rows, empty_quarantine()
     keep = (
         shared.sort("_n", "_order", descending=[True, False]).group_by("StudyID", maintain_order=True)
         .agg(pl.col("PatientID").first().alias("_kept"), pl.col("PatientID").alias("_all"))

@@ -25,7 +25,6 @@ import re
 import shutil
 import tempfile
 import zipfile
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,7 @@ from queue import SimpleQueue
 import duckdb
 import polars as pl
 
-from .base import SourceError, SourceFolder
+from .base import ZIP_MEMBER_ERRORS, SourceError, SourceFolder
 from .quarantine import QUARANTINE_COLUMNS
 
 CHUNK_BYTES = 32 << 20      # inflated member bytes per chunk
@@ -143,7 +142,7 @@ class _Worker:
         for info in infos:
             try:
                 data = self.archive.read(info)
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as e:
+            except ZIP_MEMBER_ERRORS as e:
                 bad.append(member_quarantine(self.target_table, self.where(info.filename),
                                              f"cannot be read from the archive ({type(e).__name__}: {e})"))
                 continue
