@@ -43,10 +43,6 @@ def _default_cache() -> Path:
     return Path(user_cache_dir("cxr-warehouse", appauthor=False))
 
 
-def _source_env_name(dataset_id: str) -> str:
-    return "CXR_SOURCE_" + dataset_id.upper()
-
-
 @dataclass(frozen=True)
 class Settings:
     warehouse: str

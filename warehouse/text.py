@@ -14,20 +14,14 @@ from dataclasses import dataclass
 
 import polars as pl
 
-TOKEN = re.compile(r"\S+")
+TOKEN_PATTERN = r"\S+"  # the tokenizer: a token is a maximal run of non-whitespace characters
 SECTIONS = ("indication", "comparison", "findings", "impression")
-
-
-def count_tokens(text: str | None) -> int | None:
-    if text is None or not text.strip():
-        return None
-    return len(text.split())
 
 
 def token_count(column: str) -> pl.Expr:
     """Tokens per value of a text column; null where the text is absent."""
     text = pl.col(column)
-    count = text.str.count_matches(r"\S+").cast(pl.Int32)
+    count = text.str.count_matches(TOKEN_PATTERN).cast(pl.Int32)
     return pl.when(text.is_null() | (text.str.strip_chars() == "")).then(None).otherwise(count)
 
 
