@@ -1,21 +1,19 @@
-"""Assets: stage a dataset once, gate it, publish every table together, derive stats, rebuild the catalog.
+"""Assets: stage a dataset once, gate it, publish every table together, rebuild the catalog.
 
-Why one `staged` asset per dataset partition rather than one staged asset per table: a dataset's
-native files are read once, and its tables are published together or not at all. Every quality
-check hangs off `staged`; if any blocking check fails, Dagster never starts `tables`, so no table
-of that dataset moves to the new version (images never point at studies of another version) and
-the previously published partitions stay in the catalog.
+The assets only wire `warehouse.gated.GatedIngest`, the one ingest path `cxr ingest` and
+`Warehouse.ingest()` also drive. One `staged` asset per dataset partition rather than one per
+table: a dataset's native files are read once, and its tables are published together or not at
+all. Every quality check hangs off `staged`; if any blocking check fails, Dagster never starts
+`tables`, so no table of that dataset moves to the new version and the catalog keeps the
+previous complete publish. `tables` derives the statistics from the same staged rows and commits
+source and derived tables, then records the dataset-level publish.
 """
-
-import time
 
 import dagster as dg
 
 from warehouse import schema
-from warehouse.ingest import (
-    load_staged, new_version, now_iso, publish_staged, read_dataset, save_staged, stage_dataset,
-)
-from warehouse.sources import DATASETS, dataset_info
+from warehouse.gated import GatedIngest
+from warehouse.sources import DATASETS
 
 from .metadata import PREVIEW_ROWS, column_schema, markdown_table, plain_json
 from .resources import WarehouseResource
@@ -27,32 +25,35 @@ DERIVED_TABLES = [t.name for t in schema.DERIVED_TABLES]
 CATALOG_POOL = "duckdb_catalog"
 
 
+def gated_ingest(context, warehouse: WarehouseResource) -> GatedIngest:
+    """This run's ingest of this partition: its staging is keyed by the Dagster run id."""
+    return GatedIngest(warehouse.settings(), warehouse.store(), context.partition_key, run_id=context.run.run_id,
+                       engine="dagster", say=context.log.debug)
+
+
 @dg.asset(partitions_def=DATASET_PARTITIONS, group_name="ingest", kinds={"parquet"},
-          description="A dataset's native files read once and written as an unpublished version of every "
-                      "table it feeds (plus its quarantine). The quality checks run on this.")
+          description="A dataset's native files read once and staged as this run's new rows of every table it "
+                      "feeds (plus its quarantine). The quality checks run on this.")
 def staged(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    dataset = context.partition_key
-    settings, store = warehouse.settings(), warehouse.store()
-    started = time.perf_counter()
-    read = read_dataset(settings, dataset, say=context.log.info)
-    result = stage_dataset(store, read, run_id=context.run.run_id, version=new_version(), say=context.log.debug)
-    save_staged(store, result, started_at=now_iso(), seconds=time.perf_counter() - started)
+    ingest = gated_ingest(context, warehouse)
+    context.log.info(f"reading {ingest.dataset}")
+    result = ingest.stage()
     rows = result.rows
-    quarantine_preview = read.result.rejected().head(10).to_dicts()
+    quarantine = ingest.store.read_staged("quarantine", result.partitions["quarantine"]).slice(0, 10).to_pylist()
     return dg.MaterializeResult(metadata={
         "dagster/row_count": sum(n for t, n in rows.items() if t != "quarantine"),
         "rows per table": dg.MetadataValue.md(markdown_table([{"table": t, "rows": f"{n:,}"} for t, n in rows.items()])),
         "rows rejected": result.rejected,
-        "source": dg.MetadataValue.path(read.location),
+        "source": dg.MetadataValue.path(result.location or ""),
         "source fingerprint": result.fingerprint,
         "source files": dg.MetadataValue.md(markdown_table(
             [{"file": f["file"], "bytes": f"{f['size']:,}", "stamp": f["stamp"], "sha256": f.get("sha256", "")[:16]}
-             for f in read.files])),
-        "version": result.version,
+             for f in result.files])),
+        "run": ingest.run_id,
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "_none_"),
         "rejected rows (first 10)": dg.MetadataValue.md(markdown_table(
-            quarantine_preview, ["source_file", "line_number", "column_name", "value", "reason"])),
-        "read seconds": round(read.seconds, 2),
+            quarantine, ["source_file", "line_number", "column_name", "value", "reason"])),
+        "stage seconds": round(result.seconds or 0.0, 2),
     })
 
 
@@ -65,72 +66,45 @@ def _check_counts(context) -> tuple[int, list[str]]:
         evaluation = record.event_log_entry.dagster_event.event_specific_data
         if evaluation.passed:
             passed += 1
-        else:
+        elif evaluation.severity == dg.AssetCheckSeverity.ERROR:
             failed.append(evaluation.asset_check_key.name)
     return passed, failed
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec(name, partitions_def=DATASET_PARTITIONS, deps=[STAGED], group_name="tables",
-                        kinds={"parquet"}, description=schema.TABLES[name].description)
-           for name in SOURCE_TABLES],
-    partitions_def=DATASET_PARTITIONS, can_subset=True, name="tables",
-    description="Publish the staged version of every table of the dataset in one go (a manifest switch each).")
+    specs=[dg.AssetSpec(name, partitions_def=DATASET_PARTITIONS, deps=[STAGED],
+                        group_name="derived" if schema.TABLES[name].derived else "tables",
+                        kinds={"delta"}, description=schema.TABLES[name].description)
+           for name in [*SOURCE_TABLES, *DERIVED_TABLES]],
+    partitions_def=DATASET_PARTITIONS, can_subset=False, name="tables",
+    description="Derive the statistics from the staged rows, commit every table of the dataset (one Delta "
+                "commit each), then record the dataset-level publish the catalog adopts.")
 def tables(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    dataset = context.partition_key
-    store = warehouse.store()
-    staged_doc = load_staged(store, dataset)
+    ingest = gated_ingest(context, warehouse)
     passed, failed = _check_counts(context)
-    published = publish_staged(store, dataset, run_id=context.run.run_id, engine="dagster",
-                               started_at=staged_doc.started_at or now_iso(), seconds=staged_doc.seconds or 0.0,
-                               checks_passed=passed, checks_failed=len(failed))
-    fed = set(dataset_info(dataset).tables) | {"quarantine"}
+    published = ingest.publish(checks_passed=passed, checks_failed=len(failed))
+    fed = set(published.versions)
     for key in context.selected_asset_keys:
         table = key.path[-1]
         if table not in fed:
             yield dg.MaterializeResult(asset_key=key, metadata={
-                "dagster/row_count": 0, "note": f"{dataset} does not feed {table}"})
+                "dagster/row_count": 0, "note": f"{ingest.dataset} does not feed {table}"})
             continue
-        manifest = store.manifest(table, dataset)
-        preview = store.read(table, dataset).slice(0, PREVIEW_ROWS).to_pylist()
+        preview = ingest.store.read(table, ingest.dataset, published.versions[table]).slice(0, PREVIEW_ROWS)
         yield dg.MaterializeResult(asset_key=key, metadata={
-            "dagster/row_count": manifest.rows,
-            "version": manifest.version,
-            "files": len(manifest.files),
-            "bytes": sum(f["bytes"] for f in manifest.files),
+            "dagster/row_count": published.rows.get(table, 0),
+            "delta version": published.versions[table],
+            "warehouse version": published.warehouse_version,
             "dagster/column_schema": column_schema(table),
-            "preview": dg.MetadataValue.md(markdown_table(preview)),
+            "preview": dg.MetadataValue.md(markdown_table(preview.to_pylist())),
             "checks passed in run": passed,
         })
-    context.log.info(f"published {dataset} version {published.version}")
-
-
-@dg.multi_asset(
-    specs=[dg.AssetSpec(name, partitions_def=DATASET_PARTITIONS, deps=SOURCE_TABLES, group_name="derived",
-                        kinds={"parquet"}, description=schema.TABLES[name].description)
-           for name in DERIVED_TABLES],
-    partitions_def=DATASET_PARTITIONS, can_subset=True, name="derived",
-    description="Split statistics, demographics and the flat image_labels cohort table of the published "
-                "dataset (sql/stats/*.sql).")
-def derived(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    from warehouse.stats import compute
-
-    dataset = context.partition_key
-    store = warehouse.store()
-    for key in context.selected_asset_keys:
-        table = key.path[-1]
-        data = compute(store, table, dataset)
-        manifest = store.publish(store.stage(table, dataset, data, run_id=context.run.run_id))
-        yield dg.MaterializeResult(asset_key=key, metadata={
-            "dagster/row_count": manifest.rows, "version": manifest.version,
-            "dagster/column_schema": column_schema(table),
-            "table": dg.MetadataValue.md(markdown_table(data.to_pylist()[:60])),
-        })
+    context.log.info(f"published {ingest.dataset} as warehouse version {published.warehouse_version}")
 
 
 @dg.asset(deps=[*SOURCE_TABLES, *DERIVED_TABLES], group_name="catalog", kinds={"duckdb"}, pool=CATALOG_POOL,
-          description="The DuckDB catalog: views over every table's current files plus documentation tables. "
-                      "Rebuilt whole and swapped in atomically; one writer at a time.")
+          description="The DuckDB catalog: views over the newest complete publish of every dataset plus "
+                      "documentation tables. Rebuilt whole and swapped in atomically; one writer at a time.")
 def catalog(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     from warehouse.api import Warehouse
 
@@ -138,11 +112,11 @@ def catalog(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> 
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(summary.path)),
         "partitions": summary.partitions,
-        "retired files removed": summary.removed_files,
+        "warehouse version": summary.warehouse_version,
         "rows per table": dg.MetadataValue.md(markdown_table(
             [{"table": t, "rows": f"{n:,}"} for t, n in summary.tables.items()])),
         "datasets": plain_json(sorted(DATASETS)),
     })
 
 
-INGEST_ASSETS = [staged, tables, derived]
+INGEST_ASSETS = [staged, tables]

@@ -4,7 +4,8 @@ import json
 
 import dagster as dg
 
-from warehouse.ingest import block_staged, current_fingerprint, now_iso, published_fingerprint
+from warehouse.gated import GatedIngest
+from warehouse.ingest import current_fingerprint, published_fingerprint
 from warehouse.sources import DATASETS
 
 from .assets import CATALOG_POOL, DATASET_PARTITIONS, INGEST_ASSETS, catalog
@@ -67,8 +68,9 @@ def blocked_run_cleanup(context: dg.RunFailureSensorContext, warehouse: Warehous
         run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]
     failed = [e.asset_check_key.name for e in evaluations if not e.passed]
-    block_staged(warehouse.store(), dataset, run_id=run.run_id, engine="dagster", started_at=now_iso(),
-                 seconds=0.0, checks_passed=sum(e.passed for e in evaluations), failed_checks=failed)
+    error = None if failed else (context.failure_event.message or "run failed")
+    GatedIngest(warehouse.settings(), warehouse.store(), dataset, run_id=run.run_id, engine="dagster").block(
+        checks_passed=sum(e.passed for e in evaluations), failed=failed, error=error)
 
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[ingest_job],

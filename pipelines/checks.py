@@ -8,18 +8,17 @@ Check names are `<table>__<expectation name>` (e.g. `studies__age_years_in_range
 import dagster as dg
 
 from warehouse import quality
-from warehouse.ingest import load_staged
 
-from .assets import STAGED
+from .assets import STAGED, gated_ingest
 from .metadata import markdown_table, plain_json
 from .resources import WarehouseResource
 
 
-def _staged_connection(warehouse: WarehouseResource, dataset: str):
-    store = warehouse.store()
-    staged = load_staged(store, dataset)
-    files = {name: partition.urls() for name, partition in staged.partitions.items()}
-    return quality.staged_connection(store, files), set(staged.partitions)
+def _staged_connection(context, warehouse: WarehouseResource):
+    """DuckDB over this run's staged files (the staging record is keyed by the run id)."""
+    ingest = gated_ingest(context, warehouse)
+    files = ingest.staged_files()
+    return quality.staged_connection(ingest.store, files), set(files)
 
 
 def _result(check_name: str, outcome: quality.CheckOutcome, dataset: str) -> dg.AssetCheckResult:
@@ -52,14 +51,9 @@ def expectation_checks(table: str) -> dg.AssetChecksDefinition:
                           description=f"Great Expectations suite expectations/{table}.json on the staged {table}.")
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         dataset = context.partition_key
-        con, fed = _staged_connection(warehouse, dataset)
+        con, fed = _staged_connection(context, warehouse)
         try:
-            if table in fed:
-                outcomes = {o.name: o for o in quality.validate_table(con, table)}
-            else:
-                outcomes = {name: quality.CheckOutcome(table, name, "expectation", True, blocking, description,
-                                                       note=f"not applicable: {dataset} does not feed {table}")
-                            for name, blocking, description in quality.expectation_checks(table)}
+            outcomes = {o.name: o for o in quality.expectation_gate(con, table, fed, dataset)}
         finally:
             con.close()
         for key in context.selected_asset_check_keys:
@@ -76,7 +70,7 @@ def integrity_checks() -> dg.AssetChecksDefinition:
                           description="Cross-table integrity SQL (expectations/integrity.sql) on the staged dataset.")
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         dataset = context.partition_key
-        con, fed = _staged_connection(warehouse, dataset)
+        con, fed = _staged_connection(context, warehouse)
         try:
             outcomes = {o.name: o for o in quality.run_integrity(con, fed)}
         finally:

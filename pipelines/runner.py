@@ -14,7 +14,7 @@ from typing import Callable
 import dagster as dg
 
 from warehouse.config import Settings
-from warehouse.ingest import block_staged, now_iso
+from warehouse.gated import GatedIngest
 
 from .definitions import defs
 from .resources import WarehouseResource
@@ -56,7 +56,7 @@ def ingest(settings: Settings, datasets: list[str], *, on_event: Event = lambda 
     for dataset in datasets:
         run = DatasetRun(dataset, str(uuid.uuid4()))
         inst.add_event_listener(run.run_id, lambda entry, run=run: _on_entry(entry, run, on_event))
-        started_at, started = now_iso(), time.perf_counter()
+        started = time.perf_counter()
         on_event(dataset, "start", "reading native files")
         try:
             result = job.execute_in_process(partition_key=dataset, instance=inst, run_id=run.run_id,
@@ -67,9 +67,9 @@ def ingest(settings: Settings, datasets: list[str], *, on_event: Event = lambda 
             run.status, run.error = "failed", f"{type(e).__name__}: {e}"
         run.seconds = time.perf_counter() - started
         if run.status != "published":
-            block_staged(resources["warehouse"].store(), dataset, run_id=run.run_id, engine="dagster",
-                         started_at=started_at, seconds=run.seconds, checks_passed=run.checks_passed,
-                         failed_checks=run.checks_failed or ([run.error] if run.error else []))
+            GatedIngest(settings, resources["warehouse"].store(), dataset, run_id=run.run_id, engine="dagster").block(
+                checks_passed=run.checks_passed, failed=run.checks_failed,
+                error=run.error if run.status == "failed" else None)
         on_event(dataset, run.status, run.error or ", ".join(run.checks_failed))
         runs.append(run)
     on_event("catalog", "start", "rebuilding the catalog")
@@ -125,5 +125,13 @@ def _finish(run: DatasetRun, result) -> None:
     if run.status == "failed":
         failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         if failures:
-            error = failures[0].event_specific_data.error
-            run.error = error.message.strip().splitlines()[-1] if error else "step failed"
+            run.error = root_cause(failures[0].event_specific_data.error)
+
+
+def root_cause(error) -> str:
+    """The innermost error's own message: the adapter's or the check's words, not Dagster's wrapper."""
+    if error is None:
+        return "step failed"
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip().splitlines()[-1] if error.message.strip() else "step failed"

@@ -5,6 +5,7 @@ cache (or CXR_CACHE) and reused across sessions; everything the tests write goes
 """
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
@@ -25,9 +26,9 @@ def public_data(cache_dir):
     return fetch_public(cache_dir, say=lambda m: None)
 
 
-def make_settings(tmp: Path, cache: Path, **sources: str) -> Settings:
+def make_settings(tmp: Path, cache: Path, env: dict[str, str] | None = None, **sources: str) -> Settings:
     env = {"CXR_WAREHOUSE": str(tmp / "warehouse"), "CXR_CATALOG": str(tmp / "catalog.duckdb"),
-           "CXR_CACHE": str(cache)}
+           "CXR_CACHE": str(cache), **(env or {})}
     env.update({f"CXR_SOURCE_{k.upper()}": str(v) for k, v in sources.items()})
     return Settings.load(env=env, cwd=tmp)
 
@@ -65,3 +66,16 @@ def _no_stray_env(monkeypatch):
     for name in list(os.environ):
         if name.startswith("CXR_") and name not in ("CXR_CACHE", "CXR_PUBLIC_WHEEL"):
             monkeypatch.delenv(name)
+
+
+def nih_subset(raw_files, folder: Path, rows: int) -> Path:
+    """The first `rows` data rows of the real Data_Entry file, and the real boxes of those images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(raw_files["nih_entry"], "rt", newline="") as f:
+        lines = [next(f) for _ in range(rows + 1)]
+    (folder / "Data_Entry_2017_v2020.csv").write_text("".join(lines))
+    kept = {line.split(",", 1)[0] for line in lines[1:]}
+    with gzip.open(raw_files["nih_bbox"], "rt", newline="") as f:
+        boxes = [line for i, line in enumerate(f) if i == 0 or line.split(",", 1)[0] in kept]
+    (folder / "BBox_List_2017.csv").write_text("".join(boxes))
+    return folder

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from warehouse import Warehouse
-from warehouse.stats import publish_derived
 
 from .conftest import make_settings
 
@@ -12,10 +11,7 @@ from .conftest import make_settings
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory, cache_dir, public_data):
     wh = Warehouse(make_settings(tmp_path_factory.mktemp("image-labels"), cache_dir))
-    wh.ingest(["nih_cxr14", "chexpert", "chexpert_plus"], say=lambda m: None)
-    for dataset in ("nih_cxr14", "chexpert", "chexpert_plus"):
-        publish_derived(wh.store, dataset)
-    wh.refresh_catalog()
+    wh.ingest(["nih_cxr14", "chexpert", "chexpert_plus"], say=lambda m: None)  # derives image_labels too
     return wh
 
 

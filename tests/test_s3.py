@@ -1,6 +1,6 @@
 """The warehouse on an object store: a real S3-protocol server (moto's) on loopback, not a mock.
 
-Both sides are exercised: the warehouse root on S3 (publish by manifest PUT, queries through
+Both sides are exercised: the warehouse root on S3 (Delta commits through delta-rs, queries through
 DuckDB's registered fsspec filesystem) and a dataset's source files on S3.
 """
 from __future__ import annotations
@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.request
 
-import pyarrow.parquet as pq
 import pytest
 
 from warehouse import Warehouse
@@ -52,9 +51,12 @@ def s3_server():
     proc.wait(timeout=10)
 
 
+SECRET = "cxr-test-secret-4f1d9a"   # moto takes any credentials; a unique one can be searched for
+
+
 @pytest.fixture
 def s3_settings(s3_server, tmp_path, cache_dir, request):
-    options = {"endpoint_url": s3_server, "key": "test", "secret": "test",
+    options = {"endpoint_url": s3_server, "key": "cxr-test-key", "secret": SECRET,
                "client_kwargs": {"region_name": "us-east-1"}}
     env = {"CXR_WAREHOUSE": f"s3://{BUCKET}/{request.node.name}", "CXR_CATALOG": str(tmp_path / "catalog.duckdb"),
            "CXR_CACHE": str(cache_dir), "CXR_STORAGE_OPTIONS": json.dumps(options)}
@@ -62,43 +64,52 @@ def s3_settings(s3_server, tmp_path, cache_dir, request):
 
 
 def test_warehouse_root_on_s3(s3_settings, public_data):
+    from deltalake import DeltaTable
+
     wh = Warehouse(s3_settings)
     assert wh.store.protocol in ("s3", "s3a") and not wh.store.local
     wh.ingest(["nih_cxr14"], say=lambda m: None)
     assert wh.sql("SELECT count(*) FROM images").column(0)[0].as_py() == 112_120
     assert wh.sql("SELECT count(*) FROM patients").column(0)[0].as_py() == 30_805
-    manifest = wh.store.manifest("images", "nih_cxr14")
-    first_files = set(wh.store.file_urls(manifest))
-    assert all(u.startswith(f"s3://{BUCKET}/") for u in first_files)
+    first = wh.sql("SELECT warehouse_version FROM catalog_datasets WHERE dataset = 'nih_cxr14'").column(0)[0].as_py()
+    views = wh.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'images'").column(0)[0].as_py()
+    assert f"s3://{BUCKET}/" in views
 
-    wh.ingest(["nih_cxr14"], say=lambda m: None)   # a second version replaces the first
-    second = wh.store.manifest("images", "nih_cxr14")
-    assert second.version > manifest.version
-    remaining = {wh.store.fs.unstrip_protocol(p) for p in wh.store.fs.find(wh.store.partition_dir("images", "nih_cxr14"))
-                 if p.endswith(".parquet")}
-    assert remaining == set(wh.store.file_urls(second)), "retired files are removed after the switch"
-    with wh.store.fs.open(wh.store.file_urls(second)[0]) as f:
-        metadata = pq.read_schema(f).metadata
-    assert metadata[b"cxr.dataset"] == b"nih_cxr14" and metadata[b"cxr.version"] == second.version.encode()
+    wh.ingest(["nih_cxr14"], say=lambda m: None)   # a second commit replaces the partition
+    dt = DeltaTable(wh.store.table_uri("images"), storage_options=wh.store.delta_options)
+    writes = [h for h in dt.history() if h.get("cxr.dataset") == "nih_cxr14"]
+    assert len(writes) == 2
+    assert all(u.startswith(f"s3://{BUCKET}/") for u in dt.file_uris())
+    assert dt.to_pyarrow_dataset().count_rows() == 112_120, "a Delta reader sees one version"
+    past = Warehouse(s3_settings, as_of=first)
+    assert past.sql("SELECT count(*) FROM images").column(0)[0].as_py() == 112_120
+    # the credentials stay with the project's filesystem objects
+    stored = [wh.settings.catalog.read_bytes()]
+    stored += [wh.store.fs.cat_file(p) for p in wh.store.fs.find(f"{wh.store.root}/_runs")]
+    stored += [wh.store.fs.cat_file(p) for p in wh.store.fs.find(f"{wh.store.root}/_publish_log")]
+    assert not [b for b in stored if SECRET.encode() in b]
 
 
 def test_failed_write_on_s3_keeps_the_published_partition(s3_settings, public_data, monkeypatch):
+    from warehouse.store import Store
+
     wh = Warehouse(s3_settings)
     wh.ingest(["nih_cxr14"], say=lambda m: None)
-    before = wh.store.manifest("labels", "nih_cxr14")
-    real = pq.ParquetWriter.write_table
+    before = wh.sql("SELECT count(*) FROM labels").column(0)[0].as_py()
+    real = Store.commit
 
-    def fail_on_labels(self, table, *args, **kwargs):
-        if table.schema.metadata[b"table"] == b"labels":
+    def fail_on_labels(self, staged):
+        if staged.table == "labels":
             raise ConnectionError("S3 went away (simulated)")
-        return real(self, table, *args, **kwargs)
+        return real(self, staged)
 
-    monkeypatch.setattr(pq.ParquetWriter, "write_table", fail_on_labels)
+    monkeypatch.setattr(Store, "commit", fail_on_labels)
     with pytest.raises(ConnectionError):
         wh.ingest(["nih_cxr14"], say=lambda m: None)
     monkeypatch.undo()
-    assert wh.store.manifest("labels", "nih_cxr14") == before
-    assert wh.sql("SELECT count(*) FROM labels").column(0)[0].as_py() == before.rows
+    assert wh.sql("SELECT count(*) FROM labels").column(0)[0].as_py() == before
+    assert wh.sql("SELECT status FROM ingest_runs ORDER BY started_at").column(0).to_pylist() == ["published", "failed"]
+    assert not wh.store.fs.find(f"{wh.store.root}/_staging/nih_cxr14"), "the failed run's staging is gone"
 
 
 def test_dataset_source_on_s3(s3_server, s3_settings, public_data):

@@ -1,29 +1,66 @@
 """`Warehouse`: the Python entry point for queries, ingestion and catalog upkeep.
 
-Queries open the catalog read-only for each call, so many readers can work while an ingest
-rebuilds the catalog, and a reader always sees the newest published catalog.
+Every query gets its own connection: an in-memory DuckDB with the catalog file attached read-only.
+Not sharing DuckDB's per-file database instance means a new query always sees the newest catalog,
+while a connection held open (a notebook) keeps answering from the catalog it opened: the files
+it names stay for the retention period.
+
+`Warehouse(as_of=…)` answers as the warehouse was at a past version (an integer: the publish
+log's version) or time: it builds a catalog of that moment in a temporary folder.
 """
 from __future__ import annotations
 
+import sys
+import tempfile
+from datetime import datetime
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import duckdb
 
 from .config import Settings
+from .errors import StaleCatalog
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from .catalog import CatalogSummary
+    from .gated import IngestResult
     from .store import Store
 
 
+def built_for(path: Path) -> dict[str, str] | None:
+    """The catalog file's own record of what it was built from (root, warehouse version), or None.
+
+    Here rather than in warehouse.catalog, so a query imports nothing but DuckDB and the store.
+    """
+    if not path.exists():
+        return None
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("ATTACH '" + str(path).replace("'", "''") + "' AS c (READ_ONLY)")
+        try:
+            return dict(con.execute("SELECT key, value FROM c.catalog_meta").fetchall())
+        except duckdb.CatalogException:
+            return {}
+    finally:
+        con.close()
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 class Warehouse:
-    def __init__(self, settings: Settings | None = None):
+    def __init__(self, settings: Settings | None = None, *, as_of: int | datetime | str | None = None,
+                 notice: Callable[[str], None] = _stderr):
+        from .publish_log import parse_as_of
+
         self.settings = settings or Settings.load()
+        self.as_of = parse_as_of(as_of) if isinstance(as_of, str) else as_of
+        self.notice = notice
         self._store: "Store | None" = None
+        self._as_of_dir: tempfile.TemporaryDirectory | None = None
 
     @property
     def store(self) -> "Store":
@@ -35,24 +72,57 @@ class Warehouse:
 
     @property
     def catalog_path(self) -> Path:
-        return self.settings.catalog
+        if self.as_of is None:
+            return self.settings.catalog
+        if self._as_of_dir is None:
+            self._as_of_dir = tempfile.TemporaryDirectory(prefix="cxr-as-of-")
+            self._build(Path(self._as_of_dir.name) / "catalog.duckdb")
+        return Path(self._as_of_dir.name) / "catalog.duckdb"
 
     # --- queries -------------------------------------------------------------------------
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """A read-only connection to the catalog (built first if it does not exist yet)."""
-        if not self.catalog_path.exists():
-            self.refresh_catalog()
-        con = duckdb.connect(str(self.catalog_path), read_only=True)
-        if self.settings.remote:
-            from .catalog import register_store
+        """A confined read-only connection to the catalog (warehouse.confine), rebuilt first if it is
+        missing or was built for another root. It can read the warehouse and nothing else."""
+        from .confine import Limits, confined_connection
+        from .views import PLANNER_SETTINGS
 
-            register_store(con, self.store)
-        return con
+        path = self.catalog_path
+        if self.as_of is None:
+            self.ensure_catalog()
+        return confined_connection(
+            path, readable=[self.store.url(self.store.root)],
+            filesystems=[] if self.store.local else [self.store.fs],
+            limits=self.limits, settings=PLANNER_SETTINGS)
+
+    @property
+    def limits(self):
+        from .confine import Limits
+
+        return Limits(memory_limit=self.settings.query_memory, timeout_seconds=self.settings.query_timeout)
+
+    def run(self, con: duckdb.DuckDBPyConnection, query: str, params: list | dict | None = None):
+        """Run user SQL on a connection from `connect()`: refused unless it only reads, stopped at the time limit."""
+        from .confine import run
+
+        return run(con, query, params, timeout_seconds=self.settings.query_timeout)
+
+    def ensure_catalog(self) -> None:
+        """Build the catalog when there is none, or when the one there names another warehouse root."""
+        if not self.store.exists():
+            raise StaleCatalog(f"the warehouse root {self.settings.warehouse} does not exist; check CXR_WAREHOUSE "
+                               "(or `warehouse` in cxr.toml), or run `cxr ingest` to create it")
+        meta = built_for(self.settings.catalog)
+        if meta is not None and meta.get("warehouse_root") == self.store.root_url:
+            return
+        if meta is not None:
+            self.notice(f"cxr: the catalog {self.settings.catalog} was built for {meta.get('warehouse_root')!r}, "
+                        f"not {self.store.root_url!r}; rebuilding it (`cxr catalog rebuild`)")
+        self.refresh_catalog()
 
     def sql(self, query: str, params: list | dict | None = None) -> "pa.Table":
         con = self.connect()
         try:
-            return con.sql(query, params=params).to_arrow_table()
+            return self.run(con, query, params).to_arrow_table()
         finally:
             con.close()
 
@@ -63,20 +133,43 @@ class Warehouse:
 
     # --- upkeep --------------------------------------------------------------------------
     def refresh_catalog(self) -> "CatalogSummary":
+        """Rebuild the catalog from the newest complete publish of every dataset."""
+        from .catalog import remove_debris
+
+        remove_debris(self.settings.catalog)
+        return self._build(self.settings.catalog)
+
+    def _build(self, path: Path) -> "CatalogSummary":
         from .catalog import build_catalog
         from .sources import DATASETS, dataset_info
 
-        sources = {d: self.settings.source_for(d) or f"(embedded default: {dataset_info(d).default_data})"
-                   for d in DATASETS}
-        return build_catalog(self.store, self.catalog_path, datasets=[dataset_info(d) for d in DATASETS],
-                             sources=sources)
+        return build_catalog(self.store, path, datasets=[dataset_info(d) for d in DATASETS],
+                             as_of=self.as_of if path != self.settings.catalog else None)
 
-    def ingest(self, datasets: list[str] | None = None, say=print):
-        """Ingest datasets through the library steps and rebuild the catalog."""
-        from .ingest import ingest_dataset, new_run_id
+    def ingest(self, datasets: list[str] | None = None, say: Callable[[str], None] = lambda m: None
+               ) -> "list[IngestResult]":
+        """Ingest datasets through the gated path (stage, gate, derive, commit), then rebuild the catalog.
+
+        Raises the first error, or IngestBlocked naming the failed checks, after every dataset was tried.
+        """
+        from .gated import GatedIngest, IngestBlocked
         from .sources import DATASETS
 
-        run_id = new_run_id()
-        staged = [ingest_dataset(self.settings, self.store, d, run_id=run_id, say=say) for d in datasets or DATASETS]
+        if self.as_of is not None:
+            raise StaleCatalog("a Warehouse opened as of a past version is read-only; open it without as_of "
+                               "to ingest")
+        results, errors = [], []
+        for dataset in datasets or DATASETS:
+            try:
+                results.append(GatedIngest(self.settings, self.store, dataset, say=say).run())
+            except Exception as e:  # noqa: BLE001 - one dataset's failure must not stop the others
+                errors.append(e)
         self.refresh_catalog()
-        return staged
+        if errors:
+            raise errors[0]
+        blocked = [r for r in results if r.status != "published"]
+        if blocked:
+            raise IngestBlocked("; ".join(f"{r.dataset} was not published (the previous version stays): "
+                                          f"{r.message}" for r in blocked))
+        return results
+

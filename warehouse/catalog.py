@@ -1,27 +1,37 @@
-"""The query catalog: a local DuckDB file of views over the published Parquet, plus documentation.
+"""The query catalog: a local DuckDB file of views over the complete publishes, plus documentation.
 
-The catalog holds no data of its own; everything in it is derived from the store (manifests,
-run records) and the schemas, so it is rebuilt whole rather than updated. It is written to a
-temporary file and renamed over the old one: readers never meet a half-built catalog, and an
-open reader (a notebook, a running query) never blocks a rebuild with DuckDB's single-writer
-lock — it keeps reading the file it opened.
+The catalog holds no data of its own. It is derived from the publish log, the Delta tables, the
+run log and the schemas, so it is rebuilt whole (`cxr catalog rebuild`) rather than updated:
+written to a temporary file and renamed over the old one, so readers never meet a half-built
+catalog and an open reader never blocks a rebuild.
+
+It adopts, per dataset, the newest complete publish (warehouse.publish_log): every view reads the
+files of the table versions that publish names, so images of one run never meet studies of
+another. Views name files under the warehouse root configured when the catalog was built;
+`catalog_meta` records that root, and a reader whose configured root differs rebuilds the catalog
+instead of reading another location (warehouse.api).
+
+The file is written in DuckDB's v1.0 storage format, so DuckDB 1.x clients (the `duckdb` CLI)
+open it too.
 """
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from . import findings, schema
+from . import findings, publish_log, schema
+from .runs import runs_table
 from .sources.base import DatasetInfo
-from .store import Manifest, Store
+from .store import Store
+from .views import create_views, delta_files_sql, register_store
 
-RUNS_DIR = "_runs"
+STORAGE_COMPATIBILITY = "v1.0.0"
 
 
 @dataclass(frozen=True)
@@ -29,76 +39,88 @@ class CatalogSummary:
     path: Path
     tables: dict[str, int]          # table -> rows
     partitions: int
-    removed_files: int
+    warehouse_version: int | None
 
 
-def register_store(con: duckdb.DuckDBPyConnection, store: Store) -> None:
-    """Let DuckDB read a remote warehouse root through its fsspec filesystem (no extensions needed)."""
-    if not store.local and not con.filesystem_is_registered(store.protocol):
-        con.register_filesystem(store.fs)
+@dataclass(frozen=True)
+class Partition:
+    table: str
+    dataset: str
+    version: int
+    files: list[dict]
+    publish: publish_log.Publish
+
+    @property
+    def rows(self) -> int:
+        return sum(f["rows"] for f in self.files)
 
 
-Part = tuple[list[str], "list[str] | None"]  # files, and their columns (None: the table's current columns)
+def adopted_partitions(store: Store, publishes: dict[str, publish_log.Publish]) -> list[Partition]:
+    """The files of every table partition the adopted publishes name."""
+    parts = []
+    for dataset, publish in sorted(publishes.items()):
+        for table, version in sorted(publish.versions.items()):
+            if table in schema.TABLES:
+                parts.append(Partition(table, dataset, version, store.partition_files(table, dataset, version),
+                                       publish))
+    return parts
 
 
-def view_sql(table: schema.Table, parts: list[Part]) -> str:
-    """SELECT over a table's files in canonical column order, or an empty relation of the right types.
-
-    Each part (a partition) is read on its own, and a column its files lack (written before the
-    column existed) reads as a typed NULL, so a schema that grows never breaks older partitions.
-    """
-    selects = []
-    for files, columns in parts:
-        if not files:
-            continue
-        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        present = set(columns) if columns is not None else set(table.column_names)
-        projection = ", ".join(f'"{c.name}"' if c.name in present
-                               else f'CAST(NULL AS {schema.duckdb_type(c.type)}) AS "{c.name}"' for c in table.columns)
-        selects.append(f"SELECT {projection} FROM read_parquet([{listing}])")
-    if selects:
-        return "\nUNION ALL\n".join(selects)
-    typed = ", ".join(f'CAST(NULL AS {schema.duckdb_type(c.type)}) AS "{c.name}"' for c in table.columns)
-    return f"SELECT {typed} WHERE false"
-
-
-def manifest_parts(store: Store, manifests: list[Manifest]) -> list[Part]:
-    return [(store.file_urls(m), store.columns_of(m)) for m in manifests]
-
-
-def build_catalog(store: Store, path: Path, *, datasets: list[DatasetInfo], sources: dict[str, str],
-                  extra_sql: list[tuple[str, str]] = ()) -> CatalogSummary:
-    """Rebuild the catalog file at `path` from the store's current manifests."""
+def build_catalog(store: Store, path: Path, *, datasets: list[DatasetInfo],
+                  as_of: int | datetime | None = None) -> CatalogSummary:
+    """Rebuild the catalog file at `path` from the complete publishes (now, or as of a past version)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    manifests = store.manifests()
-    by_table: dict[str, list[Manifest]] = {}
-    for m in manifests:
-        if m.table in schema.TABLES:
-            by_table.setdefault(m.table, []).append(m)
-    counts: dict[str, int] = {}
-    con = duckdb.connect(str(tmp))
+    publishes = publish_log.adopted(store, as_of)
+    log_version = publish_log.current_version(store) if as_of is None else max(
+        (p.warehouse_version for p in publishes.values()), default=None)
+    parts = adopted_partitions(store, publishes)
+    by_table: dict[str, list[Partition]] = {}
+    for p in parts:
+        by_table.setdefault(p.table, []).append(p)
+    heads = {name: _head_version(store, name) for name in schema.TABLES}
+    con = duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
     try:
         register_store(con, store)
+        relations = {}
         for name, spec in schema.TABLES.items():
-            con.execute(f'CREATE VIEW "{name}" AS {view_sql(spec, manifest_parts(store, by_table.get(name, [])))}')
-            counts[name] = sum(m.rows for m in by_table.get(name, []))
-        _create(con, "catalog_partitions", _partitions_table(manifests))
-        _create(con, "catalog_tables", _tables_table(by_table))
+            chosen = by_table.get(name, [])
+            files = [f["url"] for p in chosen for f in p.files]
+            columns = set().union(*(store.columns_at(name, v) for v in {p.version for p in chosen})) if chosen else set()
+            relations[name] = [delta_files_sql(spec, files, columns)]
+        create_views(con, relations)
+        _create(con, "catalog_meta", _meta_table(store, log_version, as_of))
+        _create(con, "catalog_partitions", _partitions_table(parts))
+        _create(con, "catalog_tables", _tables_table(by_table, heads))
         _create(con, "catalog_columns", _columns_table())
-        _create(con, "catalog_datasets", _datasets_table(datasets, sources, by_table))
+        _create(con, "catalog_datasets", _datasets_table(datasets, publishes))
         _create(con, "catalog_vocabularies", _vocabularies_table())
-        _create(con, "ingest_runs", _runs_table(store))
+        _create(con, "ingest_runs", runs_table(store))
         _create(con, "findings", findings.vocabulary().to_arrow())
         _create(con, "finding_map", findings.mapping().to_arrow())
-        for name, sql in extra_sql:
-            con.execute(sql)
         con.execute("CHECKPOINT")
-    finally:
+    except BaseException:
         con.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    con.close()
     os.replace(tmp, path)
-    removed = store.collect_garbage()
-    return CatalogSummary(path, counts, len(manifests), len(removed))
+    return CatalogSummary(path, {name: sum(p.rows for p in by_table.get(name, [])) for name in schema.TABLES},
+                          len(parts), log_version)
+
+
+def remove_debris(path: Path) -> list[Path]:
+    """Temporary catalog files left by a rebuild that was killed."""
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _head_version(store: Store, table: str) -> int | None:
+    dt = store.delta(table)
+    return dt.version() if dt is not None else None
 
 
 def _create(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> None:
@@ -107,32 +129,46 @@ def _create(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> None:
     con.unregister("_incoming")
 
 
-def _partitions_table(manifests: list[Manifest]) -> pa.Table:
+def _meta_table(store: Store, log_version: int | None, as_of) -> pa.Table:
+    meta = {
+        "warehouse_root": store.root_url, "warehouse_version": "" if log_version is None else str(log_version),
+        "as_of": "" if as_of is None else str(as_of), "schema_version": str(schema.SCHEMA_VERSION),
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return pa.table({"key": list(meta), "value": list(meta.values())})
+
+
+def _partitions_table(parts: list[Partition]) -> pa.Table:
     return pa.Table.from_pylist([{
-        "table_name": m.table, "dataset": m.dataset, "version": m.version, "rows": m.rows,
-        "files": len(m.files), "bytes": sum(f["bytes"] for f in m.files), "published_at": m.created_at,
-        "source_fingerprint": m.source_fingerprint, "run_id": m.run_id, "schema_version": m.schema_version,
-    } for m in manifests], schema=pa.schema([
-        ("table_name", pa.string()), ("dataset", pa.string()), ("version", pa.string()), ("rows", pa.int64()),
-        ("files", pa.int32()), ("bytes", pa.int64()), ("published_at", pa.string()),
-        ("source_fingerprint", pa.string()), ("run_id", pa.string()), ("schema_version", pa.int32()),
+        "table_name": p.table, "dataset": p.dataset, "delta_version": p.version, "rows": p.rows,
+        "files": len(p.files), "bytes": sum(f["bytes"] for f in p.files),
+        "published_at": p.publish.published_at.isoformat(timespec="seconds"), "run_id": p.publish.run_id,
+        "warehouse_version": p.publish.warehouse_version, "source_fingerprint": p.publish.source_fingerprint,
+        "schema_version": p.publish.schema_version,
+    } for p in parts], schema=pa.schema([
+        ("table_name", pa.string()), ("dataset", pa.string()), ("delta_version", pa.int64()), ("rows", pa.int64()),
+        ("files", pa.int32()), ("bytes", pa.int64()), ("published_at", pa.string()), ("run_id", pa.string()),
+        ("warehouse_version", pa.int64()), ("source_fingerprint", pa.string()), ("schema_version", pa.int32()),
     ]))
 
 
-def _tables_table(by_table: dict[str, list[Manifest]]) -> pa.Table:
+def _tables_table(by_table: dict[str, list[Partition]], heads: dict[str, int | None]) -> pa.Table:
     rows = []
     for name, spec in schema.TABLES.items():
         parts = by_table.get(name, [])
         rows.append({
             "table_name": name, "description": spec.description, "key": list(spec.key),
-            "derived": spec.derived, "rows": sum(m.rows for m in parts), "partitions": len(parts),
-            "datasets": sorted(m.dataset for m in parts),
-            "last_ingest": max((m.created_at for m in parts), default=None),
+            "derived": spec.derived, "rows": sum(p.rows for p in parts), "partitions": len(parts),
+            "datasets": sorted(p.dataset for p in parts),
+            "delta_versions": {p.dataset: p.version for p in parts} or None,
+            "delta_head": heads.get(name),
+            "last_ingest": max((p.publish.published_at.isoformat(timespec="seconds") for p in parts), default=None),
         })
     return pa.Table.from_pylist(rows, schema=pa.schema([
         ("table_name", pa.string()), ("description", pa.string()), ("key", pa.list_(pa.string())),
         ("derived", pa.bool_()), ("rows", pa.int64()), ("partitions", pa.int32()),
-        ("datasets", pa.list_(pa.string())), ("last_ingest", pa.string()),
+        ("datasets", pa.list_(pa.string())), ("delta_versions", pa.map_(pa.string(), pa.int64())),
+        ("delta_head", pa.int64()), ("last_ingest", pa.string()),
     ]))
 
 
@@ -155,25 +191,26 @@ def _columns_table() -> pa.Table:
     ]))
 
 
-def _datasets_table(datasets: list[DatasetInfo], sources: dict[str, str],
-                    by_table: dict[str, list[Manifest]]) -> pa.Table:
+def _datasets_table(datasets: list[DatasetInfo], publishes: dict[str, publish_log.Publish]) -> pa.Table:
     rows = []
     for info in datasets:
-        parts = [m for ms in by_table.values() for m in ms if m.dataset == info.id]
+        p = publishes.get(info.id)
         rows.append({
             "dataset": info.id, "name": info.name, "version": info.version, "access": info.access,
-            "citation": info.citation, "homepage": info.homepage, "source_location": sources.get(info.id),
+            "citation": info.citation, "homepage": info.homepage,
+            "source_location": p.source_location if p else None,
             "default_data": info.default_data, "tables": list(info.tables), "links_to": info.links_to,
-            "source_fingerprint": next((m.source_fingerprint for m in parts if m.source_fingerprint), None),
-            "last_ingest": max((m.created_at for m in parts), default=None),
-            "ingested": bool(parts),
+            "source_fingerprint": p.source_fingerprint if p else None,
+            "last_ingest": p.published_at.isoformat(timespec="seconds") if p else None,
+            "run_id": p.run_id if p else None, "warehouse_version": p.warehouse_version if p else None,
+            "ingested": p is not None,
         })
     return pa.Table.from_pylist(rows, schema=pa.schema([
         ("dataset", pa.string()), ("name", pa.string()), ("version", pa.string()), ("access", pa.string()),
         ("citation", pa.string()), ("homepage", pa.string()), ("source_location", pa.string()),
         ("default_data", pa.string()), ("tables", pa.list_(pa.string())), ("links_to", pa.string()),
-        ("source_fingerprint", pa.string()),
-        ("last_ingest", pa.string()), ("ingested", pa.bool_()),
+        ("source_fingerprint", pa.string()), ("last_ingest", pa.string()), ("run_id", pa.string()),
+        ("warehouse_version", pa.int64()), ("ingested", pa.bool_()),
     ]))
 
 
@@ -182,31 +219,3 @@ def _vocabularies_table() -> pa.Table:
         {"vocabulary": name, "position": i, "value": str(value)}
         for name, values in schema.VOCABULARIES.items() for i, value in enumerate(values, start=1)
     ], schema=pa.schema([("vocabulary", pa.string()), ("position", pa.int32()), ("value", pa.string())]))
-
-
-RUN_FIELDS = pa.schema([
-    ("run_id", pa.string()), ("dataset", pa.string()), ("engine", pa.string()), ("status", pa.string()),
-    ("started_at", pa.string()), ("finished_at", pa.string()), ("seconds", pa.float64()),
-    ("rows_written", pa.int64()), ("rows_rejected", pa.int64()), ("tables", pa.string()),
-    ("checks_passed", pa.int32()), ("checks_failed", pa.int32()), ("message", pa.string()),
-])
-
-
-def record_run(store: Store, record: dict) -> None:
-    """Append one run record (a small JSON object) to the store; the catalog lists them."""
-    path = f"{store.root}/{RUNS_DIR}/{record['started_at'].replace(':', '')}-{record['run_id']}-{record['dataset']}.json"
-    store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    store.fs.pipe_file(path, json.dumps(record, sort_keys=True).encode())
-
-
-def _runs_table(store: Store) -> pa.Table:
-    try:
-        paths = sorted(store.fs.glob(f"{store.root}/{RUNS_DIR}/*.json"))
-    except FileNotFoundError:
-        paths = []
-    rows = []
-    for p in paths:
-        record = json.loads(store.fs.cat_file(p))
-        record["tables"] = json.dumps(record.get("tables", {}), sort_keys=True)
-        rows.append({f.name: record.get(f.name) for f in RUN_FIELDS})
-    return pa.Table.from_pylist(rows, schema=RUN_FIELDS)

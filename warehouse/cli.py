@@ -34,8 +34,9 @@ def _is_user_error(e: Exception) -> bool:
     import duckdb
 
     from .config import ConfigError
+    from .errors import CxrError
 
-    known = (ConfigError, duckdb.Error, FileNotFoundError, KeyError)
+    known = (CxrError, ConfigError, duckdb.Error, FileNotFoundError, KeyError)
     names = {"SourceError", "FetchError", "StoreError", "ConformError", "IngestFailed"}
     return isinstance(e, known) or type(e).__name__ in names
 
@@ -64,14 +65,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", "-f", choices=("table", "csv", "json", "parquet"), default="table")
     p.add_argument("--out", "-o", type=Path, help="write the result to this file instead of stdout")
     p.add_argument("--max-rows", type=int, default=40, help="rows shown in table format (default 40)")
+    p.add_argument("--as-of", metavar="VERSION|TIME",
+                   help="answer as the warehouse was at a past version (an integer, see catalog_meta) or time "
+                        "(ISO, e.g. 2026-12-01T10:00:00Z)")
     p.set_defaults(handler=_sql)
 
     p = sub.add_parser("stats", help="split statistics per dataset: studies, images, patients, report tokens")
     p.add_argument("--dataset", "-d", action="append", metavar="ID", help="only these datasets")
     p.set_defaults(handler=_stats)
 
-    p = sub.add_parser("catalog", help="list datasets, tables, row counts and column docs")
-    p.add_argument("table", nargs="?", help="show the columns of this table")
+    p = sub.add_parser("catalog", help="list datasets, tables, row counts and column docs; `catalog rebuild`")
+    p.add_argument("table", nargs="?", help="show the columns of this table, or `rebuild` to rebuild the catalog "
+                                            "from the warehouse root")
     p.add_argument("--columns", action="store_true", help="show the columns of every table")
     p.set_defaults(handler=_catalog)
     return parser
@@ -142,15 +147,21 @@ def _ingest(args) -> int:
 
 # --- sql -----------------------------------------------------------------------------------
 def _sql(args) -> int:
+    """User SQL runs on a confined connection (read-only, time-limited); exports are written here, not by SQL."""
+    from .api import Warehouse
+
     query = args.query
     if query.startswith("@"):
         query = Path(query[1:]).read_text()
-    wh = _warehouse()
+    wh = Warehouse(as_of=args.as_of)
     con = wh.connect()
     try:
-        if args.format == "parquet" or (args.out and args.format in ("csv", "json")):
-            return _sql_to_file(con, query, args)
-        result = con.execute(query)
+        if args.format == "parquet" and args.out is None:
+            print("cxr sql: --format parquet needs --out FILE", file=sys.stderr)
+            return EXIT_USAGE
+        result = wh.run(con, query)
+        if args.format == "parquet":
+            return _write_parquet(result, args.out)
         columns = [d[0] for d in result.description or []]
         if args.format == "table":
             rows = result.fetchmany(args.max_rows + 1)
@@ -161,11 +172,16 @@ def _sql(args) -> int:
             caption = f"first {args.max_rows} rows shown; use --format csv for all" if more else \
                 f"{len(shown)} row{'s' if len(shown) != 1 else ''}"
             print_table(columns, shown, caption=caption)
-        else:
-            from .render import write_csv, write_json
+            return 0
+        from .render import write_csv, write_json
 
-            writer = write_csv if args.format == "csv" else write_json
+        writer = write_csv if args.format == "csv" else write_json
+        if args.out is None:
             writer(columns, _stream(result), sys.stdout)
+            return 0
+        with open(args.out, "w", newline="", encoding="utf-8") as out:
+            rows = writer(columns, _stream(result), out)
+        print(f"wrote {rows:,} rows to {args.out} ({args.format})", file=sys.stderr)
     finally:
         con.close()
     return 0
@@ -176,15 +192,16 @@ def _stream(result, batch: int = 10_000):
         yield from rows
 
 
-def _sql_to_file(con, query: str, args) -> int:
-    if args.out is None:
-        print("cxr sql: --format parquet needs --out FILE", file=sys.stderr)
-        return EXIT_USAGE
-    options = {"parquet": "FORMAT parquet, COMPRESSION zstd", "csv": "FORMAT csv, HEADER true",
-               "json": "FORMAT json, ARRAY true"}[args.format]
-    out = str(args.out.resolve()).replace("'", "''")
-    rows = con.execute(f"COPY ({query.rstrip().rstrip(';')}) TO '{out}' ({options})").fetchone()[0]
-    print(f"wrote {rows:,} rows to {args.out} ({args.format})", file=sys.stderr)
+def _write_parquet(result, out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    reader = result.to_arrow_reader(128 * 1024)
+    rows = 0
+    with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    print(f"wrote {rows:,} rows to {out} (parquet)", file=sys.stderr)
     return 0
 
 
@@ -212,6 +229,11 @@ def _stats(args) -> int:
 def _catalog(args) -> int:
     from .render import print_table
 
+    if args.table == "rebuild":
+        summary = _warehouse().refresh_catalog()
+        print(f"rebuilt {summary.path}: warehouse version {summary.warehouse_version}, {summary.partitions} "
+              f"table partitions, " + ", ".join(f"{t} {n:,}" for t, n in summary.tables.items() if n))
+        return 0
     con = _warehouse().connect()
     try:
         if args.table or args.columns:

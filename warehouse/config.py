@@ -9,6 +9,9 @@ Environment:
   CXR_CONFIG             path of the config file (default ./cxr.toml when it exists)
   CXR_SOURCE_<DATASET>   a dataset's source folder or URL, e.g. CXR_SOURCE_NIH_CXR14=/data/nih
   CXR_STORAGE_OPTIONS    JSON of fsspec options for remote roots, e.g. {"endpoint_url": "..."}
+  CXR_RETENTION_HOURS    how long retired table versions stay readable (default 168: a week)
+  CXR_QUERY_TIMEOUT      seconds a user query may run (default 300)
+  CXR_QUERY_MEMORY       DuckDB memory limit for user queries (default 4GB)
 
 Config file (TOML):
   warehouse = "s3://bucket/cxr"
@@ -31,6 +34,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_DATA_DIR = "cxr-data"
+DEFAULT_RETENTION_HOURS = 168.0   # a week, Delta Lake's own default for retired files
+DEFAULT_QUERY_TIMEOUT = 300.0     # seconds a user query may run
+DEFAULT_QUERY_MEMORY = "4GB"      # DuckDB memory limit of a user query
 
 
 class ConfigError(ValueError):
@@ -51,6 +57,9 @@ class Settings:
     sources: dict[str, str] = field(default_factory=dict)
     storage_options: dict = field(default_factory=dict)
     config_file: Path | None = None
+    retention_hours: float = DEFAULT_RETENTION_HOURS
+    query_timeout: float = DEFAULT_QUERY_TIMEOUT
+    query_memory: str = DEFAULT_QUERY_MEMORY
 
     @classmethod
     def load(cls, env: dict[str, str] | None = None, cwd: Path | None = None) -> "Settings":
@@ -79,7 +88,13 @@ class Settings:
                 storage_options.update(json.loads(env["CXR_STORAGE_OPTIONS"]))
             except json.JSONDecodeError as e:
                 raise ConfigError(f"CXR_STORAGE_OPTIONS is not valid JSON: {e}") from None
+        retention = _number(pick("CXR_RETENTION_HOURS", "retention_hours", DEFAULT_RETENTION_HOURS),
+                            "retention_hours (CXR_RETENTION_HOURS)")
+        timeout = _number(pick("CXR_QUERY_TIMEOUT", "query_timeout", DEFAULT_QUERY_TIMEOUT),
+                          "query_timeout (CXR_QUERY_TIMEOUT)")
         return cls(
+            retention_hours=retention, query_timeout=timeout,
+            query_memory=str(pick("CXR_QUERY_MEMORY", "query_memory", DEFAULT_QUERY_MEMORY)),
             warehouse=_absolute(warehouse, base),
             catalog=_absolute_path(catalog, base),
             cache=_absolute_path(cache, base),
@@ -102,6 +117,16 @@ class Settings:
     @property
     def remote(self) -> bool:
         return "://" in self.warehouse and not self.warehouse.startswith("file://")
+
+
+def _number(value, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name} must not be negative, not {value!r}")
+    return number
 
 
 def _read_config_file(env: dict[str, str], cwd: Path) -> tuple[Path | None, dict]:

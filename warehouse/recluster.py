@@ -28,10 +28,8 @@ def recluster(store: Store, staged: StagedPartition) -> StagedPartition:
     groups: dict[str, list[str]] = defaultdict(list)
     for f in staged.files:
         groups[f["path"].rsplit("/", 1)[0] if "/" in f["path"] else ""].append(f["path"])
-    base = store.partition_dir(staged.table, staged.dataset)
-    writer = PartitionWriter(store, table, staged.dataset, staged.version, first_file_index=len(staged.files),
-                             file_metadata={"source_fingerprint": staged.source_fingerprint or "",
-                                            "run_id": staged.run_id or ""})
+    base = staged.folder
+    writer = PartitionWriter(store, table, staged.dataset, staged.run_id, first_file_index=len(staged.files))
     spill = tempfile.mkdtemp(prefix="cxr-sort-")
     con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill,
                                  "preserve_insertion_order": True})
@@ -51,6 +49,6 @@ def recluster(store: Store, staged: StagedPartition) -> StagedPartition:
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
-    store._remove(staged.table, staged.dataset, staged.files)
-    return StagedPartition(store, staged.table, staged.dataset, staged.version, files, staged.rows,
-                           staged.source_fingerprint, staged.run_id, dict(staged.extra))
+    for f in staged.files:
+        store.fs.rm_file(f"{base}/{f['path']}")
+    return StagedPartition(store, staged.table, staged.dataset, staged.run_id, files, staged.rows, dict(staged.extra))

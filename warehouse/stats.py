@@ -1,55 +1,51 @@
-"""Derived tables computed from published data: split statistics and demographics per dataset.
+"""Derived tables: split statistics, demographics and the flat image_labels, per dataset.
 
-The SQL lives in sql/stats/*.sql (one named query each); this module runs it over a dataset's
-current published files and stores the result as that dataset's partition of the derived table,
-so the numbers a person reads in `cxr stats` or a report are stored, versioned and documented
-like every other table.
+The SQL lives in sql/stats/*.sql (one named query each). It runs over the dataset's *staged*
+rows, after the gates passed and before anything is committed, so a dataset's derived tables are
+committed in the same publish as its source tables: `split_stats` can never describe images of
+another version. A dataset that links to another (CheXpert Plus to CheXpert) reads the linked
+dataset's rows from its newest complete publish.
 """
 from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import schema
-from .catalog import manifest_parts, register_store, view_sql
 from .queries import named_query
-from .sources import dataset_info
-from .store import Manifest, Store
+from .store import Store
+from .views import create_views, delta_files_sql, register_store, staged_files_sql
 
 # table -> sql/stats/<name>.sql
 DERIVED = {"split_stats": "split_stats", "demographics": "demographics", "image_labels": "image_labels"}
 
 
-def published_connection(store: Store, dataset: str | None = None,
-                         linked: str | None = None) -> duckdb.DuckDBPyConnection:
-    """In-memory DuckDB with views over the current published files (of one dataset and the one it links to, or all)."""
+def derive_connection(store: Store, staged_files: dict[str, list[str]], linked=None) -> duckdb.DuckDBPyConnection:
+    """In-memory DuckDB whose views hold the staged rows, plus the linked dataset's published rows."""
     con = duckdb.connect()
     register_store(con, store)
-    by_table: dict[str, list[Manifest]] = {}
-    for manifest in store.manifests():
-        if manifest.table in schema.TABLES and (dataset is None or manifest.dataset in (dataset, linked)):
-            by_table.setdefault(manifest.table, []).append(manifest)
-    for name, spec in schema.TABLES.items():
-        con.execute(f'CREATE VIEW "{name}" AS {view_sql(spec, manifest_parts(store, by_table.get(name, [])))}')
+    relations: dict[str, list[str]] = {}
+    for name, urls in staged_files.items():
+        relations.setdefault(name, []).append(staged_files_sql(schema.TABLES[name], urls))
+    if linked is not None:
+        for name, version in linked.versions.items():
+            if name not in schema.TABLES or schema.TABLES[name].derived:
+                continue
+            files = [f["url"] for f in store.partition_files(name, linked.dataset, version)]
+            if files:
+                columns = set(store.columns_at(name, version))
+                relations.setdefault(name, []).append(delta_files_sql(schema.TABLES[name], files, columns))
+    create_views(con, relations)
     return con
 
 
-def compute(store: Store, table: str, dataset: str) -> pa.Table:
+def compute(con: duckdb.DuckDBPyConnection, table: str, dataset: str, linked: str | None) -> pa.Table:
     """The derived table's rows for one dataset, in its canonical schema."""
     query = named_query("stats", DERIVED[table])
-    linked = dataset_info(dataset).links_to if "$linked" in query.sql else None
-    con = published_connection(store, dataset, linked)
     params = {"dataset": dataset, "linked": linked} if "$dataset" in query.sql else None
-    try:
-        result = con.sql(query.sql, params=params).to_arrow_table()
-    finally:
-        con.close()
+    if params is not None and "$linked" not in query.sql:
+        params.pop("linked")
+    result = con.sql(query.sql, params=params).to_arrow_table()
+    result = result.filter(pc.equal(result.column("dataset"), dataset))  # not the linked dataset's rows
     return result.select(schema.TABLES[table].column_names).cast(schema.TABLES[table].schema)
-
-
-def publish_derived(store: Store, dataset: str, *, run_id: str | None = None) -> dict[str, Manifest]:
-    published = {}
-    for table in DERIVED:
-        staged = store.stage(table, dataset, compute(store, table, dataset), run_id=run_id)
-        published[table] = store.publish(staged)
-    return published

@@ -1,25 +1,25 @@
-"""The Parquet store: Hive-partitioned tables whose partitions are replaced atomically.
+"""The table layer: every table is a Delta Lake table under the warehouse root.
 
-Layout: <root>/<table>/dataset=<id>/[split=<s>/]part-<version>-<n>.parquet, plus one small
-pointer per partition, <root>/<table>/dataset=<id>/_manifest.json, naming the files of the
-current version. (Hive readers skip names starting with `_`.)
+Layout: <root>/<table>/_delta_log/… and <root>/<table>/dataset=<id>/[split=<s>/]part-….parquet,
+written by delta-rs (`deltalake`). Partition values live in the paths only, as the Delta protocol
+says, so Delta readers (deltalake, polars, Spark, Trino, DuckDB's delta extension) see exactly one
+version, and the log's paths are relative, so the folder can be copied or moved.
 
-Publishing a partition works the same on a local disk and on an object store, which has no
-rename: the new version's files are written beside the old ones under new names (staging),
-then the manifest is replaced in one step (a local atomic rename, or a single object PUT).
-Until that step nothing points at the new files; after it, nothing points at the old ones. A
-write that fails or is killed midway leaves the previous manifest, and so the previous
-partition, exactly as it was. Files no manifest names are removed later by `collect_garbage`,
-after the catalog has switched to the new files (as Iceberg and DuckLake expire snapshots).
+A dataset's rows reach a table in two steps. Staging writes them as plain Parquet under
+<root>/_staging/<dataset>/<run id>/<table>/, where the quality gates read them; no Delta reader
+looks there. Committing streams the staged files into one Delta commit that replaces the
+dataset's partition (an overwrite with a predicate). Each commit carries the dataset and run id in
+its commit info, so a table's history says which run wrote what. Old versions stay until the
+retention vacuum, which keeps every version a publish record in the retention window names.
 """
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-import secrets
+import socket
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import fsspec
@@ -27,88 +27,80 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .schema import SCHEMA_VERSION, Table, table as table_def
+from .errors import CxrError
+from .schema import Table, table as table_def
 
-MANIFEST = "_manifest.json"
 ROW_GROUP_ROWS = 128 * 1024
 FILE_ROWS = 4 * 1024 * 1024
-ORPHAN_GRACE_SECONDS = 6 * 3600  # unreferenced files newer than this may belong to a run in flight
+STAGING_DIR = "_staging"
+STAGING_RECORD = "staged.json"     # what a run staged, written in its staging folder
+STAGING_OWNER = "owner.json"       # which processes are running it
+STALE_STAGING_SECONDS = 6 * 3600   # a staging folder this old belongs to no live run
 
 
-class StoreError(RuntimeError):
-    """A partition could not be written, published or read."""
+class StoreError(CxrError):
+    """A table could not be written, committed or read."""
 
 
-def new_version() -> str:
-    """A version id that sorts by creation time: 20261123T101530123456Z-3f9a."""
-    now = datetime.now(timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(2)
+def partition_columns(table: Table) -> list[str]:
+    return ["dataset", *([table.subpartition] if table.subpartition else [])]
 
 
-def _version_of(file_name: str) -> str | None:
-    # part-<version>-<n>.parquet, where version itself contains one '-'
-    if not (file_name.startswith("part-") and file_name.endswith(".parquet")):
-        return None
-    stem = file_name[len("part-"):-len(".parquet")]
-    version, _, _ = stem.rpartition("-")
-    return version or None
+def delta_storage_options(root_url: str, fsspec_options: dict) -> dict[str, str]:
+    """The delta-rs (object_store) options equivalent to the fsspec options the rest of the project uses.
 
-
-@dataclass
-class Manifest:
-    table: str
-    dataset: str
-    version: str
-    files: list[dict]                  # {"path": relative to the partition dir, "rows": n, "bytes": n}
-    rows: int
-    created_at: str
-    schema_version: int = SCHEMA_VERSION
-    source_fingerprint: str | None = None
-    run_id: str | None = None
-    extra: dict = field(default_factory=dict)
-    columns: list[str] | None = None   # the files' columns; older partitions may lack newer ones
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> "Manifest":
-        return cls(**json.loads(data))
+    Upper-case keys (AWS_…) pass through unchanged, so any delta-rs setting can be given directly,
+    e.g. AWS_CONDITIONAL_PUT (see docs/scale-out.md: delta-rs 1.x commits with conditional writes).
+    """
+    if "://" not in root_url or root_url.startswith("file://"):
+        return {}
+    options = {k: str(v) for k, v in fsspec_options.items() if k.isupper()}
+    client = fsspec_options.get("client_kwargs") or {}
+    endpoint = fsspec_options.get("endpoint_url") or client.get("endpoint_url")
+    mapped = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": fsspec_options.get("key"),
+        "AWS_SECRET_ACCESS_KEY": fsspec_options.get("secret"),
+        "AWS_SESSION_TOKEN": fsspec_options.get("token"),
+        "AWS_REGION": client.get("region_name") or fsspec_options.get("region_name"),
+    }
+    options.update({k: str(v) for k, v in mapped.items() if v and k not in options})
+    if endpoint and str(endpoint).startswith("http://"):
+        options.setdefault("AWS_ALLOW_HTTP", "true")
+    return options
 
 
 @dataclass
 class StagedPartition:
-    """Files of a new partition version, written but not yet visible to readers."""
+    """Files of one table's new rows for a dataset, written under the run's staging folder."""
 
     store: "Store"
     table: str
     dataset: str
-    version: str
-    files: list[dict]
+    run_id: str
+    files: list[dict]               # {"path": relative to the staged table folder, "rows": n, "bytes": n}
     rows: int
-    source_fingerprint: str | None = None
-    run_id: str | None = None
     extra: dict = field(default_factory=dict)
 
+    @property
+    def folder(self) -> str:
+        return self.store.staged_table_dir(self.dataset, self.run_id, self.table)
+
     def urls(self) -> list[str]:
-        return [self.store.url(f"{self.store.partition_dir(self.table, self.dataset)}/{f['path']}")
-                for f in self.files]
+        return [self.store.url(f"{self.folder}/{f['path']}") for f in self.files]
 
 
 class PartitionWriter:
-    """Streams record batches into the staged files of one partition version."""
+    """Streams record batches into the staged Parquet files of one table of one run."""
 
-    def __init__(self, store: "Store", table: Table, dataset: str, version: str, *, file_rows: int = FILE_ROWS,
-                 row_group_rows: int = ROW_GROUP_ROWS, file_metadata: dict | None = None, first_file_index: int = 0):
-        self.store, self.table, self.dataset, self.version = store, table, dataset, version
+    def __init__(self, store: "Store", table: Table, dataset: str, run_id: str, *, file_rows: int = FILE_ROWS,
+                 row_group_rows: int = ROW_GROUP_ROWS, first_file_index: int = 0, folder: str | None = None):
+        self.store, self.table, self.dataset, self.run_id = store, table, dataset, run_id
+        self.folder = folder or store.staged_table_dir(dataset, run_id, table.name)
         self.file_rows, self.row_group_rows = file_rows, row_group_rows
-        self.schema = table.schema.with_metadata({
-            **(table.schema.metadata or {}),
-            b"cxr.dataset": dataset.encode(), b"cxr.version": version.encode(),
-            **{f"cxr.{k}".encode(): str(v).encode() for k, v in (file_metadata or {}).items()},
-        })
+        self.schema = table.schema
         self._open: dict[str | None, tuple[pq.ParquetWriter, object, str, int]] = {}
-        self._counter = first_file_index  # a rewrite of a staged version names its files after the old ones
+        self._counter = first_file_index  # a rewrite of staged files names its files after the old ones
         self.files: list[dict] = []
 
     def write(self, data: pa.Table | pa.RecordBatch) -> None:
@@ -138,13 +130,13 @@ class PartitionWriter:
     def _writer(self, sub: str | None):
         if sub not in self._open:
             sub_dir = f"{self.table.subpartition}={sub}/" if sub is not None else ""
-            rel = f"{sub_dir}part-{self.version}-{self._counter:05d}.parquet"
+            rel = f"{sub_dir}part-{self._counter:05d}.parquet"
             self._counter += 1
-            path = f"{self.store.partition_dir(self.table.name, self.dataset)}/{rel}"
+            path = f"{self.folder}/{rel}"
             self.store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             handle = self.store.fs.open(path, "wb")
-            writer = pq.ParquetWriter(handle, self.schema, compression="zstd", compression_level=3,
-                                      write_statistics=True, use_dictionary=True)
+            writer = pq.ParquetWriter(handle, self.schema, compression="lz4", write_statistics=True,
+                                      use_dictionary=True)
             self._open[sub] = (writer, handle, rel, 0)
         return self._open[sub]
 
@@ -152,7 +144,7 @@ class PartitionWriter:
         writer, handle, rel, rows = self._open.pop(sub)
         writer.close()
         handle.close()
-        size = self.store.fs.info(f"{self.store.partition_dir(self.table.name, self.dataset)}/{rel}")["size"]
+        size = self.store.fs.info(f"{self.folder}/{rel}")["size"]
         self.files.append({"path": rel, "rows": rows, "bytes": int(size)})
 
     def close(self) -> list[dict]:
@@ -162,187 +154,326 @@ class PartitionWriter:
 
     def abort(self) -> None:
         for sub in list(self._open):
-            writer, handle, rel, _ = self._open.pop(sub)
+            writer, handle, _, _ = self._open.pop(sub)
             try:
                 writer.close()
-                handle.close()
             finally:
-                self.files.append({"path": rel, "rows": 0, "bytes": 0})
-        self.store._remove(self.table.name, self.dataset, self.files)
+                handle.close()
+        self.store.remove_tree(self.folder)
         self.files = []
 
 
 class Store:
     def __init__(self, root: str, storage_options: dict | None = None):
-        self.root_url = root
-        self.fs, self.root = fsspec.core.url_to_fs(root, **(storage_options or {}))
+        self.root_url = root.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        fs_options = {k: v for k, v in self.storage_options.items() if not k.isupper()}
+        self.fs, self.root = fsspec.core.url_to_fs(self.root_url, **fs_options)
         self.root = self.root.rstrip("/")
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self.protocol = protocol
         self.local = protocol in ("file", "local")
+        self.delta_options = delta_storage_options(self.root_url, self.storage_options)
 
     def __repr__(self) -> str:
         return f"Store({self.root_url!r})"
 
     # --- paths ---------------------------------------------------------------------------
-    def partition_dir(self, table: str, dataset: str) -> str:
-        return f"{self.root}/{table}/dataset={dataset}"
-
     def url(self, path: str) -> str:
-        """A path as DuckDB and people should see it (a local path, or protocol://…)."""
+        """A path as DuckDB, delta-rs and people should see it (a local path, or protocol://…)."""
         return path if self.local else self.fs.unstrip_protocol(path)
 
-    # --- writing -------------------------------------------------------------------------
-    def writer(self, table: str, dataset: str, *, version: str | None = None, **options) -> PartitionWriter:
-        return PartitionWriter(self, table_def(table), dataset, version or new_version(), **options)
+    def table_uri(self, table: str) -> str:
+        return self.url(f"{self.root}/{table}")
 
-    def stage(self, table: str, dataset: str, data: pa.Table, *, source_fingerprint: str | None = None,
-              run_id: str | None = None, version: str | None = None, extra: dict | None = None,
-              **options) -> StagedPartition:
-        """Write a whole partition's rows (already sorted) as a new, unpublished version."""
-        writer = self.writer(table, dataset, version=version, file_metadata={
-            "source_fingerprint": source_fingerprint or "", "run_id": run_id or ""}, **options)
+    def exists(self) -> bool:
+        return self.fs.exists(self.root)
+
+    def staging_dir(self, dataset: str, run_id: str) -> str:
+        return f"{self.root}/{STAGING_DIR}/{dataset}/{run_id}"
+
+    def staged_table_dir(self, dataset: str, run_id: str, table: str) -> str:
+        return f"{self.staging_dir(dataset, run_id)}/{table}"
+
+    def remove_tree(self, path: str) -> None:
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+    # --- staging -------------------------------------------------------------------------
+    def writer(self, table: str, dataset: str, run_id: str, **options) -> PartitionWriter:
+        return PartitionWriter(self, table_def(table), dataset, run_id, **options)
+
+    def stage(self, table: str, dataset: str, data: pa.Table, *, run_id: str, **options) -> StagedPartition:
+        """Write a whole table's rows for a dataset (already sorted) into the run's staging folder."""
+        writer = self.writer(table, dataset, run_id, **options)
         try:
             writer.write(data)
             files = writer.close()
         except BaseException:
             writer.abort()
             raise
-        return StagedPartition(self, table, dataset, writer.version, files, data.num_rows, source_fingerprint,
-                               run_id, dict(extra or {}))
+        return StagedPartition(self, table, dataset, run_id, files, data.num_rows)
 
-    def staged_from_writer(self, writer: PartitionWriter, *, source_fingerprint: str | None = None,
-                           run_id: str | None = None, extra: dict | None = None) -> StagedPartition:
+    def staged_from_writer(self, writer: PartitionWriter, *, extra: dict | None = None) -> StagedPartition:
         files = writer.close()
-        return StagedPartition(self, writer.table.name, writer.dataset, writer.version, files,
-                               sum(f["rows"] for f in files), source_fingerprint, run_id, dict(extra or {}))
+        return StagedPartition(self, writer.table.name, writer.dataset, writer.run_id, files,
+                               sum(f["rows"] for f in files), dict(extra or {}))
 
-    def publish(self, staged: StagedPartition) -> Manifest:
-        """Make a staged version the current one in a single atomic step."""
-        for f in staged.files:
-            path = f"{self.partition_dir(staged.table, staged.dataset)}/{f['path']}"
-            if not self.fs.exists(path):
-                raise StoreError(f"cannot publish {staged.table}/dataset={staged.dataset}: staged file {path} "
-                                 "is missing")
-        manifest = Manifest(
-            table=staged.table, dataset=staged.dataset, version=staged.version, files=staged.files,
-            rows=staged.rows, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            source_fingerprint=staged.source_fingerprint, run_id=staged.run_id, extra=staged.extra,
-            columns=table_def(staged.table).column_names,
-        )
-        self._write_manifest(staged.table, staged.dataset, manifest.to_json())
-        return manifest
+    def discard_staging(self, dataset: str, run_id: str) -> None:
+        self.remove_tree(self.staging_dir(dataset, run_id))
 
-    def discard(self, staged: StagedPartition) -> None:
-        """Remove a staged version that will not be published (e.g. it failed its checks)."""
-        current = self.manifest(staged.table, staged.dataset)
-        if current and current.version == staged.version:
-            raise StoreError(f"refusing to discard {staged.table}/dataset={staged.dataset} version "
-                             f"{staged.version}: it is the published one")
-        self._remove(staged.table, staged.dataset, staged.files)
+    def claim_staging(self, dataset: str, run_id: str) -> None:
+        """Say which processes own a run's staging folder, so a later run can tell a dead run's debris.
 
-    def _write_manifest(self, table: str, dataset: str, payload: bytes) -> None:
-        target = f"{self.partition_dir(table, dataset)}/{MANIFEST}"
-        self.fs.makedirs(self.partition_dir(table, dataset), exist_ok=True)
-        if self.local:
-            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)  # atomic on POSIX: readers see the old or the new manifest
-        else:
-            self.fs.pipe_file(target, payload)  # one PUT: object stores replace an object atomically
+        A process started by `multiprocessing` (as Dagster's multiprocess executor starts each step) names
+        its parent too: the run worker, which lives as long as the run does.
+        """
+        parent = multiprocessing.parent_process()
+        pids = [os.getpid(), *([parent.pid] if parent is not None and parent.pid else [])]
+        owner = {"host": socket.gethostname(), "pids": pids, "at": time.time()}
+        path = f"{self.staging_dir(dataset, run_id)}/{STAGING_OWNER}"
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(path, json.dumps(owner).encode())
 
-    def _remove(self, table: str, dataset: str, files: list[dict]) -> None:
-        base = self.partition_dir(table, dataset)
-        for f in files:
-            path = f"{base}/{f['path']}"
-            if self.fs.exists(path):
-                self.fs.rm_file(path)
+    def remove_stale_staging(self, dataset: str, *, keep: str, now: float | None = None) -> list[str]:
+        """Remove staging folders of the dataset left by runs that died.
 
-    # --- reading -------------------------------------------------------------------------
-    def manifest(self, table: str, dataset: str) -> Manifest | None:
-        path = f"{self.partition_dir(table, dataset)}/{MANIFEST}"
-        try:
-            return Manifest.from_json(self.fs.cat_file(path))
-        except FileNotFoundError:
-            return None
-
-    def manifests(self, table: str | None = None) -> list[Manifest]:
-        """Current manifests of every partition (of one table, or of all)."""
-        tables = [table] if table else [p.rsplit("/", 1)[-1] for p in self._list_dirs(self.root)]
-        found = []
-        for name in tables:
-            for part_dir in self._list_dirs(f"{self.root}/{name}"):
-                leaf = part_dir.rsplit("/", 1)[-1]
-                if leaf.startswith("dataset="):
-                    m = self.manifest(name, leaf.removeprefix("dataset="))
-                    if m:
-                        found.append(m)
-        return sorted(found, key=lambda m: (m.table, m.dataset))
-
-    def _list_dirs(self, path: str) -> list[str]:
-        try:
-            entries = self.fs.ls(path, detail=True)
-        except FileNotFoundError:
-            return []
-        return sorted(e["name"].rstrip("/") for e in entries if e["type"] == "directory")
-
-    def file_urls(self, manifest: Manifest) -> list[str]:
-        base = self.partition_dir(manifest.table, manifest.dataset)
-        return [self.url(f"{base}/{f['path']}") for f in manifest.files]
-
-    def columns_of(self, manifest: Manifest) -> list[str]:
-        """The columns a partition's files have (read from a file footer for manifests that predate `columns`)."""
-        if manifest.columns is not None or not manifest.files:
-            return list(manifest.columns or [])
-        with self.fs.open(f"{self.partition_dir(manifest.table, manifest.dataset)}/{manifest.files[0]['path']}") as f:
-            return pq.read_schema(f).names
-
-    def read(self, table: str, dataset: str) -> pa.Table:
-        """The current rows of one partition (for tests and checks; queries go through the catalog)."""
-        manifest = self.manifest(table, dataset)
-        if manifest is None:
-            return table_def(table).schema.empty_table()
-        base = self.partition_dir(table, dataset)
-        parts = []
-        for f in manifest.files:
-            with self.fs.open(f"{base}/{f['path']}", "rb") as handle:
-                parts.append(pq.read_table(handle))
-        return pa.concat_tables(parts) if parts else table_def(table).schema.empty_table()
-
-    # --- housekeeping --------------------------------------------------------------------
-    def collect_garbage(self, *, now: float | None = None) -> list[str]:
-        """Delete data files that no manifest names and that no run can still be writing.
-
-        A file goes when its version is older than the partition's current version (retired or
-        left by a failed older run), or when it is unreferenced and older than the grace period.
+        A folder is dead when the processes that claimed it on this host are all gone, or, whatever the
+        host, when it is older than STALE_STAGING_SECONDS.
         """
         now = time.time() if now is None else now
+        base = f"{self.root}/{STAGING_DIR}/{dataset}"
         removed = []
-        for table in [p.rsplit("/", 1)[-1] for p in self._list_dirs(self.root)]:
-            for part_dir in self._list_dirs(f"{self.root}/{table}"):
-                leaf = part_dir.rsplit("/", 1)[-1]
-                if not leaf.startswith("dataset="):
-                    continue
-                current = self.manifest(table, leaf.removeprefix("dataset="))
-                keep = {f"{part_dir}/{f['path']}" for f in current.files} if current else set()
-                for path in self.fs.find(part_dir):
-                    name = path.rsplit("/", 1)[-1]
-                    version = _version_of(name)
-                    if version is None or path in keep:
-                        continue
-                    older = current is not None and version < current.version
-                    stale = now - _created_at(version) > ORPHAN_GRACE_SECONDS
-                    if older or stale:
-                        self.fs.rm_file(path)
-                        removed.append(self.url(path))
+        try:
+            entries = self.fs.ls(base, detail=True)
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            name = entry["name"].rstrip("/")
+            if name.rsplit("/", 1)[-1] == keep or entry["type"] != "directory":
+                continue
+            old = now - _modified(self.fs, f"{name}/{STAGING_OWNER}", fallback=name) > STALE_STAGING_SECONDS
+            if old or self._owner_gone(f"{name}/{STAGING_OWNER}"):
+                self.remove_tree(name)
+                removed.append(self.url(name))
         return removed
 
+    def _owner_gone(self, path: str) -> bool:
+        try:
+            owner = json.loads(self.fs.cat_file(path))
+        except (FileNotFoundError, ValueError):
+            return False
+        if owner.get("host") != socket.gethostname():
+            return False
+        return not any(_alive(pid) for pid in owner.get("pids", []) if pid > 1)
 
-def _created_at(version: str) -> float:
+    # --- committing ----------------------------------------------------------------------
+    def commit(self, staged: StagedPartition) -> int:
+        """Replace the dataset's partition of the table by the staged rows in one Delta commit; its version.
+
+        The data files are written here, in the staged (sorted) order with our row groups, then committed
+        with `create_write_transaction` (an overwrite of the dataset's partition). delta-rs's own writer
+        would reorder rows across batches, and the sort order is what row-group pruning needs.
+        Files written but never committed (a killed run) are invisible to Delta readers; the vacuum
+        removes them once they are older than the retention period.
+        """
+        from deltalake import CommitProperties
+
+        spec = table_def(staged.table)
+        dt = self.ensure_table(spec)
+        actions = self._write_data_files(staged, spec)
+        dt.create_write_transaction(
+            actions, mode="overwrite", schema=spec.schema, partition_by=partition_columns(spec),
+            partition_filters=[("dataset", "=", staged.dataset)],
+            commit_properties=CommitProperties(custom_metadata={
+                "cxr.dataset": staged.dataset, "cxr.run_id": staged.run_id, "cxr.rows": str(staged.rows)}))
+        return self._version_of_commit(spec.name, staged.dataset, staged.run_id)
+
+    def _write_data_files(self, staged: StagedPartition, spec: Table) -> list:
+        """Delta data files (no partition columns inside, zstd) from the staged files, one for one, with stats."""
+        from deltalake.transaction import AddAction
+
+        keys = partition_columns(spec)
+        data_schema = pa.schema([f for f in spec.schema if f.name not in keys])
+        table_dir = f"{self.root}/{spec.name}"
+        actions = []
+        for n, f in enumerate(staged.files):
+            source = f"{staged.folder}/{f['path']}"
+            if not self.fs.exists(source):
+                raise StoreError(f"cannot commit {staged.table}/dataset={staged.dataset}: staged file {source} "
+                                 "is missing")
+            values: dict[str, str | None] = {"dataset": staged.dataset}
+            sub = f"dataset={staged.dataset}"
+            if spec.subpartition:
+                value = f["path"].split("/", 1)[0].split("=", 1)[1]
+                values[spec.subpartition] = value
+                sub += f"/{spec.subpartition}={value}"
+            rel = f"{sub}/part-{staged.run_id}-{n:05d}.zstd.parquet"
+            stats = _Stats(data_schema)
+            self.fs.makedirs(f"{table_dir}/{sub}", exist_ok=True)
+            with self.fs.open(source, "rb") as src, self.fs.open(f"{table_dir}/{rel}", "wb") as out:
+                with pq.ParquetWriter(out, data_schema, compression="zstd", compression_level=3,
+                                      write_statistics=True) as writer:
+                    for batch in pq.ParquetFile(src).iter_batches(batch_size=ROW_GROUP_ROWS):
+                        batch = pa.Table.from_batches([batch]).select(data_schema.names).cast(data_schema)
+                        writer.write_table(batch, row_group_size=ROW_GROUP_ROWS)
+                        stats.add(batch)
+            size = int(self.fs.info(f"{table_dir}/{rel}")["size"])
+            actions.append(AddAction(rel, size, values, int(time.time() * 1000), True, stats.to_json()))
+        return actions
+
+    def _staged_batches(self, staged: StagedPartition, spec: Table):
+        """The staged rows, file by file in order: the files are sorted, and so must the commit be."""
+        for f in staged.files:
+            with self.fs.open(f"{staged.folder}/{f['path']}", "rb") as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=ROW_GROUP_ROWS):
+                    yield batch.cast(spec.schema) if batch.schema != spec.schema else batch
+
+    def ensure_table(self, spec: Table):
+        """The Delta table, created (empty) first if it does not exist yet, so a partition overwrite has a target."""
+        from deltalake import DeltaTable
+
+        uri = self.table_uri(spec.name)
+        if DeltaTable.is_deltatable(uri, storage_options=self.delta_options or None):
+            return self.delta(spec.name)
+        try:
+            DeltaTable.create(uri, schema=spec.schema, partition_by=partition_columns(spec), mode="ignore",
+                              name=spec.name, description=spec.description,
+                              storage_options=self.delta_options or None)
+        except Exception as e:  # another run created it at the same moment
+            if not DeltaTable.is_deltatable(uri, storage_options=self.delta_options or None):
+                raise StoreError(f"cannot create Delta table {uri}: {e}") from e
+        return self.delta(spec.name)
+
+    def _version_of_commit(self, table: str, dataset: str, run_id: str) -> int:
+        for entry in self.delta(table).history(limit=50):
+            if entry.get("cxr.run_id") == run_id and entry.get("cxr.dataset") == dataset:
+                return int(entry["version"])
+        raise StoreError(f"{table}: the commit of run {run_id} for {dataset} is not in the table's history")
+
+    # --- reading -------------------------------------------------------------------------
+    def delta(self, table: str, version: int | None = None):
+        """The Delta table (at a version), or None when it does not exist yet."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(self.table_uri(table), version=version, storage_options=self.delta_options or None)
+        except TableNotFoundError:
+            return None
+
+    def partition_files(self, table: str, dataset: str, version: int) -> list[dict]:
+        """The data files of a dataset's partition at a table version: url, rows and bytes of each."""
+        dt = self.delta(table, version)
+        if dt is None:
+            return []
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        if actions.num_rows == 0:
+            return []
+        mask = pc.equal(actions.column("partition.dataset"), dataset)
+        chosen = actions.filter(mask).select(["path", "num_records", "size_bytes"]).to_pylist()
+        base = f"{self.root}/{table}"
+        return [{"url": self.url(f"{base}/{a['path']}"), "rows": int(a["num_records"] or 0),
+                 "bytes": int(a["size_bytes"] or 0)} for a in sorted(chosen, key=lambda a: a["path"])]
+
+    def read_staged(self, table: str, staged: StagedPartition) -> pa.Table:
+        """A staged table's rows (for previews and tests)."""
+        spec = table_def(table)
+        return pa.Table.from_batches(list(self._staged_batches(staged, spec)), schema=spec.schema)
+
+    def columns_at(self, table: str, version: int) -> list[str]:
+        dt = self.delta(table, version)
+        return [f.name for f in dt.schema().fields] if dt is not None else []
+
+    def read(self, table: str, dataset: str, version: int | None = None) -> pa.Table:
+        """One dataset's rows of a table at a version (default: the current one), in file and row order.
+
+        For tests and metadata; queries go through the catalog.
+        """
+        import pyarrow.dataset as pads  # imports pandas: not on the query path
+
+        spec = table_def(table)
+        dt = self.delta(table, version)
+        if dt is None:
+            return spec.schema.empty_table()
+        files = [f["url"] for f in self.partition_files(table, dataset, dt.version())]
+        if not files:
+            return spec.schema.empty_table()
+        filesystem = None if self.local else pa.fs.PyFileSystem(pa.fs.FSSpecHandler(self.fs))
+        paths = files if self.local else [self.fs._strip_protocol(f) for f in files]
+        data = pads.dataset(paths, format="parquet", filesystem=filesystem,
+                            partitioning=pads.partitioning(flavor="hive", schema=pa.schema(
+                                [(c, pa.string()) for c in partition_columns(spec)])),
+                            partition_base_dir=self.fs._strip_protocol(self.table_uri(table))).to_table()
+        return data.select([c for c in spec.column_names if c in data.column_names])
+
+    # --- housekeeping --------------------------------------------------------------------
+    def vacuum(self, table: str, *, retention_hours: float, keep_versions: list[int]) -> list[str]:
+        """Remove data files retired more than `retention_hours` ago, except those of `keep_versions`."""
+        dt = self.delta(table)
+        if dt is None:
+            return []
+        return dt.vacuum(retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False,
+                         keep_versions=sorted(set(keep_versions)) or None)
+
+
+class _Stats:
+    """Delta file statistics (numRecords, per-column min, max and null count) gathered while writing."""
+
+    def __init__(self, schema: pa.Schema):
+        self.rows = 0
+        self.nulls = {f.name: 0 for f in schema}
+        self.ranged = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+                       or pa.types.is_string(f.type) or pa.types.is_date(f.type)]
+        self.low: dict = {}
+        self.high: dict = {}
+
+    def add(self, data: pa.Table) -> None:
+        self.rows += data.num_rows
+        for name in self.nulls:
+            self.nulls[name] += data.column(name).null_count
+        for name in self.ranged:
+            bounds = pc.min_max(data.column(name)).as_py()
+            if bounds["min"] is None:
+                continue
+            if name not in self.low or bounds["min"] < self.low[name]:
+                self.low[name] = bounds["min"]
+            if name not in self.high or bounds["max"] > self.high[name]:
+                self.high[name] = bounds["max"]
+
+    def to_json(self) -> str:
+        def usable(v) -> bool:  # long strings would need truncation rules; NaN has no order
+            return not (isinstance(v, str) and len(v) > 64) and not (isinstance(v, float) and v != v)
+
+        low = {k: str(v) if hasattr(v, "isoformat") else v for k, v in self.low.items()
+               if usable(v) and usable(self.high[k])}
+        high = {k: str(self.high[k]) if hasattr(self.high[k], "isoformat") else self.high[k] for k in low}
+        return json.dumps({"numRecords": self.rows, "minValues": low, "maxValues": high, "nullCount": self.nulls})
+
+
+def _alive(pid: int) -> bool:
     try:
-        return datetime.strptime(version.split("-")[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc).timestamp()
-    except ValueError:
-        return 0.0
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def _modified(fs, path: str, *, fallback: str | None = None) -> float:
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return _modified(fs, fallback) if fallback else 0.0
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("created")
+    if isinstance(stamp, datetime):
+        return stamp.replace(tzinfo=stamp.tzinfo or timezone.utc).timestamp()
+    try:
+        return float(stamp)
+    except (TypeError, ValueError):
+        return time.time()  # unknown age: treat as live

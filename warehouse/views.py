@@ -1,0 +1,72 @@
+"""SQL views over table files: one `read_parquet` per table, so DuckDB plans joins as over native tables.
+
+Why one scan per table: a view that is a UNION ALL of one scan per dataset partition hides the
+join keys' statistics from DuckDB's optimizer, and a cohort join of images, studies and patients
+then planned a join on `dataset` alone (minutes, tens of GB). One scan over every chosen file,
+with `dataset` (and `split`) read from the Hive-style paths of the Delta layout, lets filters on
+`dataset` prune files and keeps join cardinalities estimable.
+
+The planner still cannot know that `dataset` has only a handful of values (a scan of files has no
+distinct counts, unlike a native table), so its join-order search, seeing the `dataset = dataset`
+edge it infers between two filtered tables, takes it for a selective join and builds a near cross
+product. Connections that query the views therefore turn that one optimizer off
+(PLANNER_SETTINGS): joins run in the order the query writes them, which for joins along keys is
+what a person writes anyway; filter pushdown, file pruning and build-side selection stay on.
+benchmarks/cohort_queries.py compares every query of a battery with native tables.
+
+A column that the chosen table versions do not have yet (written before the schema grew) reads
+as a typed NULL, so older partitions survive a growing schema.
+"""
+from __future__ import annotations
+
+import duckdb
+
+from . import schema
+from .store import Store, partition_columns
+
+PLANNER_SETTINGS = {"disabled_optimizers": "join_order", "parquet_metadata_cache": "true"}
+
+
+def register_store(con: duckdb.DuckDBPyConnection, store: Store) -> None:
+    """Let DuckDB read a remote warehouse root through its fsspec filesystem (no extensions needed)."""
+    if not store.local and not con.filesystem_is_registered(store.protocol):
+        con.register_filesystem(store.fs)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _projection(table: schema.Table, present: set[str]) -> str:
+    return ", ".join(f'"{c.name}"' if c.name in present
+                     else f'CAST(NULL AS {schema.duckdb_type(c.type)}) AS "{c.name}"' for c in table.columns)
+
+
+def empty_sql(table: schema.Table) -> str:
+    return f"SELECT {_projection(table, set())} WHERE false"
+
+
+def delta_files_sql(table: schema.Table, files: list[str], columns: set[str]) -> str:
+    """SELECT over Delta data files: partition values from the paths, missing columns as typed NULLs."""
+    if not files:
+        return empty_sql(table)
+    hive_types = ", ".join(f"'{c}': 'VARCHAR'" for c in partition_columns(table))
+    listing = ", ".join(_literal(f) for f in files)
+    present = set(columns) | set(partition_columns(table))
+    return (f"SELECT {_projection(table, present)} FROM read_parquet([{listing}], hive_partitioning = true, "
+            f"hive_types = {{{hive_types}}}, union_by_name = true)")
+
+
+def staged_files_sql(table: schema.Table, files: list[str]) -> str:
+    """SELECT over staged files, which hold every column of the table's schema (partition keys included)."""
+    if not files:
+        return empty_sql(table)
+    listing = ", ".join(_literal(f) for f in files)
+    return f"SELECT {_projection(table, set(table.column_names))} FROM read_parquet([{listing}], hive_partitioning = false)"
+
+
+def create_views(con: duckdb.DuckDBPyConnection, relations: dict[str, list[str]]) -> None:
+    """One view per canonical table: the UNION ALL of the given relations, or an empty typed relation."""
+    for name, spec in schema.TABLES.items():
+        parts = relations.get(name) or [empty_sql(spec)]
+        con.execute(f'CREATE OR REPLACE VIEW "{name}" AS ' + "\nUNION ALL\n".join(parts))
