@@ -9,6 +9,9 @@ Format notes, checked against the real train.csv:
   come from the CheXpert labeler; valid labels are a radiologist consensus.
 - `Age` is whole years; 0 appears in 3 train rows of an adult cohort and means unknown, so
   age_years is null there (age_source keeps the 0). `Sex` is Male/Female/Unknown.
+- Bad input: a train.csv or valid.csv with a header and no rows is a SourceError. Age is read as
+  text, so an age that is not a number, negative or over 120 does not cost the row: age_years is
+  null, age_source keeps what was written, and a quarantine row (column `age`) says why.
 - Sex, age and labels are written per image but are constant within a study and patient.
 """
 from __future__ import annotations
@@ -39,7 +42,7 @@ LABELS = (
     "Fracture", "Support Devices",
 )
 HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(LABELS)
-COLUMNS = {"Path": "VARCHAR", "Sex": "VARCHAR", "Age": "INTEGER", "Frontal/Lateral": "VARCHAR",
+COLUMNS = {"Path": "VARCHAR", "Sex": "VARCHAR", "Age": "VARCHAR", "Frontal/Lateral": "VARCHAR",
            "AP/PA": "VARCHAR", **{label: "FLOAT" for label in LABELS}}
 SPLIT_FILES = {"train": ("train.csv", "chexpert"), "valid": ("valid.csv", "radiologist")}
 PATH_PATTERN = r"^(?:CheXpert-v1\.0(?:-small)?/)?((?:train|valid|test)/(patient\d+)/(study\d+)/(view\d+_(?:frontal|lateral))\.jpg)$"
@@ -60,7 +63,7 @@ class CheXpert:
             found = src.first_existing(name)
             if not found:
                 continue
-            read = read_csv(src, found, columns=COLUMNS, header=HEADER, target_table="images")
+            read = read_csv(src, found, columns=COLUMNS, header=HEADER, target_table="images", require_rows=True)
             quarantine.append(read.rejects)
             rows = read.frame.with_columns(
                 pl.col("Path").str.extract_groups(PATH_PATTERN).struct.rename_fields(
@@ -70,7 +73,9 @@ class CheXpert:
             quarantine.append(quarantine_rows(
                 bad.with_columns(_raw=pl.col("Path")), target_table="images", source_file=src.display(found),
                 column="Path", reason="Path is not CheXpert-v1.0[-small]/<split>/patientN/studyN/viewN_<view>.jpg"))
-            frames.append(rows.filter(pl.col("path").is_not_null()).with_columns(
+            rows = rows.filter(pl.col("path").is_not_null())
+            quarantine.append(values.age_quarantine(read, rows, "Age"))
+            frames.append(rows.with_columns(
                 pl.lit(split).alias("split"), pl.lit(labeler).alias("labeler")))
             files.append(found)
         if not frames:
@@ -81,6 +86,7 @@ class CheXpert:
         )
         view = (pl.when(pl.col("Frontal/Lateral") == "Lateral").then(pl.lit("LATERAL"))
                 .otherwise(values.view_position(pl.col("AP/PA"))))
+        age = values.age_years(pl.col("age"))
         tables = {
             "patients": rows.group_by("patient_id", maintain_order=True).agg(
                 pl.col("Sex").first().alias("sex_source")).with_columns(values.sex(pl.col("sex_source")).alias("sex")),
@@ -88,8 +94,8 @@ class CheXpert:
                 pl.col("patient_id").first(), pl.col("split").first(), pl.col("Age").first().alias("age")
             ).select(
                 "study_id", "patient_id", "split",
-                pl.when(pl.col("age") > 0).then(pl.col("age")).cast(pl.Float32).alias("age_years"),
-                pl.col("age").cast(pl.String).alias("age_source"),
+                pl.when(age > 0).then(age).alias("age_years"),   # 0 means unknown
+                pl.col("age").alias("age_source"),
             ),
             "images": rows.select(
                 "image_id", "study_id", "patient_id", "split",

@@ -5,13 +5,25 @@ store_rejects it records every row it cannot read (too few or too many fields, a
 not convert) with its physical line, column and raw text. Those rows become quarantine rows
 instead of aborting the ingest or vanishing. Column names come from us, not the header, because
 some headers cannot be split correctly (NIH's `OriginalImage[Width,Height]`).
+
+DuckDB lets a quoted field run across newlines, so one stray `"` once swallowed every record up to
+the next quote (68,000 CheXpert rows) while the ingest succeeded. So every read keeps an account:
+records in = rows kept + records rejected, or a SourceError. Records are counted outside DuckDB:
+- one-record-per-line formats (`one_line_records`): each non-blank physical line after the header is a
+  record. A line whose quotes do not balance is quarantined whole (reason `unbalanced quote`, its
+  column and raw line) and DuckDB reads the file without it, so it cannot absorb its neighbours.
+- formats whose quoted fields may hold newlines: Python's csv module (strict) counts the records. If it
+  cannot parse the file, or the counts differ, the read is a SourceError naming the file and line:
+  with multi-line records nobody can tell where a record with a stray quote ends.
 """
 from __future__ import annotations
 
 import csv
 import gzip
 import io
+import tempfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
@@ -26,12 +38,48 @@ class CsvRead:
     frame: pl.DataFrame          # accepted rows, with `_row` (1-based data record number)
     rejects: pl.DataFrame        # quarantine rows
     header: str
+    records: int = 0             # data records in the file (the account: kept + rejected)
+    src: SourceFolder | None = None
+    name: str = ""
+
+    def with_raw(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """`rows` (a slice of `frame`, one-line formats) with `_raw`, the record as written in the file."""
+        wanted = set(rows["_row"].to_list())
+        raw: dict[int, str] = {}
+        if wanted:
+            for line_no, line in _data_lines(self.src, self.name):
+                if line_no - 1 in wanted:
+                    raw[line_no - 1] = _text(line)
+        return rows.with_columns(pl.col("_row").replace_strict(raw, default=None, return_dtype=pl.String).alias("_raw"))
+
+
+@contextmanager
+def _binary(src: SourceFolder, name: str):
+    with src.open(name) as raw:
+        yield gzip.GzipFile(fileobj=raw) if name.endswith(".gz") else raw
+
+
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def _data_lines(src: SourceFolder, name: str):
+    """(physical line number, bytes) of every non-blank line after the header."""
+    line_no = 1
+    with _binary(src, name) as stream:
+        try:
+            stream.readline()
+            for line_no, line in enumerate(stream, 2):
+                if line.strip(b"\r\n"):
+                    yield line_no, line
+        except (OSError, EOFError, zlib.error) as e:
+            raise SourceError(src.display(name), f"cannot be read after line {line_no} ({e})",
+                              line=line_no + 1) from None
 
 
 def first_line(src: SourceFolder, name: str) -> str:
     """The header line of a (possibly gzipped) text file, without reading the whole file."""
-    with src.open(name) as raw:
-        stream = gzip.GzipFile(fileobj=raw) if name.endswith(".gz") else raw
+    with _binary(src, name) as stream:
         try:
             line = stream.readline(1 << 20)
         except (OSError, EOFError, zlib.error) as e:
@@ -54,12 +102,13 @@ def duckdb_url(src: SourceFolder, name: str, con: duckdb.DuckDBPyConnection) -> 
 
 
 def read_csv(src: SourceFolder, name: str, *, columns: dict[str, str], header: str | tuple[str, ...] | None,
-             target_table: str, one_line_records: bool = True) -> CsvRead:
+             target_table: str, one_line_records: bool = True, require_rows: bool = False) -> CsvRead:
     """Read `name` with the given column names and DuckDB types.
 
     `header` is the exact header line (or lines) the dataset publishes; anything else is a
     SourceError naming the file and what was found. `one_line_records` says the format never
-    puts a newline inside a field, so data record N sits on physical line N + 1.
+    puts a newline inside a field, so data record N sits on physical line N + 1. `require_rows`
+    makes a file with a header and no records a SourceError instead of an empty dataset.
     """
     found = first_line(src, name)
     accepted = (header,) if isinstance(header, str) else header
@@ -67,27 +116,119 @@ def read_csv(src: SourceFolder, name: str, *, columns: dict[str, str], header: s
         expected = "\n  ".join(accepted)
         raise SourceError(src.display(name), f"unexpected header.\n  found:    {found}\n  expected: {expected}",
                           line=1)
-    con = duckdb.connect()
-    try:
-        url = duckdb_url(src, name, con)
-        options = {
-            "header": False, "skip": 1, "auto_detect": False, "delim": ",", "quote": '"', "escape": '"',
-            "columns": columns, "store_rejects": True, "strict_mode": True, "null_padding": False,
-        }
-        sql = f"SELECT * FROM read_csv(?, {', '.join(f'{k} := {_sql_literal(v)}' for k, v in options.items())})"
+    display = src.display(name)
+    if one_line_records:
+        lines, unbalanced = _scan_lines(src, name)
+        records = len(lines)
+    else:
+        lines, unbalanced, records = None, {}, _count_records(src, name)
+    with tempfile.TemporaryDirectory(prefix="cxr-csv-") as tmp:
+        con = duckdb.connect()
         try:
-            table = con.sql(sql, params=[url]).to_arrow_table()
-        except duckdb.Error as e:
-            raise SourceError(src.display(name), f"could not be read as CSV: {e}") from None
-        rejects = con.sql(
-            "SELECT line, column_name, error_type, csv_line, error_message FROM reject_errors ORDER BY line"
-        ).pl()
-    finally:
-        con.close()
+            url = _without_lines(src, name, unbalanced, tmp) if unbalanced else duckdb_url(src, name, con)
+            table, rejects = _duckdb_read(con, url, columns, display)
+        finally:
+            con.close()
+    if unbalanced:   # DuckDB read the file without those lines: map its line numbers back
+        rejects = rejects.with_columns(pl.col("line").map_elements(
+            lambda n: _original_line(n, sorted(unbalanced)), return_dtype=pl.Int64))
     frame = pl.from_arrow(table)
-    frame = frame.with_columns(_record_numbers(frame.height, rejects, one_line_records))
-    return CsvRead(frame, _quarantine_from_rejects(rejects, src.display(name), target_table, columns,
-                                                   one_line_records), found)
+    rejected = set(rejects["line"].to_list()) | set(unbalanced)
+    if one_line_records:
+        kept = pl.Series("_row", [n - 1 for n in lines if n not in rejected], dtype=pl.Int64)
+    else:
+        kept = pl.int_range(1, records - len(rejected) + 1, eager=True, dtype=pl.Int64).alias("_row")
+    if kept.len() != frame.height:
+        raise SourceError(display, f"{records} data records, but {frame.height} were read and {len(rejected)} "
+                                   "rejected; a quote may be unbalanced, so records may have merged")
+    frame = frame.with_columns(kept)
+    quarantine = pl.concat([_quarantine_from_rejects(rejects, display, target_table, columns, one_line_records),
+                            _unbalanced_rows(unbalanced, display, target_table, list(columns))])
+    if require_rows and not records:
+        raise SourceError(display, "has a header but no data rows")
+    return CsvRead(frame, quarantine, found, records, src, name)
+
+
+def _duckdb_read(con: duckdb.DuckDBPyConnection, url: str, columns: dict[str, str], display: str):
+    options = {
+        "header": False, "skip": 1, "auto_detect": False, "delim": ",", "quote": '"', "escape": '"',
+        "columns": columns, "store_rejects": True, "strict_mode": True, "null_padding": False,
+    }
+    sql = f"SELECT * FROM read_csv(?, {', '.join(f'{k} := {_sql_literal(v)}' for k, v in options.items())})"
+    try:
+        table = con.sql(sql, params=[url]).to_arrow_table()
+    except duckdb.Error as e:
+        raise SourceError(display, f"could not be read as CSV: {e}") from None
+    rejects = con.sql(
+        "SELECT line, column_name, error_type, csv_line, error_message FROM reject_errors ORDER BY line"
+    ).pl().with_columns(pl.col("line").cast(pl.Int64))
+    return table, rejects
+
+
+def _scan_lines(src: SourceFolder, name: str) -> tuple[list[int], dict[int, str]]:
+    """Line numbers of the data records of a one-line format, and the lines whose quotes do not balance."""
+    lines, unbalanced = [], {}
+    for line_no, line in _data_lines(src, name):
+        lines.append(line_no)
+        if line.count(b'"') % 2:
+            unbalanced[line_no] = _text(line)
+    return lines, unbalanced
+
+
+def _count_records(src: SourceFolder, name: str) -> int:
+    """Data records as a strict RFC-4180 reader (Python's csv module) sees them; blank lines are not records."""
+    with _binary(src, name) as stream:
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+        reader = csv.reader(text, strict=True)
+        try:
+            next(reader, None)
+            return sum(1 for record in reader if record)
+        except csv.Error as e:
+            raise SourceError(src.display(name), f"is not valid CSV ({e}); a quote may be unbalanced",
+                              line=reader.line_num) from None
+        except (OSError, EOFError, zlib.error) as e:
+            raise SourceError(src.display(name), f"cannot be read ({e})", line=reader.line_num + 1) from None
+
+
+def _without_lines(src: SourceFolder, name: str, skip: dict[int, str], folder: str) -> str:
+    """A local copy of the file without the `skip` lines, for DuckDB to read."""
+    path = f"{folder}/{name.removesuffix('.gz')}"
+    with _binary(src, name) as stream, open(path, "wb") as out:
+        for line_no, line in enumerate(stream, 1):
+            if line_no not in skip:
+                out.write(line)
+    return path
+
+
+def _original_line(line: int, skipped: list[int]) -> int:
+    for gap in skipped:
+        line += gap <= line
+    return line
+
+
+def _unbalanced_rows(unbalanced: dict[int, str], file: str, target_table: str, names: list[str]) -> pl.DataFrame:
+    rows = []
+    for line_no, raw in unbalanced.items():
+        column = _open_quote_field(raw)
+        rows.append({
+            "target_table": target_table, "source_file": file, "row_number": line_no - 1, "line_number": line_no,
+            "column_name": names[column] if column < len(names) else "", "value": None, "raw_record": raw,
+            "reason": "unbalanced quote: a '\"' opened in this field is not closed on its line; "
+                      "the line is quarantined whole so that it cannot absorb the records after it",
+        })
+    return pl.DataFrame(rows, schema=QUARANTINE_COLUMNS)
+
+
+def _open_quote_field(line: str) -> int:
+    """Index of the field in which the last unclosed quote of `line` opens."""
+    field, inside, opened = 0, False, 0
+    for char in line:
+        if char == '"':
+            inside = not inside
+            opened = field if inside else opened
+        elif char == "," and not inside:
+            field += 1
+    return opened
 
 
 def _sql_literal(value) -> str:
@@ -98,20 +239,6 @@ def _sql_literal(value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_sql_literal(k)}: {_sql_literal(v)}" for k, v in value.items()) + "}"
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def _record_numbers(n_rows: int, rejects: pl.DataFrame, one_line_records: bool) -> pl.Series:
-    """1-based data record number of each accepted row, skipping the records DuckDB rejected."""
-    if rejects.is_empty() or not one_line_records:
-        return pl.int_range(1, n_rows + 1, eager=True, dtype=pl.Int64).alias("_row")
-    rejected_records = set((rejects["line"] - 1).to_list())
-    numbers, record = [], 0
-    for _ in range(n_rows):
-        record += 1
-        while record in rejected_records:
-            record += 1
-        numbers.append(record)
-    return pl.Series("_row", numbers, dtype=pl.Int64)
 
 
 def _quarantine_from_rejects(rejects: pl.DataFrame, file: str, target_table: str, columns: dict[str, str],

@@ -11,6 +11,10 @@ Format notes, checked against the real files:
 - `Finding Labels` lists only what is present ('|'-separated), so labels are positive (1) rows;
   `No Finding` is kept as a label. BBox_List_2017 names infiltration `Infiltrate`.
 - train_val_list.txt / test_list.txt split by patient; train_val becomes split `train`.
+
+Bad input: a data entry file with a header and no rows is a SourceError. An age that is not a
+number, negative or over 120 is null in age_years, kept as written in age_source, and gets a
+quarantine row (column `age`, with the reason and raw record); the rest of the row publishes.
 """
 from __future__ import annotations
 
@@ -65,7 +69,7 @@ class NihCxr14:
         trailing_comma = not entry_file.startswith("Data_Entry_2017_v2020")
         columns = dict(ENTRY_COLUMNS, **({"trailing_empty": "VARCHAR"} if trailing_comma else {}))
         entry = read_csv(src, entry_file, columns=columns, header=HEADER_2017 if trailing_comma else HEADER_2020,
-                         target_table="images")
+                         target_table="images", require_rows=True)
         rows = entry.frame.with_columns(
             pl.col("image_index").str.replace(r"\.png$", "").alias("image_id"),
         )
@@ -75,6 +79,7 @@ class NihCxr14:
                                           source_file=src.display(entry_file), column="patient_id",
                                           reason="missing Image Index or Patient ID"))
         rows = rows.filter(pl.col("patient_id").is_not_null() & pl.col("image_index").is_not_null())
+        quarantine.append(values.age_quarantine(entry, rows, "patient_age"))
         rows = rows.with_columns(_split(src, rows).alias("split"))
         files = [entry_file]
 

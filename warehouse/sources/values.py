@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from .quarantine import empty_quarantine, quarantine_rows
+
 # Every sex word seen in the supported datasets -> F/M/U.
 SEX_WORDS = {
     "F": "F", "M": "M", "U": "U", "O": "U",
@@ -44,12 +46,43 @@ def is_frontal(view: pl.Expr) -> pl.Expr:
 
 
 _AGE_UNITS_PER_YEAR = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}
+MAX_AGE_YEARS = 120   # older is a data error, not a patient
+
+
+def _parsed_age(raw: pl.Expr) -> pl.Expr:
+    text = raw.cast(pl.String).str.strip_chars().str.to_uppercase()
+    number = text.str.extract(r"^(-?\d+(?:\.\d+)?)[YMWD]?$", 1).cast(pl.Float64)
+    unit = text.str.extract(r"^-?\d+(?:\.\d+)?([YMWD])$", 1).fill_null("Y")
+    return number / unit.replace_strict(_AGE_UNITS_PER_YEAR, default=1.0, return_dtype=pl.Float64)
 
 
 def age_years(raw: pl.Expr) -> pl.Expr:
-    """Years from a plain number ('57', '62.0') or a DICOM AS string ('068Y', '006M', '010W', '003D')."""
-    text = raw.cast(pl.String).str.strip_chars().str.to_uppercase()
-    number = text.str.extract(r"^(\d+(?:\.\d+)?)[YMWD]?$", 1).cast(pl.Float64)
-    unit = text.str.extract(r"^\d+(?:\.\d+)?([YMWD])$", 1).fill_null("Y")
-    per_year = unit.replace_strict(_AGE_UNITS_PER_YEAR, default=1.0, return_dtype=pl.Float64)
-    return (number / per_year).cast(pl.Float32)
+    """Years from a plain number ('57', '62.0') or a DICOM AS string ('068Y', '006M', '010W', '003D').
+
+    Null when missing, unreadable or out of range (negative, over MAX_AGE_YEARS); `age_problem` says which.
+    """
+    years = _parsed_age(raw)
+    return pl.when((years >= 0) & (years <= MAX_AGE_YEARS)).then(years).cast(pl.Float32)
+
+
+def age_problem(raw: pl.Expr) -> pl.Expr:
+    """Why age_years is null for a written age (a quarantine reason), or null when it is fine or blank."""
+    years = _parsed_age(raw)
+    written = raw.is_not_null() & (raw.cast(pl.String).str.strip_chars() != "")
+    return (pl.when(written & years.is_null()).then(pl.lit("age is not a number of years"))
+            .when(years < 0).then(pl.lit("age is negative"))
+            .when(years > MAX_AGE_YEARS).then(pl.lit(f"age is over {MAX_AGE_YEARS} years")))
+
+
+def age_quarantine(read, rows: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Quarantine rows (column `age`) for the ages age_years turns to null; the rows themselves still publish.
+
+    `read` is the CsvRead the rows came from; it supplies each row's raw record.
+    """
+    reason = age_problem(pl.col(column))
+    bad = rows.filter(reason.is_not_null())
+    if bad.is_empty():
+        return empty_quarantine()
+    bad = read.with_raw(bad).with_columns(pl.col(column).alias("age"), reason.alias("_reason"))
+    return quarantine_rows(bad, target_table="studies", source_file=read.src.display(read.name), column="age",
+                           reason="").with_columns(bad["_reason"].alias("reason"))
