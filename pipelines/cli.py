@@ -13,7 +13,7 @@ from warehouse.render import print_table
 from warehouse.sources import DATASETS
 
 
-def ingest_command(settings: Settings, datasets: list[str] | None) -> int:
+def ingest_command(settings: Settings, datasets: list[str] | None, *, allow_shrink: bool = False) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -46,7 +46,7 @@ def ingest_command(settings: Settings, datasets: list[str] | None) -> int:
             else:
                 progress.update(task, description=f"[red]{kind}: {detail}"[:120], completed=4)
 
-        runs = ingest(settings, chosen, on_event=on_event)
+        runs = ingest(settings, chosen, on_event=on_event, allow_shrink=allow_shrink)
     rows = [(r.dataset, r.rows.get("patients", 0), r.rows.get("studies", 0), r.rows.get("images", 0),
              r.rows.get("reports", 0), r.rows.get("labels", 0), r.rows.get("qa_questions", 0), r.rejected,
              r.checks_passed,
@@ -69,7 +69,23 @@ def _status(run) -> str:
     return run.status.upper()
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]   # the checkout, when running from one: its dagster.yaml is ours
+
+
+def dagster_home(env: dict[str, str] | None = None) -> Path | None:
+    """The folder whose dagster.yaml `cxr ingest` uses, or None for an ephemeral instance.
+
+    DAGSTER_HOME when the user set it, else the checkout's own dagster.yaml (beside the package), else None. Never
+    the current directory: a dagster.yaml that merely sits there belongs to some other project.
+    """
+    env = os.environ if env is None else env
+    if env.get("DAGSTER_HOME"):
+        return Path(env["DAGSTER_HOME"]).expanduser().resolve()
+    return REPO_ROOT if (REPO_ROOT / "dagster.yaml").is_file() else None
+
+
 def _use_repo_instance() -> None:
-    """From a folder with dagster.yaml (the repo root), record runs where `dagster dev` shows them."""
-    if not os.environ.get("DAGSTER_HOME") and Path("dagster.yaml").exists():
-        os.environ["DAGSTER_HOME"] = str(Path.cwd())
+    """Record runs in the repo's Dagster instance (where `dagster dev` shows them), from whatever folder we run in."""
+    home = dagster_home()
+    if home is not None:
+        os.environ["DAGSTER_HOME"] = str(home)

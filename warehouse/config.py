@@ -12,6 +12,7 @@ Environment:
   CXR_RETENTION_HOURS    how long retired table versions stay readable (default 168: a week)
   CXR_QUERY_TIMEOUT      seconds a user query may run (default 300)
   CXR_QUERY_MEMORY       DuckDB memory limit for user queries (default 4GB)
+  CXR_PUBLIC_WHEEL       an already-downloaded torchxrayvision wheel for `cxr fetch` (read by warehouse.fetch)
 
 Config file (TOML):
   warehouse = "s3://bucket/cxr"
@@ -24,9 +25,14 @@ Config file (TOML):
 
 A dataset with no configured source uses the embedded default data: the public metadata
 fetched from the torchxrayvision wheel, or generated samples for credentialed datasets.
+
+Configuration is strict: an unknown CXR_* variable, an unknown cxr.toml key or an unknown dataset id
+(in CXR_SOURCE_<ID> or under [sources]) is a ConfigError that suggests the right name, because a typo
+would otherwise be ignored silently (a misspelt source meant ingesting the default data instead).
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -37,6 +43,18 @@ DEFAULT_DATA_DIR = "cxr-data"
 DEFAULT_RETENTION_HOURS = 168.0   # a week, Delta Lake's own default for retired files
 DEFAULT_QUERY_TIMEOUT = 300.0     # seconds a user query may run
 DEFAULT_QUERY_MEMORY = "4GB"      # DuckDB memory limit of a user query
+
+# Every CXR_* variable the project reads, in one place: any other CXR_* name is a typo and an error.
+ENV_VARS: tuple[str, ...] = (
+    "CXR_WAREHOUSE", "CXR_CATALOG", "CXR_CACHE", "CXR_CONFIG", "CXR_STORAGE_OPTIONS", "CXR_RETENTION_HOURS",
+    "CXR_QUERY_TIMEOUT", "CXR_QUERY_MEMORY",
+    "CXR_PUBLIC_WHEEL",   # read by warehouse.fetch, not by Settings
+)
+SOURCE_PREFIX = "CXR_SOURCE_"   # + an upper-case dataset id from warehouse.sources.DATASETS
+# Every top-level cxr.toml key.
+FILE_KEYS: tuple[str, ...] = (
+    "warehouse", "catalog", "cache", "sources", "storage_options", "retention_hours", "query_timeout", "query_memory",
+)
 
 
 class ConfigError(ValueError):
@@ -66,6 +84,7 @@ class Settings:
         env = dict(os.environ if env is None else env)
         cwd = Path.cwd() if cwd is None else cwd
         config_file, file_conf = _read_config_file(env, cwd)
+        _check_names(env, file_conf, config_file)
         base = config_file.parent if config_file else cwd
 
         def pick(env_name: str, key: str, default):
@@ -127,6 +146,51 @@ def _number(value, name: str) -> float:
     if number < 0:
         raise ConfigError(f"{name} must not be negative, not {value!r}")
     return number
+
+
+def _dataset_ids() -> tuple[str, ...]:
+    """The known dataset ids; imported here, not at module level, to keep config import-light."""
+    from .sources import DATASETS
+
+    return DATASETS
+
+
+def _did_you_mean(name: str, known) -> str:
+    match = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def _check_names(env: dict[str, str], file_conf: dict, config_file: Path | None) -> None:
+    """Refuse unknown CXR_* variables, cxr.toml keys and dataset ids, naming the right ones: a typo is never ignored."""
+    ids = _dataset_ids()
+    source_vars = [SOURCE_PREFIX + d.upper() for d in ids]
+    problems = []
+    for name in sorted(env):
+        if not name.startswith("CXR_") or name in ENV_VARS:
+            continue
+        if name.startswith(SOURCE_PREFIX):
+            dataset = name.removeprefix(SOURCE_PREFIX).lower()
+            if dataset not in ids:
+                problems.append(f"{name} names no known dataset {dataset!r}{_did_you_mean(name, source_vars)}; "
+                                f"known dataset ids: {', '.join(ids)}")
+        else:
+            problems.append(f"unknown environment variable {name}{_did_you_mean(name, [*ENV_VARS, *source_vars])}; "
+                            f"known: {', '.join(ENV_VARS)}, {SOURCE_PREFIX}<DATASET>")
+    where = config_file or "cxr.toml"
+    for key in file_conf:
+        if key not in FILE_KEYS:
+            problems.append(f"{where}: unknown key {key!r}{_did_you_mean(key, FILE_KEYS)}; "
+                            f"known: {', '.join(FILE_KEYS)}")
+    for table in ("sources", "storage_options"):
+        if table in file_conf and not isinstance(file_conf[table], dict):
+            problems.append(f"{where}: {table} must be a table ([{table}]), not {file_conf[table]!r}")
+    sources = file_conf.get("sources")
+    for dataset in sources if isinstance(sources, dict) else ():
+        if dataset not in ids:
+            problems.append(f"{where}: [sources] names no known dataset {dataset!r}{_did_you_mean(dataset, ids)}; "
+                            f"known dataset ids: {', '.join(ids)}")
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def _read_config_file(env: dict[str, str], cwd: Path) -> tuple[Path | None, dict]:
