@@ -28,7 +28,7 @@ CATALOG_POOL = "duckdb_catalog"
 def gated_ingest(context, warehouse: WarehouseResource) -> GatedIngest:
     """This run's ingest of this partition: its staging is keyed by the Dagster run id."""
     return GatedIngest(warehouse.settings(), warehouse.store(), context.partition_key, run_id=context.run.run_id,
-                       engine="dagster", say=context.log.debug)
+                       engine="dagster", say=context.log.debug, allow_shrink=warehouse.allow_shrink)
 
 
 @dg.asset(partitions_def=DATASET_PARTITIONS, group_name="ingest", kinds={"parquet"},

@@ -81,4 +81,18 @@ def integrity_checks() -> dg.AssetChecksDefinition:
     return _checks
 
 
-QUALITY_CHECKS = [*(expectation_checks(t) for t in quality.suite_tables()), integrity_checks()]
+def volume_checks() -> dg.AssetChecksDefinition:
+    specs = [dg.AssetCheckSpec(f"volume__{name}", asset=STAGED, blocking=True, description=description)
+             for name, description in quality.VOLUME_CHECKS]
+
+    @dg.multi_asset_check(specs=specs, name="volume", can_subset=True,
+                          description="Volume gates: not empty, no shrink against the last publish, known counts.")
+    def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+        outcomes = {o.name: o for o in gated_ingest(context, warehouse).volume()}
+        for key in context.selected_asset_check_keys:
+            yield _result(key.name, outcomes[key.name.removeprefix("volume__")], context.partition_key)
+
+    return _checks
+
+
+QUALITY_CHECKS = [*(expectation_checks(t) for t in quality.suite_tables()), integrity_checks(), volume_checks()]

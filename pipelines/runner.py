@@ -40,17 +40,36 @@ Event = Callable[[str, str, str], None]     # (dataset, kind, detail)
 
 
 def instance() -> dg.DagsterInstance:
-    """The persistent instance when DAGSTER_HOME is set (runs then show in `dagster dev`), else an ephemeral one."""
-    if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
+    """The persistent instance when DAGSTER_HOME is set (runs then show in `dagster dev`), else an ephemeral one.
+
+    Dagster reads relative `base_dir`s in dagster.yaml (ours say `.dagster/storage`) against the current directory;
+    here they are anchored at DAGSTER_HOME, so `cxr ingest` run from any folder writes to <home>/.dagster, the storage
+    `dagster dev` started in that folder reads. The file's sections are passed back as overrides (they replace whole
+    top-level keys), through `local_temp`, Dagster's public constructor for a persistent instance in a given folder.
+    """
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.ephemeral()
+    import yaml
+
+    home_dir = Path(home).expanduser().resolve()
+    config_file = home_dir / "dagster.yaml"
+    config = (yaml.safe_load(config_file.read_text()) or {}) if config_file.is_file() else {}
+
+    def anchored(value):
+        if isinstance(value, dict):
+            return {k: (str(home_dir / v) if k == "base_dir" and isinstance(v, str) and not Path(v).is_absolute()
+                        else anchored(v)) for k, v in value.items()}
+        return [anchored(v) for v in value] if isinstance(value, list) else value
+
+    return dg.DagsterInstance.local_temp(str(home_dir), overrides=anchored(config))
 
 
 def ingest(settings: Settings, datasets: list[str], *, on_event: Event = lambda *a: None,
-           dagster_instance: dg.DagsterInstance | None = None) -> list[DatasetRun]:
+           dagster_instance: dg.DagsterInstance | None = None, allow_shrink: bool = False) -> list[DatasetRun]:
     """Ingest each dataset through its gated Dagster run, then rebuild the catalog once."""
     inst = dagster_instance or instance()
-    resources = {"warehouse": WarehouseResource.from_settings(settings)}
+    resources = {"warehouse": WarehouseResource.from_settings(settings, allow_shrink=allow_shrink)}
     job = defs.resolve_job_def("ingest")
     runs = []
     for dataset in datasets:
@@ -134,4 +153,6 @@ def root_cause(error) -> str:
         return "step failed"
     while error.cause is not None:
         error = error.cause
-    return error.message.strip().splitlines()[-1] if error.message.strip() else "step failed"
+    message = error.message.strip().splitlines()[-1] if error.message.strip() else "step failed"
+    head, _, rest = message.partition(": ")
+    return rest if rest and error.cls_name and head.endswith(error.cls_name) else message

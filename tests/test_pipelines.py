@@ -109,22 +109,28 @@ def _nih_fixture(folder: Path, raw_entry: Path, mutate) -> None:
     with gzip.open(raw_entry, "rt", newline="") as f:
         lines = [next(f) for _ in range(41)]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "Data_Entry_2017_v2020.csv").write_text("".join(mutate(lines)))
+    (folder / "Data_Entry_2017_v2020.csv").write_text("".join(mutate(lines, folder)))
 
 
-def _duplicate_image(lines):
+def _duplicate_image(lines, folder):
     return [*lines, lines[5]]
 
 
-def _age_400(lines):
-    fields = lines[7].split(",")
-    fields[4] = "400"
-    return [*lines[:7], ",".join(fields), *lines[8:]]
+SPLIT_IMAGES = "00000001"       # patient 1: three images in the first rows of the real file
+
+
+def _patient_in_two_splits(lines, folder):
+    """Official split lists that put one of a patient's images in test and the others in train."""
+    images = [line.split(",", 1)[0] for line in lines[1:]]
+    leaked = f"{SPLIT_IMAGES}_001.png"
+    (folder / "train_val_list.txt").write_text("".join(f"{i}\n" for i in images if i != leaked))
+    (folder / "test_list.txt").write_text(f"{leaked}\n")
+    return lines
 
 
 DEFECTS = {
     "duplicate image id": (_duplicate_image, "images__key_unique"),
-    "age of 400": (_age_400, "studies__age_years_in_range"),
+    "patient in two splits": (_patient_in_two_splits, "integrity__patient_in_one_split"),
 }
 
 
@@ -132,7 +138,7 @@ DEFECTS = {
 def good_then_defect(tmp_path, cache_dir, raw_files):
     """A small NIH warehouse published from good rows; returns a function that re-ingests defective rows."""
     folder = tmp_path / "nih"
-    _nih_fixture(folder, raw_files["nih_entry"], lambda lines: lines)
+    _nih_fixture(folder, raw_files["nih_entry"], lambda lines, folder: lines)
     settings = make_settings(tmp_path, cache_dir, nih_cxr14=folder)
     first = runner.ingest(settings, ["nih_cxr14"], dagster_instance=dg.DagsterInstance.ephemeral())
     assert first[0].status == "published"
@@ -170,7 +176,7 @@ def test_image_whose_study_is_missing_blocks_publishing(good_then_defect, monkey
         return result
 
     monkeypatch.setattr(NihCxr14, "read", read_losing_a_study)
-    run = ingest_defect(lambda lines: lines)
+    run = ingest_defect(lambda lines, folder: lines)
     assert run.status == "blocked"
     assert "integrity__image_study_exists" in run.checks_failed
     _assert_previous_data_kept(wh, before, manifest, run, "integrity__image_study_exists")
@@ -192,7 +198,7 @@ def _assert_previous_data_kept(wh, before, manifest, run, check):
 
 def test_check_results_name_the_offending_rows(tmp_path, cache_dir, raw_files):
     folder = tmp_path / "nih"
-    _nih_fixture(folder, raw_files["nih_entry"], _age_400)
+    _nih_fixture(folder, raw_files["nih_entry"], _patient_in_two_splits)
     settings = make_settings(tmp_path, cache_dir, nih_cxr14=folder)
     from pipelines.assets import INGEST_ASSETS
     from pipelines.checks import QUALITY_CHECKS
@@ -203,15 +209,12 @@ def test_check_results_name_the_offending_rows(tmp_path, cache_dir, raw_files):
                             run_config=runner.QUIET)
     assert not result.success and result.is_node_untouched("tables")
     failed = {e.check_name: e for e in result.get_asset_check_evaluations() if not e.passed}
-    assert set(failed) == {"studies__age_years_in_range"}
-    evaluation = failed["studies__age_years_in_range"]
+    assert set(failed) == {"integrity__patient_in_one_split"}
+    evaluation = failed["integrity__patient_in_one_split"]
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.metadata["unexpected rows"].value == 1
     example = evaluation.metadata["examples (json)"].value[0]
-    assert example["age_years"] == 400 and example["age_source"] == "400"
-    with gzip.open(raw_files["nih_entry"], "rt") as f:
-        planted = [next(f) for _ in range(8)][7].split(",")[0].removesuffix(".png")
-    assert example["study_id"] == planted
+    assert example == {"patient_id": "1", "splits": ["test", "train"]}   # the file's Patient ID column
 
 
 # --- schedule and sensor -----------------------------------------------------------------------
@@ -231,7 +234,7 @@ def test_sensor_requests_only_changed_datasets(tmp_path, cache_dir, public_data,
     from pipelines.resources import WarehouseResource
 
     nih, chexpert = tmp_path / "nih", tmp_path / "chexpert"
-    _nih_fixture(nih, raw_files["nih_entry"], lambda lines: lines)
+    _nih_fixture(nih, raw_files["nih_entry"], lambda lines, folder: lines)
     chexpert.mkdir()
     (chexpert / "train.csv.gz").write_bytes(raw_files["chexpert_train"].read_bytes())
     settings = make_settings(tmp_path, cache_dir, nih_cxr14=nih, chexpert=chexpert)
@@ -264,3 +267,18 @@ def test_sensor_skips_datasets_already_published_from_these_sources(gated_wareho
         result = source_change_sensor(context)
     requested = {r.partition_key for r in result.run_requests or []}
     assert not requested & {"nih_cxr14", "chexpert"}, "published fingerprints match: no run needed"
+
+
+def test_an_adapter_error_reaches_the_user_and_the_run_log(tmp_path, cache_dir):
+    """Not Dagster's wrapper ("Error occurred while executing op"): the adapter's own words, file named."""
+    folder = tmp_path / "nih"
+    folder.mkdir()
+    (folder / "Data_Entry_2017_v2020.csv.gz").write_bytes(b"not gzip at all")
+    settings = make_settings(tmp_path, cache_dir, nih_cxr14=folder)
+    run = runner.ingest(settings, ["nih_cxr14"], dagster_instance=dg.DagsterInstance.ephemeral())[0]
+    assert run.status == "failed"
+    assert run.error.startswith(str(folder / "Data_Entry_2017_v2020.csv.gz")) and "cannot be read" in run.error
+    assert "executing op" not in run.error
+    Warehouse(settings).refresh_catalog()
+    record = Warehouse(settings).sql("SELECT status, message FROM ingest_runs").to_pylist()
+    assert record == [{"status": "failed", "message": run.error}]

@@ -146,8 +146,8 @@ class Warehouse:
         return build_catalog(self.store, path, datasets=[dataset_info(d) for d in DATASETS],
                              as_of=self.as_of if path != self.settings.catalog else None)
 
-    def ingest(self, datasets: list[str] | None = None, say: Callable[[str], None] = lambda m: None
-               ) -> "list[IngestResult]":
+    def ingest(self, datasets: list[str] | None = None, say: Callable[[str], None] = lambda m: None, *,
+               allow_shrink: bool = False) -> "list[IngestResult]":
         """Ingest datasets through the gated path (stage, gate, derive, commit), then rebuild the catalog.
 
         Raises the first error, or IngestBlocked naming the failed checks, after every dataset was tried.
@@ -161,7 +161,8 @@ class Warehouse:
         results, errors = [], []
         for dataset in datasets or DATASETS:
             try:
-                results.append(GatedIngest(self.settings, self.store, dataset, say=say).run())
+                results.append(GatedIngest(self.settings, self.store, dataset, say=say,
+                                           allow_shrink=allow_shrink).run())
             except Exception as e:  # noqa: BLE001 - one dataset's failure must not stop the others
                 errors.append(e)
         self.refresh_catalog()

@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="ingest datasets into the warehouse and rebuild the catalog")
     p.add_argument("--dataset", "-d", action="append", metavar="ID", help="dataset id (repeatable; default: all)")
+    p.add_argument("--allow-shrink", action="store_true",
+                   help="publish even when a table loses more than 20%% of its rows against the last publish")
     p.set_defaults(handler=_ingest)
 
     p = sub.add_parser("sql", help="run a SQL query against the catalog")
@@ -142,7 +144,7 @@ def _ingest(args) -> int:
     if not found:
         print("cxr ingest: the pipelines package is not installed (pip install -e .)", file=sys.stderr)
         return EXIT_FAILED
-    return next(iter(found)).load()(Settings.load(), args.dataset)
+    return next(iter(found)).load()(Settings.load(), args.dataset, allow_shrink=args.allow_shrink)
 
 
 # --- sql -----------------------------------------------------------------------------------
@@ -158,6 +160,9 @@ def _sql(args) -> int:
     try:
         if args.format == "parquet" and args.out is None:
             print("cxr sql: --format parquet needs --out FILE", file=sys.stderr)
+            return EXIT_USAGE
+        if args.format == "table" and args.out is not None:
+            print("cxr sql: --out writes csv, json or parquet; add --format csv (or json, parquet)", file=sys.stderr)
             return EXIT_USAGE
         result = wh.run(con, query)
         if args.format == "parquet":

@@ -62,16 +62,18 @@ class IngestResult:
 
 def check_name(outcome: quality.CheckOutcome) -> str:
     """The name a check has everywhere a person reads it: `<table>__<expectation>` or `integrity__<check>`."""
-    return f"{outcome.table}__{outcome.name}" if outcome.kind == "expectation" else f"integrity__{outcome.name}"
+    return f"integrity__{outcome.name}" if outcome.kind == "integrity" else f"{outcome.table}__{outcome.name}"
 
 
 class GatedIngest:
     def __init__(self, settings: Settings, store: Store, dataset: str, *, run_id: str | None = None,
-                 engine: str = "library", say: Say = _quiet):
+                 engine: str = "library", say: Say = _quiet, allow_shrink: bool = False,
+                 max_shrink: float = quality.DEFAULT_MAX_SHRINK):
         dataset_info(dataset)  # an unknown id fails here, with the known ones named
         self.settings, self.store, self.dataset = settings, store, dataset
         self.run_id = run_id or new_run_id()
         self.engine, self.say = engine, say
+        self.allow_shrink, self.max_shrink = allow_shrink, max_shrink
         self.started_at = now_iso()
         self._started = time.perf_counter()
 
@@ -94,7 +96,14 @@ class GatedIngest:
 
     def gate(self) -> list[quality.CheckOutcome]:
         """Every quality gate on this run's staged files (the Dagster checks run the same functions one by one)."""
-        return quality.gate_staged(self.store, self.staged_files(), self.dataset)
+        return quality.gate_staged(self.store, self.staged_files(), self.dataset) + self.volume()
+
+    def volume(self) -> list[quality.CheckOutcome]:
+        """The volume gates: not empty, no shrink past the allowed share, a known release's counts."""
+        staged = self.staged()
+        previous = publish_log.adopted(self.store).get(self.dataset)
+        return quality.volume_gate(self.dataset, staged.rows, staged.files, previous.rows if previous else None,
+                                   max_shrink=self.max_shrink, allow_shrink=self.allow_shrink)
 
     def publish(self, *, checks_passed: int, checks_failed: int = 0) -> IngestResult:
         """Derive, commit every table, then record the dataset-level publish; the staging goes."""

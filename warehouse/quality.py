@@ -244,7 +244,7 @@ def expectation_gate(con: duckdb.DuckDBPyConnection, table: str, fed: set[str], 
 
 
 def gate_staged(store: Store, files_by_table: dict[str, list[str]], dataset: str) -> list[CheckOutcome]:
-    """Every gate (each table's suite, then the integrity SQL) on one run's staged files."""
+    """Every table gate (each table's suite, then the integrity SQL) on one run's staged files."""
     fed = set(files_by_table)
     con = staged_connection(store, files_by_table)
     try:
@@ -252,3 +252,54 @@ def gate_staged(store: Store, files_by_table: dict[str, list[str]], dataset: str
         return outcomes + run_integrity(con, fed)
     finally:
         con.close()
+
+
+# --- volume gates: a dataset that comes out empty, shrinks, or misses its release's known counts -------
+DEFAULT_MAX_SHRINK = 0.2        # a table may lose at most this share of its rows against the last publish
+EXPECTED_COUNTS = EXPECTATIONS_ROOT / "expected_counts.csv"
+VOLUME_CHECKS = (
+    ("not_empty", "the dataset's tables are not all empty (an empty source is a broken source)"),
+    ("no_shrink", "no table lost more than the allowed share of its rows against the last publish"),
+    ("expected_counts", "a known public release gives its known row counts"),
+)
+
+
+@lru_cache(maxsize=1)
+def expected_counts() -> tuple[dict, ...]:
+    import csv
+
+    with open(EXPECTED_COUNTS, newline="") as f:
+        return tuple(dict(r, rows=int(r["rows"])) for r in csv.DictReader(f))
+
+
+def volume_gate(dataset: str, rows: dict[str, int], files: list[dict], previous: dict[str, int] | None, *,
+                max_shrink: float = DEFAULT_MAX_SHRINK, allow_shrink: bool = False) -> list[CheckOutcome]:
+    """The volume checks on one run's staged row counts, against the last publish and the known releases.
+
+    `files` are the source files read (name and sha256, as fingerprinted): the expected counts of a
+    release apply only when its file, byte for byte, was read.
+    """
+    data = {t: n for t, n in rows.items() if t != "quarantine" and not schema.TABLES[t].derived}
+    described = dict(VOLUME_CHECKS)
+
+    def outcome(name: str, offending: list[dict], note: str | None = None) -> CheckOutcome:
+        return CheckOutcome("volume", name, "volume", not offending, True, described[name],
+                            unexpected_count=len(offending), sample=offending[:SAMPLE_ROWS], note=note)
+
+    empty = [] if any(data.values()) else [{"table": t, "rows": 0} for t in sorted(data)]
+    shrunk = []
+    for table, before in sorted((previous or {}).items()):
+        now = data.get(table)
+        if now is not None and before and (before - now) / before > max_shrink:
+            shrunk.append({"table": table, "published": before, "staged": now, "lost": before - now,
+                           "lost_percent": round(100 * (before - now) / before, 1)})
+    note = None
+    if shrunk and allow_shrink:
+        shrunk, note = [], "shrink allowed by --allow-shrink"
+    read = {(f.get("file"), f.get("sha256")) for f in files}
+    wrong = [{"table": e["table"], "release": e["release"], "expected": e["rows"], "staged": data.get(e["table"], 0),
+              "difference": data.get(e["table"], 0) - e["rows"]}
+             for e in expected_counts() if e["dataset"] == dataset and (e["file"], e["sha256"]) in read
+             and data.get(e["table"], 0) != e["rows"]]
+    return [outcome("not_empty", empty), outcome("no_shrink", shrunk, note),
+            outcome("expected_counts", wrong)]
