@@ -22,6 +22,7 @@ from .errors import CxrError
 from .ingest import StagedDataset, load_staged, new_run_id, read_dataset, save_staged, stage_dataset
 from .runs import now_iso, record_run
 from .schema import DERIVED_TABLES
+from .scratch import sweep
 from .sources import dataset_info
 from .stats import compute, derive_connection
 from .store import Store
@@ -81,6 +82,7 @@ class GatedIngest:
     def stage(self) -> StagedDataset:
         """Read the native files once and stage every table the dataset feeds, under this run."""
         self.store.remove_stale_staging(self.dataset, keep=self.run_id)
+        sweep()  # scratch folders of killed runs (QBA's JSON chunks, sort spills)
         self.store.claim_staging(self.dataset, self.run_id)
         read = read_dataset(self.settings, self.dataset, say=self.say)
         staged = stage_dataset(self.store, read, run_id=self.run_id, say=self.say)

@@ -9,12 +9,12 @@ groups that each cover a narrow range of the leading sort keys.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections import defaultdict
 
 import duckdb
 
 from .schema import table as table_def
+from .scratch import scratch_dir
 from .store import PartitionWriter, StagedPartition, Store
 
 MEMORY_LIMIT = "512MB"  # past this DuckDB spills the sort to disk: memory stays flat as tables grow
@@ -30,7 +30,7 @@ def recluster(store: Store, staged: StagedPartition) -> StagedPartition:
         groups[f["path"].rsplit("/", 1)[0] if "/" in f["path"] else ""].append(f["path"])
     base = staged.folder
     writer = PartitionWriter(store, table, staged.dataset, staged.run_id, first_file_index=len(staged.files))
-    spill = tempfile.mkdtemp(prefix="cxr-sort-")
+    spill = scratch_dir("sort")
     con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill,
                                  "preserve_insertion_order": True})
     try:

@@ -254,9 +254,33 @@ class Store:
                 continue
             old = now - _modified(self.fs, f"{name}/{STAGING_OWNER}", fallback=name) > STALE_STAGING_SECONDS
             if old or self._owner_gone(f"{name}/{STAGING_OWNER}"):
+                removed += self._remove_uncommitted(dataset, name.rsplit("/", 1)[-1])
                 self.remove_tree(name)
                 removed.append(self.url(name))
         return removed
+
+    def _remove_uncommitted(self, dataset: str, run_id: str) -> list[str]:
+        """Data files a dead run wrote into a table but never committed (a commit it had made stays)."""
+        removed = []
+        for table in self._tables_with_partition(dataset):
+            written = [p for p in self.fs.find(f"{self.root}/{table}/dataset={dataset}")
+                       if p.rsplit("/", 1)[-1].startswith(f"part-{run_id}-")]
+            if not written:
+                continue
+            committed = {self.fs._strip_protocol(u) for u in self.delta(table).file_uris()}
+            for path in written:
+                if self.fs._strip_protocol(path) not in committed:
+                    self.fs.rm_file(path)
+                    removed.append(self.url(path))
+        return removed
+
+    def _tables_with_partition(self, dataset: str) -> list[str]:
+        try:
+            entries = self.fs.ls(self.root, detail=True)
+        except FileNotFoundError:
+            return []
+        names = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "directory"]
+        return [n for n in names if not n.startswith("_") and self.fs.exists(f"{self.root}/{n}/dataset={dataset}")]
 
     def _owner_gone(self, path: str) -> bool:
         try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import tempfile
+import shutil
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
+from ..scratch import scratch_dir
 from .base import SourceError, SourceFolder
 from .quarantine import QUARANTINE_COLUMNS, empty_quarantine
 
@@ -122,13 +123,16 @@ def read_csv(src: SourceFolder, name: str, *, columns: dict[str, str], header: s
         records = len(lines)
     else:
         lines, unbalanced, records = None, {}, _count_records(src, name)
-    with tempfile.TemporaryDirectory(prefix="cxr-csv-") as tmp:
+    tmp = scratch_dir("csv")
+    try:
         con = duckdb.connect()
         try:
-            url = _without_lines(src, name, unbalanced, tmp) if unbalanced else duckdb_url(src, name, con)
+            url = _without_lines(src, name, unbalanced, str(tmp)) if unbalanced else duckdb_url(src, name, con)
             table, rejects = _duckdb_read(con, url, columns, display)
         finally:
             con.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if unbalanced:   # DuckDB read the file without those lines: map its line numbers back
         rejects = rejects.with_columns(pl.col("line").map_elements(
             lambda n: _original_line(n, sorted(unbalanced)), return_dtype=pl.Int64))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 import zipfile
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -33,6 +32,8 @@ from pathlib import Path
 from queue import SimpleQueue
 
 import duckdb
+
+from ..scratch import scratch_dir
 import polars as pl
 
 from .base import ZIP_MEMBER_ERRORS, SourceError, SourceFolder
@@ -219,7 +220,7 @@ def stream_members(src: SourceFolder, archive: str, infos: list[zipfile.ZipInfo]
     chunks = plan_chunks(infos, chunk_bytes or CHUNK_BYTES)
     if not chunks:
         return
-    tmp = Path(tempfile.mkdtemp(prefix="cxr-json-"))
+    tmp = scratch_dir("json")
     workers = max(1, min(workers, len(chunks)))
     idle: SimpleQueue[_Worker] = SimpleQueue()
     opened: list[_Worker] = []
