@@ -4,6 +4,12 @@ Format notes, checked against the real files:
 - NLMCXR_reports.tgz holds `ecgen-radiology/<n>.xml`, 3,955 reports. It is streamed with tarfile,
   never extracted. A member that is not well-formed XML (or has no `<uId id=...>`) becomes one
   quarantine row naming the member.
+- Odd archives. A member path that leaves the archive (absolute or with a `..` part) is a SourceError
+  naming it: the archive is refused whole, as for zips. A file named like a report (`<n>.xml`) in any
+  other folder (a repackaged `NLMCXR/ecgen-radiology/`, a nested subfolder) is read like the others;
+  every other member but a directory (another file, a link) is a quarantine row naming it, as is a
+  second report with a uId already read. An archive without one readable report is a SourceError, so
+  an empty source never publishes an empty dataset.
 - One report per XML: study_id = `<uId id="CXR<n>">`. IU has no patient ids (every report is its own
   unit, as torchxrayvision treats it), so patient_id = study_id: a patient seen twice counts twice.
 - Sections: the four `<AbstractText Label=...>` (COMPARISON, INDICATION, FINDINGS, IMPRESSION, in that
@@ -49,6 +55,7 @@ import polars as pl
 from .. import findings, text
 from .base import DatasetInfo, SourceError, SourceFolder, SourceResult
 from .csvread import read_csv
+from .qba_stream import leaves_root
 from .quarantine import QUARANTINE_COLUMNS, empty_quarantine, quarantine_rows
 from . import values
 
@@ -67,6 +74,7 @@ INFO = DatasetInfo(
 REPORTS_FILE = "NLMCXR_reports.tgz"
 METADATA_FILE = "nlmcxr_dicom_metadata.csv"
 REPORT_MEMBER = re.compile(r"^(?:\./)?ecgen-radiology/[^/]+\.xml$")
+NESTED_REPORT = re.compile(r"(?:^|/)\d+\.xml$")  # OpenI's report file name, found in another folder
 SECTIONS = {"COMPARISON": "comparison", "INDICATION": "indication", "FINDINGS": "findings",
             "IMPRESSION": "impression"}
 RAW_RECORD_LIMIT = 64 << 10  # quarantine keeps a bad member's text up to this size
@@ -184,20 +192,40 @@ class IuXray:
 
 
 def _read_archive(src: SourceFolder, archive: str) -> tuple[list[ReportXml], list[pl.DataFrame]]:
-    """Parse every report XML of the archive as it streams by; bad members become quarantine rows."""
-    reports, bad = [], []
+    """Parse every report XML of the archive as it streams by; other members become quarantine rows."""
+    reports, bad, seen = [], [], {}
+    where = src.display(archive)
     try:
         with src.open(archive) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
             for member in tar:
-                if not (member.isfile() and REPORT_MEMBER.match(member.name)):
+                if leaves_root(member.name):
+                    raise SourceError(where, f"member {member.name!r} has a path that leaves the dataset "
+                                             "(absolute or '..'); the archive is refused and nothing is ingested")
+                if member.isdir():
+                    continue
+                if not (member.isfile() and (REPORT_MEMBER.match(member.name) or NESTED_REPORT.search(member.name))):
+                    kind = "a file" if member.isfile() else "a link or special file"
+                    bad.append(_bad_member(where, member.name, f"not a report member (expected "
+                                                               f"ecgen-radiology/<n>.xml): {kind}", None))
                     continue
                 data = tar.extractfile(member).read()
                 try:
-                    reports.append(_parse_report(data, member.name))
+                    report = _parse_report(data, member.name)
                 except ValueError as e:
-                    bad.append(_bad_member(src.display(archive), member.name, str(e), data))
+                    bad.append(_bad_member(where, member.name, str(e), data))
+                    continue
+                if report.study_id in seen:
+                    bad.append(_bad_member(where, member.name, f"duplicate report {report.study_id}, already read "
+                                                               f"from {seen[report.study_id]}", data))
+                    continue
+                seen[report.study_id] = member.name
+                reports.append(report)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise SourceError(src.display(archive), f"is not a readable tar.gz archive ({e})") from None
+        raise SourceError(where, f"is not a readable tar.gz archive ({e})") from None
+    if not reports:
+        raise SourceError(where, "holds no report XML files" if not bad else
+                          f"holds no readable report XML: all {len(bad)} members were quarantined "
+                          f"(first: {bad[0]['source_file']}: {bad[0]['reason']})")
     quarantine = [pl.DataFrame(bad, schema=QUARANTINE_COLUMNS) if bad else empty_quarantine()]
     return reports, quarantine
 
@@ -228,11 +256,11 @@ def _parse_report(data: bytes, member: str) -> ReportXml:
     )
 
 
-def _bad_member(archive: str, member: str, reason: str, data: bytes) -> dict:
+def _bad_member(archive: str, member: str, reason: str, data: bytes | None) -> dict:
+    raw = data.decode("utf-8", errors="replace") if data is not None and len(data) <= RAW_RECORD_LIMIT else None
     return {
         "target_table": "reports", "source_file": f"{archive}/{member}", "row_number": None, "line_number": None,
-        "column_name": "", "value": None, "reason": reason,
-        "raw_record": data.decode("utf-8", errors="replace") if len(data) <= RAW_RECORD_LIMIT else None,
+        "column_name": "", "value": None, "reason": reason, "raw_record": raw,
     }
 
 

@@ -25,7 +25,10 @@ the format-faithful generator (warehouse/samples/mimic_cxr.py), not the real fil
   members, skipped), read member by member and never extracted; without the zip, an extracted
   `files/` tree of the same .txt files. Sectioning: see mimic_reports.py. The reports come
   through `SourceResult.batches` so the ~228k texts are never all in memory. A member that cannot
-  be read or decoded as UTF-8 is a quarantine row naming the member.
+  be read or decoded as UTF-8 is a quarantine row naming the member. Before any report is read, the
+  zip's directory is checked: a member path that leaves the archive (absolute or `..`) is a
+  SourceError naming it (the archive is refused whole, as for QBA), and so is a zip with no report
+  member at all, so an empty zip never publishes an empty reports table.
 - Image paths follow the JPG release: `files/p10/p10000032/s50414267/<dicom_id>.jpg`.
 
 Demographics come from MIMIC-IV when the root also holds `mimiciv/<version>/hosp/patients.csv.gz`
@@ -56,6 +59,7 @@ from .. import findings, text
 from .base import ZIP_MEMBER_ERRORS, DatasetInfo, SourceError, SourceFolder, SourceResult
 from .csvread import first_line, read_csv
 from .mimic_reports import sections
+from .qba_stream import leaves_root
 from .quarantine import QUARANTINE_COLUMNS, quarantine_rows
 from . import values
 
@@ -400,10 +404,25 @@ def _report_files(src: SourceFolder) -> list[str]:
 
 
 def _check_zip(src: SourceFolder, name: str) -> None:
-    """Fail before anything is staged when the zip is no zip (reads only its end-of-archive record)."""
+    """Fail before anything is staged: no zip, a member path that leaves the archive, or no report in it.
+
+    Reads only the central directory.
+    """
+    where = src.display(name)
     with src.open(name) as raw:
         if not zipfile.is_zipfile(raw):
-            raise SourceError(src.display(name), "is not a readable zip archive (no end-of-archive record)")
+            raise SourceError(where, "is not a readable zip archive (no end-of-archive record)")
+        try:
+            names = [info.filename for info in zipfile.ZipFile(raw).infolist()]
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise SourceError(where, f"is not a readable zip archive ({e})") from None
+    for member in names:
+        if leaves_root(member):
+            raise SourceError(where, f"member {member!r} has a path that leaves the dataset "
+                                     "(absolute or '..'); the archive is refused and nothing is ingested")
+    if not any(REPORT_MEMBER.match(member) for member in names):
+        raise SourceError(where, f"holds no report files (files/pXX/pNNNNNNNN/sNNNNNNNN.txt) among its "
+                                 f"{len(names)} members")
 
 
 def _report_batches(src: SourceFolder, report_files: list[str], quarantine: list[pl.DataFrame], notes: list[str],
