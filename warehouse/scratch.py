@@ -27,13 +27,14 @@ def sweep() -> list[Path]:
     removed = []
     for path in Path(tempfile.gettempdir()).glob("cxr-*-*-*"):
         match = _NAME.match(path.name)
-        if match and path.is_dir() and not _alive(int(match.group(1))):
+        if match and path.is_dir() and not process_alive(int(match.group(1))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host still runs (a permission error means it does, as another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from .errors import CxrError
 from .schema import Table, table as table_def
+from .scratch import process_alive
 
 ROW_GROUP_ROWS = 128 * 1024
 FILE_ROWS = 4 * 1024 * 1024
@@ -289,7 +290,7 @@ class Store:
             return False
         if owner.get("host") != socket.gethostname():
             return False
-        return not any(_alive(pid) for pid in owner.get("pids", []) if pid > 1)
+        return not any(process_alive(pid) for pid in owner.get("pids", []) if pid > 1)
 
     # --- committing ----------------------------------------------------------------------
     def commit(self, staged: StagedPartition) -> int:
@@ -473,16 +474,6 @@ class _Stats:
                if usable(v) and usable(self.high[k])}
         high = {k: str(self.high[k]) if hasattr(self.high[k], "isoformat") else self.high[k] for k in low}
         return json.dumps({"numRecords": self.rows, "minValues": low, "maxValues": high, "nullCount": self.nulls})
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _quote(value: str) -> str:
