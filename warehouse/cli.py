@@ -37,7 +37,7 @@ def _is_user_error(e: Exception) -> bool:
     from .errors import CxrError
 
     known = (CxrError, ConfigError, duckdb.Error, FileNotFoundError, KeyError)
-    names = {"SourceError", "FetchError", "StoreError", "ConformError", "IngestFailed"}
+    names = {"SourceError", "FetchError", "StoreError", "ConformError"}
     return isinstance(e, known) or type(e).__name__ in names
 
 

@@ -39,10 +39,6 @@ class IngestBlocked(CxrError):
     """A blocking gate failed: nothing of the dataset was published."""
 
 
-class IngestFailed(CxrError):
-    """The ingest stopped with an error: nothing of the dataset was published."""
-
-
 @dataclass
 class IngestResult:
     dataset: str
@@ -182,7 +178,7 @@ class GatedIngest:
         hours = self.settings.retention_hours
         cutoff = time.time() - hours * 3600
         retained = publish_log.publishes(self.store)
-        latest = publish_log.adopted(self.store)
+        latest = {p.dataset: p for p in retained}   # oldest first, so the last one of each dataset wins
         for table in tables:
             keep = {p.versions[table] for p in retained
                     if table in p.versions and (p.published_at.timestamp() >= cutoff or latest.get(p.dataset) == p)}

@@ -67,10 +67,7 @@ def record(store: Store, *, dataset: str, run_id: str, versions: dict[str, int],
     }], schema=LOG_SCHEMA)
     write_deltalake(store.table_uri(LOG_TABLE), row, mode="append", storage_options=store.delta_options or None,
                     commit_properties=CommitProperties(custom_metadata={"cxr.dataset": dataset, "cxr.run_id": run_id}))
-    for entry in store.delta(LOG_TABLE).history(limit=50):
-        if entry.get("cxr.run_id") == run_id and entry.get("cxr.dataset") == dataset:
-            return int(entry["version"])
-    raise CxrError(f"the publish of {dataset} by run {run_id} is missing from {LOG_TABLE}")
+    return store.version_of_commit(LOG_TABLE, dataset, run_id)
 
 
 def current_version(store: Store) -> int | None:

@@ -312,7 +312,7 @@ class Store:
             partition_filters=[("dataset", "=", staged.dataset)],
             commit_properties=CommitProperties(custom_metadata={
                 "cxr.dataset": staged.dataset, "cxr.run_id": staged.run_id, "cxr.rows": str(staged.rows)}))
-        return self._version_of_commit(spec.name, staged.dataset, staged.run_id)
+        return self.version_of_commit(spec.name, staged.dataset, staged.run_id)
 
     def _write_data_files(self, staged: StagedPartition, spec: Table) -> list:
         """Delta data files (no partition columns inside, zstd) from the staged files, one for one, with stats."""
@@ -370,7 +370,8 @@ class Store:
                 raise StoreError(f"cannot create Delta table {uri}: {e}") from e
         return self.delta(spec.name)
 
-    def _version_of_commit(self, table: str, dataset: str, run_id: str) -> int:
+    def version_of_commit(self, table: str, dataset: str, run_id: str) -> int:
+        """The version a run's commit for a dataset got (from the commit info; others may commit meanwhile)."""
         for entry in self.delta(table).history(limit=50):
             if entry.get("cxr.run_id") == run_id and entry.get("cxr.dataset") == dataset:
                 return int(entry["version"])
