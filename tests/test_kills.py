@@ -49,20 +49,12 @@ def _consistent(wh: Warehouse) -> int:
     return images
 
 
-@pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_a_killed_ingest_never_tears_the_dataset(point, tmp_path, cache_dir, raw_files):
-    small = nih_subset(raw_files, tmp_path / "src-300", 300)
-    large = nih_subset(raw_files, tmp_path / "src-400", 400)
-    settings = make_settings(tmp_path, cache_dir, nih_cxr14=small)
-    wh = Warehouse(settings)
-    wh.ingest(["nih_cxr14"])
-    assert _consistent(wh) == 300
-    heads = {t: wh.store.delta(t).version() for t in ("images", "studies", "labels")}
-
-    target, attribute, when = KILL_POINTS[point]
+def kill_script(folder: Path, point: tuple[str, str, str], env: dict[str, str]) -> Path:
+    """A script that ingests NIH with these settings and dies (os._exit(9)) at the point."""
+    target, attribute, when = point
     module, _, cls = target.partition(":")
-    script = tmp_path / "script" / "kill.py"
-    script.parent.mkdir()
+    folder.mkdir()
+    script = folder / "kill.py"
     script.write_text(textwrap.dedent(f"""
         import importlib, os
         from warehouse import Warehouse
@@ -76,10 +68,24 @@ def test_a_killed_ingest_never_tears_the_dataset(point, tmp_path, cache_dir, raw
             result = real(*args, **kwargs)
             os._exit(9)
         setattr(owner, {attribute!r}, dying)
-        settings = Settings.load(env={{"CXR_WAREHOUSE": {settings.warehouse!r}, "CXR_CATALOG": {str(settings.catalog)!r},
-                                      "CXR_CACHE": {str(cache_dir)!r}, "CXR_SOURCE_NIH_CXR14": {str(large)!r}}})
-        Warehouse(settings).ingest(["nih_cxr14"])
+        Warehouse(Settings.load(env={env!r})).ingest(["nih_cxr14"])
     """))
+    return script
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_killed_ingest_never_tears_the_dataset(point, tmp_path, cache_dir, raw_files):
+    small = nih_subset(raw_files, tmp_path / "src-300", 300)
+    large = nih_subset(raw_files, tmp_path / "src-400", 400)
+    settings = make_settings(tmp_path, cache_dir, nih_cxr14=small)
+    wh = Warehouse(settings)
+    wh.ingest(["nih_cxr14"])
+    assert _consistent(wh) == 300
+    heads = {t: wh.store.delta(t).version() for t in ("images", "studies", "labels")}
+
+    env = {"CXR_WAREHOUSE": settings.warehouse, "CXR_CATALOG": str(settings.catalog), "CXR_CACHE": str(cache_dir),
+           "CXR_SOURCE_NIH_CXR14": str(large)}
+    script = kill_script(tmp_path / "script", KILL_POINTS[point], env)
     proc = subprocess.run([sys.executable, str(script)], cwd=script.parent)
     assert proc.returncode == 9, f"the ingest was not killed at {point}"
 
