@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 REPO = Path(__file__).parents[1]
 QUERY = "SELECT dataset, view_position, count(*) AS n FROM images GROUP BY ALL ORDER BY ALL"
@@ -71,9 +72,43 @@ def test_catalog_lists_tables_and_columns(public_warehouse):
     assert "view_position" in columns and "AP_SUPINE" in columns
 
 
-def test_unknown_dataset_is_refused(public_warehouse):
-    proc = cxr(public_warehouse, "ingest", "--dataset", "nope", check=False)
-    assert proc.returncode == 2 and "unknown dataset" in proc.stderr
+@pytest.mark.parametrize("command", [("ingest",), ("stats",)])
+def test_unknown_dataset_is_refused(public_warehouse, command):
+    proc = cxr(public_warehouse, *command, "--dataset", "nope", check=False)
+    assert proc.returncode == 2 and "unknown dataset 'nope'" in proc.stderr and "nih_cxr14" in proc.stderr
+    assert not proc.stdout, "nothing is printed as if it had worked"
+
+
+def test_version_names_the_package_and_schema(public_warehouse):
+    from warehouse import __version__
+    from warehouse.schema import SCHEMA_VERSION
+
+    proc = cxr(public_warehouse, "--version")
+    assert proc.stdout.strip() == f"cxr-warehouse {__version__} (schema {SCHEMA_VERSION})"
+
+
+def test_every_error_class_of_the_project_shares_one_base():
+    """So the CLI recognizes a user's error by its type: no class-name strings, no catch-all KeyError."""
+    import ast
+    import importlib
+
+    from warehouse.errors import CxrError
+
+    internal = {"JsonStreamError"}   # raised and caught inside one parser, re-raised as a SourceError
+    found = []
+    for path in (REPO / "warehouse").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(getattr(b, "id", getattr(b, "attr", "")).endswith(
+                    ("Error", "Exception", "Blocked", "Refused", "Timeout", "Catalog")) for b in node.bases):
+                module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+                found.append(getattr(importlib.import_module(module), node.name))
+    assert len(found) >= 10
+    assert [c.__name__ for c in found if not issubclass(c, CxrError) and c.__name__ not in internal] == []
+
+
+def test_an_unknown_table_is_one_line(public_warehouse):
+    proc = cxr(public_warehouse, "catalog", "nosuch", check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "nosuch" in proc.stderr
 
 
 def test_query_path_imports_neither_dagster_nor_great_expectations(public_warehouse):

@@ -18,6 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
+    unknown = _unknown_datasets(args)
+    if unknown:
+        from .sources import DATASETS
+
+        print(f"cxr {args.command}: unknown dataset {', '.join(map(repr, unknown))}; known: {', '.join(DATASETS)}",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         return args.handler(args) or 0
     except KeyboardInterrupt:
@@ -31,18 +38,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(e: Exception) -> bool:
+    """The project's own errors, DuckDB's (a user's SQL) and missing files: one line, no traceback."""
     import duckdb
 
-    from .config import ConfigError
     from .errors import CxrError
 
-    known = (CxrError, ConfigError, duckdb.Error, FileNotFoundError, KeyError)
-    names = {"SourceError", "FetchError", "StoreError", "ConformError"}
-    return isinstance(e, known) or type(e).__name__ in names
+    return isinstance(e, (CxrError, duckdb.Error, FileNotFoundError))
+
+
+def _unknown_datasets(args) -> list[str]:
+    """Dataset ids given with -d that no adapter knows (`samples` checks its own, smaller set)."""
+    from .sources import DATASETS
+
+    if args.command == "samples":
+        return []
+    return [d for d in getattr(args, "dataset", None) or [] if d not in DATASETS]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .schema import SCHEMA_VERSION
+
     parser = argparse.ArgumentParser(prog="cxr", description="Chest X-ray dataset warehouse and query catalog.")
+    parser.add_argument("--version", action="version", version=f"cxr-warehouse {__version__} (schema {SCHEMA_VERSION})")
     sub = parser.add_subparsers(dest="command", metavar="command")
 
     p = sub.add_parser("fetch-public", help="download and verify the public metadata (torchxrayvision wheel)")

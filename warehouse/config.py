@@ -39,6 +39,8 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .errors import CxrError
+
 DEFAULT_DATA_DIR = "cxr-data"
 DEFAULT_RETENTION_HOURS = 168.0   # a week, Delta Lake's own default for retired files
 DEFAULT_QUERY_TIMEOUT = 300.0     # seconds a user query may run
@@ -57,7 +59,7 @@ FILE_KEYS: tuple[str, ...] = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(CxrError, ValueError):
     """A configuration value is missing or malformed."""
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
+from .errors import CxrError
+
 from .schema import Table, table as table_def
 
 
-class ConformError(ValueError):
+class ConformError(CxrError, ValueError):
     """An adapter produced a frame that does not fit its canonical table."""
 
 

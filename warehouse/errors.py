@@ -9,6 +9,13 @@ class CxrError(Exception):
     """An error whose message is meant for the person running the command."""
 
 
+class UnknownName(CxrError, KeyError):
+    """A table, column, dataset or query name that does not exist; the message lists the known ones."""
+
+    def __str__(self) -> str:           # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
 class QueryRefused(CxrError):
     """User SQL asked for something the confined query surface does not allow (writing, attaching, ...)."""
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .errors import CxrError
+
 WHEEL_NAME = "torchxrayvision"
 WHEEL_VERSION = "1.5.7"
 WHEEL_FILE = f"{WHEEL_NAME}-{WHEEL_VERSION}-py3-none-any.whl"
@@ -46,7 +48,7 @@ LAYOUT: dict[str, dict[str, str]] = {
 _MARKER = ".complete"
 
 
-class FetchError(RuntimeError):
+class FetchError(CxrError, RuntimeError):
     """The public metadata could not be fetched or did not verify."""
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from .errors import UnknownName
+
 SCHEMA_VERSION = 1
 
 # --- closed vocabularies -----------------------------------------------------------------
@@ -79,7 +81,7 @@ class Table:
         for c in self.columns:
             if c.name == name:
                 return c
-        raise KeyError(f"{self.name} has no column {name!r}")
+        raise UnknownName(f"{self.name} has no column {name!r}")
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -353,7 +355,7 @@ def table(name: str) -> Table:
     try:
         return TABLES[name]
     except KeyError:
-        raise KeyError(f"unknown table {name!r}; known: {', '.join(TABLES)}") from None
+        raise UnknownName(f"unknown table {name!r}; known: {', '.join(TABLES)}") from None
 
 
 _DUCKDB_TYPES = {

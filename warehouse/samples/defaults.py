@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ..errors import UnknownName
+
 from .cohort import plan_mimic_cohort
 
 DEFAULT_SEED = 0
@@ -45,7 +47,7 @@ def write(dataset_id: str, out_dir: Path, *, patients: int, seed: int, cache: Pa
         if cache is not None:
             train = fetch_public(cache, say=progress).dataset_dir("chexpert") / "train.csv.gz"
         return chexpert_plus.write_samples(out_dir, patients=patients, seed=seed, chexpert_train_csv=train)
-    raise KeyError(f"no sample generator for {dataset_id!r}")
+    raise UnknownName(f"no sample generator for {dataset_id!r}")
 
 
 def generated_datasets() -> list[str]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+from ..errors import UnknownName
+
 if TYPE_CHECKING:
     from .base import Adapter, DatasetInfo
 
@@ -18,7 +20,7 @@ DATASETS: tuple[str, ...] = (
 
 def get_adapter(dataset_id: str) -> "Adapter":
     if dataset_id not in DATASETS:
-        raise KeyError(f"unknown dataset {dataset_id!r}; known: {', '.join(DATASETS)}")
+        raise UnknownName(f"unknown dataset {dataset_id!r}; known: {', '.join(DATASETS)}")
     return import_module(f"{__name__}.{dataset_id}").ADAPTER
 
 

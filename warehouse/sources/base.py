@@ -16,6 +16,8 @@ from typing import Callable, Iterable, Iterator, Protocol
 import fsspec
 import polars as pl
 
+from ..errors import CxrError
+
 SMALL_FILE_BYTES = 64 << 20  # files up to this size get a content hash in their fingerprint...
 HASHED_FILES_MAX = 200       # ...unless there are more files than this (a tree of 228k reports)
 
@@ -24,7 +26,7 @@ HASHED_FILES_MAX = 200       # ...unless there are more files than this (a tree 
 ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError)
 
 
-class SourceError(Exception):
+class SourceError(CxrError):
     """A dataset's files are missing or not in the shape the dataset publishes them."""
 
     def __init__(self, file: str, message: str, *, row: int | None = None, line: int | None = None,
