@@ -30,6 +30,18 @@ documented sample row has its IMPRESSION body in section_findings). We keep the 
 published them rather than re-splitting the text, because CheXbert's findings/impression labels were
 read from those same columns, so a label's `method` and the report section it describes agree;
 full_text is always the `report` column, with every header kept.
+
+What happens to bad input (quarantine rows name the file, record, line and column, with the record
+as written):
+- the CSV: a wrong header, an empty or header-only file, a truncated gzip or a stray quote (records
+  span lines, so nobody can tell where one ends) is a SourceError naming the file and line. A record
+  of the wrong width or with bytes that are not UTF-8 is quarantined whole; so is one whose
+  path_to_image is not a CheXpert path, or repeats an earlier record's (one row per image). An age
+  that is unreadable or out of range is quarantined (column `age`); the study keeps a null age_years.
+- a label file: an empty one, or a truncated gzip, is a SourceError. A line that is not a JSON
+  object, is not UTF-8, has a key that is not path_to_image or one of the 14 labels (a renamed label
+  would otherwise vanish), a value that is not a number or null, or a path already labelled on an
+  earlier line is quarantined whole; a fractional value is quarantined alone (column `value`).
 """
 from __future__ import annotations
 
@@ -41,7 +53,8 @@ import polars as pl
 from .. import findings, text
 from .base import DatasetInfo, SourceFolder, SourceResult
 from .chexpert import PATH_PATTERN
-from .csvread import read_csv
+from .base import SourceError
+from .csvread import Rejects, read_csv
 from .quarantine import QUARANTINE_COLUMNS, quarantine_rows
 from . import values
 
@@ -129,13 +142,24 @@ def _with_ids(frame: pl.DataFrame, path_column: str) -> pl.DataFrame:
 
 
 def _read_rows(src: SourceFolder, name: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """The image rows with their CheXpert ids; a row whose path is not a CheXpert path is quarantined."""
-    read = read_csv(src, name, columns=COLUMNS, header=HEADER, target_table="studies", one_line_records=False)
+    """The image rows with their CheXpert ids; rows that cannot be used and bad ages are quarantined."""
+    read = read_csv(src, name, columns=COLUMNS, header=HEADER, target_table="studies", one_line_records=False,
+                    require_rows=True)
+    rejects = Rejects(read, src.display(name))
     rows = _with_ids(read.frame, "path_to_image")
-    bad = rows.filter(pl.col("path").is_null()).with_columns(_raw=pl.col("path_to_image"))
-    return rows.filter(pl.col("path").is_not_null()), [read.rejects, quarantine_rows(
-        bad, target_table="studies", source_file=src.display(name), column="path_to_image",
-        reason="path_to_image is not <split>/patientN/studyN/viewN_<frontal|lateral>.jpg", one_line_rows=False)]
+    rejects.add(rows.filter(pl.col("path").is_null()), table="studies", column="path_to_image",
+                reason="path_to_image is not <split>/patientN/studyN/viewN_<frontal|lateral>.jpg")
+    rows = rows.filter(pl.col("path").is_not_null())
+    repeated = rows.with_columns(pl.col("_row").first().over("path_to_image").alias("_first")).filter(
+        pl.col("_row") != pl.col("_first"))
+    rejects.add(repeated.with_columns(pl.format("path_to_image repeats data record {}: an image has one row, so this "
+                                                "one is not used", "_first").alias("_reason")),
+                table="studies", column="path_to_image")
+    rows = rows.filter(pl.col("_row") == pl.col("_row").first().over("path_to_image"))
+    problem = values.age_problem(pl.col("age"))
+    rejects.add(rows.filter(problem.is_not_null()).with_columns(
+        (problem + "; the study keeps a null age_years").alias("_reason")), table="studies", column="age")
+    return rows, [read.rejects, *rejects.frames()]
 
 
 def _patients(rows: pl.DataFrame) -> pl.DataFrame:
@@ -151,7 +175,7 @@ def _studies(rows: pl.DataFrame) -> pl.DataFrame:
     As in the chexpert adapter, an age of 0 means unknown (CheXpert's train.csv has three, and Plus
     takes its ages from the same records), so age_years is null there; age_source keeps what was written.
     """
-    age = pl.col("age_source").str.strip_chars().cast(pl.Float32, strict=False)
+    age = values.age_years(pl.col("age_source"))
     return rows.group_by("study_id", maintain_order=True).agg(
         pl.col("patient_id").first(), pl.col("split").first(), pl.col("age").first().alias("age_source"),
     ).with_columns(pl.when(age > 0).then(age).alias("age_years"))
@@ -176,6 +200,8 @@ def _read_labels(src: SourceFolder, name: str, method: str) -> tuple[pl.DataFram
     """Long label rows (one per image and stated label) of one JSON Lines file, bad lines quarantined."""
     shown = src.display(name)
     data = src.read_bytes(name)
+    if not data.strip():
+        raise SourceError(shown, "is empty: a label file holds one JSON record per image")
     records, bad_lines = _label_records(data, shown)
     records = _with_ids(records, "path_to_image")
     long = records.filter(pl.col("path").is_not_null()).unpivot(
@@ -216,39 +242,66 @@ def _with_raw_lines(bad: pl.DataFrame, data: bytes) -> pl.DataFrame:
 def _label_records(data: bytes, shown: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The file's records with `_row` (their line number), and its unreadable lines as quarantine.
 
-    polars parses the whole file at once; only when it refuses (a malformed line, a value of the
-    wrong type) or blank lines would shift line numbers is it read line by line to find the bad lines.
+    polars parses the whole file at once; only when it refuses (a malformed line, bytes that are not
+    UTF-8), finds a key or type the format does not have or a path twice, or blank lines would shift
+    line numbers, is the file read line by line to find the bad lines.
     """
     if b"\n\n" not in data.rstrip(b"\n"):
         try:
-            frame = pl.read_ndjson(io.BytesIO(data), schema=LABEL_SCHEMA)
+            frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
         except pl.exceptions.PolarsError:
-            pass
-        else:
+            frame = None
+        if frame is not None and _fits_label_schema(frame):
+            frame = frame.select(pl.col(k).cast(t) if k in frame.columns else pl.lit(None, t).alias(k)
+                                 for k, t in LABEL_SCHEMA.items())
             return (frame.with_columns(pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("_row")),
                     pl.DataFrame(schema=QUARANTINE_COLUMNS))
     return _label_records_by_line(data, shown)
 
 
+def _fits_label_schema(frame: pl.DataFrame) -> bool:
+    """Only known keys, numeric or null labels, a path string on every record, no path twice."""
+    numeric = (pl.Float64, pl.Int64, pl.Null)
+    return (set(frame.columns) <= set(LABEL_SCHEMA) and frame.schema.get("path_to_image") == pl.String
+            and all(frame.schema[k] in numeric for k in LABELS if k in frame.columns)
+            and frame["path_to_image"].null_count() == 0 and frame["path_to_image"].is_unique().all())
+
+
 def _label_records_by_line(data: bytes, shown: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     good: list[dict] = []
     bad: list[dict] = []
-    for number, line in enumerate(data.decode("utf-8", "replace").split("\n"), start=1):
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        line = raw.decode("utf-8", "replace").rstrip("\r")
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-            problem = _label_record_problem(record)
-        except ValueError as e:
-            problem = f"not a JSON object: {e}"
+        record, problem = _parse_label_line(raw)
+        if problem is None and record["path_to_image"] in seen:
+            first = seen[record["path_to_image"]]
+            problem = f"path_to_image is already labelled on line {first}; this line is not used"
         if problem:
             bad.append({"target_table": "labels", "source_file": shown, "row_number": number,
                         "line_number": number, "column_name": "", "value": None, "reason": problem,
                         "raw_record": line})
         else:
+            seen[record["path_to_image"]] = number
             good.append({**{k: record.get(k) for k in LABEL_SCHEMA}, "_row": number})
     frame = pl.DataFrame(good, schema={**LABEL_SCHEMA, "_row": pl.Int64})
     return frame, pl.DataFrame(bad, schema=QUARANTINE_COLUMNS)
+
+
+def _parse_label_line(raw: bytes) -> tuple[dict | None, str | None]:
+    """(record, None) for a good line, else (None, why it is not one)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 text: {e}"
+    try:
+        record = json.loads(text)
+    except ValueError as e:
+        return None, f"not a JSON object: {e}"
+    problem = _label_record_problem(record)
+    return (None, problem) if problem else (record, None)
 
 
 def _label_record_problem(record) -> str | None:
@@ -256,6 +309,9 @@ def _label_record_problem(record) -> str | None:
         return "record is not a JSON object"
     if not isinstance(record.get("path_to_image"), str):
         return "record has no path_to_image string"
+    unknown = sorted(set(record) - set(LABEL_SCHEMA))
+    if unknown:
+        return f"keys that are not path_to_image or a CheXbert label: {', '.join(unknown)}"
     wrong = [k for k in LABELS if not (record.get(k) is None or type(record[k]) in (int, float))]
     return f"label value is not a number or null: {', '.join(wrong)}" if wrong else None
 

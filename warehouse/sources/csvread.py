@@ -12,9 +12,11 @@ records in = rows kept + records rejected, or a SourceError. Records are counted
 - one-record-per-line formats (`one_line_records`): each non-blank physical line after the header is a
   record. A line whose quotes do not balance is quarantined whole (reason `unbalanced quote`, its
   column and raw line) and DuckDB reads the file without it, so it cannot absorb its neighbours.
-- formats whose quoted fields may hold newlines: Python's csv module (strict) counts the records. If it
-  cannot parse the file, or the counts differ, the read is a SourceError naming the file and line:
-  with multi-line records nobody can tell where a record with a stray quote ends.
+- formats whose quoted fields may hold newlines: Python's csv module (strict) counts the records and
+  notes the physical line each starts on. If it cannot parse the file, or the counts differ, the read
+  is a SourceError naming the file and line: with multi-line records nobody can tell where a record
+  with a stray quote ends. DuckDB numbers such a file's records, not its lines (record N is its
+  "line" N + 1), so rejects and `_row` are record numbers and quarantine rows get the physical line.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import polars as pl
 
 from ..scratch import scratch_dir
 from .base import SourceError, SourceFolder
-from .quarantine import QUARANTINE_COLUMNS, empty_quarantine
+from .quarantine import QUARANTINE_COLUMNS, empty_quarantine, quarantine_rows
 
 
 @dataclass
@@ -42,16 +44,58 @@ class CsvRead:
     records: int = 0             # data records in the file (the account: kept + rejected)
     src: SourceFolder | None = None
     name: str = ""
+    one_line_records: bool = True
 
     def with_raw(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """`rows` (a slice of `frame`, one-line formats) with `_raw`, the record as written in the file."""
+        """`rows` (a slice of `frame`) with `_raw`, the record as written in the file.
+
+        For multi-line formats also `_line`, the physical line the record starts on (quarantine_rows
+        uses it), since there record N is not on line N + 1.
+        """
         wanted = set(rows["_row"].to_list())
+        if not self.one_line_records:
+            found = _raw_records(self.src, self.name, wanted) if wanted else {}
+            return rows.with_columns(
+                pl.col("_row").replace_strict({n: raw for n, (_, raw) in found.items()}, default=None,
+                                              return_dtype=pl.String).alias("_raw"),
+                pl.col("_row").replace_strict({n: line for n, (line, _) in found.items()}, default=None,
+                                              return_dtype=pl.Int64).alias("_line"))
         raw: dict[int, str] = {}
         if wanted:
             for line_no, line in _data_lines(self.src, self.name):
                 if line_no - 1 in wanted:
                     raw[line_no - 1] = _text(line)
         return rows.with_columns(pl.col("_row").replace_strict(raw, default=None, return_dtype=pl.String).alias("_raw"))
+
+
+class Rejects:
+    """Bad rows of one CsvRead gathered by an adapter, made into quarantine rows at the end.
+
+    Each bad frame is a slice of `read.frame` (it has `_row`). The raw records of all of them are
+    fetched in one pass over the file (CsvRead.with_raw), not one pass per kind of problem. A
+    `_reason` column in a bad frame overrides `reason` per row.
+    """
+
+    def __init__(self, read: CsvRead, where: str):
+        self.read, self.where = read, where
+        self.pending: list[tuple[pl.DataFrame, str, str, str]] = []
+
+    def add(self, bad: pl.DataFrame, *, table: str, column: str, reason: str = "") -> None:
+        if not bad.is_empty():
+            self.pending.append((bad, table, column, reason))
+
+    def frames(self) -> list[pl.DataFrame]:
+        if not self.pending:
+            return []
+        wanted = pl.concat([bad.select("_row") for bad, *_ in self.pending]).unique().sort("_row")
+        raw = self.read.with_raw(wanted)
+        out = []
+        for bad, table, column, reason in self.pending:
+            bad = bad.drop("_raw", "_line", strict=False).join(raw, on="_row", how="left", maintain_order="left")
+            rows = quarantine_rows(bad, target_table=table, source_file=self.where, column=column, reason=reason,
+                                   one_line_rows=self.read.one_line_records)
+            out.append(rows.with_columns(bad["_reason"].alias("reason")) if "_reason" in bad.columns else rows)
+        return out
 
 
 @contextmanager
@@ -122,7 +166,9 @@ def read_csv(src: SourceFolder, name: str, *, columns: dict[str, str], header: s
         lines, unbalanced = _scan_lines(src, name)
         records = len(lines)
     else:
-        lines, unbalanced, records = None, {}, _count_records(src, name)
+        unbalanced = {}
+        lines = _record_lines(src, name)     # physical start line of each record
+        records = len(lines)
     tmp = scratch_dir("csv")
     try:
         con = duckdb.connect()
@@ -140,17 +186,18 @@ def read_csv(src: SourceFolder, name: str, *, columns: dict[str, str], header: s
     rejected = set(rejects["line"].to_list()) | set(unbalanced)
     if one_line_records:
         kept = pl.Series("_row", [n - 1 for n in lines if n not in rejected], dtype=pl.Int64)
-    else:
-        kept = pl.int_range(1, records - len(rejected) + 1, eager=True, dtype=pl.Int64).alias("_row")
+    else:   # DuckDB's "line" of record N is N + 1 here
+        kept = pl.Series("_row", [n for n in range(1, records + 1) if n + 1 not in rejected], dtype=pl.Int64)
     if kept.len() != frame.height:
         raise SourceError(display, f"{records} data records, but {frame.height} were read and {len(rejected)} "
                                    "rejected; a quote may be unbalanced, so records may have merged")
     frame = frame.with_columns(kept)
-    quarantine = pl.concat([_quarantine_from_rejects(rejects, display, target_table, columns, one_line_records),
+    quarantine = pl.concat([_quarantine_from_rejects(rejects, display, target_table, columns,
+                                                     None if one_line_records else lines),
                             _unbalanced_rows(unbalanced, display, target_table, list(columns))])
     if require_rows and not records:
         raise SourceError(display, "has a header but no data rows")
-    return CsvRead(frame, quarantine, found, records, src, name)
+    return CsvRead(frame, quarantine, found, records, src, name, one_line_records)
 
 
 def _duckdb_read(con: duckdb.DuckDBPyConnection, url: str, columns: dict[str, str], display: str):
@@ -179,19 +226,53 @@ def _scan_lines(src: SourceFolder, name: str) -> tuple[list[int], dict[int, str]
     return lines, unbalanced
 
 
-def _count_records(src: SourceFolder, name: str) -> int:
-    """Data records as a strict RFC-4180 reader (Python's csv module) sees them; blank lines are not records."""
+def _records(src: SourceFolder, name: str, raw: bool = True):
+    """(physical start line, record, raw text) of each data record, read by a strict RFC-4180 reader.
+
+    Blank lines are not records. The raw text is the record's lines exactly as written (undecodable
+    bytes replaced); the csv module reads no further than the record it returns, so the lines it
+    pulled since the last record are that record.
+    """
     with _binary(src, name) as stream:
         text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
-        reader = csv.reader(text, strict=True)
+        pulled: list[str] = []
+
+        def lines():
+            for line in text:
+                pulled.append(line)
+                yield line
+
+        reader = csv.reader(lines(), strict=True)
         try:
             next(reader, None)
-            return sum(1 for record in reader if record)
+            end = reader.line_num
+            pulled.clear()
+            for record in reader:
+                if record:
+                    yield end + 1, record, "".join(pulled).rstrip("\r\n") if raw else None
+                end = reader.line_num
+                pulled.clear()
         except csv.Error as e:
             raise SourceError(src.display(name), f"is not valid CSV ({e}); a quote may be unbalanced",
                               line=reader.line_num) from None
         except (OSError, EOFError, zlib.error) as e:
             raise SourceError(src.display(name), f"cannot be read ({e})", line=reader.line_num + 1) from None
+
+
+def _record_lines(src: SourceFolder, name: str) -> list[int]:
+    """The physical line each data record starts on (their count is the file's record count)."""
+    return [line for line, _, _ in _records(src, name, raw=False)]
+
+
+def _raw_records(src: SourceFolder, name: str, wanted: set[int]) -> dict[int, tuple[int, str]]:
+    """Record number -> (start line, raw text) for the `wanted` data records (1-based)."""
+    found: dict[int, tuple[int, str]] = {}
+    for number, (line, _, raw) in enumerate(_records(src, name), 1):
+        if number in wanted:
+            found[number] = (line, raw)
+            if len(found) == len(wanted):
+                break
+    return found
 
 
 def _without_lines(src: SourceFolder, name: str, skip: dict[int, str], folder: str) -> str:
@@ -246,7 +327,8 @@ def _sql_literal(value) -> str:
 
 
 def _quarantine_from_rejects(rejects: pl.DataFrame, file: str, target_table: str, columns: dict[str, str],
-                             one_line_records: bool) -> pl.DataFrame:
+                             record_lines: list[int] | None) -> pl.DataFrame:
+    """Quarantine rows of DuckDB's rejects; `record_lines` (multi-line formats) maps record N to its line."""
     if rejects.is_empty():
         return empty_quarantine()
     names = list(columns)
@@ -266,9 +348,12 @@ def _quarantine_from_rejects(rejects: pl.DataFrame, file: str, target_table: str
             value = fields[idx] if idx < len(fields) else None
         if whole_row:
             reported_lines.add(line)
+        record = int(line) - 1
+        physical = int(line) if record_lines is None or not 0 < record <= len(record_lines) \
+            else record_lines[record - 1]
         rows.append({
             "target_table": target_table, "source_file": file,
-            "row_number": int(line) - 1 if one_line_records else None, "line_number": int(line),
+            "row_number": record, "line_number": physical,
             "column_name": "" if whole_row else (column or ""), "value": value,
             "reason": f"{error_type.lower()}: {message}", "raw_record": raw,
         })

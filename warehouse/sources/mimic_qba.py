@@ -30,6 +30,16 @@ CheXpert convention that hedged mentions are uncertain). When a study mentions a
 once, positive beats uncertain beats negative; `method` keeps the probability word of the reading
 kept, `locations` the regions of all its mentions.
 
+What happens to bad input: QBA is all or nothing, because a study's QA missing is not visible in
+any row. A truncated or empty qa.zip, a member path leaving the dataset (`../`, absolute), two
+members for one study, a member that is not JSON (cut, empty, not UTF-8) or not of the documented
+shape (a string where a number belongs), one without study_id or patient_id, a question_id twice
+in one study, or a quality code quality_mappings.csv does not list: SourceError naming the archive
+member, and nothing of the dataset is published. Other members of qa.zip (a nested zip, a
+README) are not read: one quarantine row each, with a note. A quality_mappings.csv row that cannot
+be read, or whose code is not an integer, and a metadata file that is unreadable, truncated, or
+without rows: SourceError naming the file (and line and column where there is one).
+
 Streaming: both archives go through qba_stream (chunks of whole members parsed by DuckDB, never
 extracted to disk, never all in memory). Sub-answers are typed to MAX_LEVEL nesting levels; an
 answer nested deeper makes its member fail loudly rather than lose rows.
@@ -45,7 +55,8 @@ from .. import findings
 from .base import DatasetInfo, SourceError, SourceFolder, SourceResult
 from .csvread import read_csv
 from .mimic_cxr import SPLIT_COLUMNS, SPLIT_FILE, SPLIT_HEADER, SPLIT_WORDS
-from .qba_stream import ChunkOutput, archive_members, stream_members
+from .qba_stream import ChunkOutput, archive_members, member_quarantine, stream_members
+from .quarantine import QUARANTINE_COLUMNS
 from . import values
 
 INFO = DatasetInfo(
@@ -116,8 +127,11 @@ class MimicQba:
         frontal = images.filter("is_frontal").select("study_id").unique()
 
         qa_infos, others = archive_members(src, QA_ZIP, ".qa.json")
+        if not qa_infos:
+            raise SourceError(src.display(QA_ZIP), "holds no *.qa.json members: there would be no questions")
         if others:
-            notes.append(f"{others} members of {QA_ZIP} are not *.qa.json and were not read")
+            notes.append(f"{len(others)} members of {QA_ZIP} are not *.qa.json and were not read")
+            quarantine.append(_unread_members(src, others))
         scene = src.first_existing(SCENE_ZIP)
         scene_infos = archive_members(src, scene, ".scene_graph.json")[0] if scene else []
         if not scene:
@@ -148,6 +162,13 @@ class MimicQba:
         return SourceResult(tables, quarantine, files, notes, batches())
 
 
+def _unread_members(src: SourceFolder, others) -> pl.DataFrame:
+    """One quarantine row per member of qa.zip that is not a study's QA document."""
+    return pl.DataFrame([member_quarantine("qa_questions", src.display(f"{QA_ZIP}:{info.filename}"),
+                                           "not a *.qa.json member (e.g. a nested archive); it is not read")
+                         for info in others], schema=QUARANTINE_COLUMNS)
+
+
 def _refuse_unreadable(unreadable: list[pl.DataFrame]) -> None:
     """A member that cannot be read is a whole study missing: name every one and publish nothing."""
     bad = pl.concat(unreadable) if unreadable else pl.DataFrame()
@@ -166,11 +187,19 @@ def _grades(src: SourceFolder) -> pl.DataFrame:
     name = src.require(QUALITY_FILE)
     read = read_csv(src, name, columns={c: "VARCHAR" for c in QUALITY_HEADER.split(",")}, header=QUALITY_HEADER,
                     target_table="qa_questions")
+    if not read.rejects.is_empty():
+        bad = read.rejects.row(0, named=True)
+        raise SourceError(src.display(name), f"cannot be read ({bad['reason']}); every code is needed to grade "
+                                             "questions", line=bad["line_number"], column=bad["column_name"] or None)
     rating = read.frame.filter(pl.col("field") == "rating")
     if rating.is_empty():
         raise SourceError(src.display(name), "has no rows for field 'rating': question grades cannot be decoded")
-    grades = rating.select(pl.col("code").cast(pl.Int64).alias("code"),
-                           pl.col("grade").fill_null("unrated").alias("grade"))
+    codes = rating["code"].str.strip_chars().cast(pl.Int64, strict=False)
+    if codes.null_count():
+        row = rating.filter(codes.is_null()).row(0, named=True)
+        raise SourceError(src.display(name), f"code {row['code']!r} is not an integer", line=row["_row"] + 1,
+                          column="code")
+    grades = rating.select(codes.alias("code"), pl.col("grade").fill_null("unrated").alias("grade"))
     unknown = set(grades["grade"]) - {"A++", "A+", "A", "B", "C", "D", "unrated"}
     if unknown:
         raise SourceError(src.display(name), f"column grade has values outside A++…D: {sorted(unknown)}")
@@ -196,8 +225,14 @@ def _metadata_file(src: SourceFolder, level: str) -> str:
 
 def _read_metadata(src: SourceFolder, level: str) -> pl.DataFrame:
     name = _metadata_file(src, level)
-    with src.open(name) as f:
-        frame = pl.read_parquet(f) if name.endswith(".parquet") else pl.read_csv(f, infer_schema=False)
+    try:
+        with src.open(name) as f:
+            frame = pl.read_parquet(f) if name.endswith(".parquet") else pl.read_csv(f, infer_schema=False)
+    except (pl.exceptions.PolarsError, OSError, EOFError, ValueError) as e:
+        raise SourceError(src.display(name), f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") \
+            from None
+    if frame.is_empty():
+        raise SourceError(src.display(name), f"has no rows: the {level} level cannot be empty")
     expected = {"patient": {"patient_id"}, "study": {"patient_id", "study_id"},
                 "image": {"patient_id", "study_id", "image_id"}}[level]
     if not expected <= set(frame.columns):
@@ -262,12 +297,24 @@ def _flatten_answers(con: duckdb.DuckDBPyConnection, where) -> None:
         con.execute(f"INSERT INTO answers SELECT sid, qid, parent, {ANSWER_FIELDS} FROM level")
 
 
+def _refuse_bad_keys(con: duckdb.DuckDBPyConnection, where) -> None:
+    """A member without its study or patient id, or with a question id twice, cannot be keyed."""
+    for column in ("study_id", "patient_id"):
+        missing = con.sql(f"SELECT m FROM chunk WHERE d.{column} IS NULL OR trim(d.{column}) = '' LIMIT 1").fetchall()
+        if missing:
+            raise SourceError(where(missing[0][0]), f"has no {column}, so its questions cannot be keyed", column=column)
+    twice = con.sql("SELECT m, qid FROM qs GROUP BY m, qid HAVING count(*) > 1 LIMIT 1").fetchall()
+    if twice:
+        raise SourceError(where(twice[0][0]), f"holds question_id {twice[0][1]!r} twice", column="question_id")
+
+
 def _extract_qa(con: duckdb.DuckDBPyConnection, where) -> ChunkOutput:
     con.execute("""
         CREATE OR REPLACE TEMP TABLE qs AS
         SELECT m, regexp_replace(d.study_id, '^s', '') AS sid, regexp_replace(d.patient_id, '^p', '') AS pid,
                q.question_id AS qid, q
         FROM (SELECT m, d, unnest(d.questions) AS q FROM chunk)""")
+    _refuse_bad_keys(con, where)
     unknown = con.sql("SELECT m, q.question_quality.rating FROM qs ANTI JOIN grade_codes g "
                       "ON g.code = q.question_quality.rating LIMIT 1").fetchall()
     if unknown:

@@ -18,7 +18,7 @@ Format notes, checked against the real file (160,861 rows; 109,931 studies; 67,6
   spaces; `normal`, `exclude`, `suboptimal study`, `unchanged` are kept as labels. 103 rows have
   `nan` instead of a list: one quarantine row each (column Labels), the image still ingested.
   In 3,041 rows the list holds an empty entry '' and in 669 a label twice: no label row for ''
-  and one row per distinct label.
+  and one row per distinct label. An empty Labels field (none in the real file) means no labels.
 - `LabelsLocalizationsBySentence` is a list of sentences (each `[labels…, 'loc …'…]`) for the
   39,053 `MethodLabel = Physician` studies, but one flat list for the `RNN_model` studies, and
   13 rows have a `nan` sentence. A label's locations are the 'loc …' entries of the groups it
@@ -36,6 +36,23 @@ Format notes, checked against the real file (160,861 rows; 109,931 studies; 67,6
   sexes and 356 two birth years across studies: a patient keeps their earliest study's values,
   each study's age uses its own row's birth year.
 - No official split: every row is `unassigned`.
+
+What happens to a bad row (each quarantine row names the file, data record, physical line and
+column, and carries the record as written in the file):
+- a record the CSV reader cannot split (too many or too few fields, bytes that are not UTF-8):
+  quarantined whole by csvread. A stray quote opening a field, after which nobody can tell where
+  records end, is a SourceError naming the file and line; a quote inside an unquoted field is a
+  character of the value. A wrong header, an empty or header-only file or a truncated gzip: SourceError.
+- an empty ImageID, StudyID or PatientID (empty, blank or `nan`): quarantined with that column; the
+  image is not loaded, since it could not be keyed or attached to its study and patient.
+- a value that does not convert (StudyDate_DICOM, PatientBirth, Rows_DICOM, Columns_DICOM): quarantined
+  with its column; the image is loaded with that value null.
+- a birth year giving an age below 0 or over values.MAX_AGE_YEARS: quarantined (column PatientBirth,
+  table studies); the study is loaded with a null age_years and age_source as written.
+- Labels: empty means the image has no labels (not an error); `nan` (pandas' missing value) or text
+  that is not a list of quoted strings is quarantined (table labels): the study gets no label rows
+  from it and the image is loaded.
+- a second image under the same ImageID is not caught here: the images key check blocks the ingest.
 """
 from __future__ import annotations
 
@@ -43,8 +60,8 @@ import polars as pl
 
 from .. import findings, text
 from .base import DatasetInfo, SourceFolder, SourceResult
-from .csvread import read_csv
-from .quarantine import empty_quarantine, quarantine_rows
+from .csvread import Rejects, read_csv
+from .quarantine import quarantine_rows
 from . import values
 
 INFO = DatasetInfo(
@@ -88,18 +105,14 @@ class PadChest:
     def read(self, src: SourceFolder, progress=None, related=None) -> SourceResult:
         name = src.require(FILE)
         where = src.display(name)
-        read = read_csv(src, name, columns=COLUMNS, header=HEADER, target_table="images", one_line_records=False)
-        rows, quarantine = _with_ids(read.frame, where)
-        quarantine.insert(0, read.rejects)
-        rows, conflicts = _one_patient_per_study(rows, where)
-        quarantine.append(conflicts)
-        rows, bad_values = _parse_values(rows, where)
-        quarantine += bad_values
-        parsable = rows["Labels"].str.contains(LIST_LITERAL).fill_null(False)
-        quarantine.append(quarantine_rows(
-            rows.filter(~parsable), target_table="labels", source_file=where, column="Labels",
-            reason="Labels is not a Python list of quoted strings", one_line_rows=False))
-        rows = rows.with_columns(parsable.alias("_labels_ok"))
+        read = read_csv(src, name, columns=COLUMNS, header=HEADER, target_table="images", one_line_records=False,
+                        require_rows=True)
+        rejects = Rejects(read, where)
+        rows = _with_ids(read.frame, rejects)
+        rows = _one_patient_per_study(rows, rejects)
+        rows = _parse_values(rows, rejects)
+        rows = _check_labels(rows, rejects)
+        quarantine = [read.rejects, *rejects.frames()]
         reports, notes = _reports(rows, name)
         tables = {
             "patients": _patients(rows),
@@ -111,18 +124,24 @@ class PadChest:
         return SourceResult(tables, quarantine, [name], notes)
 
 
-def _with_ids(rows: pl.DataFrame, where: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+def _blank_id(column: str) -> pl.Expr:
+    """An id that is missing: null, blank, or pandas' `nan`."""
+    text = pl.col(column).str.strip_chars()
+    return pl.col(column).is_null() | (text == "") | (text == NA)
+
+
+def _with_ids(rows: pl.DataFrame, rejects: Rejects) -> pl.DataFrame:
     """Rows that have the three ids; the others are quarantined (an image needs all of them)."""
-    quarantine = []
     for column in ("ImageID", "StudyID", "PatientID"):
-        missing = rows.filter(pl.col(column).is_null())
-        quarantine.append(quarantine_rows(missing, target_table="images", source_file=where, column=column,
-                                          reason=f"{column} is empty", one_line_rows=False))
-        rows = rows.filter(pl.col(column).is_not_null())
-    return rows, quarantine
+        missing = _blank_id(column)
+        rejects.add(rows.filter(missing), table="images", column=column,
+                    reason=f"{column} is empty; an image row needs ImageID, StudyID and PatientID, so it is "
+                           "not loaded")
+        rows = rows.filter(~missing)
+    return rows
 
 
-def _one_patient_per_study(rows: pl.DataFrame, where: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _one_patient_per_study(rows: pl.DataFrame, rejects: Rejects) -> pl.DataFrame:
     """Rows filing a study under a second patient are quarantined; the majority patient keeps it."""
     counts = (
         rows.with_row_index("_order").group_by("StudyID", "PatientID")
@@ -130,40 +149,58 @@ def _one_patient_per_study(rows: pl.DataFrame, where: str) -> tuple[pl.DataFrame
     )
     shared = counts.filter(pl.col("StudyID").is_duplicated())
     if shared.is_empty():
-        return rows, empty_quarantine()
+        return rows
     keep = (
         shared.sort("_n", "_order", descending=[True, False]).group_by("StudyID", maintain_order=True)
         .agg(pl.col("PatientID").first().alias("_kept"), pl.col("PatientID").alias("_all"))
     )
     marked = rows.join(keep, on="StudyID", how="left", maintain_order="left")
     moved = marked.filter(pl.col("_kept").is_not_null() & (pl.col("PatientID") != pl.col("_kept")))
-    quarantine = pl.concat([
-        quarantine_rows(group, target_table="images", source_file=where, column="PatientID",
-                        reason=f"StudyID {study} is filed under patients {', '.join(group['_all'][0])}; "
-                               f"the study is kept under {group['_kept'][0]}", one_line_rows=False)
-        for (study,), group in moved.group_by("StudyID", maintain_order=True)
-    ])
-    return marked.filter(pl.col("_kept").is_null() | (pl.col("PatientID") == pl.col("_kept"))).drop("_kept", "_all"), \
-        quarantine
+    for (study,), group in moved.group_by("StudyID", maintain_order=True):
+        rejects.add(group.drop("_kept", "_all"), table="images", column="PatientID",
+                    reason=f"StudyID {study} is filed under patients {', '.join(group['_all'][0])}; "
+                           f"the study is kept under {group['_kept'][0]}")
+    return marked.filter(pl.col("_kept").is_null() | (pl.col("PatientID") == pl.col("_kept"))).drop("_kept", "_all")
 
 
-def _parse_values(rows: pl.DataFrame, where: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Typed copies of the text columns we use; a value that does not convert is quarantined."""
+def _parse_values(rows: pl.DataFrame, rejects: Rejects) -> pl.DataFrame:
+    """Typed copies of the text columns we use; a value that does not convert is quarantined.
+
+    The image keeps its row with that value null. `_age` is the study year minus the birth year;
+    out of range (values.age_problem) it is null and quarantined under PatientBirth.
+    """
     parsed = {
         "_study_date": (pl.col("StudyDate_DICOM").str.strptime(pl.Date, "%Y%m%d", strict=False), "StudyDate_DICOM",
                         "not a YYYYMMDD date"),
-        "_birth": (pl.col("PatientBirth").cast(pl.Float64, strict=False), "PatientBirth", "not a year"),
+        "_birth": (pl.col("PatientBirth").cast(pl.Float64, strict=False).fill_nan(None), "PatientBirth",
+                   "not a year"),
         "_height": (pl.col("Rows_DICOM").cast(pl.Int32, strict=False), "Rows_DICOM", "not an integer"),
         "_width": (pl.col("Columns_DICOM").cast(pl.Int32, strict=False), "Columns_DICOM", "not an integer"),
     }
     rows = rows.with_columns(expr.alias(name) for name, (expr, _, _) in parsed.items())
-    quarantine = [
-        quarantine_rows(rows.filter(pl.col(name).is_null() & pl.col(column).is_not_null() & (pl.col(column) != NA)),
-                        target_table="images", source_file=where, column=column, reason=f"{column} is {why}",
-                        one_line_rows=False)
-        for name, (_, column, why) in parsed.items()
-    ]
-    return rows, quarantine
+    for name, (_, column, why) in parsed.items():
+        rejects.add(rows.filter(pl.col(name).is_null() & pl.col(column).is_not_null() & (pl.col(column) != NA)),
+                    table="images", column=column, reason=f"{column} is {why}")
+    age = pl.col("_study_date").dt.year() - pl.col("_birth")
+    problem = values.age_problem(age)
+    rejects.add(rows.filter(problem.is_not_null()).with_columns(
+        pl.format("age from PatientBirth and StudyDate_DICOM ({}) {}; the study's age_years is null",
+                  age, problem.str.strip_prefix("age ")).alias("_reason")), table="studies", column="PatientBirth")
+    return rows.with_columns(values.age_years(age).alias("_age"))
+
+
+def _check_labels(rows: pl.DataFrame, rejects: Rejects) -> pl.DataFrame:
+    """`_labels_ok`: Labels is a list of quoted strings, or empty (no labels); anything else is quarantined."""
+    empty = pl.col("Labels").is_null() | (pl.col("Labels").str.strip_chars() == "")
+    parsable = empty | pl.col("Labels").str.contains(LIST_LITERAL).fill_null(False)
+    bad = rows.filter(~parsable).with_columns(
+        pl.when(pl.col("Labels").str.strip_chars() == NA)
+        .then(pl.lit(f"Labels is '{NA}' (pandas' missing value), not a list: the study gets no label rows from "
+                     "it; the image is loaded"))
+        .otherwise(pl.lit("Labels is not a Python list of quoted strings (like ['normal', 'pneumonia']): the "
+                          "study gets no label rows from it; the image is loaded")).alias("_reason"))
+    rejects.add(bad, table="labels", column="Labels")
+    return rows.with_columns(parsable.alias("_labels_ok"))
 
 
 def _na_to_null(column: str) -> pl.Expr:
@@ -188,12 +225,12 @@ def _images(rows: pl.DataFrame) -> pl.DataFrame:
 def _studies(rows: pl.DataFrame) -> pl.DataFrame:
     return (
         rows.group_by("StudyID", "PatientID", maintain_order=True)
-        .agg(pl.col("_study_date").first(), pl.col("_birth").first(), pl.col("PatientBirth").first())
+        .agg(pl.col("_study_date").first(), pl.col("_age").first(), pl.col("PatientBirth").first())
         .select(
             pl.col("StudyID").alias("study_id"), pl.col("PatientID").alias("patient_id"),
             pl.lit("unassigned").alias("split"),
             pl.col("_study_date").alias("study_date"),
-            (pl.col("_study_date").dt.year() - pl.col("_birth")).cast(pl.Float32).alias("age_years"),
+            pl.col("_age").cast(pl.Float32).alias("age_years"),
             pl.col("PatientBirth").alias("age_source"),
         )
     )

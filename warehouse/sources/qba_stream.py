@@ -14,7 +14,9 @@ Parquet). At most `workers + 1` chunks are in flight, so memory depends on the c
 on the archive size. Results come back in archive order.
 
 Safety: every member name is checked before any member is read; one that is absolute or climbs
-out with `..` is a SourceError naming it (a hostile archive is refused whole). A member that is not
+out with `..` is a SourceError naming it (a hostile archive is refused whole), and so are two
+wanted members with the same file name in different folders (one document per study: a second
+copy would publish the study twice). A member that is not
 JSON, or JSON of another shape, is found by re-reading the failed chunk member by member and comes
 back as a quarantine row naming it; the other members of the chunk are read again without it.
 """
@@ -68,11 +70,11 @@ def leaves_root(name: str) -> bool:
     return path.startswith("/") or bool(_DRIVE.match(path)) or ".." in path.split("/")
 
 
-def archive_members(src: SourceFolder, name: str, suffix: str) -> tuple[list[zipfile.ZipInfo], int]:
-    """The archive's members named *suffix, and how many other file members it has.
+def archive_members(src: SourceFolder, name: str, suffix: str) -> tuple[list[zipfile.ZipInfo], list[zipfile.ZipInfo]]:
+    """The archive's members named *suffix, and its other file members.
 
     Reads only the central directory. Raises SourceError naming the first member whose path
-    leaves the dataset, before anything is read from the archive.
+    leaves the dataset, or two wanted members of the same file name, before anything is read.
     """
     with src.open(name) as raw:
         try:
@@ -85,7 +87,14 @@ def archive_members(src: SourceFolder, name: str, suffix: str) -> tuple[list[zip
                                                  "(absolute or '..'); the archive is refused and nothing is ingested")
     files = [info for info in infos if not info.is_dir()]
     wanted = [info for info in files if info.filename.endswith(suffix)]
-    return wanted, len(files) - len(wanted)
+    first: dict[str, str] = {}
+    for info in wanted:
+        base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
+        if base in first:
+            raise SourceError(src.display(name), f"members {first[base]!r} and {info.filename!r} have the same file "
+                                                 "name, so the same study twice; the archive is refused")
+        first[base] = info.filename
+    return wanted, [info for info in files if not info.filename.endswith(suffix)]
 
 
 def plan_chunks(infos: list[zipfile.ZipInfo], chunk_bytes: int = CHUNK_BYTES) -> list[list[zipfile.ZipInfo]]:

@@ -21,6 +21,20 @@ Ids: study_id is the composite `id`, not StudyInstanceUid, because it is the one
 of the release uses (CSV `id`, JSON keys, the box file's tasks) and derived benchmarks quote it;
 it contains the StudyInstanceUid (the part after `_s`), so a join on the UID stays possible.
 
+What happens to bad input (quarantine rows name the file, record, line and column, with the record
+or JSON entry as written):
+- CSV: a wrong header, an empty or header-only file, a truncated gzip or a stray quote (records may
+  span lines, so nobody can tell where one ends) is a SourceError naming the file and line. A record
+  of the wrong width or with bytes that are not UTF-8 is quarantined whole. An empty id or PatientID:
+  quarantined, the study is not loaded. An unreadable StudyDate or PatientWeight, or a PatientAge
+  that is unreadable or out of range (column `age`): quarantined, the study is loaded with it null.
+- JSON: a study entry whose lists do not line up, an ImagePath of the wrong shape or a bad
+  ImageShape is quarantined by its key; where the text stops being JSON (cut, bytes that are not
+  UTF-8) the rest is one quarantine row and every CSV study it no longer lists gets one too. A
+  truncated gzip is a SourceError.
+- duplicate study ids (in the CSV or as JSON keys) are left to the studies / images key checks,
+  which block the ingest.
+
 Size: the real train JSON holds 140,000 studies (~250 MB). It is parsed one study at a time with
 the standard library's raw decoder (`json_object_members`), keeping only the image columns, so
 memory stays at the size of the image table rather than of the whole document.
@@ -37,7 +51,7 @@ import polars as pl
 
 from .. import text
 from .base import DatasetInfo, SourceError, SourceFolder, SourceResult
-from .csvread import read_csv
+from .csvread import Rejects, read_csv
 from .quarantine import QUARANTINE_COLUMNS, empty_quarantine, quarantine_rows
 from . import values
 
@@ -122,24 +136,30 @@ class ReXGradient:
 # --- studies, patients, reports (the CSV) ---------------------------------------------------
 def _read_studies(src: SourceFolder, name: str, split: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """The CSV's studies with harmonized columns; unreadable rows and values go to quarantine."""
-    read = read_csv(src, name, columns=COLUMNS, header=HEADER, target_table="studies", one_line_records=False)
+    read = read_csv(src, name, columns=COLUMNS, header=HEADER, target_table="studies", one_line_records=False,
+                    require_rows=True)
     shown = src.display(name)
-    rows = read.frame.with_columns(_raw=pl.lit(None, pl.String))
-    no_id = rows.filter(pl.col("id").is_null() | pl.col("PatientID").is_null())
-    quarantine = [read.rejects, quarantine_rows(no_id, target_table="studies", source_file=shown, column="id",
-                                                reason="missing id or PatientID", one_line_rows=False)]
-    rows = rows.filter(pl.col("id").is_not_null() & pl.col("PatientID").is_not_null()).with_columns(
+    rejects = Rejects(read, shown)
+    rows = read.frame
+    for column in ("id", "PatientID"):
+        missing = pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
+        rejects.add(rows.filter(missing), table="studies", column=column,
+                    reason=f"{column} is empty; the study cannot be keyed, so it is not loaded")
+        rows = rows.filter(~missing)
+    rows = rows.with_columns(
         pl.col("StudyDate").str.strip_chars().str.strptime(pl.Date, "%Y%m%d", strict=False).alias("study_date"),
         pl.col("PatientWeight").str.strip_chars().cast(pl.Float32, strict=False).alias("_weight"),
     )
-    bad_date = rows.filter(pl.col("study_date").is_null() & pl.col("StudyDate").is_not_null())
-    bad_weight = rows.filter(pl.col("_weight").is_null() & (pl.col("PatientWeight").str.strip_chars() != ""))
-    quarantine += [
-        quarantine_rows(bad_date, target_table="studies", source_file=shown, column="StudyDate",
-                        reason="StudyDate is not YYYYMMDD; study kept with a null study_date", one_line_rows=False),
-        quarantine_rows(bad_weight, target_table="studies", source_file=shown, column="PatientWeight",
-                        reason="PatientWeight is not a number; study kept with a null weight_kg", one_line_rows=False),
-    ]
+    rejects.add(rows.filter(pl.col("study_date").is_null() & pl.col("StudyDate").is_not_null()), table="studies",
+                column="StudyDate", reason="StudyDate is not YYYYMMDD; study kept with a null study_date")
+    rejects.add(rows.filter(pl.col("_weight").is_null() & (pl.col("PatientWeight").str.strip_chars() != "")),
+                table="studies", column="PatientWeight",
+                reason="PatientWeight is not a number; study kept with a null weight_kg")
+    age_problem = values.age_problem(pl.col("PatientAge"))
+    rejects.add(rows.filter(age_problem.is_not_null()).with_columns(
+        pl.col("PatientAge").alias("age"), (age_problem + "; study kept with a null age_years").alias("_reason")),
+        table="studies", column="age")
+    quarantine = [read.rejects, *rejects.frames()]
     studies = rows.select(
         pl.col("id").alias("study_id"), pl.col("PatientID").alias("patient_id"), pl.lit(split).alias("split"),
         "study_date",
@@ -359,16 +379,37 @@ class _Buffer:
         self.stream, self.chunk = stream, chunk
         self.utf8 = codecs.getincrementaldecoder("utf-8-sig")()
         self.text, self.pos, self.consumed, self.eof = "", 0, 0, False
+        self.bad_bytes: JsonStreamError | None = None   # raised when the parser needs text past them
 
     def _more(self, size: int) -> bool:
+        if self.bad_bytes:
+            raise self.bad_bytes
         if self.eof:
             return False
         data = self.stream.read(size)
         self.eof = not data
-        self.text = self.text[self.pos:] + self.utf8.decode(data, final=self.eof)
+        pending = self.utf8.getstate()[0]
+        try:
+            decoded = self.utf8.decode(data, final=self.eof)
+        except UnicodeDecodeError as e:
+            decoded = self._before_bad_bytes(pending + data, e)
+        self.text = self.text[self.pos:] + decoded
         self.consumed += self.pos
         self.pos = 0
         return True
+
+    def _before_bad_bytes(self, data: bytes, e: UnicodeDecodeError) -> str:
+        """The text up to bytes that are not UTF-8; the error is kept for when the parser gets there.
+
+        So the members before the bad bytes are still read, and the error says where they are, with
+        the text around them as its raw record.
+        """
+        valid = data[:e.start].decode("utf-8")
+        valid = valid.removeprefix("\ufeff") if not self.consumed and not self.text else valid
+        at = self.consumed + len(self.text) + len(valid)
+        around = (self.text[self.pos:] + valid)[-200:] + data[e.start:e.start + 40].decode("utf-8", "backslashreplace")
+        self.bad_bytes = JsonStreamError(f"bytes that are not UTF-8 ({e.reason}) at character {at}", around)
+        return valid
 
     def peek(self) -> str:
         """The next non-whitespace character ('' at the end of the stream)."""
@@ -393,7 +434,7 @@ class _Buffer:
                     self.pos = end
                     return value
             except json.JSONDecodeError:
-                if self.eof:
+                if self.eof and not self.bad_bytes:
                     raise self.error("invalid JSON value") from None
             self._more(size)
             size *= 2
