@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 import decimal
 import json
+import math
 import sys
 from typing import Iterable, Sequence, TextIO
 
@@ -53,6 +54,8 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence], *, title: str 
 
 
 def write_csv(columns: Sequence[str], rows: Iterable[Sequence], out: TextIO) -> int:
+    """Header then rows; a missing value is an empty field (never `NULL` or `None`), and values are
+    spelled as write_json spells them (true/false, nested values as JSON, bytes as hex)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     n = 0
@@ -68,17 +71,32 @@ def write_json(columns: Sequence[str], rows: Iterable[Sequence], out: TextIO) ->
     n = 0
     for row in rows:
         out.write(",\n " if n else "\n ")
-        out.write(json.dumps(dict(zip(columns, row)), default=_json_default, ensure_ascii=False))
+        out.write(json.dumps(dict(zip(columns, map(_finite, row))), default=_json_default, ensure_ascii=False))
         n += 1
     out.write("\n]\n" if n else "]\n")
     return n
 
 
 def _plain(value):
-    if isinstance(value, (list, tuple)):
-        return json.dumps(value, default=_json_default, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(_finite(value), default=_json_default, ensure_ascii=False)
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
+    return value
+
+
+def _finite(value):
+    """NaN and infinities become null: JSON has no spelling for them (json.dumps would write `NaN`)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
     return value
 
 

@@ -6,7 +6,13 @@ Format notes, checked against the real train.csv:
   `patientNNNNN/studyN`. Paths are stored relative to the folder holding train.csv (the release
   prefix dropped), which is also how CheXpert Plus writes them, so the two join.
 - Labels: 1.0 positive, 0.0 negative, -1.0 uncertain, blank unmentioned (no row). Train labels
-  come from the CheXpert labeler; valid labels are a radiologist consensus.
+  come from the CheXpert labeler; valid labels are a radiologist consensus: valid.csv (same columns
+  as train.csv) gives split `valid` and labeler `radiologist`, train.csv split `train` and labeler
+  `chexpert` (tests/test_emitted_columns.py builds a valid.csv from real train rows).
+- Views: `Frontal/Lateral` = Lateral gives LATERAL (view_source `Lateral`, AP/PA is blank there);
+  a frontal's view comes from `AP/PA` (view_source `Frontal/<AP/PA>`). 16 Frontal rows say LL and
+  1 says RL in AP/PA: view_position keeps LL/RL as written, while is_frontal follows the
+  Frontal/Lateral column (and the `viewN_frontal` file name), so those 17 images are frontal.
 - `Age` is whole years; 0 appears in 3 train rows of an adult cohort and means unknown, so
   age_years is null there (age_source keeps the 0). `Sex` is Male/Female/Unknown.
 - Bad input: a train.csv or valid.csv with a header and no rows is a SourceError. Age is read as
