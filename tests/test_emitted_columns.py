@@ -15,6 +15,7 @@ import gzip
 import io
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -683,18 +684,29 @@ def test_csv_output_writes_nulls_as_empty_fields(public_warehouse, tmp_path):
     assert [r["age_years"] for r in data] == [None] * 3
 
 
-def test_csv_and_json_spell_values_for_programs():
-    """render.py: CSV says true/false, nested values as JSON, bytes as hex, as JSON output does; JSON has no NaN."""
-    from warehouse.render import write_csv, write_json
+@pytest.mark.parametrize("to_file", [False, True], ids=["stdout", "file"])
+def test_csv_and_json_spell_values_for_programs(tmp_path, capfd, to_file):
+    """export.py: CSV says true/false, nested values as JSON, bytes as hex, as JSON output does; JSON has no NaN."""
+    import pyarrow as pa
 
-    columns = ["flag", "nested", "items", "raw", "missing", "x"]
-    rows = [(True, {"a": 1}, ["loc left"], b"\xaa", None, float("nan")), (False, None, [], None, None, 1.5)]
-    out = io.StringIO()
-    assert write_csv(columns, rows, out) == 2
-    assert list(csv.reader(io.StringIO(out.getvalue()))) == [
-        columns, ["true", '{"a": 1}', '["loc left"]', "aa", "", "nan"], ["false", "", "[]", "", "", "1.5"]]
-    out = io.StringIO()
-    write_json(columns, rows, out)
-    assert json.loads(out.getvalue(), parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) == [
-        {"flag": True, "nested": {"a": 1}, "items": ["loc left"], "raw": "aa", "missing": None, "x": None},
-        {"flag": False, "nested": None, "items": [], "raw": None, "missing": None, "x": 1.5}]
+    from warehouse.export import export
+
+    table = pa.table({"flag": [True, False], "nested": [{"a": 1}, None], "items": [["loc left"], []],
+                      "raw": [b"\xaa", None], "missing": pa.array([None, None], pa.string()),
+                      "x": [float("nan"), 1.5], "xs": [[float("inf"), 2.0], None]})
+
+    def written(fmt: str) -> str:
+        target = tmp_path / f"out.{fmt}" if to_file else None
+        capfd.readouterr()
+        assert export(table.to_reader(), fmt, target) == 2
+        return target.read_text() if to_file else capfd.readouterr().out
+
+    rows = list(csv.reader(io.StringIO(written("csv"))))
+    assert rows[0] == table.column_names
+    assert rows[1][:3] == ["true", rows[1][1], '["loc left"]'] and json.loads(rows[1][1]) == {"a": 1}
+    assert rows[1][3:6] == ["aa", "", "nan"] and json.loads(rows[1][6].replace("inf", "Infinity")) == [math.inf, 2.0]
+    assert rows[2] == ["false", "", "[]", "", "", "1.5", ""]
+    assert json.loads(written("json"), parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) == [
+        {"flag": True, "nested": {"a": 1}, "items": ["loc left"], "raw": "aa", "missing": None, "x": None,
+         "xs": [None, 2.0]},
+        {"flag": False, "nested": None, "items": [], "raw": None, "missing": None, "x": 1.5, "xs": None}]

@@ -183,10 +183,8 @@ def _sql(args) -> int:
             print("cxr sql: --out writes csv, json or parquet; add --format csv (or json, parquet)", file=sys.stderr)
             return EXIT_USAGE
         result = wh.run(con, query)
-        if args.format == "parquet":
-            return _write_parquet(result, args.out)
-        columns = [d[0] for d in result.description or []]
         if args.format == "table":
+            columns = [d[0] for d in result.description or []]
             rows = result.fetchmany(args.max_rows + 1)
             shown = rows[:args.max_rows]
             more = len(rows) > args.max_rows
@@ -196,35 +194,13 @@ def _sql(args) -> int:
                 f"{len(shown)} row{'s' if len(shown) != 1 else ''}"
             print_table(columns, shown, caption=caption)
             return 0
-        from .render import write_csv, write_json
+        from .export import export
 
-        writer = write_csv if args.format == "csv" else write_json
-        if args.out is None:
-            writer(columns, _stream(result), sys.stdout)
-            return 0
-        with open(args.out, "w", newline="", encoding="utf-8") as out:
-            rows = writer(columns, _stream(result), out)
-        print(f"wrote {rows:,} rows to {args.out} ({args.format})", file=sys.stderr)
+        rows = export(result.to_arrow_reader(64 * 1024), args.format, args.out)
+        if args.out is not None:
+            print(f"wrote {rows:,} rows to {args.out} ({args.format})", file=sys.stderr)
     finally:
         con.close()
-    return 0
-
-
-def _stream(result, batch: int = 10_000):
-    while rows := result.fetchmany(batch):
-        yield from rows
-
-
-def _write_parquet(result, out: Path) -> int:
-    import pyarrow.parquet as pq
-
-    reader = result.to_arrow_reader(128 * 1024)
-    rows = 0
-    with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
-        for batch in reader:
-            writer.write_batch(batch)
-            rows += batch.num_rows
-    print(f"wrote {rows:,} rows to {out} (parquet)", file=sys.stderr)
     return 0
 
 

@@ -1,8 +1,4 @@
-"""Output people read: aligned tables on a terminal, plain CSV/JSON for programs.
-
-Rows arrive as (column names, row iterator) so results stream from DuckDB without building an
-Arrow or pandas object on the query path.
-"""
+"""Output people read: aligned tables on a terminal (CSV, JSON and Parquet for programs: export.py)."""
 from __future__ import annotations
 
 import csv
@@ -51,60 +47,3 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence], *, title: str 
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     console.print(table)
-
-
-def write_csv(columns: Sequence[str], rows: Iterable[Sequence], out: TextIO) -> int:
-    """Header then rows; a missing value is an empty field (never `NULL` or `None`), and values are
-    spelled as write_json spells them (true/false, nested values as JSON, bytes as hex)."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    n = 0
-    for row in rows:
-        writer.writerow(["" if v is None else _plain(v) for v in row])
-        n += 1
-    return n
-
-
-def write_json(columns: Sequence[str], rows: Iterable[Sequence], out: TextIO) -> int:
-    """A JSON array of objects, written row by row."""
-    out.write("[")
-    n = 0
-    for row in rows:
-        out.write(",\n " if n else "\n ")
-        out.write(json.dumps(dict(zip(columns, map(_finite, row))), default=_json_default, ensure_ascii=False))
-        n += 1
-    out.write("\n]\n" if n else "]\n")
-    return n
-
-
-def _plain(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(_finite(value), default=_json_default, ensure_ascii=False)
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    return value
-
-
-def _finite(value):
-    """NaN and infinities become null: JSON has no spelling for them (json.dumps would write `NaN`)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
-
-
-def _json_default(value):
-    if isinstance(value, (dt.date, dt.datetime, dt.time)):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    return str(value)
