@@ -222,8 +222,14 @@ def _raised(info: dict) -> str | None:
 
 
 def _replace_key_check(con, table: str, outcomes: list[CheckOutcome], total: int) -> None:
-    """On a sample, uniqueness proves nothing: recompute key_unique over every row in SQL."""
-    key = ", ".join(f'"{c}"' for c in ("dataset", *schema.TABLES[table].key))
+    """On a sample, uniqueness proves nothing: recompute key_unique over every row in SQL.
+
+    The recount uses the expectation's own columns, so it checks the key the suite declares (the
+    schema's key for boxes also holds raw_label, which would let two boxes share an index)."""
+    declared = [e["kwargs"]["column_list"] for e in suite(table)["expectations"] if e["meta"]["name"] == "key_unique"]
+    if not declared:
+        return
+    key = ", ".join(f'"{c}"' for c in declared[0])
     dupes_sql = f'SELECT {key}, count(*) AS copies FROM "{table}" GROUP BY ALL HAVING count(*) > 1'
     count = scalar(con, f"SELECT count(*) FROM ({dupes_sql})")
     for outcome in outcomes:
