@@ -1,12 +1,14 @@
 """Assets: stage a dataset once, gate it, publish every table together, rebuild the catalog.
 
 The assets only wire `warehouse.gated.GatedIngest`, the one ingest path `cxr ingest` and
-`Warehouse.ingest()` also drive. One `staged` asset per dataset partition rather than one per
-table: a dataset's native files are read once, and its tables are published together or not at
-all. Every quality check hangs off `staged`; if any blocking check fails, Dagster never starts
-`tables`, so no table of that dataset moves to the new version and the catalog keeps the
-previous complete publish. `tables` derives the statistics from the same staged rows and commits
-source and derived tables, then records the dataset-level publish.
+`Warehouse.ingest()` also drive. One `staged` step per dataset partition reads the native files
+once and materializes `staged/<table>` for every table (the run's new rows, not yet published).
+Each quality check hangs on the staged table it checks, partitioned by dataset; if a blocking
+check fails, Dagster never starts `tables`, so no table of that dataset moves to the new version
+and the catalog keeps the previous complete publish. Checks sit on the staged tables, not on the
+published ones, because a gate must run before the publish it guards. `tables` derives the
+statistics from the same staged rows and commits source and derived tables, then records the
+dataset-level publish; `catalog`, in the same run, adopts it.
 """
 
 import dagster as dg
@@ -19,10 +21,17 @@ from .metadata import PREVIEW_ROWS, column_schema, markdown_table, plain_json
 from .resources import WarehouseResource
 
 DATASET_PARTITIONS = dg.StaticPartitionsDefinition(list(DATASETS))
-STAGED = dg.AssetKey("staged")
 SOURCE_TABLES = [t.name for t in schema.SOURCE_TABLES]
 DERIVED_TABLES = [t.name for t in schema.DERIVED_TABLES]
 CATALOG_POOL = "duckdb_catalog"
+
+
+def staged_key(table: str) -> dg.AssetKey:
+    """The asset of a table's staged rows: what this run would publish, before the gates pass."""
+    return dg.AssetKey(["staged", table])
+
+
+STAGED_KEYS = [staged_key(t) for t in SOURCE_TABLES]
 
 
 def gated_ingest(context, warehouse: WarehouseResource) -> GatedIngest:
@@ -31,17 +40,22 @@ def gated_ingest(context, warehouse: WarehouseResource) -> GatedIngest:
                        engine="dagster", say=context.log.debug, allow_shrink=warehouse.allow_shrink)
 
 
-@dg.asset(partitions_def=DATASET_PARTITIONS, group_name="ingest", kinds={"parquet"},
-          description="A dataset's native files read once and staged as this run's new rows of every table it "
-                      "feeds (plus its quarantine). The quality checks run on this.")
-def staged(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+@dg.multi_asset(
+    specs=[dg.AssetSpec(staged_key(name), partitions_def=DATASET_PARTITIONS, group_name="staging", kinds={"parquet"},
+                        description=f"This run's new rows of {name}, staged and not yet published: "
+                                    f"{schema.TABLES[name].description}")
+           for name in SOURCE_TABLES],
+    partitions_def=DATASET_PARTITIONS, can_subset=False, name="staged",
+    description="A dataset's native files read once and staged as this run's new rows of every table it feeds "
+                "(plus its quarantine). The quality checks run on these.")
+def staged(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     ingest = gated_ingest(context, warehouse)
     context.log.info(f"reading {ingest.dataset}")
     result = ingest.stage()
     rows = result.rows
     quarantine = ingest.store.read_staged("quarantine", result.partitions["quarantine"]).slice(0, 10).to_pylist()
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": sum(n for t, n in rows.items() if t != "quarantine"),
+    dataset_wide = {
+        "rows staged": sum(n for t, n in rows.items() if t != "quarantine"),
         "rows per table": dg.MetadataValue.md(markdown_table([{"table": t, "rows": f"{n:,}"} for t, n in rows.items()])),
         "rows rejected": result.rejected,
         "source": dg.MetadataValue.path(result.location or ""),
@@ -51,10 +65,18 @@ def staged(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> d
              for f in result.files])),
         "run": ingest.run_id,
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "_none_"),
-        "rejected rows (first 10)": dg.MetadataValue.md(markdown_table(
-            quarantine, ["source_file", "line_number", "column_name", "value", "reason"])),
         "stage seconds": round(result.seconds or 0.0, 2),
-    })
+    }
+    for name in SOURCE_TABLES:
+        metadata = {"dagster/row_count": rows.get(name, 0), "dagster/column_schema": column_schema(name)}
+        if name == "images":        # the dataset's summary, once, on the table every dataset feeds
+            metadata |= dataset_wide
+        if name == "quarantine":
+            metadata["rejected rows (first 10)"] = dg.MetadataValue.md(markdown_table(
+                quarantine, ["source_file", "line_number", "column_name", "value", "reason"]))
+        if name not in rows:
+            metadata["note"] = f"{ingest.dataset} does not feed {name}"
+        yield dg.MaterializeResult(asset_key=staged_key(name), metadata=metadata)
 
 
 def _check_counts(context) -> tuple[int, list[str]]:
@@ -72,7 +94,7 @@ def _check_counts(context) -> tuple[int, list[str]]:
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec(name, partitions_def=DATASET_PARTITIONS, deps=[STAGED],
+    specs=[dg.AssetSpec(name, partitions_def=DATASET_PARTITIONS, deps=STAGED_KEYS,
                         group_name="derived" if schema.TABLES[name].derived else "tables",
                         kinds={"delta"}, description=schema.TABLES[name].description)
            for name in [*SOURCE_TABLES, *DERIVED_TABLES]],
@@ -120,3 +142,4 @@ def catalog(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> 
 
 
 INGEST_ASSETS = [staged, tables]
+PUBLISH_KEYS = [*STAGED_KEYS, *(dg.AssetKey(t) for t in [*SOURCE_TABLES, *DERIVED_TABLES])]   # all but catalog

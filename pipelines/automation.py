@@ -1,4 +1,9 @@
-"""When ingestion runs: a daily schedule, a sensor on source changes, and clean-up after a blocked run."""
+"""When ingestion runs: a daily schedule, a sensor on source changes, and clean-up after a blocked run.
+
+The ingest job ends with the catalog, so any run of a partition (UI, schedule, sensor or CLI)
+leaves the catalog current, and it runs its steps in one process: the steps share the imports of
+GX and DuckDB and the staged files, and two partitions still run side by side as two runs.
+"""
 
 import json
 
@@ -12,9 +17,10 @@ from .assets import CATALOG_POOL, DATASET_PARTITIONS, INGEST_ASSETS, catalog
 from .resources import WarehouseResource
 
 ingest_job = dg.define_asset_job(
-    "ingest", selection=dg.AssetSelection.assets(*INGEST_ASSETS),
-    description="Stage one dataset, run its quality gates, publish it if they pass, derive its statistics.",
-    tags={"cxr/job": "ingest"})
+    "ingest", selection=dg.AssetSelection.assets(*INGEST_ASSETS, catalog),
+    description="Stage one dataset, run its quality gates, publish it if they pass (with its statistics), and "
+                "rebuild the catalog.",
+    tags={"cxr/job": "ingest"}, executor_def=dg.in_process_executor)
 catalog_job = dg.define_asset_job(
     "refresh_catalog", selection=dg.AssetSelection.assets(catalog),
     description="Rebuild the DuckDB catalog from the published partitions.",
@@ -57,7 +63,7 @@ def source_change_sensor(context: dg.SensorEvaluationContext, warehouse: Warehou
     return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
 
 
-@dg.run_failure_sensor(monitored_jobs=[ingest_job], default_status=dg.DefaultSensorStatus.STOPPED,
+@dg.run_failure_sensor(monitored_jobs=[ingest_job], default_status=dg.DefaultSensorStatus.RUNNING,
                        description="After a blocked or failed ingest run, discard its staged files and record why.")
 def blocked_run_cleanup(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
     run = context.dagster_run
@@ -71,10 +77,3 @@ def blocked_run_cleanup(context: dg.RunFailureSensorContext, warehouse: Warehous
     error = None if failed else (context.failure_event.message or "run failed")
     GatedIngest(warehouse.settings(), warehouse.store(), dataset, run_id=run.run_id, engine="dagster").block(
         checks_passed=sum(e.passed for e in evaluations), failed=failed, error=error)
-
-
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[ingest_job],
-                      request_job=catalog_job, default_status=dg.DefaultSensorStatus.STOPPED,
-                      description="After a successful ingest run, rebuild the catalog (one writer at a time).")
-def refresh_catalog_after_ingest(context: dg.RunStatusSensorContext):
-    return dg.RunRequest(run_key=f"catalog-after:{context.dagster_run.run_id}")

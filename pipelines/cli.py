@@ -23,13 +23,14 @@ def ingest_command(settings: Settings, datasets: list[str] | None, *, allow_shri
         print(f"cxr ingest: unknown dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}", file=sys.stderr)
         return 2
     _use_repo_instance()
+    from .checks import QUALITY_CHECKS
     from .runner import ingest
 
     console = Console(stderr=True)
     started = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[dataset]:<13}"), BarColumn(bar_width=16),
                   TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
-        tasks = {d: progress.add_task("waiting", total=4, dataset=d) for d in [*chosen, "catalog"]}
+        tasks = {d: progress.add_task("waiting", total=len(QUALITY_CHECKS) + 2, dataset=d) for d in [*chosen, "catalog"]}
 
         def on_event(dataset: str, kind: str, detail: str) -> None:
             task = tasks[dataset]
@@ -42,9 +43,9 @@ def ingest_command(settings: Settings, datasets: list[str] | None, *, allow_shri
                 progress.console.print(f"  [{colour}]{dataset}: {'FAILED' if kind == 'check_failed' else 'warning'} "
                                        f"{detail}[/]")
             elif kind == "published":
-                progress.update(task, description="[green]published", completed=4)
+                progress.update(task, description="[green]published", completed=len(QUALITY_CHECKS) + 2)
             else:
-                progress.update(task, description=f"[red]{kind}: {detail}"[:120], completed=4)
+                progress.update(task, description=f"[red]{kind}: {detail}"[:120], completed=len(QUALITY_CHECKS) + 2)
 
         runs = ingest(settings, chosen, on_event=on_event, allow_shrink=allow_shrink)
     rows = [(r.dataset, r.rows.get("patients", 0), r.rows.get("studies", 0), r.rows.get("images", 0),

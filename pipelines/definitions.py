@@ -5,7 +5,7 @@ import dagster as dg
 
 from .assets import INGEST_ASSETS, catalog
 from .automation import (
-    blocked_run_cleanup, catalog_job, daily_ingest, ingest_job, refresh_catalog_after_ingest, source_change_sensor,
+    blocked_run_cleanup, catalog_job, daily_ingest, ingest_job, source_change_sensor,
 )
 from .checks import QUALITY_CHECKS
 from .resources import WarehouseResource
@@ -15,6 +15,7 @@ defs = dg.Definitions(
     asset_checks=QUALITY_CHECKS,
     jobs=[ingest_job, catalog_job],
     schedules=[daily_ingest],
-    sensors=[source_change_sensor, blocked_run_cleanup, refresh_catalog_after_ingest],
+    sensors=[source_change_sensor, blocked_run_cleanup],
     resources={"warehouse": WarehouseResource()},
+    executor=dg.in_process_executor,   # the UI's and `dagster asset materialize`'s runs too: see automation.py
 )

@@ -16,6 +16,7 @@ import dagster as dg
 from warehouse.config import Settings
 from warehouse.gated import GatedIngest
 
+from .assets import PUBLISH_KEYS
 from .definitions import defs
 from .resources import WarehouseResource
 
@@ -69,7 +70,10 @@ def ingest(settings: Settings, datasets: list[str], *, on_event: Event = lambda 
            dagster_instance: dg.DagsterInstance | None = None, allow_shrink: bool = False) -> list[DatasetRun]:
     """Ingest each dataset through its gated Dagster run, then rebuild the catalog once."""
     inst = dagster_instance or instance()
-    resources = {"warehouse": WarehouseResource.from_settings(settings, allow_shrink=allow_shrink)}
+    resource = WarehouseResource.from_settings(settings, allow_shrink=allow_shrink)
+    # the resource's fields go in as run config (not as a resource object), so the run is launched exactly as the
+    # code location defines it, and a subset of its assets can be selected
+    run_config = {**QUIET, "resources": {"warehouse": {"config": resource.model_dump(exclude_none=True)}}}
     job = defs.resolve_job_def("ingest")
     runs = []
     for dataset in datasets:
@@ -79,20 +83,21 @@ def ingest(settings: Settings, datasets: list[str], *, on_event: Event = lambda 
         on_event(dataset, "start", "reading native files")
         try:
             result = job.execute_in_process(partition_key=dataset, instance=inst, run_id=run.run_id,
-                                            resources=resources, run_config=QUIET, raise_on_error=False,
+                                            run_config=run_config, raise_on_error=False,
+                                            asset_selection=PUBLISH_KEYS,   # the catalog once, after all
                                             tags={"cxr/trigger": "cli"})
             _finish(run, result)
         except Exception as e:  # noqa: BLE001 - one dataset's failure must not stop the others
             run.status, run.error = "failed", f"{type(e).__name__}: {e}"
         run.seconds = time.perf_counter() - started
         if run.status != "published":
-            GatedIngest(settings, resources["warehouse"].store(), dataset, run_id=run.run_id, engine="dagster").block(
+            GatedIngest(settings, resource.store(), dataset, run_id=run.run_id, engine="dagster").block(
                 checks_passed=run.checks_passed, failed=run.checks_failed,
                 error=run.error if run.status == "failed" else None)
         on_event(dataset, run.status, run.error or ", ".join(run.checks_failed))
         runs.append(run)
     on_event("catalog", "start", "rebuilding the catalog")
-    defs.resolve_job_def("refresh_catalog").execute_in_process(instance=inst, resources=resources, run_config=QUIET,
+    defs.resolve_job_def("refresh_catalog").execute_in_process(instance=inst, run_config=run_config,
                                                               tags={"cxr/trigger": "cli"})
     on_event("catalog", "published", str(Path(settings.catalog)))
     return runs
@@ -104,15 +109,19 @@ def _on_entry(entry, run: DatasetRun, on_event: Event) -> None:
         return
     kind = event.event_type_value
     if kind == "STEP_START":
-        on_event(run.dataset, "step", {"staged": "reading and staging", "tables": "publishing",
-                                       "derived": "deriving statistics"}.get(event.step_key, f"checking ({event.step_key})"))
+        on_event(run.dataset, "step", {"staged": "reading and staging", "tables": "deriving and publishing",
+                                       "catalog": "rebuilding the catalog"}.get(event.step_key,
+                                                                                f"checking ({event.step_key})"))
     elif kind == "ASSET_MATERIALIZATION":
         materialization = event.event_specific_data.materialization
-        table = materialization.asset_key.path[-1]
+        path = materialization.asset_key.path
+        table = path[-1]
         count = materialization.metadata.get("dagster/row_count")
-        if table == "staged":
-            run.rejected = int(materialization.metadata["rows rejected"].value)
-            on_event(run.dataset, "staged", f"{count.value:,} rows staged, {run.rejected:,} rejected")
+        if path[0] == "staged":
+            if "rows staged" in materialization.metadata:
+                run.rejected = int(materialization.metadata["rows rejected"].value)
+                staged = materialization.metadata["rows staged"].value
+                on_event(run.dataset, "staged", f"{staged:,} rows staged, {run.rejected:,} rejected")
         elif count is not None and table not in ("split_stats", "demographics"):
             run.rows[table] = int(count.value)
     elif kind == "ASSET_CHECK_EVALUATION":

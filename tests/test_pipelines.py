@@ -36,6 +36,8 @@ def test_definitions_are_complete():
     for check in quality.integrity_checks():
         assert f"integrity__{check.name}" in checks
     specs = {s.key.name: s for c in defs.asset_checks for s in c.check_specs}
+    assert {s.asset_key.path[0] for s in specs.values()} == {"staged"}, "a gate checks rows before they publish"
+    assert all(s.partitions_def is not None for s in specs.values())
     assert specs["studies__age_years_in_range"].blocking
     assert not specs["integrity__quarantine_share"].blocking  # a warning never blocks
 
@@ -93,8 +95,10 @@ def test_materializations_carry_metadata_people_read(gated_warehouse, tmp_path, 
                             run_config=runner.QUIET)
     by_asset = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
                 for e in result.get_asset_materialization_events()}
-    staged = by_asset["staged"]
-    assert staged["dagster/row_count"].value == 397_566 and staged["rows rejected"].value == 0
+    staged = by_asset["staged/images"]
+    assert staged["rows staged"].value == 397_566 and staged["rows rejected"].value == 0
+    assert staged["dagster/row_count"].value == 112_120 and by_asset["staged/labels"]["dagster/row_count"].value > 0
+    assert by_asset["staged/reports"]["dagster/row_count"].value == 0
     assert len(staged["source fingerprint"].value) == 64
     assert "Data_Entry_2017_v2020.csv.gz" in staged["source files"].value
     images = by_asset["images"]
@@ -102,6 +106,11 @@ def test_materializations_carry_metadata_people_read(gated_warehouse, tmp_path, 
     assert "00000001_000" in images["preview"].value
     assert by_asset["boxes"]["dagster/row_count"].value == 984
     assert by_asset["reports"]["note"].value == "nih_cxr14 does not feed reports"
+    evaluations = result.get_asset_check_evaluations()
+    assert evaluations and {e.partition for e in evaluations} == {"nih_cxr14"}, "each evaluation shows its partition"
+    on = {e.check_name: e.asset_key.to_user_string() for e in evaluations}
+    assert on["studies__age_years_in_range"] == "staged/studies" and on["labels__finding_not_null"] == "staged/labels"
+    assert on["integrity__label_image_exists"] == "staged/labels" and on["volume__no_shrink"] == "staged/images"
 
 
 # --- planted defects ---------------------------------------------------------------------------
