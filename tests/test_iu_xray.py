@@ -160,8 +160,10 @@ def test_mesh_labels_equal_raw_terms(result, raw):
     assert by_raw["Pulmonary Atelectasis/base/left"]["locations"] == ["base", "left"]
     assert by_raw["Cardiomegaly/borderline"]["finding"] == "cardiomegaly"
     assert by_raw["Cardiomegaly/borderline"]["locations"] is None
-    assert by_raw["Lung/hypoinflation"]["finding"] == "lung_hypoinflation"
+    assert by_raw["Lung/hypoinflation"]["finding"] == "hypoinflation"
+    assert by_raw["Lung/hyperdistention"]["finding"] == "hyperinflation"
     assert by_raw["Opacity/lung/base/left"]["finding"] == "lung_opacity"
+    assert by_raw["No Indexing"]["finding"] is None  # unmapped on purpose: NULL, never a slug
     assert by_raw["normal"]["finding"] == "no_finding"
     assert by_raw["atelectases"]["finding"] == "atelectasis"
 

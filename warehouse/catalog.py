@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from . import findings, publish_log, schema
+from .queries import named_query
 from .runs import runs_table
 from .sources.base import DatasetInfo
 from .store import Store
@@ -98,6 +99,8 @@ def build_catalog(store: Store, path: Path, *, datasets: list[DatasetInfo],
         _create(con, "ingest_runs", runs_table(store))
         _create(con, "findings", findings.vocabulary().to_arrow())
         _create(con, "finding_map", findings.mapping().to_arrow())
+        _create(con, "finding_hierarchy", findings.hierarchy().to_arrow())
+        _create(con, "catalog_unmapped_labels", con.sql(named_query("vocab", "unmapped_labels").sql).to_arrow_table())
         con.execute("CHECKPOINT")
     except BaseException:
         con.close()

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import duckdb
 
-from . import schema
+from . import findings, schema
 from .views import create_views, register_store, staged_files_sql
 from .store import Store
 
 EXPECTATIONS_ROOT = Path(__file__).resolve().parents[1] / "expectations"
 GX_MAX_ROWS = 1_000_000
+VALUE_SETS = {"findings": lambda: findings.findings()}  # value sets a suite names instead of copying
 SAMPLE_ROWS = 20
 
 
@@ -50,6 +51,10 @@ class CheckOutcome:
 def suite(table: str) -> dict:
     path = EXPECTATIONS_ROOT / f"{table}.json"
     doc = json.loads(path.read_text())
+    for expectation in doc["expectations"]:  # "value_set": {"$vocabulary": "findings"} -> the ids of findings.csv
+        ref = expectation["kwargs"].get("value_set")
+        if isinstance(ref, dict) and set(ref) == {"$vocabulary"}:
+            expectation["kwargs"]["value_set"] = sorted(VALUE_SETS[ref["$vocabulary"]]())
     names = [e["meta"]["name"] for e in doc["expectations"]]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: expectation names (meta.name) must be unique")

@@ -177,8 +177,8 @@ LABELS = Table(
     columns=(
         DATASET, STUDY_ID,
         _c("image_id", S, "Image the label belongs to; null for study-level labels."),
-        _c("finding", S, "Harmonized finding id (see the findings vocabulary), e.g. pleural_effusion.",
-           nullable=False),
+        _c("finding", S, "Harmonized finding id (see the findings vocabulary), e.g. pleural_effusion; null when the "
+                         "raw label maps to no finding (see catalog_unmapped_labels)."),
         _c("raw_label", S, "The label exactly as the source names it (e.g. Effusion, Pleural Effusion).",
            nullable=False),
         _c("value", I8, "1 positive, 0 negative, -1 uncertain. Unmentioned findings have no row.",
@@ -336,7 +336,7 @@ IMAGE_LABELS = Table(
         _c("is_frontal", B, "True for frontal projections (PA, AP, AP supine)."),
         _c("sex", S, "The patient's harmonized sex: F, M or U.", vocabulary="sex"),
         _c("age_years", F32, "The patient's age in years at the image's study."),
-        _c("finding", S, "Harmonized finding id (see labels.finding).", nullable=False),
+        _c("finding", S, "Harmonized finding id (see labels.finding); null when the raw label maps to none."),
         _c("raw_label", S, "The label exactly as the source names it.", nullable=False),
         _c("value", I8, "1 positive, 0 negative, -1 uncertain.", nullable=False, vocabulary="label_value"),
         _c("labeler", S, "Which algorithm or reader produced the label.", nullable=False, vocabulary="labeler"),

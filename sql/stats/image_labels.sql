@@ -4,6 +4,7 @@
 --   image of the study. A dataset that links to another (CheXpert Plus to CheXpert, MIMIC-Ext-CXR-QBA to
 --   MIMIC-CXR) takes images, studies and patients from its own partition when it has them, else from the
 --   linked one; a known sex or age wins over an unknown one. Sorted by finding and value for row-group pruning.
+--   A raw label that maps to no finding keeps its row with finding NULL (sorted last): select it by raw_label.
 -- parameters: dataset, linked
 WITH imgs AS (
     SELECT * FROM images WHERE dataset IN ($dataset, $linked)
@@ -31,4 +32,4 @@ SELECT $dataset AS dataset, x.image_id, x.study_id, x.patient_id, x.split, x.vie
 FROM labelled x
 LEFT JOIN stds s ON s.study_id = x.study_id
 LEFT JOIN pats p ON p.patient_id = x.patient_id
-ORDER BY x.finding, x.value, x.is_frontal, x.image_id, x.labeler, x.raw_label, x.method
+ORDER BY x.finding NULLS LAST, x.value, x.is_frontal, x.image_id, x.labeler, x.raw_label, x.method
