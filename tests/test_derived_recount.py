@@ -13,7 +13,6 @@ ages), and the real NIH and CheXpert files (age 0 = unknown) through the session
 from __future__ import annotations
 
 import csv
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
@@ -125,10 +124,12 @@ def finding_map() -> tuple[dict, dict]:
     return own, anywhere
 
 
-def finding(raw_label: str, labeler: str, maps=finding_map()) -> str:
+def finding(raw_label: str, labeler: str, maps=finding_map()) -> str | None:
+    """The labeler's own row first, then `*`; no row, or a row left empty on purpose, gives None."""
     own, anywhere = maps
     key = raw_label.strip().lower()
-    return own.get((labeler, key)) or anywhere.get(key) or re.sub(r"[^a-z0-9]+", "_", key).strip("_")
+    found = own[(labeler, key)] if (labeler, key) in own else anywhere.get(key)
+    return found or None
 
 
 def image_labels(dataset: str, raw: Raw) -> dict:

@@ -60,7 +60,7 @@ INTENDED_SEVERITY = {
         "split_in_vocabulary", "view_position_in_vocabulary", "width_positive", "height_positive",
         "pixel_spacing_positive", "pixel_spacing_y_positive")},
     **{f"labels__{n}": BLOCKING for n in (
-        "columns_match_schema", "study_id_not_null", "finding_not_null", "raw_label_not_null", "key_unique",
+        "columns_match_schema", "study_id_not_null", "finding_in_vocabulary", "raw_label_not_null", "key_unique",
         "value_in_vocabulary", "labeler_in_vocabulary")},
     **{f"patients__{n}": BLOCKING for n in (
         "columns_match_schema", "patient_id_not_null", "key_unique", "sex_in_vocabulary", "birth_year_plausible")},
@@ -317,7 +317,7 @@ DEFECTS = [
     Defect("images__pixel_spacing_y_positive", NIH, entry_line(6, f10="-0.143")),
     # labels
     staged(NIH, "labels__study_id_not_null", "labels", first_row("study_id", "NULL")),
-    staged(NIH, "labels__finding_not_null", "labels", first_row("finding", "NULL")),
+    staged(NIH, "labels__finding_in_vocabulary", "labels", first_row("finding", "'pleural_efusion'")),
     staged(NIH, "labels__raw_label_not_null", "labels", first_row("raw_label", "NULL")),
     Defect("labels__key_unique", NIH, entry_line(3, f1="Effusion|Hernia|Effusion")),
     staged(NIH, "labels__value_in_vocabulary", "labels", first_row("value", "2")),

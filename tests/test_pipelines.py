@@ -109,7 +109,7 @@ def test_materializations_carry_metadata_people_read(gated_warehouse, tmp_path, 
     evaluations = result.get_asset_check_evaluations()
     assert evaluations and {e.partition for e in evaluations} == {"nih_cxr14"}, "each evaluation shows its partition"
     on = {e.check_name: e.asset_key.to_user_string() for e in evaluations}
-    assert on["studies__age_years_in_range"] == "staged/studies" and on["labels__finding_not_null"] == "staged/labels"
+    assert on["studies__age_years_in_range"] == "staged/studies" and on["labels__finding_in_vocabulary"] == "staged/labels"
     assert on["integrity__label_image_exists"] == "staged/labels" and on["volume__no_shrink"] == "staged/images"
 
 
