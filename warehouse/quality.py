@@ -21,10 +21,11 @@ from pathlib import Path
 import duckdb
 
 from . import findings, schema
+from .resources import data_folder
 from .views import create_views, register_store, staged_files_sql
 from .store import Store
 
-EXPECTATIONS_ROOT = Path(__file__).resolve().parents[1] / "expectations"
+EXPECTATIONS_ROOT = data_folder("expectations")
 GX_MAX_ROWS = 1_000_000
 VALUE_SETS = {"findings": lambda: findings.findings()}  # value sets a suite names instead of copying
 SAMPLE_ROWS = 20
@@ -62,7 +63,7 @@ def suite(table: str) -> dict:
 
 
 def suite_tables() -> list[str]:
-    return sorted(p.stem for p in EXPECTATIONS_ROOT.glob("*.json"))
+    return sorted(p.name.removesuffix(".json") for p in EXPECTATIONS_ROOT.iterdir() if p.name.endswith(".json"))
 
 
 def expectation_checks(table: str) -> list[tuple[str, bool, str]]:
@@ -279,7 +280,7 @@ VOLUME_CHECKS = (
 def expected_counts() -> tuple[dict, ...]:
     import csv
 
-    with open(EXPECTED_COUNTS, newline="") as f:
+    with EXPECTED_COUNTS.open(newline="") as f:
         return tuple(dict(r, rows=int(r["rows"])) for r in csv.DictReader(f))
 
 

@@ -6,9 +6,11 @@ the SQL stays plain SQL that runs against the catalog's views.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
-SQL_ROOT = Path(__file__).resolve().parents[1] / "sql"
+from .resources import data_folder
+
+SQL_ROOT = data_folder("sql")
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,7 @@ class NamedQuery:
     name: str
     description: str
     sql: str
-    path: Path
+    path: Traversable
 
 
 def _header(text: str) -> dict[str, str]:
@@ -38,7 +40,7 @@ def _header(text: str) -> dict[str, str]:
 
 def named_query(group: str, name: str) -> NamedQuery:
     path = SQL_ROOT / group / f"{name}.sql"
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"no named query {group}/{name} (looked for {path})")
     text = path.read_text()
     header = _header(text)

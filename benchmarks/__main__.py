@@ -1,0 +1,50 @@
+"""`python -m benchmarks`: every speed figure with its same-run baseline, then one JSON of them all.
+
+Each benchmark is its own script (run it alone for details); this runs them in turn as child
+processes, prints their lines, and writes benchmarks/results/all.json. `--small` is the size CI
+runs so the scripts keep working: one repeat and the quick sizes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# script -> (arguments for a full run, arguments for --small)
+SUITE = {
+    "foundation.py": (["--repeat", "3"], ["--repeat", "1"]),
+    "sql_export.py": (["--repeat", "3"], ["--repeat", "1"]),
+    "dagster_run.py": (["--repeat", "3"], ["--repeat", "1"]),
+    "cohort_queries.py": ([], ["--quick"]),
+    "qba.py": (["--sizes", "0.05,0.10,0.20"], ["--sizes", "0.01"]),
+    "mutation.py": (["--sample", "12"], ["--quick"]),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="the CI size: quick sizes, one repeat")
+    parser.add_argument("--only", action="append", help="run only these scripts (repeatable)")
+    parser.add_argument("--skip", action="append", default=[], help="skip these scripts (repeatable)")
+    args = parser.parse_args()
+    chosen = [s for s in (args.only or SUITE) if s not in args.skip]
+    summary = {}
+    for script in chosen:
+        full, small = SUITE[script]
+        started = time.perf_counter()
+        print(f"== {script}", flush=True)
+        proc = subprocess.run([sys.executable, str(HERE / script), *(small if args.small else full)])
+        summary[script] = {"exit": proc.returncode, "seconds": round(time.perf_counter() - started, 1)}
+    print("\n".join(f"{s:<20} {'met' if r['exit'] == 0 else 'MISSED'} ({r['seconds']} s)" for s, r in summary.items()))
+    results = HERE / "results"
+    figures = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json")) if p.stem != "all"}
+    (results / "all.json").write_text(json.dumps({"runs": summary, "figures": figures}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
