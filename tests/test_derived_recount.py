@@ -146,7 +146,7 @@ def image_labels(dataset: str, raw: Raw) -> dict:
             assert key not in out, key
             out[key] = (dataset, target, image.study, image.patient, image.split, image.view, image.frontal,
                         person.sex if person else "U", raw.studies[image.study].age,
-                        finding(raw_label, labeler), raw_label, value, labeler, method)
+                        finding(raw_label, labeler), raw_label, value, labeler, method, None)  # no readers here
     return out
 
 

@@ -128,7 +128,21 @@ def nih_entry_expected(path: Path) -> dict:
     with gzip.open(path, "rt", newline="") as f:
         reader = csv.reader(f)   # the header has commas inside brackets: rows are read by position
         next(reader)
-        return nih_expected(list(reader))
+        expected = nih_expected(list(reader))
+    google = path.parent / "google2019_nih-chest-xray-labels.csv.gz"   # laid out beside it by cxr fetch
+    if google.exists():
+        expected["labels"] |= google_expected(google)
+    return expected
+
+
+def google_expected(path: Path) -> set[tuple]:
+    """The Google 2019 expert labels per nih_cxr14.py: one radiologist label per image and YES/NO column."""
+    with gzip.open(path, "rt", newline="") as f:
+        reader = csv.reader(f)
+        findings = next(reader)[11:15]
+        return {(row[0].removesuffix(".png"), row[0].removesuffix(".png"), finding,
+                 {"YES": 1, "NO": 0}[row[11 + i]], "radiologist", None)
+                for row in reader for i, finding in enumerate(findings)}
 
 
 def nih_expected(rows: list[list[str]]) -> dict:

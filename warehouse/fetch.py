@@ -1,7 +1,8 @@
 """Fetch the real public metadata that ships inside the torchxrayvision wheel.
 
 The wheel (not the package: torch is never installed) carries the NIH ChestX-ray14, CheXpert,
-IU X-ray and PadChest metadata files. We download it with pip, check its sha256 against the
+IU X-ray and PadChest metadata files, and the expert label sets of Google's 2019 NIH re-read,
+VinDr-CXR (VinBigData), RSNA Pneumonia and SIIM-ACR Pneumothorax. We download it with pip, check its sha256 against the
 pin below, keep only its data/ files, and lay them out per dataset under the names each dataset
 ships its files with, so the adapters read them exactly as they would read a real download.
 """
@@ -32,6 +33,9 @@ LAYOUT: dict[str, dict[str, str]] = {
     "nih_cxr14": {
         "Data_Entry_2017_v2020.csv.gz": "Data_Entry_2017_v2020.csv.gz",
         "BBox_List_2017.csv.gz": "BBox_List_2017.csv.gz",
+        # Google's adjudicated radiologist labels for 4,376 NIH images (Majkowski et al. 2019), as
+        # torchxrayvision merges them with the NIH columns; read by the nih_cxr14 adapter.
+        "google2019_nih-chest-xray-labels.csv.gz": "google2019_nih-chest-xray-labels.csv.gz",
     },
     # CheXpert's download unpacks to CheXpert-v1.0-small/{train.csv,valid.csv,train/,valid/};
     # the wheel carries only train.csv (gzipped).
@@ -44,6 +48,15 @@ LAYOUT: dict[str, dict[str, str]] = {
         "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz":
             "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz",
     },
+    # The VinBigData Kaggle competition ships VinDr-CXR's training annotations as train.csv.
+    "vindr_cxr": {"vinbigdata-train.csv.gz": "train.csv.gz"},
+    # The RSNA Kaggle download has stage_2_train_labels.csv (here still in its zip); the DICOM header
+    # table is torchxrayvision's extract of the stage 2 training DICOMs.
+    "rsna_pneumonia": {
+        "kaggle_stage_2_train_labels.csv.zip": "stage_2_train_labels.csv.zip",
+        "kaggle_stage_2_train_images_dicom_headers.csv.gz": "stage_2_train_images_dicom_headers.csv.gz",
+    },
+    "siim_pneumothorax": {"siim-pneumothorax-train-rle.csv.gz": "train-rle.csv.gz"},
 }
 _MARKER = ".complete"
 
@@ -74,6 +87,7 @@ def fetch_public(cache: Path, *, say: Callable[[str], None] = print, wheel: Path
     """
     root = cache / "public"
     if is_fetched(cache):
+        _complete_layout(root)
         return PublicData(root, fetched_now=False)
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cxr-fetch-", dir=root.parent) as tmp:
@@ -125,12 +139,35 @@ def _unpack(wheel: Path, staging: Path) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with z.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst)
+    _lay_out(staging)
+    (staging / _MARKER).write_text(WHEEL_SHA256 + "\n")
+
+
+def _lay_out(root: Path) -> None:
+    """Hard-link each dataset's files from <root>/_wheel_data under their native names (missing ones only)."""
+    raw = root / "_wheel_data"
     for dataset_id, files in LAYOUT.items():
-        folder = staging / dataset_id
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = root / dataset_id
         for wheel_name, native_name in files.items():
+            target = folder / native_name
+            if target.exists():
+                continue
             source = raw / wheel_name
             if not source.exists():
                 raise FetchError(f"{WHEEL_FILE} has no data/{wheel_name}")
-            os.link(source, folder / native_name)
-    (staging / _MARKER).write_text(WHEEL_SHA256 + "\n")
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = folder / f".{native_name}.{os.getpid()}.partial"
+            if partial.exists():
+                partial.unlink()
+            os.link(source, partial)
+            os.replace(partial, target)   # a reader sees the whole file or none of it
+
+
+def _complete_layout(root: Path) -> None:
+    """A cache unpacked before LAYOUT named a file gets it from the kept data/ files, with no download.
+
+    The marker stays the wheel's sha256 alone, so caches shared with older checkouts stay valid for them.
+    """
+    if all((root / d / n).exists() for d, files in LAYOUT.items() for n in files.values()):
+        return
+    _lay_out(root)

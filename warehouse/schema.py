@@ -172,8 +172,8 @@ REPORTS = Table(
 
 LABELS = Table(
     "labels", "One row per (subject, raw label, labeler, method): a finding stated positive, negative or uncertain.",
-    key=("study_id", "image_id", "labeler", "raw_label", "method"),
-    sort_by=("finding", "study_id", "image_id", "labeler", "raw_label", "method"),
+    key=("study_id", "image_id", "labeler", "raw_label", "method", "reader"),
+    sort_by=("finding", "study_id", "image_id", "labeler", "raw_label", "method", "reader"),
     columns=(
         DATASET, STUDY_ID,
         _c("image_id", S, "Image the label belongs to; null for study-level labels."),
@@ -189,6 +189,11 @@ LABELS = Table(
                         "MethodLabel Physician / RNN_model; the report section CheXbert read)."),
         _c("locations", pa.list_(S), "Where the finding is, as the source localizes it (PadChest 'loc left', …); "
                                      "null when not localized."),
+        _c("reader", S, "The individual reader who gave the label, as the source names them (VinDr-CXR rad_id "
+                        "R1…R17); null for a single labeler's or an adjudicated (consensus) label."),
+        _c("label_split", S, "The split this label set itself assigns the subject to, when it defines one apart "
+                             "from the dataset's split (the Google 2019 NIH expert labels' Set Id: val -> valid, "
+                             "test); null otherwise.", vocabulary="split"),
     ),
 )
 
@@ -199,7 +204,7 @@ BOXES = Table(
         DATASET,
         _c("image_id", S, "Image the box is drawn on.", nullable=False),
         _c("box_index", I16, "Position of the box among the image's boxes in the source file.", nullable=False),
-        _c("finding", S, "Harmonized finding id.", nullable=False),
+        _c("finding", S, "Harmonized finding id (see labels.finding); null when the raw label maps to none."),
         _c("raw_label", S, "The box label exactly as the source names it (NIH writes Infiltrate here).",
            nullable=False),
         _c("x", F32, "Left edge in pixels of the source's coordinate space."),
@@ -207,6 +212,11 @@ BOXES = Table(
         _c("w", F32, "Width in pixels."),
         _c("h", F32, "Height in pixels."),
         _c("source", S, "Who drew the box (e.g. radiologist)."),
+        _c("reader", S, "The individual reader who drew the box, as the source names them (VinDr-CXR rad_id); "
+                        "null when the source does not say."),
+        _c("mask_rle", S, "The region's segmentation mask as the source run-length encodes it, byte for byte "
+                          "(SIIM-ACR EncodedPixels); null for a plain box. x, y, w, h are null when only the mask "
+                          "is given."),
     ),
 )
 
@@ -326,8 +336,8 @@ DEMOGRAPHICS = Table(
 IMAGE_LABELS = Table(
     "image_labels", "One row per image and label, with the image's split and view and its patient's sex and age: "
                     "the flat table for cohort selection (labels given per study apply to each of its images).",
-    key=("image_id", "labeler", "raw_label", "method"), derived=True,
-    sort_by=("finding", "value", "is_frontal", "image_id", "labeler", "raw_label", "method"),
+    key=("image_id", "labeler", "raw_label", "method", "reader"), derived=True,
+    sort_by=("finding", "value", "is_frontal", "image_id", "labeler", "raw_label", "method", "reader"),
     columns=(
         DATASET,
         _c("image_id", S, "The image.", nullable=False),
@@ -341,6 +351,7 @@ IMAGE_LABELS = Table(
         _c("value", I8, "1 positive, 0 negative, -1 uncertain.", nullable=False, vocabulary="label_value"),
         _c("labeler", S, "Which algorithm or reader produced the label.", nullable=False, vocabulary="labeler"),
         _c("method", S, "How the labeler produced it, when the source says (see labels.method)."),
+        _c("reader", S, "The individual reader, for multi-reader sets (see labels.reader); null otherwise."),
     ),
 )
 

@@ -18,18 +18,18 @@ WITH imgs AS (
     QUALIFY row_number() OVER (PARTITION BY patient_id ORDER BY sex <> 'U' DESC, dataset = $dataset DESC) = 1
 ), labelled AS (
     SELECT i.image_id, i.study_id, i.patient_id, i.split, i.view_position, i.is_frontal,
-           l.finding, l.raw_label, l.value, l.labeler, l.method
+           l.finding, l.raw_label, l.value, l.labeler, l.method, l.reader
     FROM labels l JOIN imgs i ON i.image_id = l.image_id
     WHERE l.dataset = $dataset AND l.image_id IS NOT NULL
     UNION ALL
     SELECT i.image_id, i.study_id, i.patient_id, i.split, i.view_position, i.is_frontal,
-           l.finding, l.raw_label, l.value, l.labeler, l.method
+           l.finding, l.raw_label, l.value, l.labeler, l.method, l.reader
     FROM labels l JOIN imgs i ON i.study_id = l.study_id
     WHERE l.dataset = $dataset AND l.image_id IS NULL
 )
 SELECT $dataset AS dataset, x.image_id, x.study_id, x.patient_id, x.split, x.view_position, x.is_frontal,
-       coalesce(p.sex, 'U') AS sex, s.age_years, x.finding, x.raw_label, x.value, x.labeler, x.method
+       coalesce(p.sex, 'U') AS sex, s.age_years, x.finding, x.raw_label, x.value, x.labeler, x.method, x.reader
 FROM labelled x
 LEFT JOIN stds s ON s.study_id = x.study_id
 LEFT JOIN pats p ON p.patient_id = x.patient_id
-ORDER BY x.finding NULLS LAST, x.value, x.is_frontal, x.image_id, x.labeler, x.raw_label, x.method
+ORDER BY x.finding NULLS LAST, x.value, x.is_frontal, x.image_id, x.labeler, x.raw_label, x.method, x.reader

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 # Order is the order `cxr ingest` processes datasets in.
 DATASETS: tuple[str, ...] = (
     "nih_cxr14", "chexpert", "mimic_cxr", "rexgradient", "chexpert_plus", "iu_xray", "padchest", "mimic_qba",
+    "vindr_cxr", "rsna_pneumonia", "siim_pneumothorax",
 )
 
 

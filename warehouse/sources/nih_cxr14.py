@@ -11,6 +11,16 @@ Format notes, checked against the real files:
 - `Finding Labels` lists only what is present ('|'-separated), so labels are positive (1) rows;
   `No Finding` is kept as a label. BBox_List_2017 names infiltration `Infiltrate`.
 - train_val_list.txt / test_list.txt split by patient; train_val becomes split `train`.
+- google2019_nih-chest-xray-labels.csv (optional; torchxrayvision's merge of Google's 2019 expert
+  labels, Majkowski et al., with the NIH columns): for 4,376 NIH images, the adjudicated radiologist
+  panel's YES/NO for `Fracture`, `Pneumothorax`, `Airspace opacity`, `Nodule or mass`, and `Set Id`
+  (`val` or `test`). The file has adjudicated columns only, no per-reader ones, so each YES/NO is one
+  labels row with labeler `radiologist`, value 1/0, reader null (a consensus, not one reader) and
+  `label_split` valid/test (Google's own split; the image's `split` stays NIH's, since Google's sets
+  do not cover whole NIH patients' image lists). Its NIH columns (Follow-up #, age, …) come from the
+  2017 entry file and differ from v2020 in ~2,800 rows; they are not read: Data_Entry is the source
+  of truth for images. An image not in Data_Entry or repeated, a value other than YES/NO or a Set Id
+  other than val/test is quarantined (target labels) with its raw record.
 
 Bad input: a data entry file with a header and no rows is a SourceError. An age that is not a
 number, negative or over 120 is null in age_years, kept as written in age_source, and gets a
@@ -22,7 +32,7 @@ import polars as pl
 
 from .. import findings
 from .base import DatasetInfo, SourceFolder, SourceResult
-from .csvread import read_csv, read_lines
+from .csvread import Rejects, read_csv, read_lines
 from .quarantine import quarantine_rows
 from . import values
 
@@ -42,6 +52,10 @@ INFO = DatasetInfo(
 DATA_ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 BBOX_FILE = "BBox_List_2017.csv"
 SPLIT_FILES = {"train": "train_val_list.txt", "test": "test_list.txt"}
+GOOGLE_FILE = "google2019_nih-chest-xray-labels.csv"
+GOOGLE_FINDINGS = ("Fracture", "Pneumothorax", "Airspace opacity", "Nodule or mass")
+GOOGLE_SETS = {"val": "valid", "test": "test"}
+GOOGLE_VALUES = {"YES": 1, "NO": 0}
 
 HEADER_2020 = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
                "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
@@ -51,6 +65,9 @@ ENTRY_COLUMNS = {
     "patient_age": "VARCHAR", "patient_gender": "VARCHAR", "view_position": "VARCHAR",
     "width": "INTEGER", "height": "INTEGER", "spacing_x": "FLOAT", "spacing_y": "FLOAT",
 }
+GOOGLE_HEADER = HEADER_2020 + "," + ",".join(GOOGLE_FINDINGS) + ",Set Id"
+GOOGLE_COLUMNS = {**{c: "VARCHAR" for c in ENTRY_COLUMNS}, **{f"g{i}": "VARCHAR" for i in range(len(GOOGLE_FINDINGS))},
+                  "set_id": "VARCHAR"}
 BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
 BBOX_COLUMNS = {"image_index": "VARCHAR", "label": "VARCHAR", "x": "FLOAT", "y": "FLOAT", "w": "FLOAT",
                 "h": "FLOAT"}
@@ -61,7 +78,8 @@ class NihCxr14:
 
     def source_files(self, src: SourceFolder) -> list[str]:
         names = [src.require(*DATA_ENTRY_FILES)]
-        names += [n for n in (src.first_existing(BBOX_FILE), *map(src.first_existing, SPLIT_FILES.values())) if n]
+        names += [n for n in (src.first_existing(BBOX_FILE), *map(src.first_existing, SPLIT_FILES.values()),
+                              src.first_existing(GOOGLE_FILE)) if n]
         return names
 
     def read(self, src: SourceFolder, progress=None, related=None) -> SourceResult:
@@ -110,6 +128,12 @@ class NihCxr14:
         else:
             tables["boxes"] = pl.DataFrame()
         files += [n for n in map(src.first_existing, SPLIT_FILES.values()) if n]
+        google_file = src.first_existing(GOOGLE_FILE)
+        if google_file:
+            expert, rejected = _google_labels(src, google_file, set(rows["image_id"]))
+            tables["labels"] = pl.concat([tables["labels"], expert], how="diagonal_relaxed")
+            quarantine += rejected
+            files.append(google_file)
         notes = [] if any(src.first_existing(n) for n in SPLIT_FILES.values()) else [
             "no train_val_list.txt / test_list.txt: every image's split is 'unassigned'"]
         return SourceResult(tables, quarantine, files, notes)
@@ -146,6 +170,39 @@ def _labels(rows: pl.DataFrame) -> pl.DataFrame:
                 pl.lit(1, pl.Int8).alias("value"), pl.lit("nih_nlp").alias("labeler"))
     )
     return findings.with_findings(positives, "nih_nlp")
+
+
+def _google_labels(src: SourceFolder, name: str, known_images: set[str]) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """The adjudicated expert labels (labeler radiologist) of Google's 2019 NIH re-read, and its bad rows."""
+    read = read_csv(src, name, columns=GOOGLE_COLUMNS, header=GOOGLE_HEADER, target_table="labels",
+                    require_rows=True)
+    rejects = Rejects(read, src.display(name))
+    rows = read.frame.with_columns(pl.col("image_index").str.replace(r"\.png$", "").alias("image_id"))
+    unknown = rows.filter(pl.col("image_id").is_null() | ~pl.col("image_id").is_in(list(known_images)))
+    rejects.add(unknown, table="labels", column="image_index",
+                reason="image is not in the NIH data entry file (or Image Index is blank)")
+    bad_set = rows.filter(~pl.col("set_id").is_in(list(GOOGLE_SETS)) | pl.col("set_id").is_null())
+    rejects.add(bad_set, table="labels", column="set_id", reason=f"Set Id is not one of {', '.join(GOOGLE_SETS)}")
+    rows = rows.filter(pl.col("image_id").is_in(list(known_images)) & pl.col("set_id").is_in(list(GOOGLE_SETS)))
+    repeated = pl.int_range(pl.len()).over("image_id") > 0
+    rejects.add(rows.filter(repeated), table="labels", column="image_index",
+                reason="Image Index repeats an earlier row (the first row's labels are kept)")
+    rows = rows.filter(~repeated)
+    long = pl.concat([
+        rows.select("_row", "image_id", "set_id", pl.lit(finding).alias("raw_label"), pl.col(f"g{i}").alias("answer"))
+        for i, finding in enumerate(GOOGLE_FINDINGS)])
+    bad_value = long.filter(~pl.col("answer").is_in(list(GOOGLE_VALUES)) | pl.col("answer").is_null())
+    for i, finding in enumerate(GOOGLE_FINDINGS):
+        wrong = bad_value.filter(pl.col("raw_label") == finding).rename({"answer": finding})
+        rejects.add(wrong, table="labels", column=finding, reason=f"{finding} is not YES or NO")
+    labels = (
+        long.filter(pl.col("answer").is_in(list(GOOGLE_VALUES)))
+        .select(pl.col("image_id").alias("study_id"), "image_id", "raw_label",
+                pl.col("answer").replace_strict(GOOGLE_VALUES, return_dtype=pl.Int8).alias("value"),
+                pl.lit("radiologist").alias("labeler"),
+                pl.col("set_id").replace_strict(GOOGLE_SETS, return_dtype=pl.String).alias("label_split"))
+    )
+    return findings.with_findings(labels, "radiologist"), [read.rejects, *rejects.frames()]
 
 
 def _boxes(frame: pl.DataFrame) -> pl.DataFrame:
