@@ -27,6 +27,15 @@ def test_definitions_validate_from_repo_root(tmp_path):
     assert "Validation successful for code location cxr_warehouse" in proc.stderr + proc.stdout
 
 
+def test_dg_checks_the_definitions(tmp_path):
+    """The `dg` CLI (Dagster's successor to `dagster definitions validate`) finds the project from pyproject.toml."""
+    proc = subprocess.run([str(DAGSTER.with_name("dg")), "check", "defs"], cwd=REPO, env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "All definitions loaded successfully" in proc.stdout + proc.stderr
+    assert "does not match" not in proc.stdout + proc.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
