@@ -156,5 +156,7 @@ def _cxr_env(wh, extra: dict, *args):
                CXR_CACHE=str(wh.settings.cache))
     env.pop("DAGSTER_HOME", None)
     env.update(extra)
+    # not the folder holding the warehouse root: `python -m` puts the current folder first on sys.path, and a
+    # data folder named `warehouse` there would shadow the package (the `cxr` script does not do that)
     return subprocess.run([sys.executable, "-m", "warehouse.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=wh.settings.catalog.parent)
+                          cwd=Path(extra.get("DAGSTER_HOME", wh.settings.catalog.parent)))

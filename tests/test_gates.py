@@ -61,7 +61,7 @@ INTENDED_SEVERITY = {
         "pixel_spacing_positive", "pixel_spacing_y_positive")},
     **{f"labels__{n}": BLOCKING for n in (
         "columns_match_schema", "study_id_not_null", "finding_in_vocabulary", "raw_label_not_null", "key_unique",
-        "value_in_vocabulary", "labeler_in_vocabulary")},
+        "value_in_vocabulary", "labeler_in_vocabulary", "label_split_in_vocabulary")},
     **{f"patients__{n}": BLOCKING for n in (
         "columns_match_schema", "patient_id_not_null", "key_unique", "sex_in_vocabulary", "birth_year_plausible")},
     **{f"qa_answer_boxes__{n}": BLOCKING for n in (
@@ -322,6 +322,7 @@ DEFECTS = [
     Defect("labels__key_unique", NIH, entry_line(3, f1="Effusion|Hernia|Effusion")),
     staged(NIH, "labels__value_in_vocabulary", "labels", first_row("value", "2")),
     staged(NIH, "labels__labeler_in_vocabulary", "labels", first_row("labeler", "'nlp'")),
+    staged(NIH, "labels__label_split_in_vocabulary", "labels", first_row("label_split", "'validation'")),
     # patients
     staged(NIH, "patients__patient_id_not_null", "patients", first_row("patient_id", "NULL")),
     staged(NIH, "patients__key_unique", "patients", DUPLICATE_FIRST_ROW),
