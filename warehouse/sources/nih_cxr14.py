@@ -10,11 +10,19 @@ Format notes, checked against the real files:
   number in ~21% of v2020 rows, so the study id is the image's file stem, not a derived number.
 - `Finding Labels` lists only what is present ('|'-separated), so labels are positive (1) rows;
   `No Finding` is kept as a label. BBox_List_2017 names infiltration `Infiltrate`.
-- train_val_list.txt / test_list.txt split by patient; train_val becomes split `train`.
+- train_val_list.txt / test_list.txt split by patient; train_val becomes split `train`. Without them
+  every split is `unassigned`, and the dataset's notes (catalog_datasets.notes) say so.
+- `Follow-up #` is studies.follow_up_number; visit_order is its rank per patient (ties by study id).
+  NIH gives no dates, so days_since_first / days_since_previous are null.
+- Every native column's destination is declared in SOURCE_FIELDS (tests/test_source_columns.py).
 
 Bad input: a data entry file with a header and no rows is a SourceError. An age that is not a
 number, negative or over 120 is null in age_years, kept as written in age_source, and gets a
-quarantine row (column `age`, with the reason and raw record); the rest of the row publishes.
+quarantine row (column `age`, with the reason and raw record); the rest of the row publishes, and
+the gate (studies.age_years_in_range) checks the harmonized age_years, so such ages never block.
+The original Data_Entry_2017.csv is reported to hold a few ages over 120 (not checked here: the file
+is not in the public cache); the v2020 revision read by default has none (ages 0-95, 112,120 rows:
+tests/test_longitudinal.py checks it, and gates a 2017-format file with such ages end to end).
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ import polars as pl
 from .. import findings
 from .base import DatasetInfo, SourceFolder, SourceResult
 from .csvread import read_csv, read_lines
+from .longitudinal import with_visits
 from .quarantine import quarantine_rows
 from . import values
 
@@ -51,6 +60,28 @@ ENTRY_COLUMNS = {
     "patient_age": "VARCHAR", "patient_gender": "VARCHAR", "view_position": "VARCHAR",
     "width": "INTEGER", "height": "INTEGER", "spacing_x": "FLOAT", "spacing_y": "FLOAT",
 }
+EMPTY = "(no name, empty in every row)"   # a column with no header and no values: nothing to keep
+# Where every column of the native files goes (table.column, or table.source_attributes).
+SOURCE_FIELDS = {
+    "Data_Entry_2017_v2020.csv": {
+        "Image Index": ("images.image_id", "images.path", "studies.study_id"),
+        "Finding Labels": "labels.raw_label",
+        "Follow-up #": ("studies.follow_up_number", "studies.visit_order"),
+        "Patient ID": "patients.patient_id",
+        "Patient Age": ("studies.age_years", "studies.age_source"),
+        "Patient Gender": ("patients.sex", "patients.sex_source"),
+        "View Position": ("images.view_position", "images.view_source"),
+        "OriginalImage[Width": "images.width", "Height]": "images.height",
+        "OriginalImagePixelSpacing[x": "images.pixel_spacing_x", "y]": "images.pixel_spacing_y",
+    },
+    "BBox_List_2017.csv": {
+        "Image Index": "boxes.image_id", "Finding Label": "boxes.raw_label",
+        "Bbox [x": "boxes.x", "y": "boxes.y", "w": "boxes.w", "h]": "boxes.h", "": EMPTY,
+    },
+}
+SOURCE_FIELDS["Data_Entry_2017.csv"] = {**SOURCE_FIELDS["Data_Entry_2017_v2020.csv"], "": EMPTY}
+SPLITS_MISSING = ("official split lists (train_val_list.txt, test_list.txt) were not in the source folder: "
+                  "every image's split is 'unassigned'")
 BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
 BBOX_COLUMNS = {"image_index": "VARCHAR", "label": "VARCHAR", "x": "FLOAT", "y": "FLOAT", "w": "FLOAT",
                 "h": "FLOAT"}
@@ -85,11 +116,12 @@ class NihCxr14:
 
         tables = {
             "patients": _patients(rows),
-            "studies": rows.select(
+            "studies": with_visits(rows.select(
                 pl.col("image_id").alias("study_id"), "patient_id", "split",
                 values.age_years(pl.col("patient_age")).alias("age_years"),
                 pl.col("patient_age").alias("age_source"),
-            ),
+                pl.col("follow_up").alias("follow_up_number"),
+            ), [pl.col("follow_up_number")]),
             "images": rows.select(
                 "image_id", pl.col("image_id").alias("study_id"), "patient_id", "split",
                 values.view_position(pl.col("view_position")).alias("view_position"),
@@ -110,8 +142,9 @@ class NihCxr14:
         else:
             tables["boxes"] = pl.DataFrame()
         files += [n for n in map(src.first_existing, SPLIT_FILES.values()) if n]
-        notes = [] if any(src.first_existing(n) for n in SPLIT_FILES.values()) else [
-            "no train_val_list.txt / test_list.txt: every image's split is 'unassigned'"]
+        notes = [] if any(src.first_existing(n) for n in SPLIT_FILES.values()) else [SPLITS_MISSING]
+        if not bbox_file:
+            notes.append(f"{BBOX_FILE} was not in the source folder: no boxes")
         return SourceResult(tables, quarantine, files, notes)
 
 
