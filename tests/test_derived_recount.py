@@ -48,8 +48,8 @@ class Image(NamedTuple):
 
 class Person(NamedTuple):
     sex: str
-    race: str | None = None
-    ethnicity: str | None = None
+    race: str = "not_recorded"        # harmonized; not_recorded = the source has no race field
+    ethnicity: str = "not_recorded"
 
 
 class Raw(NamedTuple):
@@ -222,7 +222,7 @@ def rexgradient_raw(folder: Path) -> Raw:
     e = rexgradient_expected(folder)
     studies = {k: Study(v[1], v[2], norm(v[4])) for k, v in e["studies"].items()}
     images = {k: Image(v[1], studies[v[1]].patient, v[2], v[3], v[5]) for k, v in e["images"].items()}
-    patients = {k: Person(v[1], v[3]) for k, v in e["patients"].items()}
+    patients = {k: Person(v[1], v[3], v[5]) for k, v in e["patients"].items()}
     reports = {}
     for study, r in e["csv"].items():
         sections = [None if (r[s] or "").strip().lower() in ("", "none") else r[s]
@@ -255,7 +255,7 @@ def test_padchest_demographics_equal_recount(samples):
     expected = check_demographics(wh, "padchest", raw["padchest"])
     assert expected[("unassigned", "age_bucket", "unknown")][5] == 1      # the study without a birth year
     assert expected[("unassigned", "age_bucket", "80+")][5] > 0
-    assert ("unassigned", "sex", "U") in expected and ("unassigned", "race", "unknown") in expected
+    assert ("unassigned", "sex", "U") in expected and ("unassigned", "race", "not_recorded") in expected
     ages = [v[6] for k, v in expected.items() if k[1] == "age_bucket"]
     assert abs(sum(ages) - 100) < 1e-9
 
@@ -281,7 +281,8 @@ def test_rexgradient_demographics_equal_recount(samples):
     wh, raw = samples
     expected = check_demographics(wh, "rexgradient", raw["rexgradient"])
     assert {k[0] for k in expected} == {"train", "valid", "test"}
-    assert any(k[1] == "race" and k[2] != "unknown" for k in expected)
+    assert any(k[1] == "race" and k[2] not in ("unknown", "not_recorded") for k in expected)
+    assert any(k[1] == "race" and k[2] == "unknown" for k in expected)      # blank EthnicGroup: recorded, unknown
 
 
 # --- the real NIH and CheXpert files, through the session warehouse ---------------------------

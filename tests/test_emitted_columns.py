@@ -53,6 +53,43 @@ SEXES = {"M": "M", "F": "F", "MALE": "M", "FEMALE": "F", "UNKNOWN": "U", "O": "U
 AGE_UNITS = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}
 
 
+# Race / ethnicity words -> the OMB vocabulary (docs/datasets.md "Race and ethnicity"), as prefixes in order.
+RACE_PREFIXES = (
+    ("UNKNOWN", "unknown"), ("UNABLE TO OBTAIN", "unknown"), ("PATIENT DECLINED", "unknown"),
+    ("PATIENT REFUSED", "unknown"), ("DECLINED", "unknown"), ("REFUSED", "unknown"), ("UNK", "unknown"),
+    ("MULTIPLE", "multiple"), ("MULTIRACIAL", "multiple"), ("AMERICAN INDIAN", "american_indian_alaska_native"),
+    ("ALASKA", "american_indian_alaska_native"), ("NATIVE AMERICAN", "american_indian_alaska_native"),
+    ("NATIVE HAWAIIAN", "native_hawaiian_pacific_islander"), ("PACIFIC ISLANDER", "native_hawaiian_pacific_islander"),
+    ("WHITE", "white"), ("CAUCASIAN", "white"), ("PORTUGUESE", "white"), ("BLACK", "black"),
+    ("AFRICAN AMERICAN", "black"), ("ASIAN", "asian"),
+)
+RACE_LETTERS = {"W": "white", "B": "black", "A": "asian", "U": "unknown", "O": "other", "OTHER": "other"}
+HISPANIC = ("HISPANIC", "LATINO", "SOUTH AMERICAN")
+
+
+def race(word: str | None, *, mixed: bool = False) -> str:
+    """Harmonized race; `mixed` for a field that also carries Hispanic origin (MIMIC-IV race, EthnicGroup)."""
+    key = (word or "").strip().upper()
+    if not key:
+        return "unknown"
+    if mixed and key.startswith(HISPANIC):
+        return "other"
+    if key in RACE_LETTERS:
+        return RACE_LETTERS[key]
+    return next((r for prefix, r in RACE_PREFIXES if key.startswith(prefix)), "other")
+
+
+def ethnicity(word: str | None) -> str:
+    key = (word or "").strip().upper()
+    return "not_hispanic" if key.startswith("NON") else "hispanic" if key.startswith(("HISPANIC", "LATINO")) \
+        else "unknown"
+
+
+def ethnicity_of_mixed(word: str | None) -> str:
+    key = (word or "").strip().upper()
+    return "hispanic" if key.startswith(HISPANIC) or "HISPANIC" in key else "unknown"
+
+
 def view(word: str | None) -> str:
     """Canonical view of a source word; a known-but-unusual word (oblique, decubitus) is OTHER."""
     return "UNKNOWN" if word is None else VIEWS.get(word.strip().upper(), "OTHER")
@@ -618,7 +655,8 @@ def rexgradient_expected(folder: Path) -> dict:
                     image = path.rsplit("/", 1)[1].removesuffix(".png")
                     images[image] = (image, key, split, view(pos), pos, view(pos) in FRONTAL,
                                      shape[1], shape[0], path.removeprefix("../"))
-    patients = {p: (p, sex(r["PatientSex"]), blank(r["PatientSex"]), blank(r["EthnicGroup"].strip()))
+    patients = {p: (p, sex(r["PatientSex"]), blank(r["PatientSex"]), race(r["EthnicGroup"], mixed=True),
+                    blank(r["EthnicGroup"].strip()), ethnicity_of_mixed(r["EthnicGroup"]))
                 for p, (_, r) in first.items()}
     return {"studies": studies, "images": images, "patients": patients, "csv": raw}
 
@@ -635,7 +673,8 @@ def test_rexgradient_every_column_equals_raw(tmp_path):
                                                     "is_frontal", "width", "height", "path"])),
                 expected["images"], "rexgradient images")
     assert {v[3] for v in expected["images"].values()} >= {"PA", "AP", "LATERAL", "LL", "UNKNOWN", "OTHER"}
-    assert_same(keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "race"])),
+    assert_same(keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "race", "race_source",
+                                                      "ethnicity"])),
                 expected["patients"], "rexgradient patients")
 
 
@@ -650,8 +689,8 @@ def test_chexpert_plus_every_column_equals_raw(tmp_path, raw_files):
         age = float(r["age"]) if r["age"].strip() else None
         studies.setdefault(f"{patient}/{study}", (f"{patient}/{study}", patient, r["split"],
                                                  age if age else None, blank(r["age"])))
-        patients.setdefault(patient, (patient, sex(r["sex"]), blank(r["sex"]), blank(r["race"]),
-                                      blank(r["ethnicity"])))
+        patients.setdefault(patient, (patient, sex(r["sex"]), blank(r["sex"]), race(r["race"]), blank(r["race"]),
+                                      ethnicity(r["ethnicity"]), blank(r["ethnicity"])))
     labels = set()
     for method in ("findings", "impression", "report"):
         with open(tmp_path / f"chexbert_labels/{method}_fixed.json") as f:
@@ -663,7 +702,8 @@ def test_chexpert_plus_every_column_equals_raw(tmp_path, raw_files):
     tables = read_all("chexpert_plus", tmp_path)
     got_studies = keyed(frame_rows(tables["studies"], ["study_id", "patient_id", "split", "age_years", "age_source"]))
     assert_same(got_studies, studies, "chexpert_plus studies")
-    assert_same(keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "race", "ethnicity"])),
+    assert_same(keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "race", "race_source",
+                                                      "ethnicity", "ethnicity_source"])),
                 patients, "chexpert_plus patients")
     got = set(frame_rows(tables["labels"], ["study_id", "image_id", "raw_label", "value", "labeler", "method"]))
     assert got == labels and {v[3] for v in got} == {1, 0, -1}

@@ -24,6 +24,7 @@ from warehouse.sources.mimic_reports import sections
 from warehouse.samples.mimic_cxr import write_samples
 
 from .conftest import make_settings
+from .test_emitted_columns import ethnicity_of_mixed, race
 
 PATIENTS, SEED = 60, 3
 SPLIT_NAMES = {"train": "train", "validate": "valid", "test": "test"}
@@ -359,9 +360,16 @@ def test_demographics_match_truth_and_raw_files(sample, read):
         raw = raw_patients[row["patient_id"]]
         assert row["birth_year"] == int(raw["anchor_year"]) - int(raw["anchor_age"])
     expected_race = _expected_race(gz_rows(root / "mimiciv/3.1/hosp/admissions.csv.gz"))
-    got_race = {k: v for k, v in patients.select("patient_id", "race").iter_rows() if v is not None}
+    got_race = {k: v for k, v in patients.select("patient_id", "race_source").iter_rows() if v is not None}
     assert got_race == {k: v for k, v in expected_race.items() if k in set(patients["patient_id"])}
     assert len(got_race) == mimic_iv["linked_patients_with_admissions"]
+    # harmonized (docs/datasets.md "Race and ethnicity"); no admission: recorded field, nothing said -> unknown
+    harmonized = dict(patients.select("patient_id", "race").iter_rows())
+    assert harmonized == {p: race(got_race.get(p), mixed=True) for p in patients["patient_id"]}
+    assert set(harmonized.values()) <= {"white", "black", "asian", "american_indian_alaska_native",
+                                        "native_hawaiian_pacific_islander", "other", "multiple", "unknown"}
+    ethnicities = dict(patients.select("patient_id", "ethnicity").iter_rows())
+    assert ethnicities == {p: ethnicity_of_mixed(got_race.get(p)) for p in patients["patient_id"]}
     n, m = mimic_iv["linked_cxr_patients"], truth["patients"]
     assert any(f"MIMIC-IV 3.1 demographics for {100 * n / m:.1f}% of CXR patients ({n} of {m})" in note
                for note in result.notes)

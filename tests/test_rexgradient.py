@@ -141,7 +141,7 @@ def test_keys_are_unique_and_every_row_has_its_parent(tables):
 def test_study_values_are_read_as_dicom_writes_them(sample, tables):
     root, _ = sample
     studies = {r["study_id"]: r for r in tables["studies"].iter_rows(named=True)}
-    race = dict(zip(tables["patients"]["patient_id"], tables["patients"]["race"]))
+    race = dict(zip(tables["patients"]["patient_id"], tables["patients"]["race_source"]))
     seen_months = seen_zero_weight = 0
     for split in SPLITS:
         for row in raw_csv(root, split):

@@ -207,13 +207,14 @@ def _datasets_table(datasets: list[DatasetInfo], publishes: dict[str, publish_lo
             "last_ingest": p.published_at.isoformat(timespec="seconds") if p else None,
             "run_id": p.run_id if p else None, "warehouse_version": p.warehouse_version if p else None,
             "ingested": p is not None,
+            "notes": list(p.notes) if p else None,
         })
     return pa.Table.from_pylist(rows, schema=pa.schema([
         ("dataset", pa.string()), ("name", pa.string()), ("version", pa.string()), ("access", pa.string()),
         ("citation", pa.string()), ("homepage", pa.string()), ("source_location", pa.string()),
         ("default_data", pa.string()), ("tables", pa.list_(pa.string())), ("links_to", pa.string()),
         ("source_fingerprint", pa.string()), ("last_ingest", pa.string()), ("run_id", pa.string()),
-        ("warehouse_version", pa.int64()), ("ingested", pa.bool_()),
+        ("warehouse_version", pa.int64()), ("ingested", pa.bool_()), ("notes", pa.list_(pa.string())),
     ]))
 
 

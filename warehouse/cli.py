@@ -221,7 +221,24 @@ def _stats(args) -> int:
         con.close()
     print_table(columns, rows, title="Split statistics",
                 caption="report columns: mean tokens per section over reports that have it; ∅ = no reports")
+    _print_notes(_warehouse(), sorted({r[0] for r in rows}))
     return 0
+
+
+def _print_notes(wh, datasets: list[str]) -> None:
+    """Each dataset's notes (what its source folder lacked), under the table a person just read."""
+    if not datasets:
+        return
+    con = wh.connect()
+    try:
+        rows = con.execute("SELECT dataset, unnest(notes) FROM catalog_datasets WHERE list_contains(?, dataset) "
+                           "ORDER BY dataset", [datasets]).fetchall()
+    finally:
+        con.close()
+    if rows:
+        print("Notes:")
+        for dataset, note in rows:
+            print(f"  {dataset}: {note}")
 
 
 # --- catalog -------------------------------------------------------------------------------
@@ -251,6 +268,11 @@ def _catalog(args) -> int:
             "SELECT dataset, name, access, CASE WHEN ingested THEN last_ingest ELSE 'not ingested' END, "
             "source_location FROM catalog_datasets ORDER BY dataset").fetchall()
         print_table(["dataset", "name", "access", "last ingest", "source"], datasets, title="Datasets")
+        notes = con.execute("SELECT dataset, unnest(notes) FROM catalog_datasets ORDER BY dataset").fetchall()
+        if notes:
+            print("Notes:")
+            for dataset, note in notes:
+                print(f"  {dataset}: {note}")
         tables = con.execute(
             "SELECT table_name, rows, partitions, array_to_string(datasets, ' '), description "
             "FROM catalog_tables ORDER BY derived, table_name").fetchall()

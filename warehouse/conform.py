@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from .errors import CxrError
 
-from .schema import Table, table as table_def
+from .schema import ATTRIBUTES, Table, table as table_def
 
 
 class ConformError(CxrError, ValueError):
@@ -23,7 +23,10 @@ _POLARS_TYPES = {
     pa.string(): pl.String, pa.float64(): pl.Float64, pa.float32(): pl.Float32, pa.int64(): pl.Int64,
     pa.int32(): pl.Int32, pa.int16(): pl.Int16, pa.int8(): pl.Int8, pa.bool_(): pl.Boolean,
     pa.date32(): pl.Date, pa.list_(pa.string()): pl.List(pl.String),
+    # polars has no map type: a map is a list of {key, value} structs until it becomes Arrow (to_arrow_map)
+    ATTRIBUTES: pl.List(pl.Struct({"key": pl.String, "value": pl.String})),
 }
+_ENTRY = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
 
 
 def polars_type(arrow_type: pa.DataType):
@@ -44,6 +47,8 @@ def conform(table_name: str, frame: pl.DataFrame, dataset: str, *, sort: bool = 
             columns.append(pl.lit(dataset, pl.String).alias("dataset"))
         elif column.name in frame.columns:
             columns.append(pl.col(column.name).cast(target, strict=True))
+        elif column.default is not None:
+            columns.append(pl.lit(column.default, target).alias(column.name))
         elif column.nullable:
             columns.append(pl.lit(None, target).alias(column.name))
         else:
@@ -54,7 +59,22 @@ def conform(table_name: str, frame: pl.DataFrame, dataset: str, *, sort: bool = 
         raise ConformError(f"{dataset}: {table_name} does not fit its schema: {e}") from None
     if sort:
         out = out.sort(list(spec.order), nulls_last=True, maintain_order=True)
-    return out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(spec.schema)
+    arrow = out.to_arrow(compat_level=pl.CompatLevel.oldest())
+    for i, column in enumerate(spec.columns):
+        if column.type == ATTRIBUTES:
+            arrow = arrow.set_column(i, column.name, to_arrow_map(arrow.column(i)))
+    return arrow.cast(spec.schema)
+
+
+def to_arrow_map(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A list of {key, value} structs (polars' shape of a map) as an Arrow MAP<string, string>."""
+    if column.type == ATTRIBUTES:
+        return column
+    column = column.cast(_ENTRY)
+    chunks = [pa.MapArray.from_arrays(chunk.offsets, chunk.values.field("key"), chunk.values.field("value"),
+                                      mask=chunk.is_null() if chunk.null_count else None)
+              for chunk in column.chunks]
+    return pa.chunked_array(chunks, ATTRIBUTES)
 
 
 def empty(table: Table | str) -> pa.Table:

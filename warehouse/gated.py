@@ -117,7 +117,8 @@ class GatedIngest:
         rows = {**staged.rows, **{name: p.rows for name, p in derived.items()}}
         warehouse_version = publish_log.record(
             self.store, dataset=self.dataset, run_id=self.run_id, versions=versions, rows=rows,
-            source_fingerprint=staged.fingerprint, source_location=staged.location, engine=self.engine)
+            source_fingerprint=staged.fingerprint, source_location=staged.location, engine=self.engine,
+            notes=staged.notes)
         self.store.discard_staging(self.dataset, self.run_id)
         result = IngestResult(self.dataset, self.run_id, "published", rows, staged.rejected, versions,
                               warehouse_version, seconds=self._elapsed())

@@ -33,6 +33,7 @@ LOG_SCHEMA = pa.schema([
     pa.field("source_location", pa.string()),
     pa.field("engine", pa.string()),
     pa.field("schema_version", pa.int32()),
+    pa.field("notes", pa.string()),                         # JSON [what the source folder lacked, ...]
 ])
 
 
@@ -52,10 +53,12 @@ class Publish:
     engine: str | None
     schema_version: int | None
     warehouse_version: int            # the log's Delta version that added this row
+    notes: tuple[str, ...] = ()       # the adapter's notes at ingest: what the source folder held or lacked
 
 
 def record(store: Store, *, dataset: str, run_id: str, versions: dict[str, int], rows: dict[str, int],
-           source_fingerprint: str | None, source_location: str | None, engine: str) -> int:
+           source_fingerprint: str | None, source_location: str | None, engine: str,
+           notes: list[str] | None = None) -> int:
     """Append the publish of one dataset; returns the new warehouse version."""
     from deltalake import CommitProperties, write_deltalake
 
@@ -63,9 +66,11 @@ def record(store: Store, *, dataset: str, run_id: str, versions: dict[str, int],
         "dataset": dataset, "run_id": run_id, "published_at": datetime.now(timezone.utc),
         "versions": json.dumps(versions, sort_keys=True), "rows": json.dumps(rows, sort_keys=True),
         "source_fingerprint": source_fingerprint, "source_location": source_location, "engine": engine,
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION, "notes": json.dumps(list(notes or [])),
     }], schema=LOG_SCHEMA)
+    # schema_mode="merge": a log written before `notes` existed gains the column on this append
     write_deltalake(store.table_uri(LOG_TABLE), row, mode="append", storage_options=store.delta_options or None,
+                    schema_mode="merge",
                     commit_properties=CommitProperties(custom_metadata={"cxr.dataset": dataset, "cxr.run_id": run_id}))
     return store.version_of_commit(LOG_TABLE, dataset, run_id)
 
@@ -95,7 +100,8 @@ def publishes(store: Store, as_of: int | datetime | None = None) -> list[Publish
         versions={k: int(v) for k, v in json.loads(r["versions"]).items()},
         rows={k: int(v) for k, v in json.loads(r["rows"] or "{}").items()},
         source_fingerprint=r["source_fingerprint"], source_location=r["source_location"], engine=r["engine"],
-        schema_version=r["schema_version"], warehouse_version=log_version.get((r["run_id"], r["dataset"]), -1)) for r in rows]
+        schema_version=r["schema_version"], warehouse_version=log_version.get((r["run_id"], r["dataset"]), -1),
+        notes=tuple(json.loads(r.get("notes") or "[]"))) for r in rows]
     return sorted(found, key=lambda p: (p.warehouse_version, p.published_at))
 
 

@@ -27,7 +27,14 @@ LABELERS = (
 ANSWER_TYPES = ("main_answer", "details", "related_information")
 QUALITY_GRADES = ("A++", "A+", "A", "B", "C", "D", "unrated")
 DEMOGRAPHIC_ATTRIBUTES = ("age_bucket", "sex", "race", "ethnicity")
-AGE_BUCKETS = ("0-20", "20-40", "40-60", "60-80", "80+", "unknown")
+AGE_BUCKETS = ("0-20", "20-40", "40-60", "60-80", "80+", "unknown", "not_recorded")
+# Race and ethnicity, harmonized to the OMB categories (docs/datasets.md, "Race and ethnicity"):
+# `unknown` = the source records the field and says unknown / declined / blank for this patient;
+# `not_recorded` = the source has no such field at all. The source's word stays in race_source.
+RACES = ("white", "black", "asian", "american_indian_alaska_native", "native_hawaiian_pacific_islander",
+         "other", "multiple", "unknown", "not_recorded")
+ETHNICITIES = ("hispanic", "not_hispanic", "unknown", "not_recorded")
+NOT_RECORDED = "not_recorded"
 
 VOCABULARIES: dict[str, tuple] = {
     "sex": SEX,
@@ -38,6 +45,8 @@ VOCABULARIES: dict[str, tuple] = {
     "answer_type": ANSWER_TYPES,
     "quality_grade": QUALITY_GRADES,
     "demographic_attribute": DEMOGRAPHIC_ATTRIBUTES,
+    "race": RACES,
+    "ethnicity": ETHNICITIES,
 }
 
 
@@ -48,6 +57,7 @@ class Column:
     description: str
     nullable: bool = True
     vocabulary: str | None = None  # key into VOCABULARIES
+    default: object = None         # the value when an adapter does not fill the column (else null)
 
     def field(self) -> pa.Field:
         meta = {"description": self.description}
@@ -88,12 +98,23 @@ class Table:
         return self.sort_by or self.key
 
 
-def _c(name, type_, description, nullable=True, vocabulary=None) -> Column:
-    return Column(name, type_, description, nullable, vocabulary)
+def _c(name, type_, description, nullable=True, vocabulary=None, default=None) -> Column:
+    return Column(name, type_, description, nullable, vocabulary, default)
 
 
 S, F64, F32, I64, I32, I16, I8, B = (
     pa.string(), pa.float64(), pa.float32(), pa.int64(), pa.int32(), pa.int16(), pa.int8(), pa.bool_())
+# Every source field that has no canonical column lands in `source_attributes`, keyed by the source's own
+# column name (or JSON path), the value as written (as text). Each adapter declares where every native
+# column goes in its SOURCE_FIELDS (tests/test_source_columns.py checks it against the native headers).
+ATTRIBUTES = pa.map_(pa.string(), pa.string())
+
+
+def _attributes(what: str) -> Column:
+    return _c("source_attributes", ATTRIBUTES,
+              f"Every source field of the {what} that has no canonical column, as MAP(VARCHAR, VARCHAR): key = "
+              "the source's field name, value = the value as written (blank values left out). Read one with "
+              "source_attributes['Field'].")
 
 DATASET = _c("dataset", S, "Dataset id, the partition key (e.g. nih_cxr14, chexpert).", nullable=False)
 PATIENT_ID = _c("patient_id", S, "Patient id as the source writes it.", nullable=False)
@@ -109,9 +130,20 @@ PATIENTS = Table(
         DATASET, PATIENT_ID,
         _c("sex", S, "Harmonized sex: F, M or U (unknown or not given).", nullable=False, vocabulary="sex"),
         _c("sex_source", S, "Sex exactly as the source wrote it, before harmonizing."),
-        _c("race", S, "Race in the source's own words (null when the source has none)."),
-        _c("ethnicity", S, "Ethnicity in the source's own words (null when the source has none)."),
+        _c("race", S, "Harmonized race (OMB categories): white, black, asian, american_indian_alaska_native, "
+                      "native_hawaiian_pacific_islander, other, multiple, unknown (the source records race and "
+                      "says unknown, declined or nothing for this patient) or not_recorded (the source has no "
+                      "race field).", vocabulary="race", default=NOT_RECORDED),
+        _c("ethnicity", S, "Harmonized ethnicity: hispanic, not_hispanic, unknown (recorded as unknown or blank) "
+                           "or not_recorded (the source has no ethnicity field).", vocabulary="ethnicity",
+           default=NOT_RECORDED),
         _c("birth_year", I16, "Year of birth when the source gives it (shifted as the source shifts dates)."),
+        _c("race_source", S, "Race exactly as the source wrote it, before harmonizing (null when the source has "
+                             "no race field or left it blank)."),
+        _c("ethnicity_source", S, "Ethnicity exactly as the source wrote it, before harmonizing."),
+        _c("death_date", pa.date32(), "Date of death when the source gives it (MIMIC-IV dod, shifted as its dates "
+                                      "are)."),
+        _attributes("patient"),
     ),
 )
 
@@ -127,6 +159,23 @@ STUDIES = Table(
         _c("weight_kg", F32, "Patient weight in kilograms at the study, when the source gives it."),
         _c("institution", S, "Institution or site name, when the source gives it."),
         _c("manufacturer", S, "Imaging equipment manufacturer, when the source gives it."),
+        _c("study_time", S, "Time of day of the study as ISO text HH:MM:SS[.fff] (Delta Lake has no TIME type: "
+                            "CAST(study_time AS TIME) in DuckDB), when the source gives it (MIMIC-CXR StudyTime, "
+                            "IU Study Time)."),
+        _c("follow_up_number", I32, "The source's own visit or follow-up number of the study (NIH `Follow-up #`, "
+                                    "0 = first), when it gives one."),
+        _c("visit_order", I32, "1 for the patient's first study in the dataset, 2 for the next, ...: by date and "
+                               "time where the source gives them, else by the source's follow-up number or "
+                               "relative timestamps; ties broken by study_id. Null when the source gives no "
+                               "order."),
+        _c("days_since_first", F64, "Days since the patient's first study in the dataset (fractional when "
+                                    "times are known); null when the source gives no dates."),
+        _c("days_since_previous", F64, "Days since the patient's previous study (null for the first study, "
+                                       "or when the source gives no dates)."),
+        _c("procedure", S, "The procedure as the source names it (MIMIC-CXR PerformedProcedureStepDescription, "
+                           "QBA procedure)."),
+        _c("pediatric", B, "True when the source flags the patient as a child (PadChest `Pediatric`)."),
+        _attributes("study"),
     ),
 )
 
@@ -147,6 +196,13 @@ IMAGES = Table(
         _c("pixel_spacing_x", F32, "Horizontal pixel spacing in mm."),
         _c("pixel_spacing_y", F32, "Vertical pixel spacing in mm."),
         _c("path", S, "Image file path relative to the dataset root, as laid out by the source."),
+        _c("patient_orientation", S, "DICOM Patient Orientation of the image as the source writes it (e.g. "
+                                     "L\\F; MIMIC-CXR's patient-orientation code meaning, e.g. Erect)."),
+        _c("projection_method", S, "How the view was established, in the source's words (PadChest "
+                                   "MethodProjection: 'Manual review of DICOM fields', ...)."),
+        _c("view_code_meaning", S, "The DICOM view code sequence's meaning (MIMIC-CXR ViewCodeSequence), when "
+                                   "given."),
+        _attributes("image"),
     ),
 )
 
@@ -325,7 +381,9 @@ DEMOGRAPHICS = Table(
         DATASET, SPLIT,
         _c("attribute", S, "age_bucket, sex, race or ethnicity.", nullable=False,
            vocabulary="demographic_attribute"),
-        _c("bucket", S, "The bucket: an age range (0-20 … 80+), a sex, or a race/ethnicity word.", nullable=False),
+        _c("bucket", S, "The bucket: an age range (0-20 … 80+), a sex, or a harmonized race/ethnicity word. "
+                        "`not_recorded` = the source has no such field; `unknown` = it has one and records "
+                        "unknown (or nothing readable) for these patients or studies.", nullable=False),
         _c("n_patients", I64, "Distinct patients in the bucket."),
         _c("n_studies", I64, "Studies in the bucket (age is per study, so age buckets count studies)."),
         _c("percent", F64, "Share of the split in this bucket, in percent (of studies for age, of patients "
@@ -372,7 +430,7 @@ def table(name: str) -> Table:
 _DUCKDB_TYPES = {
     pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.float32(): "FLOAT", pa.int64(): "BIGINT",
     pa.int32(): "INTEGER", pa.int16(): "SMALLINT", pa.int8(): "TINYINT", pa.bool_(): "BOOLEAN",
-    pa.date32(): "DATE", pa.list_(pa.string()): "VARCHAR[]",
+    pa.date32(): "DATE", pa.list_(pa.string()): "VARCHAR[]", ATTRIBUTES: "MAP(VARCHAR, VARCHAR)",
 }
 
 

@@ -19,6 +19,12 @@ Format notes, checked against the real train.csv:
   text, so an age that is not a number, negative or over 120 does not cost the row: age_years is
   null, age_source keeps what was written, and a quarantine row (column `age`) says why.
 - Sex, age and labels are written per image but are constant within a study and patient.
+- `studyN` numbers a patient's studies: follow_up_number = N and visit_order its rank per patient.
+  [U] the release says the numbers are per patient, not that they are chronological; no dates are
+  given, so days_since_* are null.
+- What the folder lacks is said in the dataset's notes: valid.csv absent (no `valid` split), and
+  always that the test set (500 studies, radiologist labels) is not public.
+- Every native column's destination is declared in SOURCE_FIELDS (tests/test_source_columns.py).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import polars as pl
 from .. import findings
 from .base import DatasetInfo, SourceFolder, SourceResult
 from .csvread import read_csv
+from .longitudinal import with_visits
 from .quarantine import quarantine_rows
 from . import values
 
@@ -51,6 +58,16 @@ HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(LABELS)
 COLUMNS = {"Path": "VARCHAR", "Sex": "VARCHAR", "Age": "VARCHAR", "Frontal/Lateral": "VARCHAR",
            "AP/PA": "VARCHAR", **{label: "FLOAT" for label in LABELS}}
 SPLIT_FILES = {"train": ("train.csv", "chexpert"), "valid": ("valid.csv", "radiologist")}
+SOURCE_FIELDS = {name: {
+    "Path": ("images.path", "images.image_id", "studies.study_id", "patients.patient_id",
+             "studies.follow_up_number"),
+    "Sex": ("patients.sex", "patients.sex_source"),
+    "Age": ("studies.age_years", "studies.age_source"),
+    "Frontal/Lateral": ("images.view_position", "images.view_source", "images.is_frontal"),
+    "AP/PA": ("images.view_position", "images.view_source"),
+    **{label: ("labels.raw_label", "labels.value") for label in LABELS},
+} for name in ("train.csv", "valid.csv")}
+TEST_NOT_PUBLIC = "the test set (500 studies, radiologist consensus labels) is not public: no test split"
 PATH_PATTERN = r"^(?:CheXpert-v1\.0(?:-small)?/)?((?:train|valid|test)/(patient\d+)/(study\d+)/(view\d+_(?:frontal|lateral))\.jpg)$"
 
 
@@ -96,13 +113,15 @@ class CheXpert:
         tables = {
             "patients": rows.group_by("patient_id", maintain_order=True).agg(
                 pl.col("Sex").first().alias("sex_source")).with_columns(values.sex(pl.col("sex_source")).alias("sex")),
-            "studies": rows.group_by("study_id", maintain_order=True).agg(
-                pl.col("patient_id").first(), pl.col("split").first(), pl.col("Age").first().alias("age")
+            "studies": with_visits(rows.group_by("study_id", maintain_order=True).agg(
+                pl.col("patient_id").first(), pl.col("split").first(), pl.col("Age").first().alias("age"),
+                pl.col("study").first(),
             ).select(
                 "study_id", "patient_id", "split",
                 pl.when(age > 0).then(age).alias("age_years"),   # 0 means unknown
                 pl.col("age").alias("age_source"),
-            ),
+                pl.col("study").str.strip_prefix("study").cast(pl.Int32, strict=False).alias("follow_up_number"),
+            ), [pl.col("follow_up_number")]),
             "images": rows.select(
                 "image_id", "study_id", "patient_id", "split",
                 view.alias("view_position"),
@@ -114,7 +133,9 @@ class CheXpert:
             ),
             "labels": _labels(rows),
         }
-        return SourceResult(tables, quarantine, files)
+        notes = [f"{name} was not in the source folder: no {split} split"
+                 for split, (name, _) in SPLIT_FILES.items() if not src.first_existing(name)]
+        return SourceResult(tables, quarantine, files, notes + [TEST_NOT_PUBLIC])
 
 
 def _labels(rows: pl.DataFrame) -> pl.DataFrame:

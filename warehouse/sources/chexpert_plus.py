@@ -31,6 +31,13 @@ published them rather than re-splitting the text, because CheXbert's findings/im
 read from those same columns, so a label's `method` and the report section it describes agree;
 full_text is always the `report` column, with every header kept.
 
+Nothing read is dropped (SOURCE_FIELDS): `patient_report_date_order` is studies.follow_up_number and
+orders visit_order (no dates: days_since_* are null); `recent_bmi` goes to studies.source_attributes;
+`insurance_type`, `interpreter_needed`, `deceased` and `deid_patient_id` (the patient's first row's) to
+patients.source_attributes. race / ethnicity are harmonized (values.race, values.ethnicity), the words
+kept in race_source / ethnicity_source. path_to_dcm, frontal_lateral and ap_pa describe the images,
+which the linked chexpert partition holds (same files, same views).
+
 What happens to bad input (quarantine rows name the file, record, line and column, with the record
 as written):
 - the CSV: a wrong header, an empty or header-only file, a truncated gzip or a stray quote (records
@@ -55,6 +62,7 @@ from .base import DatasetInfo, SourceFolder, SourceResult
 from .chexpert import PATH_PATTERN
 from .base import SourceError
 from .csvread import Rejects, read_csv
+from .longitudinal import with_visits
 from .quarantine import QUARANTINE_COLUMNS, quarantine_rows
 from . import values
 
@@ -87,6 +95,23 @@ SECTION_SOURCES = {
     "findings": ("section_findings",),
     "impression": ("section_impression",),
 }
+_LINKED = "linked:chexpert."   # the value is the linked chexpert partition's (its images rows)
+SOURCE_FIELDS = {CSV_FILE: {
+    "path_to_image": ("studies.study_id", "patients.patient_id", "labels.image_id"),
+    "path_to_dcm": _LINKED + "images.path", "frontal_lateral": _LINKED + "images.view_source",
+    "ap_pa": _LINKED + "images.view_source", "deid_patient_id": "patients.source_attributes",
+    "patient_report_date_order": ("studies.follow_up_number", "studies.visit_order"),
+    "report": "reports.full_text",
+    **{c: "reports.full_text" for c in ("section_narrative", "section_technique", "section_procedure_comments",
+                                        "section_end_of_impression", "section_summary", "section_accession_number")},
+    "section_clinical_history": "reports.indication", "section_history": "reports.indication",
+    "section_comparison": "reports.comparison", "section_findings": "reports.findings",
+    "section_impression": "reports.impression",
+    "age": ("studies.age_years", "studies.age_source"), "sex": ("patients.sex", "patients.sex_source"),
+    "race": ("patients.race", "patients.race_source"), "ethnicity": ("patients.ethnicity", "patients.ethnicity_source"),
+    "interpreter_needed": "patients.source_attributes", "insurance_type": "patients.source_attributes",
+    "recent_bmi": "studies.source_attributes", "deceased": "patients.source_attributes", "split": "studies.split",
+}}
 LABEL_FILES = {"findings": "chexbert_labels/findings_fixed.json",
                "impression": "chexbert_labels/impression_fixed.json",
                "report": "chexbert_labels/report_fixed.json"}
@@ -165,8 +190,11 @@ def _read_rows(src: SourceFolder, name: str) -> tuple[pl.DataFrame, list[pl.Data
 def _patients(rows: pl.DataFrame) -> pl.DataFrame:
     """Demographics are written per image but constant per patient: the patient's first row speaks."""
     return rows.group_by("patient_id", maintain_order=True).agg(
-        pl.col("sex").first().alias("sex_source"), pl.col("race").first(), pl.col("ethnicity").first(),
-    ).with_columns(values.sex(pl.col("sex_source")).alias("sex"))
+        pl.col("sex").first().alias("sex_source"), pl.col("race").first().alias("race_source"),
+        pl.col("ethnicity").first().alias("ethnicity_source"),
+        values.source_attributes(SOURCE_FIELDS[CSV_FILE], "patients").first().alias("source_attributes"),
+    ).with_columns(values.sex(pl.col("sex_source")).alias("sex"), values.race(pl.col("race_source")).alias("race"),
+                   values.ethnicity(pl.col("ethnicity_source")).alias("ethnicity"))
 
 
 def _studies(rows: pl.DataFrame) -> pl.DataFrame:
@@ -176,9 +204,13 @@ def _studies(rows: pl.DataFrame) -> pl.DataFrame:
     takes its ages from the same records), so age_years is null there; age_source keeps what was written.
     """
     age = values.age_years(pl.col("age_source"))
-    return rows.group_by("study_id", maintain_order=True).agg(
+    studies = rows.group_by("study_id", maintain_order=True).agg(
         pl.col("patient_id").first(), pl.col("split").first(), pl.col("age").first().alias("age_source"),
+        pl.col("patient_report_date_order").first().str.strip_chars().cast(pl.Float64, strict=False)
+        .cast(pl.Int32, strict=False).alias("follow_up_number"),
+        values.source_attributes(SOURCE_FIELDS[CSV_FILE], "studies").first().alias("source_attributes"),
     ).with_columns(pl.when(age > 0).then(age).alias("age_years"))
+    return with_visits(studies, [pl.col("follow_up_number")])
 
 
 def _reports(rows: pl.DataFrame, source_file: str) -> pl.DataFrame:

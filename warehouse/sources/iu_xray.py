@@ -41,6 +41,13 @@ Format notes, checked against the real files:
   qualifiers. A term listed twice in a report (276 reports list a term both as major and automatic)
   is one label row; major wins the method.
 - No official split: every study is `unassigned`.
+- Nothing of the metadata is dropped (SOURCE_FIELDS names each column's destination). Canonical:
+  `Pixel Spacing` (DICOM row\\column spacing, so y then x) -> pixel_spacing_y / pixel_spacing_x, or
+  `Imager Pixel Spacing` (at the detector) when Pixel Spacing is empty (2,547 rows); `Patient Orientation`
+  (`['L', 'F']`) -> patient_orientation `L\\F`; `Manufacturer` -> studies.manufacturer and `Study Time`
+  (HHMMSS) -> studies.study_time (both empty in every real row). Every other column, and both raw
+  spacings, go to images.source_attributes, blank values left out; the unnamed column 158 is keyed
+  `unnamed_158`. visit_order is 1 everywhere: IU has no patient ids, each report is its own patient.
 """
 from __future__ import annotations
 
@@ -127,6 +134,18 @@ METADATA_NAMES = (
 METADATA_HEADER = ",".join(METADATA_NAMES)
 # All text: a value that does not convert is quarantined here, the row (and its image) kept.
 METADATA_COLUMNS = {(name or f"unnamed_{i}"): "VARCHAR" for i, name in enumerate(METADATA_NAMES)}
+_CANONICAL = {
+    "imageid": "images.image_id", "Columns": "images.width", "Rows": "images.height",
+    "Pixel Spacing": ("images.pixel_spacing_x", "images.pixel_spacing_y", "images.source_attributes"),
+    "Imager Pixel Spacing": ("images.pixel_spacing_x", "images.pixel_spacing_y", "images.source_attributes"),
+    "Patient Orientation": "images.patient_orientation", "Manufacturer": "studies.manufacturer",
+    "Patient's Birth Date": ("patients.birth_year", "studies.age_years", "studies.age_source"),
+    "Patient's Sex": ("patients.sex", "patients.sex_source"), "Study Date": "studies.study_date",
+    "Study Time": "studies.study_time", "View Position": ("images.view_position", "images.view_source"),
+}
+SOURCE_FIELDS = {METADATA_FILE: {name: _CANONICAL.get(name, "images.source_attributes") for name in METADATA_NAMES}}
+# source_attributes keys (and frame columns) of the columns without a name
+ATTRIBUTE_KEYS = {name: f"unnamed_{i}" for i, name in enumerate(METADATA_NAMES) if name == ""}
 VIEW_WORDS = {"LARGE LATERAL": "LATERAL"}  # IU's own word, before the shared harmonizer
 SPLIT_IMAGE_ID = r"^(CXR\d+)_\d+_(IM-)"   # CXR1_1_IM-0001-3001 -> metadata's CXR1_IM-0001-3001
 
@@ -282,10 +301,23 @@ def _read_metadata(src: SourceFolder, name: str) -> tuple[pl.DataFrame, list[pl.
                         one_line_rows=False)
         for out, (column, _, what) in parsed.items()
     ]
+    spacing = (pl.when(pl.col("Pixel Spacing").str.strip_chars() != "").then(pl.col("Pixel Spacing"))
+               .otherwise(pl.col("Imager Pixel Spacing")).str.extract_all(r"'[^']*'")
+               .list.eval(pl.element().str.strip_chars("' ")))   # '0.143', '1.50000006E-001', '.15e0'
+    attributes = values.attributes({ATTRIBUTE_KEYS.get(n, n): pl.col(ATTRIBUTE_KEYS.get(n, n)) for n in
+                                    values.attribute_fields(SOURCE_FIELDS[METADATA_FILE], "images")})
     metadata = frame.select(
         pl.col("imageid").alias("_metadata_id"), pl.lit(True).alias("_has_header"),
         pl.col("View Position").alias("view_source"), pl.col("Patient's Sex").alias("sex_source"),
         pl.col("Patient's Birth Date").alias("age_source"), *parsed,
+        spacing.list.get(0, null_on_oob=True).cast(pl.Float32, strict=False).alias("_spacing_y"),
+        spacing.list.get(1, null_on_oob=True).cast(pl.Float32, strict=False).alias("_spacing_x"),
+        pl.col("Patient Orientation").str.extract_all(r"'([^']*)'").list.eval(pl.element().str.strip_chars("'"))
+        .list.join("\\").alias("_orientation"),
+        text.blank_to_null("Manufacturer").alias("_manufacturer"),
+        pl.col("Study Time").str.strip_chars().str.slice(0, 6)
+        .str.strptime(pl.Time, "%H%M%S", strict=False).alias("_study_time"),
+        attributes.alias("_attributes"),
     )
     return metadata, rejected
 
@@ -296,7 +328,11 @@ def _yyyymmdd(column: str) -> pl.Expr:
 
 def _no_metadata() -> list[pl.Expr]:
     return [pl.lit(None, pl.Boolean).alias("_has_header")] + [
-        pl.lit(None, pl.String).alias(c) for c in ("view_source", "sex_source", "age_source")] + [
+        pl.lit(None, pl.String).alias(c) for c in ("view_source", "sex_source", "age_source", "_orientation",
+                                                   "_manufacturer")] + [
+        pl.lit(None, pl.Float32).alias(c) for c in ("_spacing_x", "_spacing_y")] + [
+        pl.lit(None, pl.Time).alias("_study_time"),
+        pl.lit(None, pl.List(pl.Struct({"key": pl.String, "value": pl.String}))).alias("_attributes")] + [
         pl.lit(None, pl.Date).alias(c) for c in ("_birth_date", "_study_date")] + [
         pl.lit(None, pl.Int32).alias(c) for c in ("_height", "_width")]
 
@@ -315,7 +351,10 @@ def _image_table(images: pl.DataFrame) -> pl.DataFrame:
         "image_id", "study_id", pl.col("study_id").alias("patient_id"), pl.lit("unassigned").alias("split"),
         view.alias("view_position"), "view_source", values.is_frontal(view).alias("is_frontal"),
         pl.col("_width").alias("width"), pl.col("_height").alias("height"),
+        pl.col("_spacing_x").alias("pixel_spacing_x"), pl.col("_spacing_y").alias("pixel_spacing_y"),
         (pl.col("image_id") + ".png").alias("path"),
+        pl.when(pl.col("_orientation") != "").then(pl.col("_orientation")).alias("patient_orientation"),
+        pl.col("_attributes").alias("source_attributes"),
     )
 
 
@@ -324,7 +363,8 @@ def _per_study(reports: list[ReportXml], images: pl.DataFrame) -> pl.DataFrame:
     header = (
         images.filter(pl.col("_has_header"))
         .group_by("study_id", maintain_order=True)
-        .agg(pl.col("sex_source", "age_source", "_birth_date", "_study_date").first())
+        .agg(pl.col("sex_source", "age_source", "_birth_date", "_study_date").first(),
+             pl.col("_manufacturer", "_study_time").drop_nulls().first())
     )
     ids = pl.DataFrame({"study_id": [r.study_id for r in reports]}, schema={"study_id": pl.String})
     return ids.join(header, on="study_id", how="left", maintain_order="left")
@@ -344,6 +384,8 @@ def _studies(reports: list[ReportXml], images: pl.DataFrame) -> pl.DataFrame:
     return _per_study(reports, images).select(
         "study_id", pl.col("study_id").alias("patient_id"), pl.lit("unassigned").alias("split"),
         study.alias("study_date"), age.cast(pl.Float32).alias("age_years"), "age_source",
+        pl.col("_manufacturer").alias("manufacturer"), pl.col("_study_time").dt.strftime("%H:%M:%S%.f").alias("study_time"),
+        pl.lit(1, pl.Int32).alias("visit_order"),
     )
 
 

@@ -9,8 +9,13 @@ the format-faithful generator (warehouse/samples/mimic_cxr.py), not the real fil
   `'s' || study_id` (or have its adapter strip the prefix, which is what `links_to` assumes).
 - mimic-cxr-2.0.0-metadata.csv.gz is the image list (one row per DICOM): Rows = height, Columns =
   width, StudyDate a shifted YYYYMMDD integer (years 2100-2200, stored as a DATE). StudyTime (a
-  float whose leading zeros are lost, `80556.875` = 08:05:56.875) is read but not stored: the
-  schema has no study time. A study's date is its earliest image's date.
+  float whose leading zeros are lost, `80556.875` = 08:05:56.875) is studies.study_time. A study's
+  date and time are its earliest image's. visit_order orders a patient's studies by date and time
+  (then study id); days_since_first / days_since_previous are fractional days from date + time.
+- PerformedProcedureStepDescription (the study's first image's) is studies.procedure;
+  ProcedureCodeSequence_CodeMeaning goes to studies.source_attributes; ViewCodeSequence_CodeMeaning
+  is images.view_code_meaning and PatientOrientationCodeSequence_CodeMeaning (Erect, Recumbent)
+  images.patient_orientation. SOURCE_FIELDS names every metadata column's destination.
 - ViewPosition words (PA, AP, LATERAL, LL, AP AXIAL, XTABLE LATERAL, AP LLD, SWIMMERS, …, blank)
   go through values.view_position; decubitus, oblique and axial views become OTHER, blank UNKNOWN.
 - mimic-cxr-2.0.0-split.csv.gz is per image; `validate` becomes `valid`. An image it does not
@@ -41,7 +46,12 @@ and `admissions.csv.gz` (`core/` instead of `hosp/` in MIMIC-IV 1.0; the highest
   patient. One value per patient: the most frequent informative value (UNKNOWN, UNABLE TO
   OBTAIN and PATIENT DECLINED TO ANSWER only count when nothing else was recorded), ties broken
   by the most recent admission. MIMIC's words mix race and ethnicity (`HISPANIC/LATINO - PUERTO
-  RICAN`), so they go to `race` and `ethnicity` stays null.
+  RICAN`): the word is kept in `race_source`, `race` is harmonized (values.hispanic_race) and
+  `ethnicity` is `hispanic` when the word says so, else `unknown` (values.ethnicity_from_race).
+- MIMIC-IV patients.dod is patients.death_date; anchor_year_group goes to patients.source_attributes
+  (anchor_age / anchor_year are in studies.age_source). The latest admission's insurance, language and
+  marital_status go to patients.source_attributes (keys `admissions.insurance`, ...); the other
+  admissions columns (times, locations, hospital_expire_flag) are per admission and stay in the file.
 - CXR patients absent from MIMIC-IV keep sex U and no age; the coverage is a note of the result.
 """
 from __future__ import annotations
@@ -62,6 +72,7 @@ from .mimic_reports import sections
 from .qba_stream import leaves_root
 from .quarantine import QUARANTINE_COLUMNS, quarantine_rows
 from . import values
+from .longitudinal import days_of, with_visits
 
 INFO = DatasetInfo(
     id="mimic_cxr",
@@ -91,6 +102,21 @@ METADATA_COLUMNS = {
     "ViewCodeSequence_CodeMeaning": "VARCHAR", "PatientOrientationCodeSequence_CodeMeaning": "VARCHAR",
 }
 METADATA_HEADER = ",".join(METADATA_COLUMNS)
+SOURCE_FIELDS = {"mimic-cxr-2.0.0-metadata.csv": {
+    "dicom_id": ("images.image_id", "images.path"), "subject_id": "patients.patient_id",
+    "study_id": "studies.study_id", "PerformedProcedureStepDescription": "studies.procedure",
+    "ViewPosition": ("images.view_position", "images.view_source"), "Rows": "images.height",
+    "Columns": "images.width", "StudyDate": ("studies.study_date", "studies.visit_order"),
+    "StudyTime": ("studies.study_time", "studies.days_since_first"),
+    "ProcedureCodeSequence_CodeMeaning": "studies.source_attributes",
+    "ViewCodeSequence_CodeMeaning": "images.view_code_meaning",
+    "PatientOrientationCodeSequence_CodeMeaning": "images.patient_orientation",
+}, "patients.csv": {   # mimiciv/<version>/hosp/patients.csv.gz
+    "subject_id": "patients.patient_id", "gender": ("patients.sex", "patients.sex_source"),
+    "anchor_age": ("studies.age_years", "studies.age_source", "patients.birth_year"),
+    "anchor_year": ("studies.age_years", "studies.age_source", "patients.birth_year"),
+    "anchor_year_group": "patients.source_attributes", "dod": "patients.death_date",
+}}
 SPLIT_COLUMNS = {"dicom_id": "VARCHAR", "study_id": "VARCHAR", "subject_id": "VARCHAR", "split": "VARCHAR"}
 SPLIT_HEADER = ",".join(SPLIT_COLUMNS)
 SPLIT_WORDS = {"train": "train", "validate": "valid", "test": "test"}
@@ -120,6 +146,7 @@ MIMIC_IV_ADMISSIONS_HEADERS = (
     "subject_id,hadm_id,admittime,dischtime,deathtime,admission_type,admission_location,discharge_location,"
     + _ADMISSIONS_TAIL.format(race="ethnicity"),
 )
+ADMISSION_ATTRIBUTES = ("admissions.insurance", "admissions.language", "admissions.marital_status")
 UNINFORMATIVE_RACE = ("UNKNOWN", "UNABLE TO OBTAIN", "PATIENT DECLINED TO ANSWER")
 
 
@@ -180,12 +207,23 @@ def _images(src: SourceFolder, name: str, quarantine: list[pl.DataFrame]) -> pl.
         quarantine.append(quarantine_rows(missing, target_table="images", source_file=src.display(name),
                                           column=column, reason=f"{column} is blank"))
         rows = rows.filter(pl.col(column).is_not_null())
-    rows = rows.with_columns(pl.col("StudyDate").str.strptime(pl.Date, "%Y%m%d", strict=False).alias("study_date"))
+    rows = rows.with_columns(pl.col("StudyDate").str.strptime(pl.Date, "%Y%m%d", strict=False).alias("study_date"),
+                             _study_time(pl.col("StudyTime")).alias("study_time"))
     bad_date = rows.filter(pl.col("StudyDate").is_not_null() & pl.col("study_date").is_null())
     quarantine.append(quarantine_rows(bad_date, target_table="studies", source_file=src.display(name),
                                       column="StudyDate", reason="StudyDate is not a YYYYMMDD date; the image is kept "
                                                                  "and its date left null"))
     return rows
+
+
+def _study_time(raw: pl.Expr) -> pl.Expr:
+    """StudyTime as a time of day: `80556.875` is 08:05:56.875 (a float, leading zeros lost)."""
+    t = raw.cast(pl.Float64, strict=False)
+    whole = t.floor().cast(pl.Int64)
+    ok = (t >= 0) & (t < 240000) & ((whole // 100) % 100 < 60) & (whole % 100 < 60)
+    return pl.when(ok).then(pl.time((whole // 10000).cast(pl.Int32), ((whole // 100) % 100).cast(pl.Int32),
+                                    (whole % 100).cast(pl.Int32),
+                                    ((t - t.floor()) * 1_000_000).round().clip(0, 999_999).cast(pl.Int32)))
 
 
 def _with_split(src: SourceFolder, name: str | None, images: pl.DataFrame, quarantine: list[pl.DataFrame],
@@ -216,16 +254,27 @@ def _image_table(images: pl.DataFrame) -> pl.DataFrame:
         pl.col("Columns").alias("width"), pl.col("Rows").alias("height"),
         pl.format("files/p{}/p{}/s{}/{}.jpg", pl.col("subject_id").str.slice(0, 2), "subject_id", "study_id",
                   "dicom_id").alias("path"),
+        pl.col("PatientOrientationCodeSequence_CodeMeaning").alias("patient_orientation"),
+        pl.col("ViewCodeSequence_CodeMeaning").alias("view_code_meaning"),
     )
 
 
 def _studies(images: pl.DataFrame, anchors: pl.DataFrame) -> pl.DataFrame:
     """One row per study; age from the MIMIC-IV anchor (null for patients MIMIC-IV does not have)."""
-    studies = images.group_by("study_id", maintain_order=True).agg(
-        pl.col("subject_id").first().alias("patient_id"), pl.col("split").first(), pl.col("study_date").min())
+    studies = images.sort("study_date", "study_time", nulls_last=True, maintain_order=True).group_by(
+        "study_id", maintain_order=True).agg(
+        pl.col("subject_id").first().alias("patient_id"), pl.col("split").first(), pl.col("study_date").first(),
+        pl.col("study_time").first(),
+        pl.col("PerformedProcedureStepDescription").drop_nulls().first().alias("procedure"),
+        values.source_attributes(SOURCE_FIELDS["mimic-cxr-2.0.0-metadata.csv"], "studies").drop_nulls().first()
+        .alias("source_attributes"))
     studies = studies.join(anchors, on="patient_id", how="left")
+    studies = with_visits(studies, [pl.col("study_date"), pl.col("study_time")],
+                          days_of(pl.col("study_date"), pl.col("study_time")))
     return studies.select(
         "study_id", "patient_id", "split", "study_date",
+        pl.col("study_time").dt.strftime("%H:%M:%S%.f").alias("study_time"), "procedure", "source_attributes",
+        "visit_order", "days_since_first", "days_since_previous",
         (pl.col("anchor_age") + pl.col("study_date").dt.year() - pl.col("anchor_year")).cast(pl.Float32)
         .alias("age_years"),
         pl.when(pl.col("anchor_age").is_not_null())
@@ -360,8 +409,25 @@ def _demographics(src: SourceFolder, images: pl.DataFrame, quarantine: list[pl.D
         race = pl.DataFrame(schema={"patient_id": pl.String, "race": pl.String})
         notes.append(f"no admissions.csv.gz beside {mimic_iv.patients}: race is null")
     patients = patients.join(race, on="patient_id", how="left")
+    for column in ADMISSION_ATTRIBUTES:
+        if column not in patients.columns:
+            patients = patients.with_columns(pl.lit(None, pl.String).alias(column))
+    patients = patients.with_columns(
+        pl.coalesce(pl.col("dod").str.slice(0, 10).str.strptime(pl.Date, "%Y-%m-%d", strict=False),
+                    pl.col("dod").str.slice(0, 10).str.strptime(pl.Date, "%m/%d/%Y", strict=False)).alias("death_date"),
+        values.attributes({"anchor_year_group": pl.col("anchor_year_group"),
+                           **{c: pl.col(c) for c in ADMISSION_ATTRIBUTES}}).alias("source_attributes"))
     anchors = patients.select("patient_id", "anchor_age", "anchor_year").filter(pl.col("anchor_age").is_not_null())
-    return _Demographics(patients.select("patient_id", "sex", "sex_source", "race", "birth_year"), anchors, files)
+    if mimic_iv.admissions:
+        # one field mixes race and Hispanic origin (docs/datasets.md, "Race and ethnicity")
+        patients = patients.with_columns(
+            pl.col("race").alias("race_source"), values.hispanic_race(pl.col("race")).alias("race"),
+            values.ethnicity_from_race(pl.col("race")).alias("ethnicity"))
+    else:
+        patients = patients.with_columns(pl.lit(None, pl.String).alias("race_source"),
+                                         pl.lit("not_recorded").alias("race"), pl.lit("not_recorded").alias("ethnicity"))
+    return _Demographics(patients.select("patient_id", "sex", "sex_source", "race", "race_source", "ethnicity",
+                                         "birth_year", "death_date", "source_attributes"), anchors, files)
 
 
 def _race(src: SourceFolder, name: str, cxr: pl.DataFrame, quarantine: list[pl.DataFrame],
@@ -377,7 +443,10 @@ def _race(src: SourceFolder, name: str, cxr: pl.DataFrame, quarantine: list[pl.D
     quarantine.append(read.rejects)
     race_column = "race" if "race" in columns else "ethnicity"
     admissions = read.frame.select(pl.col("subject_id").alias("patient_id"), "admittime",
-                                   pl.col(race_column).str.strip_chars().alias("race"))
+                                   pl.col(race_column).str.strip_chars().alias("race"),
+                                   *(pl.col(c.removeprefix("admissions.")).alias(c) for c in ADMISSION_ATTRIBUTES))
+    latest = (admissions.join(cxr, on="patient_id", how="semi").sort("admittime", nulls_last=True)
+              .group_by("patient_id").agg(pl.col(c).drop_nulls().last() for c in ADMISSION_ATTRIBUTES))
     admissions = admissions.join(cxr, on="patient_id", how="semi").filter(
         pl.col("race").is_not_null() & (pl.col("race") != ""))
     ranked = (
@@ -390,7 +459,8 @@ def _race(src: SourceFolder, name: str, cxr: pl.DataFrame, quarantine: list[pl.D
     notes.append(f"race: {conflicting} of {ranked.height} CXR patients with admissions have differing "
                  f"`{race_column}` values across admissions; one is kept per patient (most frequent informative "
                  f"value, ties to the latest admission); the per-admission values stay only in {name}")
-    return ranked.select("patient_id", "race")
+    return cxr.join(ranked.select("patient_id", "race"), on="patient_id", how="left").join(
+        latest, on="patient_id", how="left")
 
 
 # --- reports -------------------------------------------------------------------------------------

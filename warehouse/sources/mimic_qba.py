@@ -21,6 +21,13 @@ the real credentialed files):
   partition (`10000032` / `50414267`); image ids are MIMIC dicom_ids as they are.
 - Split: QBA has no split column [U]; it follows MIMIC-CXR's, read from the linked mimic_cxr source's
   `mimic-cxr-2.0.0-split.csv[.gz]` (validate -> valid). Without it every row is `unassigned`.
+- Metadata fields (SOURCE_FIELDS names every column's destination): study.procedure is
+  studies.procedure, image.patient_orientation images.patient_orientation; study.timestamp_since_first
+  and study.timespan_since_prev (pandas timedeltas: duration[ns] in Parquet, `N days HH:MM:SS` in the
+  CSV) become days_since_first / days_since_previous and order visit_order; the quality codes,
+  num_observations, total_studies, total_study_timespan and the localization quality go to each level's
+  source_attributes (codes as written). Sex, age and race are not in QBA: they are MIMIC-CXR's (MIMIC-IV's),
+  and the derived demographics / image_labels read them from the linked mimic_cxr partition.
 - Fine-tuning grade = A or better, pre-training grade = B or better, both on studies with a frontal
   image (the page's definition): `qa_questions.fine_tuning` / `pre_training`.
 
@@ -58,6 +65,7 @@ from .mimic_cxr import SPLIT_COLUMNS, SPLIT_FILE, SPLIT_HEADER, SPLIT_WORDS
 from .qba_stream import ChunkOutput, archive_members, member_quarantine, stream_members
 from .quarantine import QUARANTINE_COLUMNS
 from . import values
+from .longitudinal import with_visits
 
 INFO = DatasetInfo(
     id="mimic_qba",
@@ -77,6 +85,27 @@ QA_ZIP = "qa.zip"
 SCENE_ZIP = "scene_data.zip"
 QUALITY_FILE = "quality_mappings.csv"
 QUALITY_HEADER = "field,code,label,grade,grade_if_related_information"
+SOURCE_FIELDS = {
+    "metadata/patient_metadata.csv": {
+        "patient_id": "patients.patient_id", "patient.total_studies": "patients.source_attributes",
+        "patient.total_study_timespan": "patients.source_attributes",
+    },
+    "metadata/study_metadata.csv": {
+        "patient_id": "studies.patient_id", "study_id": "studies.study_id",
+        **{f"study.quality.{c}": "studies.source_attributes" for c in (
+            "rating", "region_quality", "entity_quality", "sentence_name_quality", "change_quality",
+            "issue_level", "localization_quality")},
+        "study.num_observations": "studies.source_attributes", "study.procedure": "studies.procedure",
+        "study.timestamp_since_first": ("studies.days_since_first", "studies.visit_order"),
+        "study.timespan_since_prev": "studies.days_since_previous",
+    },
+    "metadata/image_metadata.csv": {
+        "patient_id": "images.patient_id", "study_id": "images.study_id", "image_id": "images.image_id",
+        "image.view_position": ("images.view_position", "images.view_source"),
+        "image.patient_orientation": "images.patient_orientation", "image.size.width": "images.width",
+        "image.size.height": "images.height", "image.quality.localization_quality": "images.source_attributes",
+    },
+}
 METADATA = {level: f"metadata/{level}_metadata" for level in ("patient", "study", "image")}
 MAX_LEVEL = 4  # answer levels 0..MAX_LEVEL are typed; the sample goes to 2
 FINE_TUNING, PRE_TRAINING = ("A", "A+", "A++"), ("B", "A", "A+", "A++")
@@ -245,9 +274,50 @@ def _strip_prefix(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.String).str.replace(r"^[ps]", "").alias(column)
 
 
+def _attributes(frame: pl.DataFrame, level: str) -> pl.Expr:
+    """The level's source_attributes: every declared attribute column the file has, as written, and any column
+    SOURCE_FIELDS does not name (so a field of the real release the format notes missed is kept too)."""
+    declared = SOURCE_FIELDS[f"metadata/{level}_metadata.csv"]
+    fields = values.attribute_fields(declared, TABLE_OF[level])
+    fields += [c for c in frame.columns if c not in declared and c.startswith(f"{level}.")]
+    return values.attributes({name: _text(frame, name) for name in fields if name in frame.columns}) \
+        .alias("source_attributes")
+
+
+TABLE_OF = {"patient": "patients", "study": "studies", "image": "images"}
+
+
+def _text(frame: pl.DataFrame, name: str) -> pl.Expr:
+    """A column as text; a Parquet duration as pandas writes it in the CSV (`N days HH:MM:SS`)."""
+    if isinstance(frame.schema[name], pl.Duration):
+        return _duration_text(pl.col(name))
+    return pl.col(name).cast(pl.String)
+
+
+def _duration_text(d: pl.Expr) -> pl.Expr:
+    seconds = d.dt.total_seconds()
+    return pl.format("{} days {}:{}:{}", seconds // 86_400,
+                     ((seconds % 86_400) // 3600).cast(pl.String).str.zfill(2),
+                     ((seconds % 3600) // 60).cast(pl.String).str.zfill(2),
+                     (seconds % 60).cast(pl.String).str.zfill(2))
+
+
+def _days(frame: pl.DataFrame, name: str) -> pl.Expr:
+    """Days (fractional) of a timedelta column: duration[ns] in Parquet, `N days HH:MM:SS[.f]` text in the CSV."""
+    if name not in frame.columns:
+        return pl.lit(None, pl.Float64)
+    if isinstance(frame.schema[name], pl.Duration):
+        return pl.col(name).dt.total_microseconds().cast(pl.Float64) / 86_400e6
+    parts = pl.col(name).cast(pl.String).str.extract_groups(
+        r"^\s*(-?\d+) days?,? ?(\d+):(\d+):(\d+(?:\.\d+)?)\s*$")
+    return (parts.struct.field("1").cast(pl.Float64) + parts.struct.field("2").cast(pl.Float64) / 24
+            + parts.struct.field("3").cast(pl.Float64) / 1440 + parts.struct.field("4").cast(pl.Float64) / 86_400)
+
+
 def _patients(frame: pl.DataFrame) -> pl.DataFrame:
-    # QBA carries no demographics; sex and age live in the mimic_cxr partition under the same ids.
-    return frame.select("patient_id", pl.lit("U").alias("sex"))
+    # QBA carries no demographics; sex, age and race live in the mimic_cxr partition under the same ids
+    # (race stays the schema default `not_recorded` here: QBA's own files do not record it).
+    return frame.select("patient_id", pl.lit("U").alias("sex"), _attributes(frame, "patient"))
 
 
 def _studies(frame: pl.DataFrame, splits: pl.DataFrame, notes: list) -> pl.DataFrame:
@@ -255,7 +325,15 @@ def _studies(frame: pl.DataFrame, splits: pl.DataFrame, notes: list) -> pl.DataF
     unlisted = joined["split"].null_count()
     if unlisted and not splits.is_empty():
         notes.append(f"{unlisted} studies are not in MIMIC-CXR's split file: split 'unassigned'")
-    return joined.select("study_id", "patient_id", pl.col("split").fill_null("unassigned"))
+    studies = joined.select(
+        "study_id", "patient_id", pl.col("split").fill_null("unassigned"),
+        (pl.col("study.procedure").cast(pl.String) if "study.procedure" in joined.columns
+         else pl.lit(None, pl.String)).alias("procedure"),
+        _days(joined, "study.timestamp_since_first").alias("days_since_first"),
+        _days(joined, "study.timespan_since_prev").alias("days_since_previous"),
+        _attributes(joined, "study"))
+    return with_visits(studies.with_columns(pl.col("days_since_first").alias("_since_first")),
+                       [pl.col("_since_first")]).drop("_since_first")
 
 
 def _images(frame: pl.DataFrame, studies: pl.DataFrame) -> pl.DataFrame:
@@ -266,6 +344,9 @@ def _images(frame: pl.DataFrame, studies: pl.DataFrame) -> pl.DataFrame:
         values.is_frontal(view).alias("is_frontal"),
         pl.col("image.size.width").cast(pl.Int32).alias("width"),
         pl.col("image.size.height").cast(pl.Int32).alias("height"),
+        (pl.col("image.patient_orientation").cast(pl.String) if "image.patient_orientation" in frame.columns
+         else pl.lit(None, pl.String)).alias("patient_orientation"),
+        _attributes(frame, "image"),
     )
 
 

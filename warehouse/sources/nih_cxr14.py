@@ -10,7 +10,8 @@ Format notes, checked against the real files:
   number in ~21% of v2020 rows, so the study id is the image's file stem, not a derived number.
 - `Finding Labels` lists only what is present ('|'-separated), so labels are positive (1) rows;
   `No Finding` is kept as a label. BBox_List_2017 names infiltration `Infiltrate`.
-- train_val_list.txt / test_list.txt split by patient; train_val becomes split `train`.
+- train_val_list.txt / test_list.txt split by patient; train_val becomes split `train`. Without them
+  every split is `unassigned`, and the dataset's notes (catalog_datasets.notes) say so.
 - google2019_nih-chest-xray-labels.csv (optional; torchxrayvision's merge of Google's 2019 expert
   labels, Majkowski et al., with the NIH columns): for 4,376 NIH images, the adjudicated radiologist
   panel's YES/NO for `Fracture`, `Pneumothorax`, `Airspace opacity`, `Nodule or mass`, and `Set Id`
@@ -21,10 +22,17 @@ Format notes, checked against the real files:
   2017 entry file and differ from v2020 in ~2,800 rows; they are not read: Data_Entry is the source
   of truth for images. An image not in Data_Entry or repeated, a value other than YES/NO or a Set Id
   other than val/test is quarantined (target labels) with its raw record.
+- `Follow-up #` is studies.follow_up_number; visit_order is its rank per patient (ties by study id).
+  NIH gives no dates, so days_since_first / days_since_previous are null.
+- Every native column's destination is declared in SOURCE_FIELDS (tests/test_source_columns.py).
 
 Bad input: a data entry file with a header and no rows is a SourceError. An age that is not a
 number, negative or over 120 is null in age_years, kept as written in age_source, and gets a
-quarantine row (column `age`, with the reason and raw record); the rest of the row publishes.
+quarantine row (column `age`, with the reason and raw record); the rest of the row publishes, and
+the gate (studies.age_years_in_range) checks the harmonized age_years, so such ages never block.
+The original Data_Entry_2017.csv is reported to hold a few ages over 120 (not checked here: the file
+is not in the public cache); the v2020 revision read by default has none (ages 0-95, 112,120 rows:
+tests/test_longitudinal.py checks it, and gates a 2017-format file with such ages end to end).
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ import polars as pl
 from .. import findings
 from .base import DatasetInfo, SourceFolder, SourceResult
 from .csvread import Rejects, read_csv, read_lines
+from .longitudinal import with_visits
 from .quarantine import quarantine_rows
 from . import values
 
@@ -68,6 +77,36 @@ ENTRY_COLUMNS = {
 GOOGLE_HEADER = HEADER_2020 + "," + ",".join(GOOGLE_FINDINGS) + ",Set Id"
 GOOGLE_COLUMNS = {**{c: "VARCHAR" for c in ENTRY_COLUMNS}, **{f"g{i}": "VARCHAR" for i in range(len(GOOGLE_FINDINGS))},
                   "set_id": "VARCHAR"}
+EMPTY = "(no name, empty in every row)"   # a column with no header and no values: nothing to keep
+# Where every column of the native files goes (table.column, or table.source_attributes).
+SOURCE_FIELDS = {
+    "Data_Entry_2017_v2020.csv": {
+        "Image Index": ("images.image_id", "images.path", "studies.study_id"),
+        "Finding Labels": "labels.raw_label",
+        "Follow-up #": ("studies.follow_up_number", "studies.visit_order"),
+        "Patient ID": "patients.patient_id",
+        "Patient Age": ("studies.age_years", "studies.age_source"),
+        "Patient Gender": ("patients.sex", "patients.sex_source"),
+        "View Position": ("images.view_position", "images.view_source"),
+        "OriginalImage[Width": "images.width", "Height]": "images.height",
+        "OriginalImagePixelSpacing[x": "images.pixel_spacing_x", "y]": "images.pixel_spacing_y",
+    },
+    "BBox_List_2017.csv": {
+        "Image Index": "boxes.image_id", "Finding Label": "boxes.raw_label",
+        "Bbox [x": "boxes.x", "y": "boxes.y", "w": "boxes.w", "h]": "boxes.h", "": EMPTY,
+    },
+}
+SOURCE_FIELDS["Data_Entry_2017.csv"] = {**SOURCE_FIELDS["Data_Entry_2017_v2020.csv"], "": EMPTY}
+ENTRY_COPY = "(Data_Entry's own column, repeated from the 2017 file: Data_Entry is read instead)"
+SOURCE_FIELDS[GOOGLE_FILE] = {
+    **dict.fromkeys(SOURCE_FIELDS["Data_Entry_2017_v2020.csv"], ENTRY_COPY),
+    "Image Index": "labels.image_id",
+    **dict.fromkeys(GOOGLE_FINDINGS, ("labels.raw_label", "labels.value")),
+    "Set Id": "labels.label_split",
+}
+MARKERS = (EMPTY, ENTRY_COPY)   # destinations that are not columns, each with its reason
+SPLITS_MISSING = ("official split lists (train_val_list.txt, test_list.txt) were not in the source folder: "
+                  "every image's split is 'unassigned'")
 BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
 BBOX_COLUMNS = {"image_index": "VARCHAR", "label": "VARCHAR", "x": "FLOAT", "y": "FLOAT", "w": "FLOAT",
                 "h": "FLOAT"}
@@ -103,11 +142,12 @@ class NihCxr14:
 
         tables = {
             "patients": _patients(rows),
-            "studies": rows.select(
+            "studies": with_visits(rows.select(
                 pl.col("image_id").alias("study_id"), "patient_id", "split",
                 values.age_years(pl.col("patient_age")).alias("age_years"),
                 pl.col("patient_age").alias("age_source"),
-            ),
+                pl.col("follow_up").alias("follow_up_number"),
+            ), [pl.col("follow_up_number")]),
             "images": rows.select(
                 "image_id", pl.col("image_id").alias("study_id"), "patient_id", "split",
                 values.view_position(pl.col("view_position")).alias("view_position"),
@@ -134,8 +174,9 @@ class NihCxr14:
             tables["labels"] = pl.concat([tables["labels"], expert], how="diagonal_relaxed")
             quarantine += rejected
             files.append(google_file)
-        notes = [] if any(src.first_existing(n) for n in SPLIT_FILES.values()) else [
-            "no train_val_list.txt / test_list.txt: every image's split is 'unassigned'"]
+        notes = [] if any(src.first_existing(n) for n in SPLIT_FILES.values()) else [SPLITS_MISSING]
+        if not bbox_file:
+            notes.append(f"{BBOX_FILE} was not in the source folder: no boxes")
         return SourceResult(tables, quarantine, files, notes)
 
 

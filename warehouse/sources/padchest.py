@@ -35,7 +35,16 @@ Format notes, checked against the real file (160,861 rows; 109,931 studies; 67,6
   still passes its key checks. 12 patients have two
   sexes and 356 two birth years across studies: a patient keeps their earliest study's values,
   each study's age uses its own row's birth year.
-- No official split: every row is `unassigned`.
+- No official split: every row is `unassigned` (said in the dataset's notes).
+- Nothing is dropped: SOURCE_FIELDS names every column's destination. Canonical: Manufacturer_DICOM
+  (studies.manufacturer, the study's first image's), Pediatric (`PED` / `No`, studies.pediatric),
+  MethodProjection (images.projection_method). The other DICOM columns (Modality, Photometric…,
+  SpatialResolution_DICOM, exposure, window, bits; the unnamed pandas index as `row_index`) go to
+  images.source_attributes; ReportID, Localizations and the UMLS CUI lists (labelCUIS,
+  LocalizationsCUIS) to studies.source_attributes. SpatialResolution_DICOM is DICOM (0018,1050), the
+  detector's limiting resolution, not the pixel spacing, so it is not put in pixel_spacing_*. Values
+  spelled `nan` or `None` (pandas' missing values) are left out of source_attributes.
+- visit_order orders a patient's studies by StudyDate_DICOM (then StudyID); days_since_* from the dates.
 
 What happens to a bad row (each quarantine row names the file, data record, physical line and
 column, and carries the record as written in the file):
@@ -61,6 +70,7 @@ import polars as pl
 from .. import findings, text
 from .base import DatasetInfo, SourceFolder, SourceResult
 from .csvread import Rejects, read_csv
+from .longitudinal import days_of, with_visits
 from .quarantine import quarantine_rows
 from . import values
 
@@ -91,6 +101,30 @@ HEADER = ",".join(SOURCE_COLUMNS)
 # without losing the image row it sits in.
 COLUMNS = {(name or "row_index"): "VARCHAR" for name in SOURCE_COLUMNS}
 NA = "nan"  # how the file (written by pandas) spells a missing value
+MISSING_WORDS = (NA, "None")  # pandas' spellings of missing values, left out of source_attributes
+_IMAGE_ATTRIBUTES = (
+    "Modality_DICOM", "PhotometricInterpretation_DICOM", "PixelRepresentation_DICOM", "PixelAspectRatio_DICOM",
+    "SpatialResolution_DICOM", "BitsStored_DICOM", "WindowCenter_DICOM", "WindowWidth_DICOM",
+    "XRayTubeCurrent_DICOM", "Exposure_DICOM", "ExposureInuAs_DICOM", "ExposureTime", "RelativeXRayExposure_DICOM",
+)
+SOURCE_FIELDS = {FILE: {
+    "": "images.source_attributes",   # pandas' unnamed index, kept under the key `row_index`
+    "ImageID": ("images.image_id", "images.path"), "ImageDir": "images.path",
+    "StudyDate_DICOM": ("studies.study_date", "studies.visit_order", "studies.days_since_first"),
+    "StudyID": "studies.study_id", "PatientID": "patients.patient_id",
+    "PatientBirth": ("patients.birth_year", "studies.age_years", "studies.age_source"),
+    "PatientSex_DICOM": ("patients.sex", "patients.sex_source"),
+    "ViewPosition_DICOM": "images.view_source", "Projection": ("images.view_position", "images.view_source"),
+    "MethodProjection": "images.projection_method", "Pediatric": "studies.pediatric",
+    "Manufacturer_DICOM": "studies.manufacturer",
+    "Rows_DICOM": "images.height", "Columns_DICOM": "images.width",
+    **{name: "images.source_attributes" for name in _IMAGE_ATTRIBUTES},
+    "ReportID": "studies.source_attributes", "Report": "reports.full_text", "MethodLabel": "labels.method",
+    "Labels": "labels.raw_label", "Localizations": "studies.source_attributes",
+    "LabelsLocalizationsBySentence": "labels.locations",
+    "labelCUIS": "studies.source_attributes", "LocalizationsCUIS": "studies.source_attributes",
+}}
+ATTRIBUTE_KEYS = {"": "row_index"}  # the key a source_attributes entry has when it is not the column's name
 VIEW_WORDS = {"UNK": "UNKNOWN"}  # PadChest's own word, before the shared harmonizer
 LIST_LITERAL = r"^\[\s*(?:'[^']*'\s*(?:,\s*'[^']*'\s*)*)?\]$"
 QUOTED = r"'[^']*'"
@@ -114,6 +148,7 @@ class PadChest:
         rows = _check_labels(rows, rejects)
         quarantine = [read.rejects, *rejects.frames()]
         reports, notes = _reports(rows, name)
+        notes.append("no official split in the source: every image is 'unassigned'")
         tables = {
             "patients": _patients(rows),
             "studies": _studies(rows),
@@ -219,20 +254,39 @@ def _images(rows: pl.DataFrame) -> pl.DataFrame:
         values.is_frontal(view).alias("is_frontal"),
         pl.col("_width").alias("width"), pl.col("_height").alias("height"),
         (pl.col("ImageDir") + "/" + pl.col("ImageID")).alias("path"),
+        _na_to_null("MethodProjection").alias("projection_method"),
+        _attributes("images"),
     )
+
+
+def _attributes(table: str) -> pl.Expr:
+    columns = {ATTRIBUTE_KEYS.get(n, n): pl.col(COLUMNS_OF.get(n, n)) for n in values.attribute_fields(
+        SOURCE_FIELDS[FILE], table)}
+    return values.attributes(columns, MISSING_WORDS).alias("source_attributes")
+
+
+COLUMNS_OF = {"": "row_index"}  # source column -> the frame's column
 
 
 def _studies(rows: pl.DataFrame) -> pl.DataFrame:
     return (
-        rows.group_by("StudyID", "PatientID", maintain_order=True)
-        .agg(pl.col("_study_date").first(), pl.col("_age").first(), pl.col("PatientBirth").first())
+        with_visits(rows.with_columns(_attributes("studies").alias("_attributes"))
+        .group_by("StudyID", "PatientID", maintain_order=True)
+        .agg(pl.col("_study_date").first(), pl.col("_age").first(), pl.col("PatientBirth").first(),
+             _na_to_null("Manufacturer_DICOM").drop_nulls().first().alias("_manufacturer"),
+             _na_to_null("Pediatric").drop_nulls().first().alias("_pediatric"),
+             pl.col("_attributes").first())
         .select(
             pl.col("StudyID").alias("study_id"), pl.col("PatientID").alias("patient_id"),
             pl.lit("unassigned").alias("split"),
             pl.col("_study_date").alias("study_date"),
             pl.col("_age").cast(pl.Float32).alias("age_years"),
             pl.col("PatientBirth").alias("age_source"),
-        )
+            pl.col("_manufacturer").alias("manufacturer"),
+            pl.col("_pediatric").replace_strict({"PED": True, "No": False}, default=None,
+                                                return_dtype=pl.Boolean).alias("pediatric"),
+            pl.col("_attributes").alias("source_attributes"),
+        ), [pl.col("study_date")], days_of(pl.col("study_date")))
     )
 
 

@@ -15,6 +15,10 @@ gated files):
   <StudyInstanceUID>/series/<SeriesInstanceUID>/instances/<SOPInstanceUID>.png`. We store it
   relative to the repository root (`deid_png/...`, which is where the archive extracts) and take
   the SOPInstanceUID as the image id.
+- Nothing read is dropped (SOURCE_FIELDS): AccessionNumber and StudyInstanceUid go to
+  studies.source_attributes; the JSON's ImageModality and ImageBodyPart lists (aligned with ImagePath
+  like the views) and the raw ImageShape to images.source_attributes. The JSON's study scalars repeat
+  the CSV's and are not read twice. visit_order / days_since_* come from StudyDate.
 - No labels. `interstitial_pattern_bbox.json` (~400 Label Studio boxes, format [U]) is not read.
 
 Ids: study_id is the composite `id`, not StudyInstanceUid, because it is the one key every file
@@ -54,6 +58,7 @@ from .base import DatasetInfo, SourceError, SourceFolder, SourceResult
 from .csvread import Rejects, read_csv
 from .quarantine import QUARANTINE_COLUMNS, empty_quarantine, quarantine_rows
 from . import values
+from .longitudinal import days_of, with_visits
 
 INFO = DatasetInfo(
     id="rexgradient",
@@ -76,6 +81,25 @@ HEADER = ("id,StudyDate,PatientID,AccessionNumber,StudyInstanceUid,PatientSex,Pa
           "PatientWeight,InstitutionName,Manufacturer,Indication,Comparison,Findings,Impression")
 COLUMNS = {name: "VARCHAR" for name in HEADER.split(",")}
 IMAGE_PATH = (r"^(?:\.\./)?(deid_png/[^/]+/[^/]+/studies/[^/]+/series/[^/]+/instances/([^/]+)\.png)$")
+SOURCE_FIELDS = {
+    **{f"{split}_metadata.csv": {
+        "id": "studies.study_id", "StudyDate": ("studies.study_date", "studies.visit_order"),
+        "PatientID": "patients.patient_id", "AccessionNumber": "studies.source_attributes",
+        "StudyInstanceUid": "studies.source_attributes", "PatientSex": ("patients.sex", "patients.sex_source"),
+        "PatientAge": ("studies.age_years", "studies.age_source"),
+        "EthnicGroup": ("patients.race", "patients.race_source", "patients.ethnicity"),
+        "PatientWeight": "studies.weight_kg", "InstitutionName": "studies.institution",
+        "Manufacturer": "studies.manufacturer", "Indication": "reports.indication",
+        "Comparison": "reports.comparison", "Findings": "reports.findings", "Impression": "reports.impression",
+    } for split in SPLITS},
+    # the per-image lists of each study entry of {split}_metadata_view_position.json
+    **{f"{split}_metadata_view_position.json": {
+        "ImagePath": ("images.path", "images.image_id"), "ImageViewPosition": ("images.view_position",
+                                                                               "images.view_source"),
+        "ImageShape": ("images.height", "images.width", "images.source_attributes"),
+        "ImageModality": "images.source_attributes", "ImageBodyPart": "images.source_attributes",
+    } for split in SPLITS},
+}
 RAW_SNIPPET = 2000  # characters of a bad JSON value kept in quarantine
 
 
@@ -110,8 +134,9 @@ class ReXGradient:
         studies = pl.concat(studies)
         tables = {
             "patients": _patients(studies),
-            "studies": studies.select("study_id", "patient_id", "split", "study_date", "age_years", "age_source",
-                                      "weight_kg", "institution", "manufacturer"),
+            "studies": with_visits(studies.select(
+                "study_id", "patient_id", "split", "study_date", "age_years", "age_source", "weight_kg",
+                "institution", "manufacturer", "source_attributes"), [pl.col("study_date")], days_of(pl.col("study_date"))),
             "images": pl.concat(images),
             "reports": _reports(studies),
         }
@@ -170,6 +195,7 @@ def _read_studies(src: SourceFolder, name: str, split: str) -> tuple[pl.DataFram
         text.blank_to_null("Manufacturer").alias("manufacturer"),
         pl.col("PatientSex").alias("sex_source"),
         text.blank_to_null("EthnicGroup").alias("race"),
+        values.source_attributes(SOURCE_FIELDS["train_metadata.csv"], "studies").alias("source_attributes"),
         *(text.blank_to_null(section, also=("none",)).alias(section.lower()) for section in SECTIONS),
         pl.lit(shown).alias("source_file"),
     )
@@ -181,14 +207,17 @@ def _patients(studies: pl.DataFrame) -> pl.DataFrame:
 
     [U] per docs/datasets.md: EthnicGroup (DICOM 0010,2160) is free text that US sites fill with race
     words (WHITE, BLACK, ASIAN, W, B) far more often than ethnicity, so it is kept as written in
-    `race`; `ethnicity` stays null. Sex and EthnicGroup are per study in the file and constant per
+    `race_source` and harmonized into `race` (values.hispanic_race: HISPANIC is race `other`) and
+    `ethnicity` (values.ethnicity_from_race: `hispanic` when it says so, else `unknown`); blank is `unknown`. Sex and EthnicGroup are per study in the file and constant per
     patient in every sample; a patient whose values differ keeps the earliest study's.
     """
     return (
         studies.sort("study_date", "study_id", nulls_last=True)
         .group_by("patient_id", maintain_order=True)
-        .agg(pl.col("sex_source").first(), pl.col("race").first())
-        .with_columns(values.sex(pl.col("sex_source")).alias("sex"))
+        .agg(pl.col("sex_source").first(), pl.col("race").first().alias("race_source"))
+        .with_columns(values.sex(pl.col("sex_source")).alias("sex"),
+                      values.hispanic_race(pl.col("race_source")).alias("race"),
+                      values.ethnicity_from_race(pl.col("race_source")).alias("ethnicity"))
     )
 
 
@@ -233,7 +262,16 @@ def _read_images(src: SourceFolder, name: str, studies: pl.DataFrame) -> tuple[p
 
 
 RAW_IMAGE_SCHEMA = {"_row": pl.Int64, "study_id": pl.String, "ImagePath": pl.String, "ImageViewPosition": pl.String,
-                    "ImageShape": pl.String, "height": pl.Int32, "width": pl.Int32, "shape_ok": pl.Boolean}
+                    "ImageShape": pl.String, "height": pl.Int32, "width": pl.Int32, "shape_ok": pl.Boolean,
+                    "ImageModality": pl.String, "ImageBodyPart": pl.String}
+
+
+def _aligned(record: dict, field: str, n: int) -> list:
+    """A per-image list of text values, or n nulls when the entry lacks it or it does not line up."""
+    items = record.get(field)
+    if not isinstance(items, list) or len(items) != n:
+        return [None] * n
+    return [None if v is None else v if isinstance(v, str) else json.dumps(v) for v in items]
 
 
 def _add_images(columns: dict[str, list], member: int, key: str, record: dict) -> None:
@@ -245,6 +283,8 @@ def _add_images(columns: dict[str, list], member: int, key: str, record: dict) -
     columns["study_id"] += [key] * n
     columns["ImagePath"] += record["ImagePath"]
     columns["ImageViewPosition"] += record["ImageViewPosition"]
+    columns["ImageModality"] += _aligned(record, "ImageModality", n)
+    columns["ImageBodyPart"] += _aligned(record, "ImageBodyPart", n)
     for shape in shapes:
         rows, cols, readable = _rows_columns(shape)
         columns["ImageShape"].append(None if shape is None else json.dumps(shape))
@@ -303,7 +343,9 @@ def _image_rows(raw: pl.DataFrame, studies: pl.DataFrame, shown: str) -> tuple[p
     images = frame.filter(pl.col("path").is_not_null() & pl.col("patient_id").is_not_null()).select(
         "image_id", "study_id", "patient_id", "split", view.alias("view_position"),
         pl.col("ImageViewPosition").alias("view_source"), values.is_frontal(view).alias("is_frontal"),
-        "width", "height", "path")
+        "width", "height", "path",
+        values.source_attributes(SOURCE_FIELDS["train_metadata_view_position.json"], "images").alias(
+            "source_attributes"))
     return images, quarantine
 
 

@@ -86,3 +86,97 @@ def age_quarantine(read, rows: pl.DataFrame, column: str) -> pl.DataFrame:
     bad = read.with_raw(bad).with_columns(pl.col(column).alias("age"), reason.alias("_reason"))
     return quarantine_rows(bad, target_table="studies", source_file=read.src.display(read.name), column="age",
                            reason="").with_columns(bad["_reason"].alias("reason"))
+
+
+# --- race and ethnicity ---------------------------------------------------------------------------
+# Source words (upper-cased, trimmed) -> schema.RACES, tried in order as prefixes: MIMIC-IV's
+# `WHITE - RUSSIAN`, `BLACK/CAPE VERDEAN`, `ASIAN - CHINESE`; CheXpert Plus's `Pacific Islander`,
+# `Native American`, `Patient Refused`; ReXGradient's DICOM EthnicGroup `W` / `B`. Hispanic/Latino
+# words are an ethnicity, not a race (OMB): their race is `other` and ethnicity_from_race() says hispanic.
+# A word none of these match is `other`, its spelling kept in race_source (free text must not block).
+RACE_PREFIXES = (
+    ("UNKNOWN", "unknown"), ("UNABLE TO OBTAIN", "unknown"), ("PATIENT DECLINED", "unknown"),
+    ("PATIENT REFUSED", "unknown"), ("DECLINED", "unknown"), ("REFUSED", "unknown"), ("UNK", "unknown"),
+    ("MULTIPLE", "multiple"), ("MULTIRACIAL", "multiple"),
+    ("AMERICAN INDIAN", "american_indian_alaska_native"), ("ALASKA", "american_indian_alaska_native"),
+    ("NATIVE AMERICAN", "american_indian_alaska_native"),
+    ("NATIVE HAWAIIAN", "native_hawaiian_pacific_islander"), ("PACIFIC ISLANDER", "native_hawaiian_pacific_islander"),
+    ("WHITE", "white"), ("CAUCASIAN", "white"), ("PORTUGUESE", "white"),
+    ("BLACK", "black"), ("AFRICAN AMERICAN", "black"),
+    ("ASIAN", "asian"),
+)
+RACE_EXACT = {"W": "white", "B": "black", "A": "asian", "U": "unknown", "O": "other", "OTHER": "other"}
+HISPANIC_PREFIXES = ("HISPANIC", "LATINO", "SOUTH AMERICAN")
+
+
+def _key(raw: pl.Expr) -> pl.Expr:
+    return raw.str.strip_chars().str.to_uppercase()
+
+
+def race(raw: pl.Expr) -> pl.Expr:
+    """schema.RACES word of a source's race word; null or blank is `unknown` (the field exists, says nothing).
+
+    A dataset without a race field does not call this: its patients' race is `not_recorded`
+    (the schema default)."""
+    key = _key(raw)
+    out = pl.when(raw.is_null() | (key == "")).then(pl.lit("unknown"))
+    out = out.when(key.is_in(list(RACE_EXACT))).then(key.replace_strict(RACE_EXACT, default=None))
+    for prefix, word in RACE_PREFIXES:
+        out = out.when(key.str.starts_with(prefix)).then(pl.lit(word))
+    return out.otherwise(pl.lit("other"))
+
+
+def ethnicity(raw: pl.Expr) -> pl.Expr:
+    """schema.ETHNICITIES word of an ethnicity word (CheXpert Plus `Non-Hispanic/Non-Latino`, `Hispanic/Latino`)."""
+    key = _key(raw)
+    return (pl.when(raw.is_null() | (key == "")).then(pl.lit("unknown"))
+            .when(key.str.starts_with("NON")).then(pl.lit("not_hispanic"))
+            .when(key.str.starts_with("HISPANIC") | key.str.starts_with("LATINO")).then(pl.lit("hispanic"))
+            .otherwise(pl.lit("unknown")))
+
+
+def ethnicity_from_race(raw: pl.Expr) -> pl.Expr:
+    """For sources with one field mixing race and ethnicity (MIMIC-IV race, DICOM EthnicGroup): `hispanic`
+    when the word says Hispanic/Latino, else `unknown` (the source does not say the patient is not)."""
+    key = _key(raw)
+    hispanic = pl.any_horizontal(*(key.str.starts_with(p) for p in HISPANIC_PREFIXES)) | key.str.contains("HISPANIC")
+    return pl.when(hispanic.fill_null(False)).then(pl.lit("hispanic")).otherwise(pl.lit("unknown"))
+
+
+def hispanic_race(raw: pl.Expr) -> pl.Expr:
+    """race() for a mixed field: a Hispanic/Latino word is race `other` (OMB puts Hispanic in ethnicity)."""
+    key = _key(raw)
+    return pl.when(pl.any_horizontal(*(key.str.starts_with(p) for p in HISPANIC_PREFIXES)).fill_null(False)) \
+        .then(pl.lit("other")).otherwise(race(raw))
+
+
+# --- source_attributes ------------------------------------------------------------------------------
+def attribute_fields(fields: dict[str, object], table: str) -> list[str]:
+    """The source columns an adapter's SOURCE_FIELDS send to `<table>.source_attributes`."""
+    target = f"{table}.source_attributes"
+    return [name for name, where in fields.items()
+            if where == target or (isinstance(where, tuple) and target in where)]
+
+
+def attributes(columns: dict[str, pl.Expr], missing: tuple[str, ...] = ()) -> pl.Expr:
+    """The source_attributes entries {field: value as text} of each row; null and blank values (and the
+    source's own spellings of missing, e.g. PadChest's `nan`) are left out; null when nothing is left."""
+    if not columns:
+        return pl.lit(None, pl.List(pl.Struct({"key": pl.String, "value": pl.String})))
+    entries = pl.concat_list([
+        pl.struct(pl.lit(name, pl.String).alias("key"), expr.cast(pl.String).alias("value"))
+        for name, expr in columns.items()])
+    value = pl.element().struct.field("value")
+    keep = value.is_not_null() & (value.str.strip_chars() != "")
+    for word in missing:
+        keep = keep & (value != word)
+    kept = entries.list.eval(pl.element().filter(keep))
+    return pl.when(kept.list.len() > 0).then(kept)
+
+
+def source_attributes(fields: dict[str, object], table: str, rename: dict[str, str] | None = None,
+                      missing: tuple[str, ...] = ()) -> pl.Expr:
+    """attributes() of every column SOURCE_FIELDS sends to `<table>.source_attributes`, read from the frame's
+    column of the same name (or `rename[name]`)."""
+    rename = rename or {}
+    return attributes({name: pl.col(rename.get(name, name)) for name in attribute_fields(fields, table)}, missing)
