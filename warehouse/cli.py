@@ -90,6 +90,29 @@ def _parser() -> argparse.ArgumentParser:
                         "(ISO, e.g. 2026-12-01T10:00:00Z)")
     p.set_defaults(handler=_sql)
 
+    p = sub.add_parser("cohort", help="cohorts as files in sql/cohorts/: list, show, run into a manifest")
+    cohort = p.add_subparsers(dest="cohort_command", metavar="list|show|run")
+    c = cohort.add_parser("list", help="the cohorts in sql/cohorts/")
+    c.set_defaults(handler=_cohort_list)
+    c = cohort.add_parser("show", help="a cohort's header, parameters and rules")
+    c.add_argument("name", help="a cohort name or a .sql file")
+    c.set_defaults(handler=_cohort_show)
+    c = cohort.add_parser("run", help="write manifest, attrition.csv and cohort.json into --out")
+    c.add_argument("name", help="a cohort name (sql/cohorts/NAME.sql) or a .sql file")
+    c.add_argument("--param", "-p", action="append", default=[], metavar="K=V", help="a parameter (repeatable)")
+    c.add_argument("--out", "-o", type=Path, required=True, help="folder to write the outputs into")
+    c.add_argument("--format", "-f", choices=("parquet", "csv", "jsonl"), default="parquet",
+                   help="manifest format (default parquet)")
+    c.add_argument("--finding", action="append", metavar="FINDING",
+                   help="pivot this finding into a manifest column (repeatable; adds to the header's findings)")
+    c.add_argument("--uncertain", choices=("ignore", "zeros", "ones"),
+                   help="uncertain labels: ignore (-1 -> NULL), zeros (-1 -> 0), ones (-1 -> 1); default the header's")
+    c.add_argument("--split", default="official",
+                   help="official (the sources' splits) or patient:TRAIN,VALID,TEST (hash of patient id and --seed)")
+    c.add_argument("--seed", type=int, default=0, help="seed of patient-level splits (default 0)")
+    c.add_argument("--allow-leakage", action="store_true", help="let a patient be in more than one split")
+    c.set_defaults(handler=_cohort_run)
+
     p = sub.add_parser("stats", help="split statistics per dataset: studies, images, patients, report tokens")
     p.add_argument("--dataset", "-d", action="append", metavar="ID", help="only these datasets")
     p.set_defaults(handler=_stats)
@@ -173,6 +196,7 @@ def _sql(args) -> int:
     query = args.query
     if query.startswith("@"):
         query = Path(query[1:]).read_text()
+    _warn_vocabulary(query)
     wh = Warehouse(as_of=args.as_of)
     con = wh.connect()
     try:
@@ -202,6 +226,70 @@ def _sql(args) -> int:
     finally:
         con.close()
     return 0
+
+
+# --- cohort --------------------------------------------------------------------------------
+def _cohort_list(args) -> int:
+    from .cohorts import list_cohorts
+    from .render import print_table
+
+    rows = [(c.name, c.unit, len(c.rules), ", ".join(p.name for p in c.params), c.description)
+            for c in list_cohorts()]
+    print_table(["cohort", "unit", "rules", "parameters", "description"], rows, title="Cohorts",
+                caption="cxr cohort show NAME; cxr cohort run NAME --out DIR", max_width=80)
+    return 0
+
+
+def _cohort_show(args) -> int:
+    from .cohorts import PLURAL, Cohort
+
+    c = Cohort.load(args.name)
+    print(f"{c.name} ({PLURAL[c.unit]}){' from ' + ', '.join(c.datasets) if c.datasets else ''}: {c.description}")
+    print(f"file: {c.path}")
+    if c.findings:
+        print(f"findings: {', '.join(c.findings)} (uncertain: {c.uncertain})")
+    for p in c.params:
+        print(f"param {p.name} {p.type} = {p.default!r}{'  -- ' + p.doc if p.doc else ''}")
+    for i, r in enumerate(c.rules, start=1):
+        print(f"rule {i}. {r.name}{'  -- ' + r.doc if r.doc else ''}\n    " + "\n    ".join(r.sql.splitlines()))
+    return 0
+
+
+def _cohort_run(args) -> int:
+    from .api import Warehouse
+    from .cohorts import PLURAL, Cohort, CohortError
+
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CohortError(f"--param takes KEY=VALUE, not {item!r}")
+        params[key.strip()] = value
+    cohort = Cohort.load(args.name)
+    run = cohort.run(Warehouse(), params, args.out, findings=args.finding, uncertain=args.uncertain,
+                     split=args.split, seed=args.seed, allow_leakage=args.allow_leakage, fmt=args.format)
+    from .render import print_table
+
+    unit = PLURAL[cohort.unit]
+    print_table(["step", "rule", "images", "studies", "patients", f"{unit} removed", "by this rule alone"],
+                [(a["step"], a["rule"], a["images"], a["studies"], a["patients"], a["units_removed"],
+                  a["removed_by_this_rule_alone"]) for a in run.attrition], title=f"Cohort {cohort.name}")
+    print(f"wrote {run.manifest.num_rows:,} {unit} to {run.files['manifest']}, "
+          f"{run.files['attrition'].name} and {run.files['provenance'].name}", file=sys.stderr)
+    return 0
+
+
+def _warn_vocabulary(query: str) -> None:
+    """A closed-vocabulary column compared with a value outside it (finding = 'pleural_efusion') is most
+    likely a typo that returns nothing: say so on stderr, with the closest valid values, and run anyway."""
+    try:
+        from .cohorts import literal_problems
+
+        problems = literal_problems(query)
+    except ImportError:       # sqlglot missing: no check
+        return
+    for problem in problems:
+        print(f"cxr sql: warning: {problem}", file=sys.stderr)
 
 
 # --- stats ---------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ Environment:
   CXR_CACHE              cache for fetched public metadata and generated samples
   CXR_CONFIG             path of the config file (default ./cxr.toml when it exists)
   CXR_SOURCE_<DATASET>   a dataset's source folder or URL, e.g. CXR_SOURCE_NIH_CXR14=/data/nih
+  CXR_IMAGES_<DATASET>   the folder (or URL) a dataset's image files unpack to, for cohort manifests'
+                         absolute paths, e.g. CXR_IMAGES_CHEXPERT=/data/CheXpert-v1.0
   CXR_STORAGE_OPTIONS    JSON of fsspec options for remote roots, e.g. {"endpoint_url": "..."}
   CXR_RETENTION_HOURS    how long retired table versions stay readable (default 168: a week)
   CXR_QUERY_TIMEOUT      seconds a user query may run (default 300)
@@ -20,6 +22,8 @@ Config file (TOML):
   [sources]
   nih_cxr14 = "/data/NIH"
   mimic_cxr = "s3://physionet-mirror/mimic-cxr-jpg/2.1.0"
+  [images]
+  chexpert = "/data/CheXpert-v1.0"
   [storage_options]
   endpoint_url = "http://127.0.0.1:5000"
 
@@ -27,7 +31,7 @@ A dataset with no configured source uses the embedded default data: the public m
 fetched from the torchxrayvision wheel, or generated samples for credentialed datasets.
 
 Configuration is strict: an unknown CXR_* variable, an unknown cxr.toml key or an unknown dataset id
-(in CXR_SOURCE_<ID> or under [sources]) is a ConfigError that suggests the right name, because a typo
+(in CXR_SOURCE_<ID>, CXR_IMAGES_<ID>, [sources] or [images]) is a ConfigError that suggests the right name, because a typo
 would otherwise be ignored silently (a misspelt source meant ingesting the default data instead).
 """
 from __future__ import annotations
@@ -53,9 +57,10 @@ ENV_VARS: tuple[str, ...] = (
     "CXR_PUBLIC_WHEEL",   # read by warehouse.fetch, not by Settings
 )
 SOURCE_PREFIX = "CXR_SOURCE_"   # + an upper-case dataset id from warehouse.sources.DATASETS
+IMAGES_PREFIX = "CXR_IMAGES_"   # + an upper-case dataset id: where that dataset's image files are
 # Every top-level cxr.toml key.
 FILE_KEYS: tuple[str, ...] = (
-    "warehouse", "catalog", "cache", "sources", "storage_options", "retention_hours", "query_timeout", "query_memory",
+    "warehouse", "catalog", "cache", "sources", "images", "storage_options", "retention_hours", "query_timeout", "query_memory",
 )
 
 
@@ -75,6 +80,7 @@ class Settings:
     catalog: Path
     cache: Path
     sources: dict[str, str] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)   # dataset id -> image root (cohort manifests)
     storage_options: dict = field(default_factory=dict)
     config_file: Path | None = None
     retention_hours: float = DEFAULT_RETENTION_HOURS
@@ -103,6 +109,10 @@ class Settings:
         for name, value in env.items():
             if name.startswith("CXR_SOURCE_") and value:
                 sources[name.removeprefix("CXR_SOURCE_").lower()] = value
+        images = {k: str(v) for k, v in file_conf.get("images", {}).items()}
+        for name, value in env.items():
+            if name.startswith(IMAGES_PREFIX) and value:
+                images[name.removeprefix(IMAGES_PREFIX).lower()] = value
         storage_options = dict(file_conf.get("storage_options", {}))
         if env.get("CXR_STORAGE_OPTIONS"):
             try:
@@ -120,6 +130,7 @@ class Settings:
             catalog=_absolute_path(catalog, base),
             cache=_absolute_path(cache, base),
             sources={k: _absolute(v, base) for k, v in sources.items()},
+            images={k: _absolute(v, base) for k, v in images.items()},
             storage_options=storage_options,
             config_file=config_file,
         )
@@ -130,6 +141,10 @@ class Settings:
     def source_for(self, dataset_id: str) -> str | None:
         """The configured source location of a dataset, or None to use the embedded default."""
         return self.sources.get(dataset_id)
+
+    def image_root(self, dataset_id: str) -> str | None:
+        """Where a dataset's image files are (CXR_IMAGES_<ID>, [images]), or None when not configured."""
+        return self.images.get(dataset_id)
 
     def default_source(self, dataset_id: str, kind: str) -> Path:
         """Where the embedded default data of a dataset lives in the cache (kind: public or samples)."""
@@ -166,31 +181,36 @@ def _check_names(env: dict[str, str], file_conf: dict, config_file: Path | None)
     """Refuse unknown CXR_* variables, cxr.toml keys and dataset ids, naming the right ones: a typo is never ignored."""
     ids = _dataset_ids()
     source_vars = [SOURCE_PREFIX + d.upper() for d in ids]
+    image_vars = [IMAGES_PREFIX + d.upper() for d in ids]
     problems = []
     for name in sorted(env):
         if not name.startswith("CXR_") or name in ENV_VARS:
             continue
-        if name.startswith(SOURCE_PREFIX):
-            dataset = name.removeprefix(SOURCE_PREFIX).lower()
+        prefix = next((p for p in (SOURCE_PREFIX, IMAGES_PREFIX) if name.startswith(p)), None)
+        if prefix is not None:
+            dataset = name.removeprefix(prefix).lower()
             if dataset not in ids:
-                problems.append(f"{name} names no known dataset {dataset!r}{_did_you_mean(name, source_vars)}; "
+                near = source_vars if prefix == SOURCE_PREFIX else image_vars
+                problems.append(f"{name} names no known dataset {dataset!r}{_did_you_mean(name, near)}; "
                                 f"known dataset ids: {', '.join(ids)}")
         else:
-            problems.append(f"unknown environment variable {name}{_did_you_mean(name, [*ENV_VARS, *source_vars])}; "
-                            f"known: {', '.join(ENV_VARS)}, {SOURCE_PREFIX}<DATASET>")
+            problems.append(f"unknown environment variable {name}"
+                            f"{_did_you_mean(name, [*ENV_VARS, *source_vars, *image_vars])}; "
+                            f"known: {', '.join(ENV_VARS)}, {SOURCE_PREFIX}<DATASET>, {IMAGES_PREFIX}<DATASET>")
     where = config_file or "cxr.toml"
     for key in file_conf:
         if key not in FILE_KEYS:
             problems.append(f"{where}: unknown key {key!r}{_did_you_mean(key, FILE_KEYS)}; "
                             f"known: {', '.join(FILE_KEYS)}")
-    for table in ("sources", "storage_options"):
+    for table in ("sources", "images", "storage_options"):
         if table in file_conf and not isinstance(file_conf[table], dict):
             problems.append(f"{where}: {table} must be a table ([{table}]), not {file_conf[table]!r}")
-    sources = file_conf.get("sources")
-    for dataset in sources if isinstance(sources, dict) else ():
-        if dataset not in ids:
-            problems.append(f"{where}: [sources] names no known dataset {dataset!r}{_did_you_mean(dataset, ids)}; "
-                            f"known dataset ids: {', '.join(ids)}")
+    for table in ("sources", "images"):
+        named = file_conf.get(table)
+        for dataset in named if isinstance(named, dict) else ():
+            if dataset not in ids:
+                problems.append(f"{where}: [{table}] names no known dataset {dataset!r}"
+                                f"{_did_you_mean(dataset, ids)}; known dataset ids: {', '.join(ids)}")
     if problems:
         raise ConfigError("\n".join(problems))
 
