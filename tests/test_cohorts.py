@@ -76,8 +76,16 @@ def test_frontal_pneumothorax_attrition_is_the_plain_sql_count(public_warehouse,
     # per image of NIH and CheXpert: is there a pneumothorax label, and is one of them positive
     images = """SELECT i.dataset, i.image_id, i.study_id, i.patient_id, i.is_frontal,
                        l.image_id IS NOT NULL AS labelled, coalesce(l.positive, false) AS positive
-                FROM images i LEFT JOIN (SELECT dataset, image_id, bool_or(value = 1) AS positive FROM image_labels
-                                         WHERE finding = 'pneumothorax' GROUP BY ALL) l
+                FROM images i LEFT JOIN (
+                    -- the documented precedence: the radiologist's label wins over the NLP labelers'; within one
+                    -- labeler a positive beats an uncertain beats a negative
+                    SELECT dataset, image_id,
+                           arg_min(v, list_position(['radiologist', 'chexpert', 'chexbert', 'negbio', 'nih_nlp'],
+                                                    labeler)) = 2 AS positive
+                    FROM (SELECT dataset, image_id, labeler,
+                                 max(CASE value WHEN 1 THEN 2 WHEN -1 THEN 1 ELSE 0 END) AS v
+                          FROM image_labels WHERE finding = 'pneumothorax' GROUP BY ALL)
+                    GROUP BY ALL) l
                   ON l.dataset = i.dataset AND l.image_id = i.image_id"""
     steps = ["true", "labelled", "labelled AND is_frontal", "labelled AND is_frontal AND positive"]
     alone = [None, "NOT labelled AND is_frontal AND positive", "labelled AND NOT is_frontal AND positive",

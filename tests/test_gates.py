@@ -63,7 +63,8 @@ INTENDED_SEVERITY = {
         "columns_match_schema", "study_id_not_null", "finding_in_vocabulary", "raw_label_not_null", "key_unique",
         "value_in_vocabulary", "labeler_in_vocabulary", "label_split_in_vocabulary")},
     **{f"patients__{n}": BLOCKING for n in (
-        "columns_match_schema", "patient_id_not_null", "key_unique", "sex_in_vocabulary", "birth_year_plausible")},
+        "columns_match_schema", "patient_id_not_null", "key_unique", "sex_in_vocabulary", "birth_year_plausible",
+        "race_in_vocabulary", "ethnicity_in_vocabulary")},
     **{f"qa_answer_boxes__{n}": BLOCKING for n in (
         "columns_match_schema", "answer_id_not_null", "image_id_not_null", "key_unique", "box_x_ordered",
         "box_y_ordered")},
@@ -324,6 +325,8 @@ DEFECTS = [
     staged(NIH, "labels__labeler_in_vocabulary", "labels", first_row("labeler", "'nlp'")),
     staged(NIH, "labels__label_split_in_vocabulary", "labels", first_row("label_split", "'validation'")),
     # patients
+    staged(NIH, "patients__race_in_vocabulary", "patients", first_row("race", "'W'")),
+    staged(NIH, "patients__ethnicity_in_vocabulary", "patients", first_row("ethnicity", "'latino'")),
     staged(NIH, "patients__patient_id_not_null", "patients", first_row("patient_id", "NULL")),
     staged(NIH, "patients__key_unique", "patients", DUPLICATE_FIRST_ROW),
     staged(NIH, "patients__sex_in_vocabulary", "patients", first_row("sex", "'Male'")),
