@@ -11,8 +11,9 @@ Format notes, checked against the real train.csv:
   `chexpert` (tests/test_emitted_columns.py builds a valid.csv from real train rows).
 - Views: `Frontal/Lateral` = Lateral gives LATERAL (view_source `Lateral`, AP/PA is blank there);
   a frontal's view comes from `AP/PA` (view_source `Frontal/<AP/PA>`). 16 Frontal rows say LL and
-  1 says RL in AP/PA: view_position keeps LL/RL as written, while is_frontal follows the
-  Frontal/Lateral column (and the `viewN_frontal` file name), so those 17 images are frontal.
+  1 says RL in AP/PA. LL and RL are DICOM's left and right lateral projections, so the two columns
+  contradict each other there; the projection wins: view_position keeps LL/RL as written and those
+  17 images are not frontal (view_source `Frontal/LL` keeps what the file says).
 - `Age` is whole years; 0 appears in 3 train rows of an adult cohort and means unknown, so
   age_years is null there (age_source keeps the 0). `Sex` is Male/Female/Unknown.
 - Bad input: a train.csv or valid.csv with a header and no rows is a SourceError. Age is read as
@@ -54,6 +55,8 @@ LABELS = (
     "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
     "Fracture", "Support Devices",
 )
+# AP/PA values that are lateral projections although Frontal/Lateral says Frontal
+LATERAL_PROJECTIONS = ("LL", "RL")
 HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(LABELS)
 COLUMNS = {"Path": "VARCHAR", "Sex": "VARCHAR", "Age": "VARCHAR", "Frontal/Lateral": "VARCHAR",
            "AP/PA": "VARCHAR", **{label: "FLOAT" for label in LABELS}}
@@ -128,7 +131,7 @@ class CheXpert:
                 pl.when(pl.col("Frontal/Lateral") == "Lateral").then(pl.lit("Lateral"))
                 .otherwise(pl.col("Frontal/Lateral") + pl.lit("/") + pl.col("AP/PA").fill_null(""))
                 .alias("view_source"),
-                (pl.col("Frontal/Lateral") == "Frontal").alias("is_frontal"),
+                ((pl.col("Frontal/Lateral") == "Frontal") & ~view.is_in(LATERAL_PROJECTIONS)).alias("is_frontal"),
                 "path",
             ),
             "labels": _labels(rows),
