@@ -4,16 +4,18 @@ Fixtures are cut from the real files (their first rows) and then damaged on purp
 """
 from __future__ import annotations
 
+import csv
 import gzip
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from warehouse import Warehouse
 from warehouse.sources import get_adapter
 from warehouse.sources.base import SourceError, SourceFolder
 
-from .conftest import make_settings
+from .conftest import make_settings, nih_subset
 
 
 def _head(path: Path, n: int) -> list[str]:
@@ -116,3 +118,26 @@ def test_nih_2017_file_and_official_split_lists(tmp_path, nih_lines):
     assert {splits[i.removesuffix(".png")] for i in test_images} == {"test"}
     assert sum(s == "train" for s in splits.values()) == len(images) - len(test_images)
     assert result.rejected().is_empty()
+
+
+def test_nih_box_without_a_known_image_is_quarantined_and_the_rest_publish(tmp_path, raw_files):
+    """A BBox line with a blank Image Index, or one naming an image the data entry file lacks, is kept
+    in quarantine with its line and raw record; the other boxes publish (the gate would block them all)."""
+    folder = nih_subset(raw_files, tmp_path / "nih", 2000)
+    box_lines = (folder / "BBox_List_2017.csv").read_text().splitlines(keepends=True)
+    assert len(box_lines) > 3, "the subset should hold some real boxes"
+    bad = [",Atelectasis,1,2,3,4\n", "00099999_000.png,Mass,5,6,7,8\n"]
+    (folder / "BBox_List_2017.csv").write_text("".join(box_lines[:2] + bad + box_lines[2:]))
+    with (folder / "BBox_List_2017.csv").open(newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    entry_images = {line.split(",", 1)[0] for line in (folder / "Data_Entry_2017_v2020.csv").read_text().splitlines()[1:]}
+    good = [r for r in rows if r[0] in entry_images]
+
+    result = get_adapter("nih_cxr14").read(SourceFolder(str(folder)))
+    assert result.tables["boxes"].height == len(good) == len(rows) - 2
+    rejected = sorted(result.rejected().filter(pl.col("target_table") == "boxes").to_dicts(),
+                      key=lambda r: r["line_number"])
+    assert [(r["line_number"], r["column_name"]) for r in rejected] == [(3, "image_index"), (4, "image_index")]
+    assert [r["raw_record"] for r in rejected] == [b.rstrip("\n") for b in bad]
+    assert rejected[1]["value"] == "00099999_000.png"
+    assert all("not in the NIH data entry file" in r["reason"] for r in rejected)

@@ -815,8 +815,17 @@ def test_qba_unreadable_member_is_an_error_naming_it(qba, qba_sample, change, me
     (edit_document(lambda d: d["questions"][1].update(question_id=d["questions"][0]["question_id"])),
      r", column 'question_id': holds question_id '\w+' twice"),
     (edit_document(lambda d: d["questions"][0]["question_quality"].update(rating=99)),
-     r": question_quality.rating 99 is not a code in quality_mappings.csv"),
-], ids=["no-study-id", "empty-patient-id", "question-twice", "unknown-rating"])
+     r", column 'question_quality.rating': question_quality.rating 99 \(question '\w+'\) is not a code in "
+     r"quality_mappings.csv"),
+    (edit_document(lambda d: d["questions"][0]["question_quality"].pop("rating")),
+     r", column 'question_quality.rating': has no question_quality.rating for question '\w+'"),
+    (edit_document(lambda d: d["questions"][0]["answers"][0]["answer_quality"].update(rating=99)),
+     r", column 'answer_quality.rating': answer_quality.rating 99 \(question '\w+'\) is not a code in "
+     r"quality_mappings.csv"),
+    (edit_document(lambda d: d["questions"][0]["answers"][0].pop("answer_quality")),
+     r", column 'answer_quality.rating': has no answer_quality.rating for question '\w+'"),
+], ids=["no-study-id", "empty-patient-id", "question-twice", "unknown-rating", "no-rating", "unknown-answer-rating",
+        "no-answer-rating"])
 def test_qba_member_that_cannot_be_keyed_or_graded_is_an_error(qba, qba_sample, change, message):
     """Fix: a member without study_id published questions under a null study; a question twice, twice."""
     name = damage_member(qba, change)

@@ -41,7 +41,8 @@ What happens to bad input: QBA is all or nothing, because a study's QA missing i
 any row. A truncated or empty qa.zip, a member path leaving the dataset (`../`, absolute), two
 members for one study, a member that is not JSON (cut, empty, not UTF-8) or not of the documented
 shape (a string where a number belongs), one without study_id or patient_id, a question_id twice
-in one study, or a quality code quality_mappings.csv does not list: SourceError naming the archive
+in one study, a question or answer without its quality rating, or a rating code quality_mappings.csv
+does not list: SourceError naming the archive
 member, and nothing of the dataset is published. Other members of qa.zip (a nested zip, a
 README) are not read: one quarantine row each, with a note. A quality_mappings.csv row that cannot
 be read, or whose code is not an integer, and a metadata file that is unreadable, truncated, or
@@ -378,6 +379,25 @@ def _flatten_answers(con: duckdb.DuckDBPyConnection, where) -> None:
         con.execute(f"INSERT INTO answers SELECT sid, qid, parent, {ANSWER_FIELDS} FROM level")
 
 
+def _refuse_ungraded(con: duckdb.DuckDBPyConnection, where) -> None:
+    """A question or answer whose rating is missing, or a code quality_mappings.csv lacks, is refused.
+
+    Joined to the grade table, such a question would vanish and such an answer would get a null
+    quality_grade: either way a grade would be lost without a word, so the member is named instead.
+    """
+    for field, sql in (
+            ("question_quality.rating", "SELECT m, qid, q.question_quality.rating FROM qs ANTI JOIN grade_codes g "
+                                        "ON g.code = q.question_quality.rating LIMIT 1"),
+            ("answer_quality.rating", "SELECT qs.m, a.qid, a.rating FROM (SELECT * FROM answers ANTI JOIN grade_codes g "
+                                      "ON g.code = answers.rating LIMIT 1) a JOIN qs USING (sid, qid)")):
+        bad = con.sql(sql).fetchall()
+        if bad:
+            member, question, code = bad[0]
+            problem = (f"has no {field} for question {question!r}" if code is None else
+                       f"{field} {code} (question {question!r}) is not a code in {QUALITY_FILE}")
+            raise SourceError(where(member), problem, column=field)
+
+
 def _refuse_bad_keys(con: duckdb.DuckDBPyConnection, where) -> None:
     """A member without its study or patient id, or with a question id twice, cannot be keyed."""
     for column in ("study_id", "patient_id"):
@@ -396,12 +416,8 @@ def _extract_qa(con: duckdb.DuckDBPyConnection, where) -> ChunkOutput:
                q.question_id AS qid, q
         FROM (SELECT m, d, unnest(d.questions) AS q FROM chunk)""")
     _refuse_bad_keys(con, where)
-    unknown = con.sql("SELECT m, q.question_quality.rating FROM qs ANTI JOIN grade_codes g "
-                      "ON g.code = q.question_quality.rating LIMIT 1").fetchall()
-    if unknown:
-        raise SourceError(where(unknown[0][0]), f"question_quality.rating {unknown[0][1]} is not a code in "
-                                                f"{QUALITY_FILE}")
     _flatten_answers(con, where)
+    _refuse_ungraded(con, where)
     fine, pre = (", ".join(f"'{g}'" for g in grades) for grades in (FINE_TUNING, PRE_TRAINING))
     # no ORDER BY: qa_questions is re-sorted after staging (warehouse/recluster.py)
     questions = con.sql(f"""

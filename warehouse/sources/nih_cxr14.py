@@ -162,8 +162,9 @@ class NihCxr14:
         bbox_file = src.first_existing(BBOX_FILE)
         if bbox_file:
             boxes = read_csv(src, bbox_file, columns=BBOX_COLUMNS, header=BBOX_HEADER, target_table="boxes")
-            tables["boxes"] = _boxes(boxes.frame)
-            quarantine.append(boxes.rejects)
+            kept, rejected = _known_image_boxes(boxes, src.display(bbox_file), set(rows["image_id"]))
+            tables["boxes"] = _boxes(kept)
+            quarantine += [boxes.rejects, *rejected]
             files.append(bbox_file)
         else:
             tables["boxes"] = pl.DataFrame()
@@ -244,6 +245,20 @@ def _google_labels(src: SourceFolder, name: str, known_images: set[str]) -> tupl
                 pl.col("set_id").replace_strict(GOOGLE_SETS, return_dtype=pl.String).alias("label_split"))
     )
     return findings.with_findings(labels, "radiologist"), [read.rejects, *rejects.frames()]
+
+
+def _known_image_boxes(read, where: str, known_images: set[str]) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Boxes on images of the data entry file; a box with a blank or unknown Image Index is quarantined.
+
+    Such a box has no image to hang on, so publishing it would block the whole dataset at the
+    boxes -> images integrity check; one bad line must not cost the other boxes.
+    """
+    rejects = Rejects(read, where)
+    image = pl.col("image_index").str.replace(r"\.png$", "")
+    known = image.is_in(list(known_images)).fill_null(False)
+    rejects.add(read.frame.filter(~known), table="boxes", column="image_index",
+                reason="image is not in the NIH data entry file (or Image Index is blank)")
+    return read.frame.filter(known), rejects.frames()
 
 
 def _boxes(frame: pl.DataFrame) -> pl.DataFrame:
