@@ -57,11 +57,31 @@ WHERE l.image_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM images i WHERE i.imag
 -- description: every report belongs to a study of the same dataset
 SELECT r.study_id FROM reports r ANTI JOIN studies s USING (study_id);
 
+-- check: report_patient_matches_study
+-- requires: reports, studies
+-- severity: critical
+-- description: a report's patient is its study's patient
+SELECT r.study_id, r.patient_id, s.patient_id AS study_patient_id
+FROM reports r JOIN studies s USING (study_id) WHERE r.patient_id IS DISTINCT FROM s.patient_id;
+
 -- check: box_image_exists
 -- requires: boxes, images
 -- severity: critical
 -- description: every box is drawn on an image of the same dataset
 SELECT b.image_id, b.raw_label FROM boxes b ANTI JOIN images i USING (image_id);
+
+-- check: question_study_exists
+-- requires: qa_questions, studies
+-- severity: critical
+-- description: every question is asked about a study of the same dataset
+SELECT q.study_id, q.question_id FROM qa_questions q ANTI JOIN studies s USING (study_id);
+
+-- check: question_patient_matches_study
+-- requires: qa_questions, studies
+-- severity: critical
+-- description: a question's patient is its study's patient
+SELECT q.study_id, q.question_id, q.patient_id, s.patient_id AS study_patient_id
+FROM qa_questions q JOIN studies s USING (study_id) WHERE q.patient_id IS DISTINCT FROM s.patient_id;
 
 -- check: answer_question_exists
 -- requires: qa_answers, qa_questions

@@ -84,6 +84,7 @@ INTENDED_SEVERITY = {
     **{f"integrity__{n}": BLOCKING for n in (
         "image_study_exists", "image_patient_matches_study", "image_split_matches_study", "study_patient_exists",
         "patient_in_one_split", "label_study_exists", "label_image_exists", "report_study_exists",
+        "report_patient_matches_study", "question_study_exists", "question_patient_matches_study",
         "box_image_exists", "answer_question_exists", "answer_parent_exists", "answer_box_answer_exists")},
     "integrity__quarantine_share": WARNING,     # a few unreadable rows are reported, the rest still publishes
     **{f"volume__{n}": BLOCKING for n in ("not_empty", "no_shrink", "expected_counts")},
@@ -379,6 +380,11 @@ DEFECTS = [
     Defect("integrity__label_study_exists", MIMIC, mimic_label_for_unknown_study),
     staged(NIH, "integrity__label_image_exists", "labels", first_row("image_id", "'00099999_000'")),
     Defect("integrity__report_study_exists", MIMIC, mimic_report_for_unknown_study),
+    staged(MIMIC, "integrity__report_patient_matches_study", "reports",
+           first_row("patient_id", "(SELECT max(patient_id) FROM t)")),
+    staged(QBA, "integrity__question_study_exists", "qa_questions", first_row("study_id", "'99999999'")),
+    staged(QBA, "integrity__question_patient_matches_study", "qa_questions",
+           first_row("patient_id", "(SELECT max(patient_id) FROM t)")),
     staged(QBA, "integrity__answer_question_exists", "qa_answers", first_row("question_id", "'no-such-question'")),
     staged(QBA, "integrity__answer_parent_exists", "qa_answers",
            "SELECT * REPLACE (CASE WHEN parent_answer_id IS NOT NULL AND _n = 1 THEN '999999' "
