@@ -54,33 +54,38 @@ BLOCKING, WARNING = "blocking", "warning"
 INTENDED_SEVERITY = {
     **{f"boxes__{n}": BLOCKING for n in (
         "columns_match_schema", "image_id_not_null", "key_unique", "width_positive", "height_positive",
-        "x_not_negative", "y_not_negative")},
+        "x_not_negative", "y_not_negative", "box_index_not_null", "raw_label_not_null")},
     **{f"images__{n}": BLOCKING for n in (
         "columns_match_schema", "image_id_not_null", "study_id_not_null", "patient_id_not_null", "key_unique",
         "split_in_vocabulary", "view_position_in_vocabulary", "width_positive", "height_positive",
-        "pixel_spacing_positive", "pixel_spacing_y_positive")},
+        "pixel_spacing_positive", "pixel_spacing_y_positive", "split_not_null", "view_position_not_null")},
     **{f"labels__{n}": BLOCKING for n in (
         "columns_match_schema", "study_id_not_null", "finding_in_vocabulary", "raw_label_not_null", "key_unique",
-        "value_in_vocabulary", "labeler_in_vocabulary", "label_split_in_vocabulary")},
+        "value_in_vocabulary", "labeler_in_vocabulary", "label_split_in_vocabulary", "value_not_null",
+        "labeler_not_null")},
     **{f"patients__{n}": BLOCKING for n in (
         "columns_match_schema", "patient_id_not_null", "key_unique", "sex_in_vocabulary", "birth_year_plausible",
-        "race_in_vocabulary", "ethnicity_in_vocabulary")},
+        "race_in_vocabulary", "ethnicity_in_vocabulary", "sex_not_null")},
     **{f"qa_answer_boxes__{n}": BLOCKING for n in (
         "columns_match_schema", "answer_id_not_null", "image_id_not_null", "key_unique", "box_x_ordered",
-        "box_y_ordered")},
+        "box_y_ordered", "study_id_not_null", "split_not_null", "question_id_not_null", "box_index_not_null",
+        "split_in_vocabulary")},
     **{f"qa_answers__{n}": BLOCKING for n in (
         "columns_match_schema", "answer_id_not_null", "question_id_not_null", "key_unique", "split_in_vocabulary",
-        "answer_type_in_vocabulary", "quality_grade_in_vocabulary", "answer_level_not_negative")},
+        "answer_type_in_vocabulary", "quality_grade_in_vocabulary", "answer_level_not_negative", "study_id_not_null",
+        "split_not_null")},
     **{f"qa_questions__{n}": BLOCKING for n in (
         "columns_match_schema", "question_id_not_null", "study_id_not_null", "key_unique", "split_in_vocabulary",
-        "quality_grade_in_vocabulary", "num_answers_positive")},
-    **{f"quarantine__{n}": BLOCKING for n in ("columns_match_schema", "source_file_not_null", "reason_not_null")},
+        "quality_grade_in_vocabulary", "num_answers_positive", "patient_id_not_null", "split_not_null",
+        "question_type_not_null", "quality_grade_not_null")},
+    **{f"quarantine__{n}": BLOCKING for n in ("columns_match_schema", "source_file_not_null", "reason_not_null",
+                                                        "column_name_not_null")},
     **{f"reports__{n}": BLOCKING for n in (
         "columns_match_schema", "study_id_not_null", "key_unique", "full_text_not_null", "language_known",
-        "tokens_findings_positive", "tokens_impression_positive")},
+        "tokens_findings_positive", "tokens_impression_positive", "patient_id_not_null")},
     **{f"studies__{n}": BLOCKING for n in (
         "columns_match_schema", "study_id_not_null", "patient_id_not_null", "key_unique", "split_in_vocabulary",
-        "age_years_in_range", "weight_kg_in_range")},
+        "age_years_in_range", "weight_kg_in_range", "split_not_null")},
     **{f"integrity__{n}": BLOCKING for n in (
         "image_study_exists", "image_patient_matches_study", "image_split_matches_study", "study_patient_exists",
         "patient_in_one_split", "label_study_exists", "label_image_exists", "report_study_exists",
@@ -106,6 +111,41 @@ def test_every_check_has_its_intended_severity():
     wrong = {name: ("blocking" if b else "warning") for name, b in declared.items()
              if b != (INTENDED_SEVERITY[name] == BLOCKING)}
     assert wrong == {}, "these checks do not have the severity intended for them"
+
+
+def test_the_structural_expectations_follow_the_schema(monkeypatch):
+    """A column made required, or given a vocabulary, in schema.py is checked without editing a suite."""
+    spec = schema.TABLES["images"]
+    grown = dataclasses.replace(spec, columns=(
+        *spec.columns, schema._c("detector", pa.string(), "new", nullable=False, vocabulary="sex")))
+    monkeypatch.setitem(schema.TABLES, "images", grown)
+    quality.suite.cache_clear()
+    try:
+        by_name = {e["meta"]["name"]: e for e in quality.suite("images")["expectations"]}
+        assert by_name["columns_match_schema"]["kwargs"]["column_list"][-1] == "detector"
+        assert by_name["detector_not_null"]["kwargs"] == {"column": "detector"}
+        assert by_name["detector_in_vocabulary"]["kwargs"]["value_set"] == list(schema.SEX)
+        assert "width_positive" in by_name, "the hand-written rules stay"
+    finally:
+        monkeypatch.undo()
+        quality.suite.cache_clear()
+
+
+def test_a_suite_restating_the_schema_is_refused(tmp_path, monkeypatch):
+    doc = json.loads((quality.EXPECTATIONS_ROOT / "studies.json").read_text())
+    doc["expectations"].append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "study_id"},
+                                "meta": {"name": "study_id_required"}})
+    for path in quality.EXPECTATIONS_ROOT.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "studies.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(quality, "EXPECTATIONS_ROOT", tmp_path)
+    quality.suite.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="study_id_required restate the schema"):
+            quality.suite("studies")
+    finally:
+        monkeypatch.undo()
+        quality.suite.cache_clear()
 
 
 def test_dagster_asset_checks_carry_the_intended_severity():
@@ -369,6 +409,20 @@ DEFECTS = [
     staged(QBA, "qa_answer_boxes__key_unique", "qa_answer_boxes", DUPLICATE_FIRST_ROW),
     staged(QBA, "qa_answer_boxes__box_x_ordered", "qa_answer_boxes", first_row("x2", "x1")),
     staged(QBA, "qa_answer_boxes__box_y_ordered", "qa_answer_boxes", first_row("y2", "y1 - 1")),
+    # required columns and closed vocabularies the schema declares (warehouse/suite_structure.py generates them)
+    *(staged(NIH, f"boxes__{c}_not_null", "boxes", first_row(c, "NULL")) for c in ("box_index", "raw_label")),
+    *(staged(NIH, f"images__{c}_not_null", "images", first_row(c, "NULL")) for c in ("split", "view_position")),
+    *(staged(NIH, f"labels__{c}_not_null", "labels", first_row(c, "NULL")) for c in ("value", "labeler")),
+    staged(NIH, "patients__sex_not_null", "patients", first_row("sex", "NULL")),
+    *(staged(QBA, f"qa_answer_boxes__{c}_not_null", "qa_answer_boxes", first_row(c, "NULL"))
+      for c in ("study_id", "split", "question_id", "box_index")),
+    staged(QBA, "qa_answer_boxes__split_in_vocabulary", "qa_answer_boxes", first_row("split", "'validation'")),
+    *(staged(QBA, f"qa_answers__{c}_not_null", "qa_answers", first_row(c, "NULL")) for c in ("study_id", "split")),
+    *(staged(QBA, f"qa_questions__{c}_not_null", "qa_questions", first_row(c, "NULL"))
+      for c in ("patient_id", "split", "question_type", "quality_grade")),
+    staged(NIH, "quarantine__column_name_not_null", "quarantine", first_row("column_name", "NULL"), BAD_LINES),
+    staged(MIMIC, "reports__patient_id_not_null", "reports", first_row("patient_id", "NULL")),
+    staged(NIH, "studies__split_not_null", "studies", first_row("split", "NULL")),
     # integrity
     staged(NIH, "integrity__image_study_exists", "studies", drop_first("study_id")),
     staged(NIH, "integrity__image_patient_matches_study", "images",

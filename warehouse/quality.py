@@ -1,6 +1,7 @@
 """Quality gates for staged partitions: Great Expectations suites per table, integrity SQL across tables.
 
-Suites are data (expectations/<table>.json, GX 1.x expectation configs with a `meta.name` each);
+Suites are data: their structure (columns, not-null, closed vocabularies) is generated from the schema
+(suite_structure.py), their rules are expectations/<table>.json (GX 1.x configs with a `meta.name` each);
 integrity checks are SQL (expectations/integrity.sql), each a query returning offending rows.
 Both run on the *staged* version of a dataset, before it is published, and report per check:
 passed or not, whether a failure blocks publishing, how many rows offend and a sample of them.
@@ -22,6 +23,7 @@ import duckdb
 
 from . import findings, schema
 from .resources import data_folder
+from .suite_structure import generated_overlap, structural_expectations
 from .views import create_views, register_store, staged_files_sql
 from .store import Store
 
@@ -52,6 +54,11 @@ class CheckOutcome:
 def suite(table: str) -> dict:
     path = EXPECTATIONS_ROOT / f"{table}.json"
     doc = json.loads(path.read_text())
+    restated = generated_overlap(table, doc["expectations"])
+    if restated:
+        raise ValueError(f"{path}: {', '.join(restated)} restate the schema; the structural expectations are "
+                         "generated from warehouse/schema.py (warehouse/suite_structure.py)")
+    doc["expectations"] = structural_expectations(table) + doc["expectations"]
     for expectation in doc["expectations"]:  # "value_set": {"$vocabulary": "findings"} -> the ids of findings.csv
         ref = expectation["kwargs"].get("value_set")
         if isinstance(ref, dict) and set(ref) == {"$vocabulary"}:
