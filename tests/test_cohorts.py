@@ -197,6 +197,15 @@ def test_a_pooled_mimic_cxr_and_qba_cohort_counts_each_image_once(mimic_warehous
     assert run.attrition[0]["images"] == both["images"]
     assert set(run.manifest["dataset"].to_pylist()) == {"mimic_cxr"}
     assert all(a == ["mimic_qba"] for a in run.manifest["also_in"].to_pylist())
+    # ...and plain SQL can say the same through the images' cross-dataset identity
+    uids = _one(mimic_warehouse, "SELECT count(DISTINCT image_uid) AS n, count(*) FILTER (image_uid <> "
+                                 "'mimic_cxr:' || image_id) AS foreign FROM images "
+                                 "WHERE dataset IN ('mimic_cxr', 'mimic_qba')")
+    assert uids == {"n": both["images"], "foreign": 0}
+    flat = _one(mimic_warehouse, "SELECT count(DISTINCT image_uid) AS n, count(*) FILTER (image_uid <> "
+                                 "'mimic_cxr:' || image_id) AS foreign FROM image_labels "
+                                 "WHERE dataset IN ('mimic_cxr', 'mimic_qba')")
+    assert flat["foreign"] == 0 and 0 < flat["n"] <= both["images"]
 
 
 def test_balanced_evaluation_keeps_at_most_n_per_stratum(mimic_warehouse, tmp_path):

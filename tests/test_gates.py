@@ -58,7 +58,8 @@ INTENDED_SEVERITY = {
     **{f"images__{n}": BLOCKING for n in (
         "columns_match_schema", "image_id_not_null", "study_id_not_null", "patient_id_not_null", "key_unique",
         "split_in_vocabulary", "view_position_in_vocabulary", "width_positive", "height_positive",
-        "pixel_spacing_positive", "pixel_spacing_y_positive", "split_not_null", "view_position_not_null")},
+        "pixel_spacing_positive", "pixel_spacing_y_positive", "split_not_null", "view_position_not_null",
+        "image_uid_not_null")},
     **{f"labels__{n}": BLOCKING for n in (
         "columns_match_schema", "study_id_not_null", "finding_in_vocabulary", "raw_label_not_null", "key_unique",
         "value_in_vocabulary", "labeler_in_vocabulary", "label_split_in_vocabulary", "value_not_null",
@@ -411,7 +412,8 @@ DEFECTS = [
     staged(QBA, "qa_answer_boxes__box_y_ordered", "qa_answer_boxes", first_row("y2", "y1 - 1")),
     # required columns and closed vocabularies the schema declares (warehouse/suite_structure.py generates them)
     *(staged(NIH, f"boxes__{c}_not_null", "boxes", first_row(c, "NULL")) for c in ("box_index", "raw_label")),
-    *(staged(NIH, f"images__{c}_not_null", "images", first_row(c, "NULL")) for c in ("split", "view_position")),
+    *(staged(NIH, f"images__{c}_not_null", "images", first_row(c, "NULL"))
+      for c in ("split", "view_position", "image_uid")),
     *(staged(NIH, f"labels__{c}_not_null", "labels", first_row(c, "NULL")) for c in ("value", "labeler")),
     staged(NIH, "patients__sex_not_null", "patients", first_row("sex", "NULL")),
     *(staged(QBA, f"qa_answer_boxes__{c}_not_null", "qa_answer_boxes", first_row(c, "NULL"))

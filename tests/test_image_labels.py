@@ -46,3 +46,5 @@ def test_a_linked_dataset_takes_images_and_sex_from_the_one_it_links_to(warehous
     got = _rows(warehouse, "SELECT image_id, raw_label, method, sex FROM image_labels WHERE dataset = 'chexpert_plus'")
     assert got == expected and len(got) > 100
     assert {sex for *_, sex in got} <= {"F", "M"}
+    uids = _rows(warehouse, "SELECT DISTINCT image_uid FROM image_labels WHERE dataset = 'chexpert_plus'")
+    assert uids and {u for (u,) in uids} == {f"chexpert:{image_id}" for image_id, *_ in got}

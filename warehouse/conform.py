@@ -33,8 +33,13 @@ def polars_type(arrow_type: pa.DataType):
     return _POLARS_TYPES[arrow_type]
 
 
-def conform(table_name: str, frame: pl.DataFrame, dataset: str, *, sort: bool = True) -> pa.Table:
-    """Canonical Arrow table for `table_name`, with `dataset` filled in and (by default) rows in key order."""
+def conform(table_name: str, frame: pl.DataFrame, dataset: str, *, sort: bool = True,
+            origin: str | None = None) -> pa.Table:
+    """Canonical Arrow table for `table_name`, with `dataset` filled in and (by default) rows in key order.
+
+    `origin` is the dataset the image files come from (the linked one, for a dataset that links to
+    another); it makes images.image_uid, so adapters never spell the cross-dataset identity.
+    """
     spec = table_def(table_name)
     frame = frame.drop([c for c in frame.columns if c.startswith("_")])
     extra = set(frame.columns) - set(spec.column_names)
@@ -45,6 +50,8 @@ def conform(table_name: str, frame: pl.DataFrame, dataset: str, *, sort: bool = 
         target = polars_type(column.type)
         if column.name == "dataset":
             columns.append(pl.lit(dataset, pl.String).alias("dataset"))
+        elif column.name == "image_uid" and "image_uid" not in frame.columns:
+            columns.append((pl.lit(f"{origin or dataset}:") + pl.col("image_id").cast(pl.String)).alias("image_uid"))
         elif column.name in frame.columns:
             columns.append(pl.col(column.name).cast(target, strict=True))
         elif column.default is not None:

@@ -116,7 +116,8 @@ def stage_dataset(store: Store, read: ReadDataset, *, run_id: str, say: Say = _q
     whole = [name for name in info.tables if read.result.batches is None or name in frames]
 
     def stage(name: str, frame: pl.DataFrame | None) -> StagedPartition:
-        table = conform(name, frame, read.dataset) if frame is not None and frame.width else empty(name)
+        table = conform(name, frame, read.dataset, origin=info.links_to) if frame is not None and frame.width \
+            else empty(name)
         return store.stage(name, read.dataset, table, run_id=run_id)
 
     staged: dict[str, StagedPartition] = {}
@@ -157,7 +158,7 @@ def _stage_batches(store: Store, read: ReadDataset, *, run_id: str, say: Say) ->
         if name not in writers:
             writers[name] = store.writer(name, read.dataset, run_id)
             say(f"streaming {name}")
-        writers[name].write(conform(name, frame, read.dataset, sort=False))
+        writers[name].write(conform(name, frame, read.dataset, sort=False, origin=dataset_info(read.dataset).links_to))
     staged = {name: store.staged_from_writer(w) for name, w in writers.items()}
     for name, partition in staged.items():
         if table_def(name).recluster:

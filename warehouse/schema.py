@@ -120,6 +120,11 @@ DATASET = _c("dataset", S, "Dataset id, the partition key (e.g. nih_cxr14, chexp
 PATIENT_ID = _c("patient_id", S, "Patient id as the source writes it.", nullable=False)
 STUDY_ID = _c("study_id", S, "Study id as the source writes it (made unique within the dataset where the "
                              "source numbers studies per patient).", nullable=False)
+IMAGE_UID = _c("image_uid", S, "The image file's identity across datasets: '<dataset the file comes from>:<image_id>'. "
+                               "A dataset that links to another shares its images' uid (MIMIC-Ext-CXR-QBA's images "
+                               "are MIMIC-CXR's, mimic_cxr:<dicom_id>; CheXpert Plus's are CheXpert's), so "
+                               "count(DISTINCT image_uid) over pooled datasets counts each file once.",
+               nullable=False)
 SPLIT = _c("split", S, "Official split: train, valid, test, or unassigned when the source defines none.",
            nullable=False, vocabulary="split")
 
@@ -186,6 +191,7 @@ IMAGES = Table(
     columns=(
         DATASET,
         _c("image_id", S, "Image id as the source writes it (file name stem or DICOM id).", nullable=False),
+        IMAGE_UID,
         STUDY_ID, PATIENT_ID, SPLIT,
         _c("view_position", S, "Harmonized view: PA, AP, AP_SUPINE, LATERAL, LL, RL, OTHER, UNKNOWN.",
            nullable=False, vocabulary="view_position"),
@@ -399,6 +405,7 @@ IMAGE_LABELS = Table(
     columns=(
         DATASET,
         _c("image_id", S, "The image.", nullable=False),
+        IMAGE_UID,
         STUDY_ID, PATIENT_ID, SPLIT,
         _c("view_position", S, "Harmonized view (see images.view_position).", vocabulary="view_position"),
         _c("is_frontal", B, "True for frontal projections (PA, AP, AP supine)."),

@@ -17,17 +17,17 @@ WITH imgs AS (
     SELECT * FROM patients WHERE dataset IN ($dataset, $linked)
     QUALIFY row_number() OVER (PARTITION BY patient_id ORDER BY sex <> 'U' DESC, dataset = $dataset DESC) = 1
 ), labelled AS (
-    SELECT i.image_id, i.study_id, i.patient_id, i.split, i.view_position, i.is_frontal,
+    SELECT i.image_id, i.image_uid, i.study_id, i.patient_id, i.split, i.view_position, i.is_frontal,
            l.finding, l.raw_label, l.value, l.labeler, l.method, l.reader
     FROM labels l JOIN imgs i ON i.image_id = l.image_id
     WHERE l.dataset = $dataset AND l.image_id IS NOT NULL
     UNION ALL
-    SELECT i.image_id, i.study_id, i.patient_id, i.split, i.view_position, i.is_frontal,
+    SELECT i.image_id, i.image_uid, i.study_id, i.patient_id, i.split, i.view_position, i.is_frontal,
            l.finding, l.raw_label, l.value, l.labeler, l.method, l.reader
     FROM labels l JOIN imgs i ON i.study_id = l.study_id
     WHERE l.dataset = $dataset AND l.image_id IS NULL
 )
-SELECT $dataset AS dataset, x.image_id, x.study_id, x.patient_id, x.split, x.view_position, x.is_frontal,
+SELECT $dataset AS dataset, x.image_id, x.image_uid, x.study_id, x.patient_id, x.split, x.view_position, x.is_frontal,
        coalesce(p.sex, 'U') AS sex, s.age_years, x.finding, x.raw_label, x.value, x.labeler, x.method, x.reader
 FROM labelled x
 LEFT JOIN stds s ON s.study_id = x.study_id
