@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import json
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pytest
 from warehouse import schema
 from warehouse.samples.defaults import write as write_sample
 from warehouse.sources import chexpert, chexpert_plus, get_adapter, iu_xray, mimic_cxr, mimic_qba, nih_cxr14, \
-    padchest, rexgradient
+    padchest, rexgradient, rsna_pneumonia, siim_pneumothorax, vindr_cxr
 from warehouse.sources.base import SourceFolder
 
 MODULES = {"nih_cxr14": nih_cxr14, "chexpert": chexpert, "padchest": padchest, "iu_xray": iu_xray,
@@ -260,3 +261,33 @@ def test_chexpert_plus_every_column_is_kept(samples):
     assert {"insurance_type", "deceased", "interpreter_needed"} <= keys["patients"]
     assert "recent_bmi" in keys["studies"]
     assert tables["studies"]["visit_order"].null_count() == 0
+
+
+def test_expert_label_sets_every_column_is_kept(public_data):
+    root = Path(public_data.root)
+    assert_declared(vindr_cxr, vindr_cxr.FILE, csv_header(root / "vindr_cxr" / f"{vindr_cxr.FILE}.gz"))
+    assert_declared(siim_pneumothorax, siim_pneumothorax.FILE,
+                    csv_header(root / "siim_pneumothorax" / f"{siim_pneumothorax.FILE}.gz"))
+    headers = root / "rsna_pneumonia" / f"{rsna_pneumonia.HEADERS_FILE}.gz"
+    assert_declared(rsna_pneumonia, rsna_pneumonia.HEADERS_FILE, csv_header(headers))
+    with zipfile.ZipFile(root / "rsna_pneumonia" / f"{rsna_pneumonia.LABELS_FILE}.zip") as z, \
+            z.open(rsna_pneumonia.LABELS_FILE) as f:
+        assert_declared(rsna_pneumonia, rsna_pneumonia.LABELS_FILE, next(csv.reader(io.TextIOWrapper(f))))
+
+
+def test_rsna_dicom_header_fields_land_in_the_images(public_data):
+    """Every header field the schema has no column for is in images.source_attributes, value for value."""
+    root = Path(public_data.root) / "rsna_pneumonia"
+    tables = read("rsna_pneumonia", root)
+    assert_emitted_declared(rsna_pneumonia, tables)
+    kept = [c for c, where in rsna_pneumonia.SOURCE_FIELDS[rsna_pneumonia.HEADERS_FILE].items()
+            if where == "images.source_attributes"]
+    with gzip.open(root / f"{rsna_pneumonia.HEADERS_FILE}.gz", "rt", newline="") as f:
+        raw = {r["PatientID"]: r for r in csv.DictReader(f)}
+    images = tables["images"].select("image_id", "patient_orientation", "source_attributes").to_dicts()
+    assert len(images) == len(raw) > 20_000
+    for image in images[:: 97]:
+        row = raw[image["image_id"]]
+        got = {e["key"]: e["value"] for e in image["source_attributes"] or []}
+        assert got == {c: row[c] for c in kept if row[c] != ""}, image["image_id"]
+        assert image["patient_orientation"] == (row["PatientOrientation"] or None)

@@ -9,7 +9,9 @@ Format notes, checked against the real files (torchxrayvision 1.5.7's copies):
 - stage_2_train_images_dicom_headers.csv (torchxrayvision's extract of the DICOM headers; its first
   column is an unnamed row index): one row per image, `PatientID` = the DICOM file stem = the labels'
   patientId, `PatientAge` in whole years, `PatientSex` M/F, `ViewPosition` PA/AP, `PixelSpacing` one
-  number (square pixels, so pixel_spacing_x = pixel_spacing_y).
+  number (square pixels, so pixel_spacing_x = pixel_spacing_y), `PatientOrientation` (blank in the
+  extract) images.patient_orientation; BodyPartExamined, ConversionType, InstanceNumber, Modality,
+  SamplesPerPixel and SeriesNumber go to images.source_attributes (SOURCE_FIELDS names every column).
 - RSNA's `patientId` names one image (one image per id in the challenge), so an image is its own
   study and patient: patients get sex, studies age, images view and pixel spacing. Split `train`
   (the stage 2 training set; the test labels were never released).
@@ -63,6 +65,23 @@ HEADERS_COLUMNS = {
     "InstanceNumber": "VARCHAR", "Modality": "VARCHAR", "PatientAge": "VARCHAR", "PatientID": "VARCHAR",
     "PatientOrientation": "VARCHAR", "PatientSex": "VARCHAR", "PixelSpacing": "FLOAT", "SamplesPerPixel": "VARCHAR",
     "SeriesNumber": "VARCHAR", "ViewPosition": "VARCHAR",
+}
+ROW_INDEX = "(unnamed: the extract's row index, not a DICOM field)"
+MARKERS = (ROW_INDEX,)
+# Where every column of the native files goes (tests/test_source_columns.py).
+SOURCE_FIELDS = {
+    LABELS_FILE: {"patientId": ("labels.image_id", "boxes.image_id"), "x": "boxes.x", "y": "boxes.y",
+                  "width": "boxes.w", "height": "boxes.h", "Target": ("labels.value", "labels.raw_label")},
+    HEADERS_FILE: {
+        "": ROW_INDEX, "PatientID": ("images.image_id", "studies.study_id", "patients.patient_id"),
+        "Filename": "images.path", "PatientAge": ("studies.age_years", "studies.age_source"),
+        "PatientSex": ("patients.sex", "patients.sex_source"), "PixelSpacing": ("images.pixel_spacing_x",
+                                                                                "images.pixel_spacing_y"),
+        "ViewPosition": ("images.view_position", "images.view_source", "images.is_frontal"),
+        "PatientOrientation": "images.patient_orientation",
+        **dict.fromkeys(("BodyPartExamined", "ConversionType", "InstanceNumber", "Modality", "SamplesPerPixel",
+                         "SeriesNumber"), "images.source_attributes"),
+    },
 }
 BOX = ("x", "y", "width", "height")
 RAW_LABEL = "Target"
@@ -158,7 +177,9 @@ class RsnaPneumonia:
                 pl.col("ViewPosition").alias("view_source"),
                 values.is_frontal(values.view_position(pl.col("ViewPosition"))).alias("is_frontal"),
                 pl.col("PixelSpacing").alias("pixel_spacing_x"), pl.col("PixelSpacing").alias("pixel_spacing_y"),
-                ("stage_2_train_images/" + pl.col("Filename")).alias("path")),
+                ("stage_2_train_images/" + pl.col("Filename")).alias("path"),
+                pl.col("PatientOrientation").alias("patient_orientation"),
+                values.source_attributes(SOURCE_FIELDS[HEADERS_FILE], "images").alias("source_attributes")),
             "labels": findings.with_findings(
                 rows.group_by("patientId", maintain_order=True).agg(pl.col("Target").first()).select(
                     pl.col("patientId").alias("study_id"), pl.col("patientId").alias("image_id"),

@@ -40,6 +40,11 @@ INFO = DatasetInfo(
 FILE = "train-rle.csv"
 HEADER = "ImageId, EncodedPixels"
 COLUMNS = {"ImageId": "VARCHAR", "EncodedPixels": "VARCHAR"}
+# Where every column of train-rle.csv goes (tests/test_source_columns.py).
+SOURCE_FIELDS = {FILE: {
+    "ImageId": ("images.image_id", "studies.study_id", "labels.image_id", "boxes.image_id"),
+    " EncodedPixels": ("labels.value", "boxes.mask_rle"),
+}}
 NEGATIVE = "-1"
 RAW_LABEL = "Pneumothorax"
 RLE = r"^\s*\d+ \d+(?: \d+ \d+)*\s*$"

@@ -43,6 +43,14 @@ INFO = DatasetInfo(
 
 FILE = "train.csv"
 HEADER = "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max"
+# Where every column of train.csv goes (tests/test_source_columns.py); class_id is checked against
+# class_name (VinDr's fixed list) and is then the same fact.
+SOURCE_FIELDS = {FILE: {
+    "image_id": ("images.image_id", "studies.study_id", "labels.image_id", "boxes.image_id"),
+    "class_name": ("labels.raw_label", "boxes.raw_label"), "class_id": ("labels.raw_label", "boxes.raw_label"),
+    "rad_id": ("labels.reader", "boxes.reader"),
+    "x_min": "boxes.x", "y_min": "boxes.y", "x_max": "boxes.w", "y_max": "boxes.h",
+}}
 COLUMNS = {"image_id": "VARCHAR", "class_name": "VARCHAR", "class_id": "INTEGER", "rad_id": "VARCHAR",
            "x_min": "FLOAT", "y_min": "FLOAT", "x_max": "FLOAT", "y_max": "FLOAT"}
 NO_FINDING = "No finding"
