@@ -160,3 +160,41 @@ def _cxr_env(wh, extra: dict, *args):
     # data folder named `warehouse` there would shadow the package (the `cxr` script does not do that)
     return subprocess.run([sys.executable, "-m", "warehouse.cli", *args], capture_output=True, text=True, env=env,
                           cwd=Path(extra.get("DAGSTER_HOME", wh.settings.catalog.parent)))
+
+
+def _in_terminal(wh, *args, env_extra: dict | None = None) -> str:
+    """Run cxr with stdout on a pseudo-terminal, as a person at a shell does; what the terminal showed."""
+    import pty
+
+    env = dict(os.environ, CXR_WAREHOUSE=wh.settings.warehouse, CXR_CATALOG=str(wh.settings.catalog),
+               CXR_CACHE=str(wh.settings.cache), COLUMNS="200", **(env_extra or {}))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "warehouse.cli", *args], stdout=follower,
+                            stderr=subprocess.PIPE, env=env, cwd=REPO)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:          # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    return shown.decode(errors="replace")
+
+
+def test_duckdb_progress_shows_on_a_terminal_and_never_in_data(public_warehouse, tmp_path):
+    setting = "SELECT current_setting('enable_progress_bar') AS progress"
+    assert "true" in _in_terminal(public_warehouse, "sql", setting)                       # a person's terminal
+    out = tmp_path / "p.csv"
+    _in_terminal(public_warehouse, "sql", setting, "--format", "csv", "--out", str(out))  # a file, from a terminal
+    assert out.read_text().splitlines() == ["progress", "true"]
+    piped = cxr(public_warehouse, "sql", setting, "--format", "csv").stdout.splitlines()  # stdout is the data
+    assert piped == ["progress", "false"]
+    # and a query running past the threshold (0 ms here) really draws DuckDB's bar, with the result after it
+    shown = _in_terminal(public_warehouse, "sql", "SELECT count(*) AS n FROM range(50000000) t(i) WHERE i % 7 = 3",
+                         env_extra={"CXR_PROGRESS_AFTER_MS": "0"})
+    assert "100% ▕" in shown and shown.index("100% ▕") < shown.index("7,142,857"), shown[-400:]

@@ -10,6 +10,7 @@ log's version) or time: it builds a catalog of that moment in a temporary folder
 """
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from datetime import datetime
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 import duckdb
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .errors import StaleCatalog
 
 if TYPE_CHECKING:
@@ -51,6 +52,16 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+PROGRESS_AFTER_MS = 1000     # a query shorter than this never shows a bar (CXR_PROGRESS_AFTER_MS)
+
+
+def progress_settings() -> dict[str, str]:
+    after = os.environ.get("CXR_PROGRESS_AFTER_MS", str(PROGRESS_AFTER_MS))
+    if not after.isdigit():
+        raise ConfigError(f"CXR_PROGRESS_AFTER_MS must be a whole number of milliseconds, not {after!r}")
+    return {"enable_progress_bar": "true", "enable_progress_bar_print": "true", "progress_bar_time": after}
+
+
 class Warehouse:
     def __init__(self, settings: Settings | None = None, *, as_of: int | datetime | str | None = None,
                  notice: Callable[[str], None] = _stderr):
@@ -80,9 +91,12 @@ class Warehouse:
         return Path(self._as_of_dir.name) / "catalog.duckdb"
 
     # --- queries -------------------------------------------------------------------------
-    def connect(self) -> duckdb.DuckDBPyConnection:
+    def connect(self, *, progress: bool = False) -> duckdb.DuckDBPyConnection:
         """A confined read-only connection to the catalog (warehouse.confine), rebuilt first if it is
-        missing or was built for another root. It can read the warehouse and nothing else."""
+        missing or was built for another root. It can read the warehouse and nothing else.
+
+        `progress` turns on DuckDB's progress bar (drawn on stdout for queries over PROGRESS_AFTER_MS):
+        for a person at a terminal, never when stdout is data."""
         from .confine import Limits, confined_connection
         from .views import PLANNER_SETTINGS
 
@@ -92,7 +106,7 @@ class Warehouse:
         return confined_connection(
             path, readable=[self.store.url(self.store.root)],
             filesystems=[] if self.store.local else [self.store.fs],
-            limits=self.limits, settings=PLANNER_SETTINGS)
+            limits=self.limits, settings={**PLANNER_SETTINGS, **(progress_settings() if progress else {})})
 
     @property
     def limits(self):

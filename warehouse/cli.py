@@ -198,7 +198,8 @@ def _sql(args) -> int:
         query = Path(query[1:]).read_text()
     _warn_vocabulary(query)
     wh = Warehouse(as_of=args.as_of)
-    con = wh.connect()
+    # DuckDB draws its bar on stdout: only when that is a person's terminal and not the data itself
+    con = wh.connect(progress=sys.stdout.isatty() and (args.format == "table" or args.out is not None))
     try:
         if args.format == "parquet" and args.out is None:
             print("cxr sql: --format parquet needs --out FILE", file=sys.stderr)

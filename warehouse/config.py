@@ -15,6 +15,8 @@ Environment:
   CXR_QUERY_TIMEOUT      seconds a user query may run (default 300)
   CXR_QUERY_MEMORY       DuckDB memory limit for user queries (default 4GB)
   CXR_PUBLIC_WHEEL       an already-downloaded torchxrayvision wheel for `cxr fetch` (read by warehouse.fetch)
+  CXR_PROGRESS_AFTER_MS  how long a query runs before `cxr sql` shows DuckDB's progress bar on a terminal
+                         (default 1000; read by warehouse.api)
 
 Config file (TOML):
   warehouse = "s3://bucket/cxr"
@@ -55,6 +57,7 @@ ENV_VARS: tuple[str, ...] = (
     "CXR_WAREHOUSE", "CXR_CATALOG", "CXR_CACHE", "CXR_CONFIG", "CXR_STORAGE_OPTIONS", "CXR_RETENTION_HOURS",
     "CXR_QUERY_TIMEOUT", "CXR_QUERY_MEMORY",
     "CXR_PUBLIC_WHEEL",   # read by warehouse.fetch, not by Settings
+    "CXR_PROGRESS_AFTER_MS",   # read by warehouse.api, not by Settings
 )
 SOURCE_PREFIX = "CXR_SOURCE_"   # + an upper-case dataset id from warehouse.sources.DATASETS
 IMAGES_PREFIX = "CXR_IMAGES_"   # + an upper-case dataset id: where that dataset's image files are
