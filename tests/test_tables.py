@@ -27,7 +27,7 @@ from warehouse.store import Store
 from .conftest import make_settings, nih_subset
 
 NIH_TABLES = ("patients", "studies", "images", "labels", "boxes", "quarantine",
-              "split_stats", "demographics", "image_labels")
+              "split_stats", "demographics", "image_labels", "label_agreement")
 
 
 def csv_counts(folder: Path) -> dict[str, int]:

@@ -420,10 +420,67 @@ IMAGE_LABELS = Table(
     ),
 )
 
+_AGREEMENT_CI = ("NULL when n < 4 or the standard error is 0 or undefined (see sql/stats/label_agreement.sql).")
+
+LABEL_AGREEMENT = Table(
+    "label_agreement", "Agreement between labelers that label the same images or studies, per finding: Cohen's "
+                       "kappa, Matthews' correlation and F1 for each pair of labelers, Fleiss' kappa for a "
+                       "multi-reader set, each with a 95 % interval. Computed on all rows (sql/stats/"
+                       "label_agreement.sql says how units are matched and uncertain labels handled).",
+    key=("unit", "labeler_a", "method_a", "dataset_b", "labeler_b", "method_b", "finding", "statistic"),
+    derived=True,
+    columns=(
+        DATASET,
+        _c("unit", S, "What is compared: 'image' when both label sets label images, else 'study' (image labels "
+                      "rolled up to their study: positive if any image is).", nullable=False),
+        _c("labeler_a", S, "The first labeler (of this dataset; for 'fleiss' the multi-reader labeler).",
+           nullable=False, vocabulary="labeler"),
+        _c("method_a", S, "labeler_a's method (labels.method, e.g. the report section CheXbert read); each method "
+                          "is its own label set. Null when the labels name none."),
+        _c("labeler_b", S, "The second labeler, the reference for fp/fn; null for 'fleiss'.", vocabulary="labeler"),
+        _c("method_b", S, "labeler_b's method; null when its labels name none, and for 'fleiss'."),
+        _c("dataset_b", S, "The dataset labeler_b's labels belong to: this one, or the one it links to (CheXpert "
+                           "for CheXpert Plus, MIMIC-CXR for MIMIC-Ext-CXR-QBA); null for 'fleiss'."),
+        _c("finding", S, "Harmonized finding compared. A labeler that does not name it is read through the findings "
+                         "below it (NIH nodule or mass for lung_lesion): positive if any of them is.",
+           nullable=False),
+        _c("statistic", S, "'cohen' for a pair of labelers, 'fleiss' for the readers of one multi-reader set "
+                           "(labels.reader, VinDr-CXR).", nullable=False),
+        _c("n", I64, "Units compared: labelled by both (cohen; a missing row for the finding on a unit the labeler "
+                     "labelled counts as negative) or read by 2 or more readers (fleiss), uncertain ones left out."),
+        _c("n_readers", I64, "Fleiss: readers per unit (the most, when it varies). Null for 'cohen'."),
+        _c("tp", I64, "Units both labelers call positive (cohen)."),
+        _c("fp", I64, "Units labeler_a calls positive and labeler_b negative (cohen)."),
+        _c("fn", I64, "Units labeler_a calls negative and labeler_b positive (cohen)."),
+        _c("tn", I64, "Units both call negative (cohen)."),
+        _c("prevalence_a", F64, "Share of the n units labeler_a calls positive, 0..1; fleiss: the share of positive "
+                                "reads over all reads."),
+        _c("prevalence_b", F64, "Share of the n units labeler_b calls positive, 0..1; null for 'fleiss'."),
+        _c("kappa", F64, "Cohen's kappa (cohen) or Fleiss' kappa for a binary rating with a varying number of "
+                         "readers per unit (fleiss; Fleiss, Levin & Paik 2003). Null when undefined (chance "
+                         "agreement 1: one value only)."),
+        _c("kappa_low", F64, "Lower 95 % bound of kappa: Wald with the Fleiss-Cohen-Everitt (1969) standard error "
+                             "(cohen), or the jackknife over units (fleiss); clipped to -1. " + _AGREEMENT_CI),
+        _c("kappa_high", F64, "Upper 95 % bound of kappa (as kappa_low), clipped to 1. " + _AGREEMENT_CI),
+        _c("mcc", F64, "Matthews' correlation coefficient (the phi coefficient of the 2x2 table; the "
+                       "MIMIC-Ext-CXR-QBA paper's metric). Null when a margin is empty, and for 'fleiss'."),
+        _c("mcc_low", F64, "Lower 95 % bound of mcc: Fisher z, tanh(atanh(mcc) - 1.96/sqrt(n-3)). NULL when n < 4 "
+                           "or |mcc| = 1."),
+        _c("mcc_high", F64, "Upper 95 % bound of mcc: tanh(atanh(mcc) + 1.96/sqrt(n-3)). NULL as mcc_low."),
+        _c("f1", F64, "F1 = 2tp / (2tp + fp + fn) (symmetric in a and b). Null when neither labeler has a positive, "
+                      "and for 'fleiss'."),
+        _c("f1_low", F64, "Lower 95 % bound of f1: Wald with the delta-method standard error sqrt(4 tp (fp+fn) "
+                          "(tp+fp+fn)) / (2tp+fp+fn)^2, clipped to 0. NULL when n < 4, tp = 0 or fp + fn = 0."),
+        _c("f1_high", F64, "Upper 95 % bound of f1 (as f1_low), clipped to 1."),
+        _c("n_excluded_uncertain", I64, "Cohen: units left out because either labeler is uncertain (-1) there. "
+                                        "Fleiss: uncertain reads dropped."),
+    ),
+)
+
 SOURCE_TABLES: tuple[Table, ...] = (
     PATIENTS, STUDIES, IMAGES, REPORTS, LABELS, BOXES, QA_QUESTIONS, QA_ANSWERS, QA_ANSWER_BOXES, QUARANTINE,
 )
-DERIVED_TABLES: tuple[Table, ...] = (SPLIT_STATS, DEMOGRAPHICS, IMAGE_LABELS)
+DERIVED_TABLES: tuple[Table, ...] = (SPLIT_STATS, DEMOGRAPHICS, IMAGE_LABELS, LABEL_AGREEMENT)
 TABLES: dict[str, Table] = {t.name: t for t in SOURCE_TABLES + DERIVED_TABLES}
 
 

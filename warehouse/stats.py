@@ -1,4 +1,4 @@
-"""Derived tables: split statistics, demographics and the flat image_labels, per dataset.
+"""Derived tables: split statistics, demographics, the flat image_labels and label agreement, per dataset.
 
 The SQL lives in sql/stats/*.sql (one named query each). It runs over the dataset's *staged*
 rows, after the gates passed and before anything is committed, so a dataset's derived tables are
@@ -12,13 +12,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import schema
+from . import findings, schema
 from .queries import named_query
 from .store import Store
 from .views import create_views, delta_files_sql, register_store, staged_files_sql
 
 # table -> sql/stats/<name>.sql
-DERIVED = {"split_stats": "split_stats", "demographics": "demographics", "image_labels": "image_labels"}
+DERIVED = {"split_stats": "split_stats", "demographics": "demographics", "image_labels": "image_labels",
+           "label_agreement": "label_agreement"}
 
 
 def derive_connection(store: Store, staged_files: dict[str, list[str]], linked=None) -> duckdb.DuckDBPyConnection:
@@ -37,6 +38,7 @@ def derive_connection(store: Store, staged_files: dict[str, list[str]], linked=N
                 columns = set(store.columns_at(name, version))
                 relations.setdefault(name, []).append(delta_files_sql(schema.TABLES[name], files, columns))
     create_views(con, relations)
+    con.register("finding_hierarchy", findings.hierarchy().to_arrow())  # label_agreement reads findings below
     return con
 
 
