@@ -117,10 +117,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", "-d", action="append", metavar="ID", help="only these datasets")
     p.set_defaults(handler=_stats)
 
-    p = sub.add_parser("catalog", help="list datasets, tables, row counts and column docs; `catalog rebuild`")
-    p.add_argument("table", nargs="?", help="show the columns of this table, or `rebuild` to rebuild the catalog "
-                                            "from the warehouse root")
+    p = sub.add_parser("catalog", help="list datasets, tables, row counts and column docs; `catalog rebuild`, "
+                                       "`catalog docs --out DIR`, `catalog search TERM`")
+    p.add_argument("table", nargs="?", help="show the columns of this table; `rebuild` rebuilds the catalog from the "
+                                            "warehouse root; `docs` writes the data dictionary into --out; "
+                                            "`search TERM` finds tables, columns, findings, raw labels, datasets, "
+                                            "queries and cohorts")
+    p.add_argument("term", nargs="?", help="with `search`: what to look for (case-insensitive)")
     p.add_argument("--columns", action="store_true", help="show the columns of every table")
+    p.add_argument("--out", "-o", type=Path, help="with `docs`: the folder to write index.html and the Markdown into")
+    p.add_argument("--limit", type=int, default=40, help="with `search`: matches shown (default 40)")
     p.set_defaults(handler=_catalog)
     return parser
 
@@ -334,6 +340,14 @@ def _print_notes(wh, datasets: list[str]) -> None:
 def _catalog(args) -> int:
     from .render import print_table
 
+    if args.table == "docs":
+        return _catalog_docs(args)
+    if args.table == "search":
+        return _catalog_search(args)
+    if args.term is not None:
+        print(f"cxr catalog: unexpected {args.term!r} (only `catalog search TERM` takes a second word)",
+              file=sys.stderr)
+        return EXIT_USAGE
     if args.table == "rebuild":
         summary = _warehouse().refresh_catalog()
         print(f"rebuilt {summary.path}: warehouse version {summary.warehouse_version}, {summary.partitions} "
@@ -369,6 +383,49 @@ def _catalog(args) -> int:
                     caption="cxr catalog TABLE shows a table's columns; cxr catalog --columns shows all")
     finally:
         con.close()
+    return 0
+
+
+def _catalog_docs(args) -> int:
+    from .docs import write_docs
+
+    if args.out is None:
+        print("cxr catalog docs: --out DIR is required (the folder to write the data dictionary into)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    con = _warehouse().connect()
+    try:
+        written = write_docs(con, args.out)
+    finally:
+        con.close()
+    model = written.model
+    print(f"wrote the data dictionary of {len(model.tables)} tables, "
+          f"{sum(len(t.columns) for t in model.tables)} columns and {len(model.findings)} findings to "
+          f"{args.out / 'index.html'} (Markdown: {', '.join(p.name for p in written.files if p.suffix == '.md')})")
+    return 0
+
+
+def _catalog_search(args) -> int:
+    from .render import print_table
+    from .search import search
+
+    if not args.term or not args.term.strip():
+        print("cxr catalog search: give a word to look for, e.g. cxr catalog search effusion", file=sys.stderr)
+        return EXIT_USAGE
+    con = _warehouse().connect()
+    try:
+        matches = search(con, args.term)
+    finally:
+        con.close()
+    if not matches:
+        print(f"cxr catalog search: nothing matches {args.term!r} (searched tables, columns, findings, raw labels, "
+              "datasets, named queries and cohorts)", file=sys.stderr)
+        return EXIT_FAILED
+    shown = matches[:args.limit]
+    caption = (f"{len(matches)} matches, first {len(shown)} shown (--limit)" if len(matches) > len(shown)
+               else f"{len(matches)} match{'es' if len(matches) != 1 else ''}")
+    print_table(["kind", "name", "match"], [(m.kind, m.name, m.snippet) for m in shown],
+                title=f"Search: {args.term}", caption=caption, max_width=110)
     return 0
 
 

@@ -46,3 +46,18 @@ def named_query(group: str, name: str) -> NamedQuery:
     header = _header(text)
     body = "\n".join(line for line in text.splitlines() if not line.startswith("--")).strip().rstrip(";")
     return NamedQuery(group, header.get("name", name), header.get("description", ""), body, path)
+
+
+def list_queries() -> list[NamedQuery]:
+    """Every named query under sql/ (cohorts, with their own format, are warehouse.cohorts')."""
+    found = []
+    for group in sorted((g for g in SQL_ROOT.iterdir() if g.is_dir() and g.name != "cohorts"), key=lambda g: g.name):
+        for path in sorted((p for p in group.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
+            found.append(named_query(group.name, path.name.removesuffix(".sql")))
+    return found
+
+
+def parameters(query: NamedQuery) -> list[str]:
+    """The names the query's `-- parameters:` header lists (none for `none`)."""
+    listed = _header(query.path.read_text()).get("parameters", "")
+    return [p.strip() for p in listed.split(",") if p.strip() and p.strip().lower() != "none"]
