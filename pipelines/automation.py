@@ -1,7 +1,7 @@
 """When ingestion runs: a daily schedule, a sensor on source changes, and clean-up after a blocked run.
 
-The ingest job ends with the catalog, so any run of a partition (UI, schedule, sensor or CLI)
-leaves the catalog current, and it runs its steps in one process: the steps share the imports of
+The ingest job ends with the catalog and what is written from it (the data dictionary, the report), so
+any run of a partition (UI, schedule, sensor or CLI) leaves the catalog current, and it runs its steps in one process: the steps share the imports of
 GX and DuckDB and the staged files, and two partitions still run side by side as two runs.
 """
 
@@ -14,12 +14,13 @@ from warehouse.ingest import current_fingerprint, published_fingerprint
 from warehouse.sources import DATASETS
 
 from .assets import CATALOG_POOL, DATASET_PARTITIONS, INGEST_ASSETS, catalog
+from .publications import PUBLICATION_ASSETS
 from .resources import WarehouseResource
 
 ingest_job = dg.define_asset_job(
-    "ingest", selection=dg.AssetSelection.assets(*INGEST_ASSETS, catalog),
-    description="Stage one dataset, run its quality gates, publish it if they pass (with its statistics), and "
-                "rebuild the catalog.",
+    "ingest", selection=dg.AssetSelection.assets(*INGEST_ASSETS, catalog, *PUBLICATION_ASSETS),
+    description="Stage one dataset, run its quality gates, publish it if they pass (with its statistics), "
+                "rebuild the catalog, and rewrite the data dictionary and the report from it.",
     tags={"cxr/job": "ingest"}, executor_def=dg.in_process_executor)
 catalog_job = dg.define_asset_job(
     "refresh_catalog", selection=dg.AssetSelection.assets(catalog),

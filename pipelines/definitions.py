@@ -8,10 +8,11 @@ from .automation import (
     blocked_run_cleanup, catalog_job, daily_ingest, ingest_job, source_change_sensor,
 )
 from .checks import QUALITY_CHECKS
+from .publications import PUBLICATION_ASSETS
 from .resources import WarehouseResource
 
 defs = dg.Definitions(
-    assets=[*INGEST_ASSETS, catalog],
+    assets=[*INGEST_ASSETS, catalog, *PUBLICATION_ASSETS],
     asset_checks=QUALITY_CHECKS,
     jobs=[ingest_job, catalog_job],
     schedules=[daily_ingest],

@@ -96,7 +96,7 @@ def test_materializing_a_partition_with_dagster_leaves_the_catalog_current(tmp_p
     settings = make_settings(tmp_path, cache_dir)
     env = dict(os.environ, DAGSTER_HOME=str(home), CXR_WAREHOUSE=settings.warehouse, CXR_CATALOG=str(settings.catalog),
                CXR_CACHE=str(cache_dir))
-    proc = subprocess.run([str(DAGSTER), "asset", "materialize", "-m", "pipelines.definitions", "--select", "*catalog",
+    proc = subprocess.run([str(DAGSTER), "asset", "materialize", "-m", "pipelines.definitions", "--select", "*catalog+",
                            "--partition", "iu_xray"], cwd=home, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stderr + proc.stdout
@@ -104,5 +104,9 @@ def test_materializing_a_partition_with_dagster_leaves_the_catalog_current(tmp_p
     assert wh.sql("SELECT count(*) FROM catalog_datasets WHERE run_id IS NOT NULL").column(0)[0].as_py() == 1
     images = wh.sql("SELECT count(*) FROM images WHERE dataset = 'iu_xray'").column(0)[0].as_py()
     assert images > 0 and images == wh.store.delta("images").to_pyarrow_dataset().count_rows()
+    # ...and the data dictionary downstream of the catalog was rewritten from it
+    docs = (settings.catalog.parent / "docs" / "index.html").read_text()
+    assert all(f'id="table-{t}"' in docs for t in ("images", "labels", "image_labels"))
+    assert not list(settings.catalog.parent.glob(".docs.*")), "no scratch or retired folder is left"
     steps = proc.stderr.count("STEP_START")
     assert steps >= 3 and proc.stderr.count("Launching subprocess") == 0, "one process runs every step"
