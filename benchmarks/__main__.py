@@ -22,6 +22,7 @@ SUITE = {
     "cohort_queries.py": ([], ["--quick"]),
     "qba.py": (["--sizes", "0.05,0.10,0.20"], ["--sizes", "0.01"]),
     "mutation.py": (["--sample", "12"], ["--quick"]),
+    "report.py": (["--repeat", "3"], ["--repeat", "1", "--datasets", "mimic_cxr"]),
 }
 
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - one clear line for known failures, a traceback otherwise
+    except Exception as e:
         if _is_user_error(e):
             print(f"cxr {args.command}: {e}", file=sys.stderr)
             return EXIT_FAILED
@@ -115,7 +115,19 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", help="split statistics per dataset: studies, images, patients, report tokens")
     p.add_argument("--dataset", "-d", action="append", metavar="ID", help="only these datasets")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--demographics", action="store_true",
+                       help="Table 2 instead: age, sex, race and ethnicity per split, in percent with their base")
+    shown.add_argument("--labels", action="store_true", help="label prevalence per finding, labeler and split instead")
     p.set_defaults(handler=_stats)
+
+    p = sub.add_parser("report", help="a self-contained HTML report (plus Markdown and CSV) of datasets or cohorts")
+    p.add_argument("--out", "-o", type=Path, required=True, help="folder to write report.html, report.md, tables/")
+    p.add_argument("--dataset", "-d", action="append", metavar="ID",
+                   help="only these datasets (repeatable; default: every ingested one, or none with --cohort)")
+    p.add_argument("--cohort", "-c", action="append", type=Path, default=[], metavar="DIR",
+                   help="a folder written by `cxr cohort run … --out DIR` (repeatable)")
+    p.set_defaults(handler=_report)
 
     p = sub.add_parser("catalog", help="list datasets, tables, row counts and column docs; `catalog rebuild`, "
                                        "`catalog docs --out DIR`, `catalog search TERM`")
@@ -301,6 +313,8 @@ def _warn_vocabulary(query: str) -> None:
 
 # --- stats ---------------------------------------------------------------------------------
 def _stats(args) -> int:
+    if args.demographics or args.labels:
+        return _stats_tables(args)
     from .queries import named_query
     from .render import print_table
 
@@ -317,6 +331,35 @@ def _stats(args) -> int:
     print_table(columns, rows, title="Split statistics",
                 caption="report columns: mean tokens per section over reports that have it; ∅ = no reports")
     _print_notes(_warehouse(), sorted({r[0] for r in rows}))
+    return 0
+
+
+def _stats_tables(args) -> int:
+    """Table 2 or the label prevalence, as the report builds them, one terminal table each."""
+    from .render import print_table
+    from .report import data, tables
+
+    for d in data.load(_warehouse(), args.dataset):
+        made = tables.demographics(d) if args.demographics else \
+            [t for t in (tables.label_prevalence(d), tables.label_coverage(d)) if t is not None]
+        for t in made:
+            rows = [[tables.fmt(v, c.kind) + (f" ({note})" if note else "") if c.kind != "text" else v
+                     for c, v, note in zip(t.columns, values, notes)] for values, notes in zip(t.rows, t.notes)]
+            print_table([(f"{c.group}: " if c.group and args.labels else "") + c.label
+                         for c in t.columns], rows, title=f"{d.dataset}: {t.title}", caption=t.caption, max_width=40,
+                        numeric=[c.kind != "text" for c in t.columns])
+        if not made:
+            print(f"{d.dataset}: {'no demographics' if args.demographics else 'no labels'}")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    files = write_report(_warehouse(), args.out, args.dataset, args.cohort)
+    print(f"wrote {files.html} ({len(files.tables)} tables, {len(files.charts)} charts), {files.markdown.name} and "
+          f"{len(files.csv)} CSV files in {files.csv[0].parent if files.csv else args.out} "
+          f"({files.seconds:.1f}s)", file=sys.stderr)
     return 0
 
 

@@ -31,8 +31,10 @@ def _numeric(values: Sequence) -> bool:
 
 
 def print_table(columns: Sequence[str], rows: Sequence[Sequence], *, title: str | None = None,
-                caption: str | None = None, file: TextIO | None = None, max_width: int = 60) -> None:
-    """A bordered table with numbers right-aligned; wide text cells are cut at `max_width`."""
+                caption: str | None = None, file: TextIO | None = None, max_width: int = 60,
+                numeric: Sequence[bool] | None = None) -> None:
+    """A bordered table with numbers right-aligned; wide text cells are cut at `max_width`. `numeric` says
+    which columns are numbers when the caller hands them in already formatted."""
     from rich.console import Console
     from rich.table import Table, box
 
@@ -41,9 +43,9 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence], *, title: str 
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAVY, header_style="bold", title_justify="left",
                   caption_justify="left")
     for i, name in enumerate(columns):
-        numeric = _numeric([r[i] for r in rows])
-        table.add_column(name, justify="right" if numeric else "left", overflow="ellipsis",
-                         min_width=min(len(name), 14), max_width=None if numeric else max_width, no_wrap=True)
+        right = numeric[i] if numeric is not None else _numeric([r[i] for r in rows])
+        table.add_column(name, justify="right" if right else "left", overflow="ellipsis",
+                         min_width=min(len(name), 14), max_width=None if right else max_width, no_wrap=True)
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     console.print(table)
