@@ -65,7 +65,8 @@ def chexpert_small(tmp_path_factory, cache_dir, raw_files):
 # --- the example cohorts, recounted ---------------------------------------------------------------
 def test_every_example_cohort_loads_and_is_documented():
     cohorts = {c.name: c for c in list_cohorts()}
-    assert {"frontal_pneumothorax", "chexpert_competition", "qba_fine_tuning", "balanced_evaluation"} <= set(cohorts)
+    assert {"frontal_pneumothorax", "chexpert_competition", "qba_fine_tuning", "balanced_evaluation",
+            "report_generation", "longitudinal_followup"} <= set(cohorts)
     for c in cohorts.values():
         assert c.description and c.rules and c.path.read_text().startswith("-- name:")
 
@@ -305,7 +306,9 @@ def test_cohort_json_holds_the_catalogs_delta_versions(mimic_warehouse, tmp_path
     assert record["datasets"] == ["mimic_cxr", "mimic_qba"]
     for d in record["datasets"]:
         assert record["source_fingerprints"][d] == datasets[d]["source_fingerprint"]
-        assert record["citations"][d] == datasets[d]["citation"]
+        assert record["citations"][d] == {"text": datasets[d]["citation"], "bibtex": datasets[d]["bibtex"]}
+        assert record["licences"][d] == {"licence": datasets[d]["licence"], "licence_url": datasets[d]["licence_url"],
+                                         "access": datasets[d]["access"], "licence_note": datasets[d]["licence_note"]}
     assert record["sql"] == Cohort.load("qba_fine_tuning").path.read_text()
     assert record["parameters"] == {"split": "train"} and record["schema_version"] == "1"
     assert record["project_version"] and record["run_at"]
@@ -318,7 +321,8 @@ def test_cxr_cohort_run_writes_the_three_outputs(mimic_warehouse, tmp_path):
     assert "positive" in proc.stdout
     rows = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert rows and all(r["absolute_path"] is None and "edema" in r and "pleural_effusion" in r for r in rows)
-    assert {"attrition.csv", "cohort.json", "manifest.jsonl"} <= {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"attrition.csv", "cohort.json", "manifest.jsonl", "table1.csv", "table1.md", "croissant.json"} <= {
+        p.name for p in (tmp_path / "out").iterdir()}
     # an image root per dataset gives absolute paths
     env = dict(os.environ, CXR_WAREHOUSE=mimic_warehouse.settings.warehouse,
                CXR_CATALOG=str(mimic_warehouse.settings.catalog), CXR_CACHE=str(mimic_warehouse.settings.cache),
@@ -360,3 +364,161 @@ def test_unknown_parameters_and_bad_headers_are_errors(tmp_path):
     path.write_text("-- name: bad\n-- unit: image\n-- param: n INTEGR = 1\n-- rule: r\ntrue\n")
     with pytest.raises(CohortError, match="unknown parameter type INTEGR"):
         Cohort.load(path)
+
+
+# --- the report generation and follow-up cohorts, recounted --------------------------------------------
+def _study_counts(wh, studies_sql: str, where: str) -> tuple[int, int, int]:
+    r = _one(wh, f"SELECT coalesce(sum(n_images), 0) AS i, count(*) AS s, count(DISTINCT patient_id) AS p "
+                 f"FROM ({studies_sql}) WHERE {where}")
+    return r["i"], r["s"], r["p"]
+
+
+def _expected(wh, studies_sql: str, rules: list[tuple[str, str]]) -> list[tuple]:
+    """(rule, images, studies, patients, studies this rule alone removes), step by step."""
+    out = [("all", *_study_counts(wh, studies_sql, "true"), 0)]
+    for i, (name, _) in enumerate(rules):
+        kept = " AND ".join(sql for _, sql in rules[:i + 1])
+        alone = " AND ".join(f"NOT ({sql})" if j == i else sql for j, (_, sql) in enumerate(rules))
+        out.append((name, *_study_counts(wh, studies_sql, kept), _study_counts(wh, studies_sql, alone)[1]))
+    return out
+
+
+def test_report_generation_attrition_is_the_plain_sql_count(mimic_warehouse, tmp_path):
+    wh = mimic_warehouse
+    run = Cohort.load("report_generation").run(wh, out_dir=tmp_path)
+    studies = """SELECT i.study_id, any_value(i.patient_id) AS patient_id, count(*) AS n_images,
+                        bool_or(i.is_frontal) AS frontal,
+                        bool_or(r.study_id IS NOT NULL) AS reported,
+                        bool_or(length(trim(r.findings)) > 0) AS has_findings,
+                        bool_or(length(trim(r.impression)) > 0) AS has_impression
+                 FROM images i LEFT JOIN reports r ON r.dataset = i.dataset AND r.study_id = i.study_id
+                 WHERE i.dataset = 'mimic_cxr' GROUP BY i.study_id"""
+    rules = [("reported", "reported"), ("findings", "coalesce(has_findings, false)"),
+             ("impression", "coalesce(has_impression, false)"), ("frontal", "frontal")]
+    expected = _expected(wh, studies, rules)
+    assert _attrition(run) == expected
+    assert expected[-1][2] > 10 and expected[2][2] < expected[1][2]      # some reports lack findings
+    sections = {r["study_id"]: r for r in wh.sql("SELECT study_id, findings, impression FROM reports "
+                                                  "WHERE dataset = 'mimic_cxr'").to_pylist()}
+    for row in run.manifest.to_pylist():
+        assert sections[row["study_id"]]["findings"].strip() and sections[row["study_id"]]["impression"].strip()
+
+
+def test_longitudinal_followup_attrition_is_the_plain_sql_count(mimic_warehouse, tmp_path):
+    wh = mimic_warehouse
+    run = Cohort.load("longitudinal_followup").run(wh, {"max_days": "30"}, tmp_path)
+    # the gap recomputed from study dates: the patient's previous dated study in MIMIC-CXR
+    studies = """WITH dated AS (
+                     SELECT study_id, patient_id, study_date,
+                            lag(study_date) OVER (PARTITION BY patient_id ORDER BY study_date, study_id) AS prior
+                     FROM studies WHERE dataset = 'mimic_cxr' AND study_date IS NOT NULL)
+                 SELECT s.study_id, s.patient_id, count(i.image_id) AS n_images, bool_or(i.is_frontal) AS frontal,
+                        any_value(d.study_date - d.prior) AS gap
+                 FROM studies s JOIN images i ON i.dataset = s.dataset AND i.study_id = s.study_id
+                 LEFT JOIN dated d ON d.study_id = s.study_id
+                 WHERE s.dataset = 'mimic_cxr' GROUP BY s.study_id, s.patient_id"""
+    rules = [("follow_up", "gap IS NOT NULL"), ("within_max_days", "coalesce(gap <= 30, false)"),
+             ("frontal", "frontal")]
+    expected = _expected(wh, studies, rules)
+    assert _attrition(run) == expected
+    assert 0 < expected[2][2] < expected[1][2]
+
+
+# --- Table 1, Croissant and the catalog's macros ---------------------------------------------------------
+def _frontal_cohort(folder: Path) -> Path:
+    path = folder / "frontal.sql"
+    path.write_text("-- name: frontal\n-- description: every frontal image\n-- unit: image\n"
+                    "-- findings: edema, pleural_effusion\n-- rule: frontal\nis_frontal\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def frontal_run(mimic_warehouse, tmp_path_factory):
+    out = tmp_path_factory.mktemp("frontal-run")
+    return Cohort.load(_frontal_cohort(out)).run(mimic_warehouse, out_dir=out / "out"), out / "out"
+
+
+def test_table1_counts_means_and_an_smd_are_the_hand_computed_ones(frontal_run):
+    import statistics
+
+    run, out = frontal_run
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    frame = run.table1.frame
+    columns = {c[1]: c for c in frame.columns}
+    cell = {(v, lvl): row for (v, lvl), row in frame.iterrows()}
+    splits = sorted({r["split"] for r in rows})
+    assert len(splits) >= 2
+    for split in ["Overall", *splits]:
+        mine = [r for r in rows if split == "Overall" or r["split"] == split]
+        assert str(cell[("n", "")][columns[split]]) == str(len(mine))
+        assert cell[("patients", "")][columns[split]] == str(len({(r["dataset"], r["patient_id"]) for r in mine}))
+        ages = [r["age_years"] for r in mine if r["age_years"] is not None]
+        mean_sd = f"{statistics.mean(ages):.1f} ({statistics.stdev(ages):.1f})"
+        assert cell[("Age, years, mean (SD)", "")][columns[split]] == mean_sd
+        q = statistics.quantiles(ages, n=4, method="inclusive")
+        assert cell[("Age (median), years, median [Q1,Q3]", "")][columns[split]] == \
+            f"{statistics.median(ages):.1f} [{q[0]:.1f},{q[2]:.1f}]"
+        females = sum(r["sex"] == "F" for r in mine)
+        assert cell[("Sex, n (%)", "F")][columns[split]] == f"{females} ({100 * females / len(mine):.1f})"
+        positive = sum(r["edema"] == 1 for r in mine)
+        assert cell[("edema, n (%)", "positive")][columns[split]] == f"{positive} ({100 * positive / len(mine):.1f})"
+    # Cohen's d of age between train and test with the pooled SD (sample variances), as the textbook has it
+    a = [r["age_years"] for r in rows if r["split"] == "test" and r["age_years"] is not None]
+    b = [r["age_years"] for r in rows if r["split"] == "train" and r["age_years"] is not None]
+    d = (statistics.mean(b) - statistics.mean(a)) / ((statistics.variance(a) + statistics.variance(b)) / 2) ** 0.5
+    assert float(cell[("Age, years, mean (SD)", "")][columns["SMD (test,train)"]]) == pytest.approx(d, abs=1e-3)
+    written = (out / "table1.csv").read_text()
+    assert "Age, years, mean (SD)" in written and (out / "table1.md").read_text().startswith("# Table 1: frontal")
+
+
+def test_croissant_validates_and_reads_back_as_the_manifest(frontal_run, mimic_warehouse):
+    import mlcroissant as mlc
+
+    run, out = frontal_run
+    document = json.loads((out / "croissant.json").read_text())
+    assert document["distribution"][0]["sha256"] == hashlib.sha256((out / "manifest.parquet").read_bytes()).hexdigest()
+    dataset = mlc.Dataset(jsonld=out / "croissant.json")
+    issues = dataset.metadata.ctx.issues
+    assert not issues.errors and not issues.warnings, issues.report()
+
+    def plain(v):
+        return v.decode() if isinstance(v, bytes) else [plain(x) for x in v] if isinstance(v, list) else v
+
+    records = [{k.split("/", 1)[1]: plain(v) for k, v in r.items()} for r in dataset.records("manifest")]
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert len(manifest) > 100 and records == manifest
+    catalog = {r["dataset"]: r for r in mimic_warehouse.sql("SELECT * FROM catalog_datasets").to_pylist()}
+    assert document["citeAs"] == "\n".join(catalog[d]["bibtex"] for d in run.provenance["datasets"])
+    assert document["license"] == [catalog[d]["licence_url"] for d in run.provenance["datasets"]]
+
+
+def test_every_dataset_declares_its_licence_access_and_bibtex(mimic_warehouse):
+    from warehouse.sources import DATASETS, dataset_info
+
+    rows = {r["dataset"]: r for r in mimic_warehouse.sql("SELECT * FROM catalog_datasets").to_pylist()}
+    assert set(rows) == set(DATASETS)
+    for d, r in rows.items():
+        info = dataset_info(d)
+        assert (r["licence"], r["licence_url"], r["access"]) == (info.licence, info.licence_url, info.access)
+        assert r["access"] in ("open", "registration", "credentialed")
+        assert r["bibtex"].startswith("@") and r["bibtex"].count("{") == r["bibtex"].count("}")
+        assert r["licence_note"], d                        # what is known, above all where the licence is unknown
+        assert (r["licence"] == "unknown") == (r["licence_url"] is None), d
+    assert rows["mimic_qba"]["licence"] == "PhysioNet Credentialed Health Data License 1.5.0"
+
+
+def test_named_queries_are_table_macros_in_cxr_sql(chexpert_small):
+    wh, _ = chexpert_small
+    five = ", ".join(f"'{f}'" for f in CHEXPERT_FIVE)
+    expected = _one(wh, f"""SELECT count(*) AS n FROM images i JOIN studies s ON s.dataset = i.dataset
+                           AND s.study_id = i.study_id WHERE i.is_frontal AND s.age_years >= 40 AND EXISTS (
+                           SELECT 1 FROM image_labels l WHERE l.image_id = i.image_id AND l.finding IN ({five}))""")["n"]
+    proc = cxr(wh, "sql", "SELECT count(*) AS n FROM chexpert_competition(min_age := 40)", "--format", "csv")
+    assert proc.stdout.splitlines() == ["n", str(expected)] and expected > 100
+    queries = {q["query"]: q for q in wh.sql("SELECT query, kind, parameters FROM catalog_queries").to_pylist()}
+    assert {c.name for c in list_cohorts()} | {"split_stats", "demographics", "image_labels"} == set(queries)
+    assert [p["name"] for p in queries["chexpert_competition"]["parameters"]] == ["min_age"]
+    # a parameter named like a column it is compared with is called only_<name>
+    stats = _one(wh, "SELECT count(*) AS n, count(DISTINCT dataset) AS datasets FROM "
+                     "demographics(only_dataset := 'chexpert')")
+    assert stats["n"] > 0 and stats["datasets"] == 1

@@ -100,6 +100,10 @@ def build_catalog(store: Store, path: Path, *, datasets: list[DatasetInfo],
         _create(con, "findings", findings.vocabulary().to_arrow())
         _create(con, "finding_map", findings.mapping().to_arrow())
         _create(con, "finding_hierarchy", findings.hierarchy().to_arrow())
+        from .macros import register
+
+        linked = tuple(sorted(info.id for info in datasets if info.links_to))
+        _create(con, "catalog_queries", register(con, linked))
         _create(con, "catalog_unmapped_labels", con.sql(named_query("vocab", "unmapped_labels").sql).to_arrow_table())
         con.execute("CHECKPOINT")
     except BaseException:
@@ -200,7 +204,8 @@ def _datasets_table(datasets: list[DatasetInfo], publishes: dict[str, publish_lo
         p = publishes.get(info.id)
         rows.append({
             "dataset": info.id, "name": info.name, "version": info.version, "access": info.access,
-            "citation": info.citation, "homepage": info.homepage,
+            "citation": info.citation, "homepage": info.homepage, "licence": info.licence,
+            "licence_url": info.licence_url, "licence_note": info.licence_note or None, "bibtex": info.bibtex or None,
             "source_location": p.source_location if p else None,
             "default_data": info.default_data, "tables": list(info.tables), "links_to": info.links_to,
             "source_fingerprint": p.source_fingerprint if p else None,
@@ -211,7 +216,8 @@ def _datasets_table(datasets: list[DatasetInfo], publishes: dict[str, publish_lo
         })
     return pa.Table.from_pylist(rows, schema=pa.schema([
         ("dataset", pa.string()), ("name", pa.string()), ("version", pa.string()), ("access", pa.string()),
-        ("citation", pa.string()), ("homepage", pa.string()), ("source_location", pa.string()),
+        ("citation", pa.string()), ("homepage", pa.string()), ("licence", pa.string()), ("licence_url", pa.string()),
+        ("licence_note", pa.string()), ("bibtex", pa.string()), ("source_location", pa.string()),
         ("default_data", pa.string()), ("tables", pa.list_(pa.string())), ("links_to", pa.string()),
         ("source_fingerprint", pa.string()), ("last_ingest", pa.string()), ("run_id", pa.string()),
         ("warehouse_version", pa.int64()), ("ingested", pa.bool_()), ("notes", pa.list_(pa.string())),

@@ -90,14 +90,14 @@ def _parser() -> argparse.ArgumentParser:
                         "(ISO, e.g. 2026-12-01T10:00:00Z)")
     p.set_defaults(handler=_sql)
 
-    p = sub.add_parser("cohort", help="cohorts as files in sql/cohorts/: list, show, run into a manifest")
-    cohort = p.add_subparsers(dest="cohort_command", metavar="list|show|run")
+    p = sub.add_parser("cohort", help="cohorts as files in sql/cohorts/: list, show, run into a manifest, verify a run")
+    cohort = p.add_subparsers(dest="cohort_command", metavar="list|show|run|verify")
     c = cohort.add_parser("list", help="the cohorts in sql/cohorts/")
     c.set_defaults(handler=_cohort_list)
     c = cohort.add_parser("show", help="a cohort's header, parameters and rules")
     c.add_argument("name", help="a cohort name or a .sql file")
     c.set_defaults(handler=_cohort_show)
-    c = cohort.add_parser("run", help="write manifest, attrition.csv and cohort.json into --out")
+    c = cohort.add_parser("run", help="write the manifest, attrition.csv, table1.csv/.md, croissant.json and cohort.json into --out")
     c.add_argument("name", help="a cohort name (sql/cohorts/NAME.sql) or a .sql file")
     c.add_argument("--param", "-p", action="append", default=[], metavar="K=V", help="a parameter (repeatable)")
     c.add_argument("--out", "-o", type=Path, required=True, help="folder to write the outputs into")
@@ -112,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of patient-level splits (default 0)")
     c.add_argument("--allow-leakage", action="store_true", help="let a patient be in more than one split")
     c.set_defaults(handler=_cohort_run)
+    c = cohort.add_parser("verify", help="re-run a cohort at its recorded versions (identical?) and on today's data")
+    c.add_argument("dir", type=Path, help="the --out folder of a `cxr cohort run` (holds cohort.json)")
+    c.set_defaults(handler=_cohort_verify)
 
     p = sub.add_parser("stats", help="split statistics per dataset: studies, images, patients, report tokens")
     p.add_argument("--dataset", "-d", action="append", metavar="ID", help="only these datasets")
@@ -293,9 +296,18 @@ def _cohort_run(args) -> int:
     print_table(["step", "rule", "images", "studies", "patients", f"{unit} removed", "by this rule alone"],
                 [(a["step"], a["rule"], a["images"], a["studies"], a["patients"], a["units_removed"],
                   a["removed_by_this_rule_alone"]) for a in run.attrition], title=f"Cohort {cohort.name}")
-    print(f"wrote {run.manifest.num_rows:,} {unit} to {run.files['manifest']}, "
-          f"{run.files['attrition'].name} and {run.files['provenance'].name}", file=sys.stderr)
+    others = [f.name for k, f in run.files.items() if k != "manifest"]
+    print(f"wrote {run.manifest.num_rows:,} {unit} to {run.files['manifest']}, {', '.join(others)}", file=sys.stderr)
     return 0
+
+
+def _cohort_verify(args) -> int:
+    from .cohort_verify import report_lines, verify
+
+    result = verify(args.dir)
+    for line in report_lines(result):
+        print(line)
+    return 0 if result.reproducible else 1
 
 
 def _warn_vocabulary(query: str) -> None:

@@ -29,9 +29,9 @@ MIMIC-Ext-CXR-QBA, CheXpert and CheXpert Plus share ids: an image, study or pati
 row of the dataset the other links to, and `also_in` lists the other datasets that hold it or label it):
 
   image:   dataset, also_in, patient_id, study_id, image_id, split, view_position, is_frontal, sex,
-           age_years, age_bucket, study_date, path, labels
+           age_years, age_bucket, study_date, visit_order, days_since_previous, path, labels
   study:   dataset, also_in, patient_id, study_id, split, sex, age_years, age_bucket, study_date,
-           n_images, n_frontal, image_ids, view_positions, paths, labels
+           visit_order, days_since_previous, n_images, n_frontal, image_ids, view_positions, paths, labels
   patient: dataset, also_in, patient_id, sex, age_years (at the first study), age_bucket, first_study_date,
            last_study_date, n_studies, n_images, n_frontal, splits, split (NULL when several), study_ids,
            image_ids, paths, labels
@@ -417,7 +417,7 @@ class Cohort:
                   linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba")) -> str:
         """Every unit with its manifest columns and `mask`, every rule's boolean (bit i for rule i): the one
         scan a run reads; the manifest is the units whose mask has every bit, the attrition counts the rest."""
-        pivots = "".join(f", {_RECODE[policy].format(v=f'labels[{_lit(f)}]')} AS \"{f}\"" for f in findings)
+        pivots = "".join(f", {_RECODE[policy].format(v=_label_of(f))} AS \"{_pivot_name(f)}\"" for f in findings)
         if self.unit == "image":
             ids = "image_id, view_position, is_frontal, path, " + _absolute("path", image_roots) + " AS absolute_path"
         elif self.unit == "study":
@@ -440,6 +440,15 @@ class Cohort:
             say: Callable[[str], None] = lambda m: None) -> "CohortRun":
         return run_cohort(self, warehouse, params, out_dir, findings=findings, uncertain=uncertain, split=split,
                           seed=seed, allow_leakage=allow_leakage, fmt=fmt, say=say)
+
+
+def _label_of(finding: str) -> str:
+    """The labels-map lookup of a finding name, or of a `$param` (the catalog's macros pivot by parameter)."""
+    return f"labels[{finding}]" if finding.startswith("$") else f"labels[{_lit(finding)}]"
+
+
+def _pivot_name(finding: str) -> str:
+    return finding[1:] + "_value" if finding.startswith("$") else finding
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -488,7 +497,14 @@ def base_ctes(unit: str, datasets: tuple[str, ...] = (), linked: tuple[str, ...]
   SELECT * FROM img_all
   QUALIFY row_number() OVER (PARTITION BY family, image_id ORDER BY dataset = family DESC, dataset) = 1
 ), std AS (
-  SELECT f.family, s.study_id, s.age_years, s.study_date FROM studies s JOIN fam f ON f.dataset = s.dataset
+  -- the visit columns of the family's own study (MIMIC-CXR's, not QBA's copy) when it has them
+  SELECT f.family, s.study_id, s.age_years, s.study_date,
+         coalesce(max(s.visit_order) FILTER (WHERE s.dataset = f.family) OVER fs, max(s.visit_order) OVER fs)
+           AS visit_order,
+         coalesce(max(s.days_since_previous) FILTER (WHERE s.dataset = f.family) OVER fs,
+                  max(s.days_since_previous) OVER fs) AS days_since_previous
+  FROM studies s JOIN fam f ON f.dataset = s.dataset
+  WINDOW fs AS (PARTITION BY f.family, s.study_id)
   QUALIFY row_number() OVER (PARTITION BY f.family, s.study_id
                              ORDER BY s.age_years IS NOT NULL DESC, s.dataset = f.family DESC, s.dataset) = 1
 ), pat AS (
@@ -503,7 +519,7 @@ def base_ctes(unit: str, datasets: tuple[str, ...] = (), linked: tuple[str, ...]
 ), unit_img AS (
   SELECT i.family, i.dataset, coalesce(list_filter(a.datasets, lambda d: d <> i.dataset), []) AS also_in,
          i.patient_id, i.study_id, i.image_id, i.split, i.view_position, i.is_frontal,
-         coalesce(p.sex, 'U') AS sex, s.age_years, s.study_date, i.path
+         coalesce(p.sex, 'U') AS sex, s.age_years, s.study_date, s.visit_order, s.days_since_previous, i.path
   FROM img i
   LEFT JOIN also a ON a.family = i.family AND a.image_id = i.image_id
   LEFT JOIN std s ON s.family = i.family AND s.study_id = i.study_id
@@ -525,6 +541,7 @@ def base_ctes(unit: str, datasets: tuple[str, ...] = (), linked: tuple[str, ...]
     if unit == "image":
         body = f"""SELECT i.dataset, i.also_in, i.patient_id, i.study_id, i.image_id, i.split, i.view_position,
          i.is_frontal, i.sex, i.age_years, {AGE_BUCKET_SQL.format(a='i.age_years')} AS age_bucket, i.study_date,
+         i.visit_order, i.days_since_previous,
          i.path, coalesce(l.labels, {empty}) AS labels
   FROM unit_img i LEFT JOIN labels_of l ON l.family = i.family AND l.image_id = i.image_id"""
     elif unit == "study":
@@ -532,7 +549,9 @@ def base_ctes(unit: str, datasets: tuple[str, ...] = (), linked: tuple[str, ...]
   FROM (
     SELECT family, min(dataset) AS dataset, list_sort(list_distinct(flatten(list(also_in)))) AS also_in,
            any_value(patient_id) AS patient_id, study_id, min(split) AS split, any_value(sex) AS sex,
-           any_value(age_years) AS age_years, any_value(study_date) AS study_date, count(*) AS n_images,
+           any_value(age_years) AS age_years, any_value(study_date) AS study_date,
+           any_value(visit_order) AS visit_order, any_value(days_since_previous) AS days_since_previous,
+           count(*) AS n_images,
            count(*) FILTER (WHERE is_frontal) AS n_frontal, list(image_id ORDER BY image_id) AS image_ids,
            list(view_position ORDER BY image_id) AS view_positions, list(path ORDER BY image_id) AS paths
     FROM unit_img GROUP BY family, study_id
@@ -568,6 +587,16 @@ class CohortRun:
     manifest: "object"                 # pyarrow.Table
     provenance: dict
     files: dict[str, Path] = field(default_factory=dict)
+    demographics: dict = field(default_factory=dict, repr=False)   # (dataset, patient) -> (race, ethnicity)
+    _table1: "object | None" = field(default=None, repr=False)
+
+    @property
+    def table1(self):
+        """Table 1 (warehouse.table1.Table1; None for an empty cohort), built on first use: tableone and
+        pandas cost a second or two to import, which a run without an out folder (verify) does not need."""
+        if self._table1 is None and self.manifest.num_rows:
+            self._table1 = _table1(self.manifest, self.provenance["findings"], self.demographics)
+        return self._table1
 
 
 def parse_split(text: str) -> tuple[float, float, float] | None:
@@ -623,6 +652,7 @@ def run_cohort(cohort: Cohort, warehouse: "Warehouse", params: dict | None = Non
         linked = tuple(sorted(d for d, info in catalog["datasets"].items() if info.get("links_to")))
         units_sql = cohort.units_sql(chosen, policy, roots, linked)
         units = warehouse.run(con, units_sql, _used(units_sql, values)).to_arrow_table()
+        recorded = _race_and_ethnicity(warehouse, con)
     finally:
         con.close()
     row, manifest = _split_units(cohort, units)
@@ -649,7 +679,10 @@ def run_cohort(cohort: Cohort, warehouse: "Warehouse", params: dict | None = Non
                            for t, by in catalog["versions"].items() if any(d in datasets for d in by)},
         "source_fingerprints": {d: catalog["datasets"].get(d, {}).get("source_fingerprint") or "unknown"
                                 for d in datasets},
-        "citations": {d: catalog["datasets"].get(d, {}).get("citation") or "unknown" for d in datasets},
+        "citations": {d: {"text": catalog["datasets"].get(d, {}).get("citation") or "unknown",
+                          "bibtex": catalog["datasets"].get(d, {}).get("bibtex") or "unknown"} for d in datasets},
+        "licences": {d: {k: catalog["datasets"].get(d, {}).get(k) or ("unknown" if k in ("licence", "access") else None)
+                         for k in ("licence", "licence_url", "access", "licence_note")} for d in datasets},
         "schema_version": catalog["meta"].get("schema_version"),
         "warehouse_version": catalog["meta"].get("warehouse_version"),
         "project_version": _project_version(),
@@ -657,13 +690,25 @@ def run_cohort(cohort: Cohort, warehouse: "Warehouse", params: dict | None = Non
         "seconds": None, "rows": manifest.num_rows,
         "attrition": attrition,
     }
-    result = CohortRun(cohort, Path(out_dir) if out_dir else None, values, attrition, manifest, provenance)
-    provenance["seconds"] = round(time.perf_counter() - clock, 3)
+    result = CohortRun(cohort, Path(out_dir) if out_dir else None, values, attrition, manifest, provenance,
+                       demographics=recorded)
+    provenance["manifest_sha256"] = manifest_hash(manifest)
     if out_dir is not None:
+        from . import croissant
+
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         result.files["manifest"] = _write_manifest(manifest, out, fmt)
         result.files["attrition"] = _write_attrition(attrition, out / "attrition.csv")
+        if result.table1 is not None:
+            from .table1 import write as write_table1
+
+            result.files.update(write_table1(result.table1, out, cohort.name))
+        document = croissant.describe(result.files["manifest"], manifest.schema, provenance, catalog["datasets"],
+                                      manifest_descriptions(cohort.unit, chosen, policy))
+        result.files["croissant"] = croissant.write(out / "croissant.json", document)
+    provenance["seconds"] = round(time.perf_counter() - clock, 3)
+    if out_dir is not None:
         (out / "cohort.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
         result.files["provenance"] = out / "cohort.json"
         say(f"{cohort.name}: {manifest.num_rows:,} {cohort.unit}s -> {out}")
@@ -732,11 +777,78 @@ def _catalog_facts(warehouse: "Warehouse", con) -> dict:
     for table, dataset, version in warehouse.run(
             con, "SELECT table_name, dataset, delta_version FROM catalog_partitions ORDER BY ALL").fetchall():
         versions.setdefault(table, {})[dataset] = version
-    cols = ["dataset", "name", "version", "citation", "homepage", "source_fingerprint", "ingested", "links_to"]
-    datasets = {r[0]: dict(zip(cols, r)) for r in warehouse.run(
-        con, f"SELECT {', '.join(cols)} FROM catalog_datasets").fetchall()}
+    # every column, so a catalog built before the licence columns existed still runs (they read as unknown)
+    result = warehouse.run(con, "SELECT * FROM catalog_datasets")
+    cols = [d[0] for d in result.description]
+    datasets = {r[0]: dict(zip(cols, r)) for r in result.fetchall()}
     meta = dict(warehouse.run(con, "SELECT key, value FROM catalog_meta").fetchall())
     return {"versions": versions, "datasets": datasets, "meta": meta}
+
+
+UNIT_KEYS = {"image": ("dataset", "image_id"), "study": ("dataset", "study_id"), "patient": ("dataset", "patient_id")}
+
+
+def manifest_hash(manifest) -> str:
+    """sha256 of the manifest's rows as JSON, one line per row in key order: equal hashes, equal rows."""
+    import duckdb
+
+    order = ", ".join(c for c in ("dataset", "patient_id", "study_id", "image_id") if c in manifest.column_names)
+    con = duckdb.connect(config={"threads": 2})
+    try:
+        con.register("m", manifest)
+        return con.execute(f"SELECT coalesce(sha256(string_agg(to_json(m)::VARCHAR, chr(10) ORDER BY {order})), "
+                           f"sha256('')) FROM m").fetchone()[0]
+    finally:
+        con.close()
+
+
+def manifest_descriptions(unit: str, findings: list[str], policy: str) -> dict[str, str]:
+    """One sentence per manifest column (for croissant.json), the base relation's meaning restated per unit."""
+    plural = PLURAL[unit]
+    text = {
+        "dataset": "The dataset the unit is taken from (for linked datasets, the one the others link to).",
+        "also_in": "Other datasets that hold or label the same unit under the same ids.",
+        "patient_id": "Patient id as the source writes it.", "study_id": "Study id as the source writes it.",
+        "image_id": "Image id as the source writes it.",
+        "split": "The cohort's split: the official split, or the seeded patient-level split when assigned.",
+        "official_split": "The source's own split.", "sex": "F, M or U (unknown).",
+        "age_years": "Age in years at the study (at the first study for patients).",
+        "view_position": "PA, AP, AP_SUPINE, LATERAL, LL, RL, OTHER or UNKNOWN.",
+        "is_frontal": "PA, AP or AP supine.", "path": "Image path relative to the dataset's root.",
+        "absolute_path": "Image path under the configured image root of the dataset (null without one).",
+        "n_images": f"Images of the {unit}.", "n_frontal": f"Frontal images of the {unit}.",
+        "n_studies": "Studies of the patient.", "image_ids": f"The {unit}'s image ids.",
+        "study_ids": "The patient's study ids.", "splits": "Every official split the patient's images are in.",
+        "view_positions": "View of each image, in image_ids order.", "paths": "Relative path of each image.",
+        "absolute_paths": "Absolute path of each image (null without an image root).",
+    }
+    for f in findings:
+        text[f] = (f"{f}: 1 positive, 0 negative, -1 uncertain after the {policy!r} policy, null when unstated; "
+                   f"one value per {unit} chosen by labeler precedence over its {plural}' labels.")
+    return text
+
+
+def _race_and_ethnicity(warehouse: "Warehouse", con) -> dict[tuple[str, str], tuple]:
+    """(dataset, patient_id) -> (race, ethnicity) for the patients whose dataset, or one linked to it, records
+    them (CheXpert Plus's for CheXpert's patients); the dataset is the one the others link to, as in the manifest."""
+    rows = warehouse.run(con, """
+        SELECT coalesce(d.links_to, p.dataset) AS dataset, p.patient_id,
+               any_value(p.race) FILTER (WHERE p.race <> 'not_recorded') AS race,
+               any_value(p.ethnicity) FILTER (WHERE p.ethnicity <> 'not_recorded') AS ethnicity
+        FROM patients p JOIN catalog_datasets d ON d.dataset = p.dataset
+        WHERE p.race <> 'not_recorded' OR p.ethnicity <> 'not_recorded'
+        GROUP BY ALL""").fetchall()
+    return {(d, p): (r, e) for d, p, r, e in rows}
+
+
+def _table1(manifest, findings: list[str], recorded: dict):
+    if manifest.num_rows == 0:
+        return None
+    from .table1 import build, unit_frame
+
+    keys = set(zip(manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist()))
+    demographics = {k: v for k, v in recorded.items() if k in keys}
+    return build(unit_frame(manifest, findings, demographics), findings)
 
 
 def _project_version() -> str:

@@ -47,12 +47,18 @@ class DatasetInfo:
     id: str
     name: str
     version: str
-    access: str                 # public | public-with-agreement | gated | credentialed
+    access: str                 # open | registration (an agreement or sign-in) | credentialed (PhysioNet-style)
     default_data: str           # public (fetched metadata) | samples (generated fixtures)
     tables: tuple[str, ...]     # canonical tables this dataset feeds
     citation: str
     homepage: str
     links_to: str | None = None  # another dataset describing the same patients and studies, under the same ids
+    # Licence terms as the source's own pages state them; "unknown" where no licence text was confirmed,
+    # with what is known in licence_note. bibtex: the entries a paper using the dataset cites.
+    licence: str = "unknown"
+    licence_url: str | None = None
+    licence_note: str = ""
+    bibtex: str = ""
 
 
 class SourceFolder:

@@ -42,12 +42,24 @@ INFO = DatasetInfo(
     id="chexpert",
     name="CheXpert",
     version="1.0",
-    access="public-with-agreement",
+    access="registration",
     default_data="public",
     tables=("patients", "studies", "images", "labels"),
     citation="Irvin J, Rajpurkar P, Ko M, et al. CheXpert: A Large Chest Radiograph Dataset with Uncertainty "
              "Labels and Expert Comparison. AAAI 2019;33:590-597.",
     homepage="https://stanfordmlgroup.github.io/competitions/chexpert/",
+    licence='Stanford CheXpert Dataset Research Use Agreement',
+    licence_url='https://stanfordmlgroup.github.io/competitions/chexpert/',
+    licence_note="Downloaded after reading and agreeing to a Research Use Agreement (the CheXpert page and the TensorFlow Datasets catalog); the agreement's text was not checked here.",
+    bibtex="""@inproceedings{irvin2019chexpert,
+  author = {Irvin, Jeremy and Rajpurkar, Pranav and Ko, Michael and Yu, Yifan and Ciurea-Ilcus, Silviana and Chute, Chris and Marklund, Henrik and Haghgoo, Behzad and Ball, Robyn and Shpanskaya, Katie and others},
+  title = {{CheXpert}: A Large Chest Radiograph Dataset with Uncertainty Labels and Expert Comparison},
+  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
+  volume = {33},
+  pages = {590--597},
+  year = {2019},
+  doi = {10.1609/aaai.v33i01.3301590}
+}""",
 )
 
 LABELS = (

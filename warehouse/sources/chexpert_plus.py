@@ -70,7 +70,7 @@ INFO = DatasetInfo(
     id="chexpert_plus",
     name="CheXpert Plus",
     version="2024-04-01 (df_chexpert_plus_240401.csv)",
-    access="credentialed",
+    access="registration",
     default_data="samples",
     tables=("patients", "studies", "reports", "labels"),
     citation="Chambon P, Delbrouck J-B, Sounack T, et al. CheXpert Plus: Augmenting a Large Chest X-ray Dataset "
@@ -78,6 +78,15 @@ INFO = DatasetInfo(
              "2024.",
     homepage="https://aimi.stanford.edu/datasets/chexpert-plus",
     links_to="chexpert",
+    licence='unknown',
+    licence_url=None,
+    licence_note='Distributed by Stanford AIMI after sign-in and a research use agreement; the licence text was not confirmed here.',
+    bibtex="""@article{chambon2024chexpertplus,
+  author = {Chambon, Pierre and Delbrouck, Jean-Benoit and Sounack, Thomas and Huang, Shih-Cheng and Chen, Zhihong and Varma, Maya and Truong, Steven QH and Chuong, Chu The and Langlotz, Curtis P.},
+  title = {{CheXpert Plus}: Augmenting a Large Chest X-ray Dataset with Text Radiology Reports, Patient Demographics and Additional Image Formats},
+  journal = {arXiv preprint arXiv:2405.19538},
+  year = {2024}
+}""",
 )
 
 CSV_FILE = "df_chexpert_plus_240401.csv"

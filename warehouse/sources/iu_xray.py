@@ -70,12 +70,25 @@ INFO = DatasetInfo(
     id="iu_xray",
     name="IU X-ray (Indiana University Chest X-ray Collection, OpenI)",
     version="NLMCXR 2013-08-01",
-    access="public",
+    access="open",
     default_data="public",
     tables=("patients", "studies", "images", "reports", "labels"),
     citation="Demner-Fushman D, Kohli MD, Rosenman MB, et al. Preparing a collection of radiology examinations "
              "for distribution and retrieval. J Am Med Inform Assoc 2016;23(2):304-310.",
     homepage="https://openi.nlm.nih.gov/faq#collection",
+    licence='unknown',
+    licence_url=None,
+    licence_note='Downloadable from Open-i without registration; each report XML carries a licenseType field, but no licence was confirmed here.',
+    bibtex="""@article{demnerfushman2016iuxray,
+  author = {Demner-Fushman, Dina and Kohli, Marc D. and Rosenman, Marc B. and Shooshan, Sonya E. and Rodriguez, Laritza and Antani, Sameer and Thoma, George R. and McDonald, Clement J.},
+  title = {Preparing a collection of radiology examinations for distribution and retrieval},
+  journal = {Journal of the American Medical Informatics Association},
+  volume = {23},
+  number = {2},
+  pages = {304--310},
+  year = {2016},
+  doi = {10.1093/jamia/ocv080}
+}""",
 )
 
 REPORTS_FILE = "NLMCXR_reports.tgz"

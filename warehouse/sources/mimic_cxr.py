@@ -86,6 +86,25 @@ INFO = DatasetInfo(
              "Greenbaum NR, et al. MIMIC-CXR-JPG, a large publicly available database of labeled chest "
              "radiographs. arXiv:1901.07042.",
     homepage="https://physionet.org/content/mimic-cxr-jpg/2.1.0/",
+    licence='PhysioNet Credentialed Health Data License 1.5.0',
+    licence_url='https://physionet.org/content/mimic-cxr-jpg/view-license/2.1.0/',
+    licence_note='Credentialed access on PhysioNet: credentialed users who sign the PhysioNet Credentialed Health Data Use Agreement 1.5.0. Also cite the PhysioNet standard citation (Goldberger et al., Circulation 2000).',
+    bibtex="""@article{johnson2019mimiccxr,
+  author = {Johnson, Alistair E. W. and Pollard, Tom J. and Berkowitz, Seth J. and Greenbaum, Nathaniel R. and Lungren, Matthew P. and Deng, Chih-ying and Mark, Roger G. and Horng, Steven},
+  title = {{MIMIC-CXR}, a de-identified publicly available database of chest radiographs with free-text reports},
+  journal = {Scientific Data},
+  volume = {6},
+  pages = {317},
+  year = {2019},
+  doi = {10.1038/s41597-019-0322-0}
+}
+@misc{johnson2024mimiccxrjpg,
+  author = {Johnson, Alistair and Lungren, Matthew and Peng, Yifan and Lu, Zhiyong and Mark, Roger and Berkowitz, Seth and Horng, Steven},
+  title = {{MIMIC-CXR-JPG} - chest radiographs with structured labels (version 2.1.0)},
+  publisher = {PhysioNet},
+  year = {2024},
+  doi = {10.13026/jsn5-t979}
+}""",
 )
 
 METADATA_FILE = "mimic-cxr-2.0.0-metadata.csv"

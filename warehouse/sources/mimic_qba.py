@@ -80,6 +80,15 @@ INFO = DatasetInfo(
              "Images (version 1.0.0). PhysioNet, 2025.",
     homepage="https://physionet.org/content/mimic-ext-cxr-qba/1.0.0/",
     links_to="mimic_cxr",
+    licence='PhysioNet Credentialed Health Data License 1.5.0',
+    licence_url='https://physionet.org/content/mimic-ext-cxr-qba/view-license/1.0.0/',
+    licence_note='As the project page states: only credentialed users who sign the PhysioNet Credentialed Health Data Use Agreement 1.5.0 can access the files.',
+    bibtex="""@misc{mueller2025mimicextcxrqba,
+  author = {M{\\"u}ller, Philip and Kaissis, Georgios and Rueckert, Daniel},
+  title = {{MIMIC-Ext-CXR-QBA}: A Structured, Tagged, and Localized Visual Question Answering Dataset with Question-Box-Answer Triplets and Scene Graphs for Chest X-ray Images (version 1.0.0)},
+  publisher = {PhysioNet},
+  year = {2025}
+}""",
 )
 
 QA_ZIP = "qa.zip"

@@ -49,13 +49,23 @@ INFO = DatasetInfo(
     id="nih_cxr14",
     name="NIH ChestX-ray14",
     version="2017 (Data_Entry v2020 revision)",
-    access="public",
+    access="open",
     default_data="public",
     tables=("patients", "studies", "images", "labels", "boxes"),
     citation="Wang X, Peng Y, Lu L, Lu Z, Bagheri M, Summers RM. ChestX-ray8: Hospital-scale Chest X-ray "
              "Database and Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax "
              "Diseases. IEEE CVPR 2017, pp. 3462-3471.",
     homepage="https://nihcc.app.box.com/v/ChestXray-NIHCC",
+    licence='No restrictions on use; attribution required (NIH Clinical Center)',
+    licence_url='https://nihcc.app.box.com/v/ChestXray-NIHCC',
+    licence_note="The NIH terms as Google Cloud's NIH Chest X-ray page restates them: no restrictions on the use of the images; link to the NIH download site, cite the CVPR 2017 paper and acknowledge the NIH Clinical Center. The Google 2019 radiologist labels state no licence of their own.",
+    bibtex="""@inproceedings{wang2017chestxray8,
+  author = {Wang, Xiaosong and Peng, Yifan and Lu, Le and Lu, Zhiyong and Bagheri, Mohammadhadi and Summers, Ronald M.},
+  title = {{ChestX-ray8}: Hospital-scale Chest X-ray Database and Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax Diseases},
+  booktitle = {Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages = {3462--3471},
+  year = {2017}
+}""",
 )
 
 DATA_ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")

@@ -78,12 +78,24 @@ INFO = DatasetInfo(
     id="padchest",
     name="PadChest",
     version="01.02.19 (160K)",
-    access="public-with-agreement",
+    access="registration",
     default_data="public",
     tables=("patients", "studies", "images", "reports", "labels"),
     citation="Bustos A, Pertusa A, Salinas JM, de la Iglesia-Vayá M. PadChest: A large chest x-ray image dataset "
              "with multi-label annotated reports. Medical Image Analysis 2020;66:101797.",
     homepage="https://bimcv.cipf.es/bimcv-projects/padchest/",
+    licence='unknown',
+    licence_url=None,
+    licence_note='Requested from BIMCV under its research use agreement; the licence text was not confirmed here.',
+    bibtex="""@article{bustos2020padchest,
+  author = {Bustos, Aurelia and Pertusa, Antonio and Salinas, Jose-Maria and de la Iglesia-Vay{\\'a}, Maria},
+  title = {{PadChest}: A large chest x-ray image dataset with multi-label annotated reports},
+  journal = {Medical Image Analysis},
+  volume = {66},
+  pages = {101797},
+  year = {2020},
+  doi = {10.1016/j.media.2020.101797}
+}""",
 )
 
 FILE = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"

@@ -64,12 +64,21 @@ INFO = DatasetInfo(
     id="rexgradient",
     name="ReXGradient-160K",
     version="2025 (Hugging Face rajpurkarlab/ReXGradient-160K)",
-    access="gated",
+    access="registration",
     default_data="samples",
     tables=("patients", "studies", "images", "reports"),
     citation="Zhang X, Acosta JN, Miller J, Huang O, Rajpurkar P. ReXGradient-160K: A Large-Scale Publicly "
              "Available Dataset of Chest Radiographs with Free-text Reports. arXiv:2505.00228, 2025.",
     homepage="https://huggingface.co/datasets/rajpurkarlab/ReXGradient-160K",
+    licence='ReXGradient-160K Non-Commercial Data Access and Use Agreement',
+    licence_url='https://huggingface.co/datasets/rajpurkarlab/ReXGradient-160K/blob/main/LICENSE',
+    licence_note='Gated on Hugging Face: access requires accepting the agreement; non-commercial research and non-clinical use only, attributing the repository and Gradient Health.',
+    bibtex="""@article{zhang2025rexgradient,
+  author = {Zhang, Xiaoman and Acosta, Juli{\\'a}n N. and Miller, Josh and Huang, Ouwen and Rajpurkar, Pranav},
+  title = {{ReXGradient-160K}: A Large-Scale Publicly Available Dataset of Chest Radiographs with Free-text Reports},
+  journal = {arXiv preprint arXiv:2505.00228},
+  year = {2025}
+}""",
 )
 
 SPLITS = ("train", "valid", "test")

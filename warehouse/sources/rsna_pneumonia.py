@@ -43,13 +43,26 @@ INFO = DatasetInfo(
     id="rsna_pneumonia",
     name="RSNA Pneumonia Detection Challenge (2018)",
     version="stage 2 training set (torchxrayvision 1.5.7)",
-    access="public-with-agreement",
+    access="registration",
     default_data="public",
     tables=("patients", "studies", "images", "labels", "boxes"),
     citation="Shih G, Wu CC, Halabi SS, Kohli MD, Prevedello LM, Cook TS, et al. Augmenting the National "
              "Institutes of Health Chest Radiograph Dataset with Expert Annotations of Possible Pneumonia. "
              "Radiology: Artificial Intelligence 2019;1(1):e180041. doi:10.1148/ryai.2019180041",
     homepage="https://www.rsna.org/rsnai/ai-image-challenge/rsna-pneumonia-detection-challenge-2018",
+    licence='RSNA terms of use (research, education, commercial or non-commercial use, with attribution)',
+    licence_url='https://www.rsna.org/rsnai/ai-image-challenge/rsna-pneumonia-detection-challenge-2018',
+    licence_note="As RSNA's challenge page states it; the data are downloaded from Kaggle after accepting the competition rules.",
+    bibtex="""@article{shih2019rsnapneumonia,
+  author = {Shih, George and Wu, Carol C. and Halabi, Safwan S. and Kohli, Marc D. and Prevedello, Luciano M. and Cook, Tessa S. and others},
+  title = {Augmenting the National Institutes of Health Chest Radiograph Dataset with Expert Annotations of Possible Pneumonia},
+  journal = {Radiology: Artificial Intelligence},
+  volume = {1},
+  number = {1},
+  pages = {e180041},
+  year = {2019},
+  doi = {10.1148/ryai.2019180041}
+}""",
 )
 
 LABELS_FILE = "stage_2_train_labels.csv"

@@ -29,12 +29,22 @@ INFO = DatasetInfo(
     id="siim_pneumothorax",
     name="SIIM-ACR Pneumothorax Segmentation (2019)",
     version="stage 1 train-rle.csv (torchxrayvision 1.5.7)",
-    access="public-with-agreement",
+    access="registration",
     default_data="public",
     tables=("studies", "images", "labels", "boxes"),
     citation="Zawacki A, Wu C, Shih G, Elliott J, Fomitchev M, Hussain M, et al. SIIM-ACR Pneumothorax "
              "Segmentation. Kaggle, 2019. https://kaggle.com/competitions/siim-acr-pneumothorax-segmentation",
     homepage="https://www.kaggle.com/competitions/siim-acr-pneumothorax-segmentation",
+    licence='unknown',
+    licence_url=None,
+    licence_note='Kaggle competition data, downloaded after accepting the competition rules; no licence text was checked here.',
+    bibtex="""@misc{zawacki2019siim,
+  author = {Zawacki, Anna and Wu, Carol and Shih, George and Elliott, Julia and Fomitchev, Mikhail and Hussain, Mohannad and others},
+  title = {{SIIM-ACR} Pneumothorax Segmentation},
+  howpublished = {Kaggle},
+  url = {https://kaggle.com/competitions/siim-acr-pneumothorax-segmentation},
+  year = {2019}
+}""",
 )
 
 FILE = "train-rle.csv"

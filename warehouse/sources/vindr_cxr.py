@@ -33,12 +33,24 @@ INFO = DatasetInfo(
     id="vindr_cxr",
     name="VinDr-CXR (VinBigData Chest X-ray Abnormalities Detection, training annotations)",
     version="1.0.0 training set (Kaggle VinBigData train.csv, torchxrayvision 1.5.7)",
-    access="public-with-agreement",
+    access="registration",
     default_data="public",
     tables=("studies", "images", "labels", "boxes"),
     citation="Nguyen HQ, Lam K, Le LT, Pham HH, Tran DQ, et al. VinDr-CXR: An open dataset of chest X-rays with "
              "radiologist's annotations. Scientific Data 2022;9:429. doi:10.1038/s41597-022-01498-w",
     homepage="https://physionet.org/content/vindr-cxr/",
+    licence='unknown',
+    licence_url=None,
+    licence_note="The PhysioNet release is credentialed access; this copy (the Kaggle VinBigData competition's train.csv) is under the competition's rules; no licence text was checked here.",
+    bibtex="""@article{nguyen2022vindrcxr,
+  author = {Nguyen, Ha Q. and Lam, Khanh and Le, Linh T. and Pham, Hieu H. and Tran, Dat Q. and Nguyen, Dung B. and others},
+  title = {{VinDr-CXR}: An open dataset of chest X-rays with radiologist's annotations},
+  journal = {Scientific Data},
+  volume = {9},
+  pages = {429},
+  year = {2022},
+  doi = {10.1038/s41597-022-01498-w}
+}""",
 )
 
 FILE = "train.csv"
