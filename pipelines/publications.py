@@ -60,4 +60,19 @@ def data_dictionary(context: dg.AssetExecutionContext, warehouse: WarehouseResou
                                           "files": len(list(target.iterdir()))})
 
 
-PUBLICATION_ASSETS = [data_dictionary]
+@dg.asset(deps=[catalog], group_name="publications", kinds={"html"},
+          description="The dataset report (cxr report): split statistics and demographics in the shape of a "
+                      "paper's Table 1 and Table 2, charts, label prevalence and labeler agreement, per dataset.")
+def report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from warehouse.api import Warehouse
+    from warehouse.report import write_report
+
+    settings = warehouse.settings()
+    target = publication_dir(settings, "report")
+    swap_in(target, lambda folder: write_report(Warehouse(settings), folder))
+    context.log.info(f"wrote the report to {target}")
+    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(target / "report.html")),
+                                          "bytes": (target / "report.html").stat().st_size})
+
+
+PUBLICATION_ASSETS = [data_dictionary, report]

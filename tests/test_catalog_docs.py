@@ -6,6 +6,8 @@ the docs code's own numbers.
 """
 from __future__ import annotations
 
+import html
+
 import base64
 import csv
 from pathlib import Path
@@ -291,29 +293,24 @@ def test_search_without_a_match_exits_1(catalog_env, capsys):
     assert "nothing matches 'zzqxv-nothing'" in captured.err and captured.out == ""
 
 
-def test_registry_fields_added_later_are_rendered(docs_warehouse):
-    """A licence and BibTeX column in catalog_datasets: shown as they are, a missing licence as unknown."""
-    from dataclasses import replace
-
-    from warehouse.docs import build_model
-    from warehouse.docs.html import render_html
-    from warehouse.docs.markdown import render_markdown
+def test_registry_licences_and_bibtex_are_rendered(docs_warehouse, tmp_path):
+    """Each dataset's licence (or 'unknown') and BibTeX, as the registry declares them, in the HTML and Markdown."""
+    from warehouse.docs import write_docs
+    from warehouse.sources import DATASETS, dataset_info
 
     wh, _ = docs_warehouse
     con = wh.connect()
     try:
-        model = build_model(con)
+        written = write_docs(con, tmp_path / "docs")
     finally:
         con.close()
-    bibtex = "@article{wang2017,\n  title = {ChestX-ray8}\n}"
-    datasets = tuple({**d, "licence": "CC0 1.0" if d["dataset"] == "nih_cxr14" else None,
-                      "bibtex": bibtex if d["dataset"] == "nih_cxr14" else None} for d in model.datasets)
-    later = replace(model, datasets=datasets, dataset_columns=model.dataset_columns + ("licence", "bibtex"))
-    page = render_html(later)
-    nih = page.split('id="dataset-nih_cxr14"')[1].split("</section>")[0]
-    chexpert = page.split('id="dataset-chexpert"')[1].split("</section>")[0]
-    assert "CC0 1.0" in nih and '<pre class="bib">@article{wang2017,\n  title = {ChestX-ray8}\n}</pre>' in nih
-    assert "unknown" in chexpert and "unknown" not in nih
-    markdown = render_markdown(later)["datasets.md"]
-    assert "- **licence**: CC0 1.0" in markdown and "  @article{wang2017," in markdown
-    assert markdown.count("- **licence**: unknown") == len(datasets) - 1
+    page = (written.folder / "index.html").read_text()
+    markdown = (written.folder / "datasets.md").read_text()
+    for dataset in DATASETS:
+        info = dataset_info(dataset)
+        card = page.split(f'id="dataset-{dataset}"')[1].split("</section>")[0]
+        assert html.escape(info.licence, quote=False) in card, dataset
+        assert info.bibtex and html.escape(info.bibtex.splitlines()[0], quote=False) in card, dataset
+        assert f"- **licence**: {info.licence}" in markdown
+    unknown = sum(dataset_info(d).licence == "unknown" for d in DATASETS)
+    assert 0 < unknown < len(DATASETS) and markdown.count("- **licence**: unknown") == unknown

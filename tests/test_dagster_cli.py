@@ -107,6 +107,9 @@ def test_materializing_a_partition_with_dagster_leaves_the_catalog_current(tmp_p
     # ...and the data dictionary downstream of the catalog was rewritten from it
     docs = (settings.catalog.parent / "docs" / "index.html").read_text()
     assert all(f'id="table-{t}"' in docs for t in ("images", "labels", "image_labels"))
-    assert not list(settings.catalog.parent.glob(".docs.*")), "no scratch or retired folder is left"
+    report = (settings.catalog.parent / "report" / "report.html").read_text()
+    assert "IU X-ray" in report and "<svg" in report
+    assert not list(settings.catalog.parent.glob(".docs.*")) and not list(settings.catalog.parent.glob(".report.*")), \
+        "no scratch or retired folder is left"
     steps = proc.stderr.count("STEP_START")
     assert steps >= 3 and proc.stderr.count("Launching subprocess") == 0, "one process runs every step"

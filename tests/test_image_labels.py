@@ -48,3 +48,14 @@ def test_a_linked_dataset_takes_images_and_sex_from_the_one_it_links_to(warehous
     assert {sex for *_, sex in got} <= {"F", "M"}
     uids = _rows(warehouse, "SELECT DISTINCT image_uid FROM image_labels WHERE dataset = 'chexpert_plus'")
     assert uids and {u for (u,) in uids} == {f"chexpert:{image_id}" for image_id, *_ in got}
+
+
+def test_a_linked_dataset_without_images_counts_the_images_of_its_studies(warehouse):
+    """CheXpert Plus publishes no images: its split statistics count CheXpert's images of its studies."""
+    expected = dict(_rows(warehouse, """
+        SELECT s.split, count(*) FROM images i JOIN studies s ON s.study_id = i.study_id
+        WHERE i.dataset = 'chexpert' AND s.dataset = 'chexpert_plus' GROUP BY ALL"""))
+    got = dict(_rows(warehouse, "SELECT split, images FROM split_stats WHERE dataset = 'chexpert_plus'"))
+    assert got == {split: expected.get(split, 0) for split in got} and sum(got.values()) > 0
+    own = dict(_rows(warehouse, "SELECT split, count(*) FROM images WHERE dataset = 'nih_cxr14' GROUP BY ALL"))
+    assert dict(_rows(warehouse, "SELECT split, images FROM split_stats WHERE dataset = 'nih_cxr14'")) == own

@@ -1,13 +1,21 @@
 -- name: split_stats
 -- description: Studies, images, patients and mean report tokens per section, per dataset and split
 --   (the shape of ReXGradient-160K's Table 1). Computed on every row, never a sample. Mean tokens
---   are over the reports that have the section.
--- parameters: none
+--   are over the reports that have the section. A dataset that links to another and has no images of its
+--   own (CheXpert Plus: its studies' images are CheXpert's) counts the linked dataset's images of its studies.
+-- parameters: dataset, linked
 WITH study_counts AS (
     SELECT dataset, split, count(*) AS studies, count(DISTINCT patient_id) AS patients
     FROM studies GROUP BY ALL
+), described_images AS (
+    SELECT image_id, study_id FROM images WHERE dataset = $dataset
+    UNION ALL
+    SELECT image_id, study_id FROM images
+    WHERE dataset = $linked AND NOT EXISTS (SELECT 1 FROM images WHERE dataset = $dataset)
 ), image_counts AS (
-    SELECT dataset, split, count(*) AS images FROM images GROUP BY ALL
+    SELECT s.dataset, s.split, count(*) AS images
+    FROM described_images i JOIN studies s ON s.study_id = i.study_id AND s.dataset = $dataset
+    GROUP BY ALL
 ), report_stats AS (
     SELECT s.dataset, s.split, count(*) AS reports,
            avg(r.tokens_indication) AS mean_tokens_indication,
