@@ -73,8 +73,15 @@ def blocked_run_cleanup(context: dg.RunFailureSensorContext, warehouse: Warehous
         return
     records = context.instance.get_records_for_run(
         run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
-    evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]
+    evaluations = [_check_evaluation(r.event_log_entry) for r in records]
     failed = [e.asset_check_key.name for e in evaluations if not e.passed]
     error = None if failed else (context.failure_event.message or "run failed")
     GatedIngest(warehouse.settings(), warehouse.store(), dataset, run_id=run.run_id, engine="dagster").block(
         checks_passed=sum(e.passed for e in evaluations), failed=failed, error=error)
+
+
+def _check_evaluation(entry: dg.EventLogEntry) -> dg.AssetCheckEvaluation:
+    """The check result an ASSET_CHECK_EVALUATION record holds (Dagster types the event as optional)."""
+    event = entry.dagster_event
+    assert event is not None, "an ASSET_CHECK_EVALUATION record always holds a Dagster event"
+    return event.asset_check_evaluation_data

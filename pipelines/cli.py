@@ -6,6 +6,7 @@ importing Dagster itself.
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from warehouse.config import Settings
@@ -73,15 +74,15 @@ def _status(run) -> str:
 REPO_ROOT = Path(__file__).resolve().parents[1]   # the checkout, when running from one: its dagster.yaml is ours
 
 
-def dagster_home(env: dict[str, str] | None = None) -> Path | None:
+def dagster_home(env: Mapping[str, str] | None = None) -> Path | None:
     """The folder whose dagster.yaml `cxr ingest` uses, or None for an ephemeral instance.
 
     DAGSTER_HOME when the user set it, else the checkout's own dagster.yaml (beside the package), else None. Never
     the current directory: a dagster.yaml that merely sits there belongs to some other project.
     """
-    env = os.environ if env is None else env
-    if env.get("DAGSTER_HOME"):
-        return Path(env["DAGSTER_HOME"]).expanduser().resolve()
+    values = os.environ if env is None else env
+    if values.get("DAGSTER_HOME"):
+        return Path(values["DAGSTER_HOME"]).expanduser().resolve()
     return REPO_ROOT if (REPO_ROOT / "dagster.yaml").is_file() else None
 
 

@@ -27,7 +27,7 @@ class WarehouseResource(dg.ConfigurableResource):
         from pathlib import Path
 
         base = Settings.load()
-        changes = {}
+        changes: dict[str, object] = {}
         if self.warehouse:
             changes["warehouse"] = self.warehouse
         if self.catalog:

@@ -147,6 +147,7 @@ class ConfinedResult:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Arrow output on a DB-API result", UserWarning)
             reader = self._guard(self._con.to_arrow_reader, batch_size)
+        assert reader is not None, "called only on the result of a statement that ran"
 
         def batches():
             while True:
@@ -259,16 +260,16 @@ def _explained(con: duckdb.DuckDBPyConnection, text: str) -> str:
     The statement returned is rebuilt from the prefix and the SELECT that passed, so what runs is what
     was checked even if this scanner reads comments differently from DuckDB.
     """
-    i = _SKIP.match(text, 0).end()
+    i = _skip(text, 0)
     if text[i:i + 7].upper() != "EXPLAIN":
         raise QueryRefused("EXPLAIN is refused: write it as EXPLAIN [ANALYZE] SELECT ...")
-    i = _SKIP.match(text, i + 7).end()
+    i = _skip(text, i + 7)
     prefix = "EXPLAIN "
     if (word := _WORD.match(text, i)) and word.group().upper() == "ANALYZE":
-        prefix, i = "EXPLAIN ANALYZE ", _SKIP.match(text, word.end()).end()
+        prefix, i = "EXPLAIN ANALYZE ", _skip(text, word.end())
     inner = _single(con, text[i:])
     if inner is None and (opts := _OPTIONS.match(text, i)) and opts.group(1).count("'") % 2 == 0:
-        prefix, inner = f"EXPLAIN ({opts.group(1)}) ", _single(con, text[_SKIP.match(text, opts.end()).end():])
+        prefix, inner = f"EXPLAIN ({opts.group(1)}) ", _single(con, text[_skip(text, opts.end()):])
     if inner is None or _type(inner) != duckdb.StatementType.SELECT:
         what = _label(inner) if inner is not None else "anything but one SELECT"
         raise QueryRefused(f"EXPLAIN of {what} is refused: only a SELECT can be explained here "
@@ -297,8 +298,15 @@ def _label(statement) -> str:
     return word if word and word != "WITH" else kind.name
 
 
+def _skip(text: str, i: int) -> int:
+    """Where the next token starts: past any whitespace and comments from `i`."""
+    skipped = _SKIP.match(text, i)
+    assert skipped is not None, "_SKIP also matches the empty string"
+    return skipped.end()
+
+
 def _keyword(text: str) -> str:
-    word = _WORD.match(text, _SKIP.match(text, 0).end())
+    word = _WORD.match(text, _skip(text, 0))
     return word.group().upper() if word else ""
 
 

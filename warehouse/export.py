@@ -40,7 +40,7 @@ def export(reader: pa.RecordBatchReader, fmt: str, target: Path | str | None = N
         if target is None:
             sys.stdout.flush()
             return _to_stream(con, select, options, sys.stdout.buffer)
-        return con.execute(f"COPY ({select}) TO '{_quote(str(target))}' ({options})").fetchone()[0]
+        return _copy(con, f"COPY ({select}) TO '{_quote(str(target))}' ({options})")
     finally:
         con.close()
 
@@ -49,17 +49,24 @@ def _to_stream(con, select: str, options: str, out: BinaryIO) -> int:
     """Straight into the process's stdout when it is a real file descriptor, else via a scratch file."""
     out.flush()
     if _has_descriptor(out) and Path(STDOUT).exists():
-        return con.execute(f"COPY ({select}) TO '{STDOUT}' ({options})").fetchone()[0]
+        return _copy(con, f"COPY ({select}) TO '{STDOUT}' ({options})")
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="cxr-export-") as scratch:   # an in-process capture, say
         path = Path(scratch) / "out"
-        rows = con.execute(f"COPY ({select}) TO '{_quote(str(path))}' ({options})").fetchone()[0]
+        rows = _copy(con, f"COPY ({select}) TO '{_quote(str(path))}' ({options})")
         with path.open("rb") as f:
             while chunk := f.read(1 << 20):
                 out.write(chunk)
         out.flush()
         return rows
+
+
+def _copy(con, copy_sql: str) -> int:
+    """Run a COPY statement; the number of rows it wrote (its one result row)."""
+    result = con.execute(copy_sql).fetchone()
+    assert result is not None, "COPY always returns its row count"
+    return result[0]
 
 
 def _has_descriptor(out) -> bool:

@@ -90,8 +90,8 @@ def fetch_public(cache: Path, *, say: Callable[[str], None] = print, wheel: Path
         _complete_layout(root)
         return PublicData(root, fetched_now=False)
     root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="cxr-fetch-", dir=root.parent) as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="cxr-fetch-", dir=root.parent) as tmp_name:
+        tmp = Path(tmp_name)
         wheel = wheel or (Path(os.environ["CXR_PUBLIC_WHEEL"]) if os.environ.get("CXR_PUBLIC_WHEEL") else None)
         if wheel is None:
             say(f"Downloading the {WHEEL_NAME} {WHEEL_VERSION} wheel with pip (no dependencies, ~29 MB)…")

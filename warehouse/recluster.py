@@ -31,7 +31,7 @@ def recluster(store: Store, staged: StagedPartition) -> StagedPartition:
     base = staged.folder
     writer = PartitionWriter(store, table, staged.dataset, staged.run_id, first_file_index=len(staged.files))
     spill = scratch_dir("sort")
-    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill,
+    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(spill),
                                  "preserve_insertion_order": True})
     try:
         if not store.local:

@@ -10,6 +10,7 @@ split are means over the reports that have the section.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -50,7 +51,7 @@ class SectionRules:
     """
 
     pattern: re.Pattern
-    aliases: dict[str, str]
+    aliases: Mapping[str, str]
 
     def split(self, text: str) -> dict[str, str | None]:
         found: dict[str, list[str]] = {}

@@ -25,8 +25,10 @@ import gzip
 import json
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 CSV_NAME = "df_chexpert_plus_240401.csv"
 COLUMNS = (
@@ -132,11 +134,12 @@ _NEGATIVE_FINDINGS = {  # topic -> (sentence, labels) used when no abnormality c
     "bones": (("No acute osseous abnormality.", {"Fracture": NEG}),
               ("The visualized osseous structures are unremarkable.", {})),
 }
-_NORMAL_IMPRESSIONS = (
+Labelled = tuple[str, dict[str, float]]  # (sentence or phrase, CheXbert labels it implies)
+_NORMAL_IMPRESSIONS: tuple[Labelled, ...] = (
     ("No acute cardiopulmonary process.", {}), ("No acute cardiopulmonary abnormality.", {}),
     ("No evidence of pneumonia.", {"Pneumonia": NEG}), ("No significant interval change.", {}),
 )
-_REASONS = (  # clinical history reasons; "rule out" phrasing is uncertain to CheXbert
+_REASONS: tuple[Labelled, ...] = (  # clinical history reasons; "rule out" phrasing is uncertain to CheXbert
     ("ICU patient", {}), ("shortness of breath", {}), ("chest pain", {}), ("fever and cough", {}),
     ("line placement", {"Support Devices": POS}), ("rule out pneumothorax", {"Pneumothorax": UNC}),
     ("evaluate for pneumonia", {"Pneumonia": UNC}), ("status post CABG", {}), ("hypoxia", {}),
@@ -197,7 +200,10 @@ def write_samples(out_dir: Path, *, patients: int = 60, seed: int = 0, chexpert_
     return _truth(cohort, rows, reports, seed)
 
 
-def _weighted(rng: random.Random, pairs: tuple) -> object:
+T = TypeVar("T")
+
+
+def _weighted(rng: random.Random, pairs: tuple[tuple[T, float], ...]) -> T:
     """Draw a value from (value, weight) pairs."""
     values, weights = zip(*pairs)
     return rng.choices(values, weights=weights)[0]
@@ -498,7 +504,7 @@ def _merge_labels(label_sets: list[dict], has_text: bool) -> dict:
 Part = tuple[str, str, str | None]  # (HEADER, body after "HEADER:", section column or None)
 
 
-def _assemble(parts: list[Part], strip: bool) -> tuple[str, dict[str, str]]:
+def _assemble(parts: Sequence[Part], strip: bool) -> tuple[str, dict[str, str]]:
     """Join "HEADER:" + body parts into the report; each mapped column gets its body as a raw slice."""
     text = "".join(f"{header}:{body}" for header, body, _ in parts)
     sections = dict.fromkeys(SECTION_COLUMNS, "")
@@ -665,7 +671,7 @@ def _age_bucket(age: str) -> str:
 
 def _truth(cohort: list[Patient], rows: list[dict], reports: dict, seed: int) -> dict:
     """Counts the generator knows by construction, for tests to check against a recount."""
-    first_rows = {}
+    first_rows: dict[tuple[str, str], dict] = {}
     for row in rows:
         first_rows.setdefault(_study_key(row["path_to_image"]), row)
     splits = {}

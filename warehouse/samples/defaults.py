@@ -57,16 +57,17 @@ def generated_datasets() -> list[str]:
 def ensure_default_samples(cache: Path, dataset_id: str, say: Callable[[str], None] = lambda m: None) -> Path:
     """<cache>/samples/<dataset>, generated on first use; published atomically by a rename."""
     folder = cache / "samples" / dataset_id
-    expected = {"dataset": dataset_id, "seed": DEFAULT_SEED, "patients": DEFAULT_PATIENTS[dataset_id],
+    patients = DEFAULT_PATIENTS[dataset_id]
+    expected = {"dataset": dataset_id, "seed": DEFAULT_SEED, "patients": patients,
                 "generator_version": GENERATOR_VERSION}
     marker = folder / MARKER
     if marker.exists() and {k: v for k, v in json.loads(marker.read_text()).items() if k in expected} == expected:
         return folder
-    say(f"generating {dataset_id} samples ({expected['patients']} patients, seed {DEFAULT_SEED}) in {folder}")
+    say(f"generating {dataset_id} samples ({patients} patients, seed {DEFAULT_SEED}) in {folder}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dataset_id}-", dir=folder.parent))
     try:
-        truth = write(dataset_id, tmp, patients=expected["patients"], seed=DEFAULT_SEED, cache=cache, progress=say)
+        truth = write(dataset_id, tmp, patients=patients, seed=DEFAULT_SEED, cache=cache, progress=say)
         (tmp / MARKER).write_text(json.dumps({**expected, "truth": truth}, default=str))
         if folder.exists():
             shutil.rmtree(folder)

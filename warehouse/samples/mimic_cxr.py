@@ -28,9 +28,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import accumulate, groupby
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from warehouse.samples.cohort import MIMIC_SPLITS, StudySpec, plan_mimic_cohort
+
+if TYPE_CHECKING:
+    from _csv import Writer as CsvWriter   # what csv.writer() returns; the csv module names no such type
 
 
 class _Weighted:
@@ -129,7 +132,7 @@ _WRAP_WIDTH = 78                            # body lines are " " + text, so at m
 
 
 @contextmanager
-def _gzip_csv(path: Path, header: tuple[str, ...]) -> Iterator[csv.writer]:
+def _gzip_csv(path: Path, header: tuple[str, ...]) -> Iterator[CsvWriter]:
     """Open a gzip CSV stream with mtime 0 and no file name in the header, so bytes never vary."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="", compresslevel=6) as gz:
@@ -140,7 +143,7 @@ def _gzip_csv(path: Path, header: tuple[str, ...]) -> Iterator[csv.writer]:
 
 
 @contextmanager
-def _plain_csv(path: Path, header: tuple[str, ...]) -> Iterator[csv.writer]:
+def _plain_csv(path: Path, header: tuple[str, ...]) -> Iterator[CsvWriter]:
     """Open an uncompressed CSV (the test-set file is the one plain CSV in the release)."""
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -398,7 +401,7 @@ _SLOTS = {
 }
 # label -> state -> (findings sentence, impression phrase) templates. A sentence only ever names its
 # own label, so the labels a section gets are exactly the states it mentions.
-_PHRASES = {
+_PHRASES: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
     "Atelectasis": {
         "pos": (("{degree} {base} atelectasis is present.", "{base} atelectasis."),
                 ("Linear {side} basilar atelectasis is again seen.", "{side} basilar atelectasis.")),
@@ -1021,7 +1024,7 @@ def _write_mimic_iv(out_dir: Path, seed: int, studies: list[StudySpec]) -> dict:
     providers = _provider_ids(seed, "admit", max(20, len(cxr_subjects) // 10))
     used_hadm: set[int] = set()
     anchors: dict[int, tuple[int, int]] = {}
-    truth = Counter()
+    truth: Counter[str] = Counter()
     conflicting: list[int] = []
 
     with ExitStack() as stack:
@@ -1038,7 +1041,8 @@ def _write_mimic_iv(out_dir: Path, seed: int, studies: list[StudySpec]) -> dict:
             patients.writerow(patient)
             rows = [_admission_row(rng, subject_id, _unique_hadm_id(rng, used_hadm), person, admission, providers)
                     for admission in admissions]
-            admissions_out.writerows(sorted(rows, key=lambda row: row[1]))
+            rows.sort(key=lambda row: row[1])   # by hadm_id
+            admissions_out.writerows(rows)
             truth["patients_rows"] += 1
             truth["admissions_rows"] += len(rows)
             truth["dod_recorded"] += patient[5] != ""
@@ -1078,8 +1082,8 @@ class _Tally:
     def __init__(self) -> None:
         self.counts: Counter = Counter()
         self.patients_per_split: dict[str, set[int]] = {split: set() for split in MIMIC_SPLITS}
-        self.positives = {name: Counter() for name in ("chexpert", "negbio", "test_set_labeled")}
-        self.uncertain = {name: Counter() for name in ("chexpert", "negbio", "test_set_labeled")}
+        self.positives: dict[str, Counter] = {name: Counter() for name in ("chexpert", "negbio", "test_set_labeled")}
+        self.uncertain: dict[str, Counter] = {name: Counter() for name in ("chexpert", "negbio", "test_set_labeled")}
         self.views: Counter = Counter()
         self.lists: dict[str, list] = {name: [] for name in (
             "studies_without_label_rows", "studies_without_chexpert_row", "reports_non_ascii",
@@ -1160,9 +1164,9 @@ def _write_study(out: dict, tally: _Tally, archive: _ReportArchive, seed: int, s
     out["negbio"].writerow((*keys, *(negbio.get(label, "") for label in CHEXPERT_LABELS)))
     tally.add_labels("negbio", negbio)
     if quirks.test_set_labeled:
-        row = _test_set_row(rng, study.study_id, state)
-        test_rows.append(row)
-        tally.add_labels("test_set_labeled", dict(zip(TEST_SET_LABELS, row[1:])))
+        test_row = _test_set_row(rng, study.study_id, state)
+        test_rows.append(test_row)
+        tally.add_labels("test_set_labeled", dict(zip(TEST_SET_LABELS, test_row[1:])))
 
 
 def _tally_study(tally: _Tally, study: StudySpec, quirks: _StudyQuirks) -> None:

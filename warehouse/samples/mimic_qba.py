@@ -39,9 +39,10 @@ import sys
 import traceback
 import zipfile
 from collections import Counter
-from datetime import datetime
+from collections.abc import Collection
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -484,13 +485,13 @@ class _LevelWriter:
         self.level, self.schema, self.fields = level, _pandas_schema(level), _row_fields(level)
         self.files = [(min_tier, _LevelFiles(out_dir / rel, level, self.schema)) for rel, min_tier in destinations]
         # value counts kept for the truth dict (cheaper here than per answer in the generator)
-        self.value_counts = {name: Counter() for name in _COUNTED_FIELDS.get(level, ())}
+        self.value_counts: dict[str, Counter] = {name: Counter() for name in _COUNTED_FIELDS.get(level, ())}
 
     def write(self, rows: list[tuple], runs: list) -> None:
         if not rows:
             return
         columns = list(zip(*rows))
-        cols = dict(zip(self.fields, columns))
+        cols: dict[str, Collection[Any]] = dict(zip(self.fields, columns))
         for name, counter in self.value_counts.items():
             counter.update(cols[name])
         if runs:
@@ -546,6 +547,7 @@ def _writer_main() -> None:
     """
     out_dir, destinations, archives = json.loads(sys.argv[2])
     source, sink = sys.stdin.buffer, sys.stdout.buffer
+    result: object  # the counts, or the traceback text of a failure
     try:
         writer = _OutputWriter(Path(out_dir), [tuple(d) for d in destinations],
                                {key: tuple(value) for key, value in archives.items()})
@@ -575,6 +577,8 @@ class _WriterClient:
         arguments = json.dumps([str(out_dir), destinations, archives])
         self.process = subprocess.Popen([sys.executable, "-c", bootstrap, json.dumps(sys.path), arguments],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.process.stdin is not None and self.process.stdout is not None, "both are pipes"
+        self.stdin, self.stdout = self.process.stdin, self.process.stdout
         self.batch: list[tuple] = []
         self.batch_bytes = 0
 
@@ -593,8 +597,8 @@ class _WriterClient:
 
     def _send(self, payload) -> None:
         try:
-            pickle.dump(payload, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.process.stdin.flush()
+            pickle.dump(payload, self.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.stdin.flush()
         except (BrokenPipeError, ConnectionResetError):
             self._result()  # raises with the writer's traceback
             raise
@@ -602,14 +606,14 @@ class _WriterClient:
     def _result(self) -> tuple[dict[str, dict[str, int]], dict[str, Counter]]:
         """Wait for the writer; its counts, or a RuntimeError carrying its traceback."""
         try:
-            self.process.stdin.close()
+            self.stdin.close()
         except BrokenPipeError:
             pass
         try:
-            result = pickle.load(self.process.stdout)
+            result = pickle.load(self.stdout)
         except EOFError:
             result = "writer process exited without a report"
-        self.process.stdout.close()
+        self.stdout.close()
         self.process.wait()
         if isinstance(result, str):
             raise RuntimeError(f"QBA writer process failed:\n{result}")
@@ -740,10 +744,10 @@ def quality_mapping_rows() -> list[tuple]:
     rows += [("rating", code, grade, grade, "") for code, grade in enumerate(GRADES)]
     for field, options in SCENE_GRAPH_CRITERIA.items():
         rows += [(field, code, label, grade, "") for code, (label, grade) in enumerate(options)]
-    for field, options in QA_CRITERIA.items():
+    for field, qa_options in QA_CRITERIA.items():
         rows.append((field, UNRATED, "NOT_RATED", "", ""))
         rows += [(field, code, label, grade, related if related != grade else "")
-                 for code, (label, grade, related) in enumerate(options)]
+                 for code, (label, grade, related) in enumerate(qa_options)]
     return rows
 
 
@@ -791,8 +795,10 @@ def _laterality(regions: list[str]) -> str:
 def _ancestors(region: str) -> list[str]:
     """Parent chain of a region; region questions also cover observations in sub-regions."""
     chain = []
-    while (region := REGIONS[region][0]) is not None:
-        chain.append(region)
+    parent = REGIONS[region][0]
+    while parent is not None:
+        chain.append(parent)
+        parent = REGIONS[parent][0]
     return chain
 
 
@@ -825,7 +831,7 @@ class Study:
         rng = self.rng
         self.region_loc: dict[str, list[tuple]] = {}
         for name, (parent, _, geometry) in REGIONS.items():
-            per_image = []
+            per_image: list[tuple] = []
             for image, frontal in zip(self.spec.images, self.frontal):
                 if geometry is None:  # non-localized region: fall back to the parent's boxes if any
                     parent_loc = self.region_loc.get(parent, [None] * len(self.frontal))[len(per_image)] if parent else None
@@ -913,7 +919,9 @@ class Study:
         rng.shuffle(picks)
         self.sentences: dict[str, dict] = {}
         self.top_ids: list[str] = []
-        self.obs_relations, self.obs_sent, self.located_at = [], [], []
+        self.obs_relations: list[dict] = []
+        self.obs_sent: list[dict] = []
+        self.located_at: list[dict] = []
         for k, (entity, positive, from_report) in enumerate(picks, start=1):
             obs_id = f"O{k:02d}"
             sent_id = None
@@ -949,7 +957,7 @@ class Study:
         probability = (rng.choices(("positive", "likely", "may"), (70, 15, 15))[0] if positive
                        else rng.choices(("negative", "unlikely"), (90, 10))[0])
         certainty = {"positive": "certain", "negative": "certain", "may": "uncertain"}.get(probability, "likely")
-        modifiers = {key: [] for key in MODIFIERS}
+        modifiers: dict[str, list[str]] = {key: [] for key in MODIFIERS}
         if positive and entity.severity and rng.random() < 0.6:
             modifiers["severity"].append(rng.choice(MODIFIERS["severity"]))
         if positive and entity.kind == "finding" and rng.random() < 0.3:
@@ -986,7 +994,7 @@ class Study:
     def _build_indication(self) -> None:
         """Indication section plus the OIND observation answering it (present in ~96 % of studies)."""
         rng = self.rng
-        self.indication = None
+        self.indication: dict[str, Any] | None = None
         if rng.random() >= _TEMPLATE_MEAN["A_indication"]:
             return
         sex, history = rng.choice(_PATIENT_SEX), rng.choice(_HISTORIES)
@@ -1247,6 +1255,7 @@ def plan_answers(study: Study, rng: random.Random, tid: str, subject: str | None
         return [(study.template(f"The study consists of {len(study.image_ids)} image(s) ({views} view).", [], [],
                                 False), MAIN)]
     if code[0] == "C":
+        assert subject is not None, f"{tid} is asked about a region"
         region = subject
         hits = study.by_region.get(region, [])
         if code in ("C07", "C08"):
@@ -1271,6 +1280,7 @@ def plan_answers(study: Study, rng: random.Random, tid: str, subject: str | None
                            [region], entities)
         return tops + _related(study, rng, region, tops, _P_RELATED, False)
     # D: findings and devices
+    assert subject is not None, f"{tid} is asked about a finding or device"
     entity = ENTITY[subject]
     hits = study.by_entity.get(subject, [])
     present = [s for s in hits if s.positive]
@@ -1314,7 +1324,7 @@ def _timestamp(spec: StudySpec) -> datetime:
                     int(seconds), int(round((seconds - int(seconds)) * 1e6)) % 1_000_000)
 
 
-def _nanoseconds(delta) -> int:
+def _nanoseconds(delta: timedelta) -> int:
     """A datetime.timedelta as integer ns, the unit of the duration[ns] metadata columns."""
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
@@ -1384,7 +1394,7 @@ class _StudyQuestions:
         anchor = UNRATED < grade < study.grade  # one main answer must carry exactly the question grade
         used: list[Source] = []
 
-        def emit(source: Source, answer_type: str, level: int) -> tuple[str, str | None]:
+        def emit(source: Source, answer_type: str, level: int) -> tuple[str, str]:
             nonlocal anchor
             answer_id = len(used)
             used.append(source)
@@ -1401,7 +1411,7 @@ class _StudyQuestions:
             closing = f',{source.tail},"answer_quality":{quality[0]}}}'
             full = f'{opening}{source.head},"sub_answers":[{",".join([x[0] for x in subs])}]{closing}'
             if not frontal:
-                return full, None
+                return full, ""  # the frontal-only variant is needed only for exported questions
             return full, f'{opening}{source.head_frontal},"sub_answers":[{",".join([x[1] for x in subs])}]{closing}'
 
         answers = [emit(source, answer_type, 0) for source, answer_type in plan_answers(study, self.rng, tid, subject)]
@@ -1512,7 +1522,8 @@ class _Generator:
         first, last = times[chronological[0]], times[chronological[-1]]
         tiers = []
         for i, spec in enumerate(studies):
-            since_prev = None if previous[i] is None else _nanoseconds(times[i] - previous[i])
+            before = previous[i]
+            since_prev = None if before is None else _nanoseconds(times[i] - before)
             tiers.append(self._study(spec, _nanoseconds(times[i] - first), since_prev))
         patient_id = f"p{studies[0].subject_id}"
         self.buffers["patient"].rows.append((patient_id, len(studies), _nanoseconds(last - first), max(tiers)))
@@ -1554,6 +1565,7 @@ class _Generator:
         asks_abnormal = rng.random() < _TEMPLATE_MEAN["B01_describe_all"] * self.scale_once
         plan = []
         for tid, strategy, _, _ in TEMPLATES:
+            subjects: list[str | None]
             if tid == "A_indication":
                 subjects = [None] if study.indication and rng.random() < self.scale_once else []
             elif tid == "B14_describe_acquisition":
@@ -1564,7 +1576,7 @@ class _Generator:
                 kind = _SUBJECT_KIND[tid[:3]]
                 mean = _TEMPLATE_MEAN[tid] * self.scale_multi * richness
                 count = int(mean) + (rng.random() < mean - int(mean))
-                subjects = orders[kind][:count]
+                subjects = list(orders[kind][:count])
             if subjects:
                 # question_type without the template prefix, as in the page's JSON ("describe_all");
                 # B12/D05 share "describe_device", the strategy or question_id tells them apart
@@ -1574,6 +1586,7 @@ class _Generator:
     def _texts_for(self, study: Study, tid: str, subject: str | None) -> tuple[str, str]:
         """(question JSON string, variables JSON) - cached, except the study-specific indication."""
         if tid == "A_indication":
+            assert study.indication is not None, "A_indication is planned only for studies with an indication"
             return _dumps(study.indication["indication_summary"]), "{}"
         key = (tid, subject)
         texts = self._texts.get(key)
@@ -1632,6 +1645,7 @@ class _Generator:
         """Counts gathered while generating (never by re-reading the output)."""
         by_grade = {grade: self.grade_questions[code + 1] for code, grade in reversed(list(enumerate(GRADES)))}
         by_grade["unrated"] = self.grade_questions[0]
+        exports: dict[str, dict[str, object]] = {}
         truth = {
             "studies": len(self.cohort), "patients": n_patients, "images": self.n_images,
             "questions": {"total": self.n_questions,
@@ -1646,17 +1660,17 @@ class _Generator:
             "observations": {"total": sum(self.positiveness.values()),
                              "by_positiveness": {p: self.positiveness.get(p, 0) for p in ("pos", "neg")}},
             "metadata_rows": self.rows_written["metadata"],
-            "exports": {},
+            "exports": exports,
         }
         if self.exports:
             for rel, min_grade in _EXPORT_ARCHIVES:
-                truth["exports"][rel.split("/")[-1]] = {
+                exports[rel.split("/")[-1]] = {
                     "studies": self.export_studies[min_grade],
                     "rows": self.rows_written[f"{rel}/metadata"]}
             for rel, _ in _EXPORT_METADATA[1:3]:
-                truth["exports"][rel.split("/", 1)[1]] = {"questions": self.rows_written[rel]["question"]}
+                exports[rel.split("/", 1)[1]] = {"questions": self.rows_written[rel]["question"]}
             for subset, n in self.sample_counts.items():
-                truth["exports"][subset.split("/", 1)[1]] = {"questions": n}
+                exports[subset.split("/", 1)[1]] = {"questions": n}
         return truth
 
 

@@ -127,8 +127,9 @@ class SourceFolder:
         for name in names:
             info = self.fs.info(self.path(name))
             stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
-            entry = {"file": name, "size": int(info.get("size") or 0), "stamp": str(stamp)}
-            if hash_contents and entry["size"] <= SMALL_FILE_BYTES:
+            size = int(info.get("size") or 0)
+            entry = {"file": name, "size": size, "stamp": str(stamp)}
+            if hash_contents and size <= SMALL_FILE_BYTES:
                 entry["sha256"] = hashlib.sha256(self.fs.cat_file(self.path(name))).hexdigest()
             out.append(entry)
         return out

@@ -317,10 +317,10 @@ def _label_records_by_line(data: bytes, shown: str) -> tuple[pl.DataFrame, pl.Da
         if not line.strip():
             continue
         record, problem = _parse_label_line(raw)
-        if problem is None and record["path_to_image"] in seen:
+        if record is not None and record["path_to_image"] in seen:
             first = seen[record["path_to_image"]]
             problem = f"path_to_image is already labelled on line {first}; this line is not used"
-        if problem:
+        if record is None or problem:  # a line without a record always has a problem
             bad.append({"target_table": "labels", "source_file": shown, "row_number": number,
                         "line_number": number, "column_name": "", "value": None, "reason": problem,
                         "raw_record": line})

@@ -225,7 +225,9 @@ class IuXray:
 
 def _read_archive(src: SourceFolder, archive: str) -> tuple[list[ReportXml], list[pl.DataFrame]]:
     """Parse every report XML of the archive as it streams by; other members become quarantine rows."""
-    reports, bad, seen = [], [], {}
+    reports: list[ReportXml] = []
+    bad: list[dict] = []
+    seen: dict[str, str] = {}
     where = src.display(archive)
     try:
         with src.open(archive) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
@@ -240,7 +242,9 @@ def _read_archive(src: SourceFolder, archive: str) -> tuple[list[ReportXml], lis
                     bad.append(_bad_member(where, member.name, f"not a report member (expected "
                                                                f"ecgen-radiology/<n>.xml): {kind}", None))
                     continue
-                data = tar.extractfile(member).read()
+                content = tar.extractfile(member)
+                assert content is not None, "a regular file member has content"
+                data = content.read()
                 try:
                     report = _parse_report(data, member.name)
                 except ValueError as e:
@@ -268,7 +272,8 @@ def _parse_report(data: bytes, member: str) -> ReportXml:
     except ET.ParseError as e:
         raise ValueError(f"not well-formed XML: {e}") from None
     uid = root.find("uId")
-    if uid is None or not (uid.get("id") or "").strip():
+    study_id = (uid.get("id") or "").strip() if uid is not None else ""
+    if not study_id:
         raise ValueError("no <uId id=...> element")
     sections: dict[str, str | None] = dict.fromkeys(SECTIONS.values())
     lines = []
@@ -282,8 +287,8 @@ def _parse_report(data: bytes, member: str) -> ReportXml:
             sections[section] = body if sections[section] is None else f"{sections[section]} {body}"
     mesh_terms = [(e.tag, (e.text or "").strip()) for e in root.findall("MeSH/*")]
     return ReportXml(
-        study_id=uid.get("id").strip(), member=member, sections=sections, full_text="\n".join(lines),
-        image_ids=[i.get("id") for i in root.findall("parentImage") if i.get("id")],
+        study_id=study_id, member=member, sections=sections, full_text="\n".join(lines),
+        image_ids=[image_id for i in root.findall("parentImage") if (image_id := i.get("id"))],
         mesh=[(method, term) for method, term in mesh_terms if term],
     )
 

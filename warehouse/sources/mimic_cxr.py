@@ -362,7 +362,7 @@ def _label_value_rejects(bad: pl.DataFrame, file: str) -> pl.DataFrame:
         pl.col("raw_label").alias("column_name"), pl.col("value").cast(pl.String).alias("value"),
         pl.lit("label value is not a small whole number (expected 1.0, 0.0, -1.0 or blank)").alias("reason"),
         pl.lit(None, pl.String).alias("raw_record"),
-    ).cast(QUARANTINE_COLUMNS)
+    ).cast(pl.Schema(QUARANTINE_COLUMNS))
 
 
 # --- MIMIC-IV demographics ---------------------------------------------------------------------
@@ -382,7 +382,7 @@ class _Demographics(NamedTuple):
 
 def _mimic_iv_files(src: SourceFolder) -> _MimicIvFiles:
     """The newest `mimiciv/<version>/{hosp,core}/` folder holding patients.csv[.gz]."""
-    found = {}
+    found: dict[str, str] = {}
     for module in ("hosp", "core"):
         for pattern in ("patients.csv", "patients.csv.gz"):
             for name in src.glob(f"mimiciv/*/{module}/{pattern}"):
@@ -585,6 +585,7 @@ def _report_row(location: str, name: str, data: bytes | Exception) -> dict:
     if reason:
         return {"target_table": "reports", "source_file": location, "row_number": None, "line_number": None,
                 "column_name": "", "value": None, "reason": reason, "raw_record": raw}
+    assert match is not None, "a member with no reason to reject it matched REPORT_MEMBER"
     return {"study_id": match.group(2), "patient_id": match.group(1), **sections(report), "full_text": report,
             "source_file": location}
 

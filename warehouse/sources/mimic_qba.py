@@ -95,7 +95,7 @@ QA_ZIP = "qa.zip"
 SCENE_ZIP = "scene_data.zip"
 QUALITY_FILE = "quality_mappings.csv"
 QUALITY_HEADER = "field,code,label,grade,grade_if_related_information"
-SOURCE_FIELDS = {
+SOURCE_FIELDS: dict[str, dict[str, str | tuple[str, ...]]] = {
     "metadata/patient_metadata.csv": {
         "patient_id": "patients.patient_id", "patient.total_studies": "patients.source_attributes",
         "patient.total_study_timespan": "patients.source_attributes",
@@ -184,9 +184,10 @@ class MimicQba:
 
         def batches() -> Iterator[tuple[str, pl.DataFrame]]:
             unreadable: list[pl.DataFrame] = []
-            for archive, infos, extract, columns, target, unit in (
-                    (QA_ZIP, qa_infos, _extract_qa, QA_COLUMNS, "qa_questions", "studies"),
-                    (scene, scene_infos, _extract_labels, SCENE_COLUMNS, "labels", "scene graphs")):
+            archives = [(QA_ZIP, qa_infos, _extract_qa, QA_COLUMNS, "qa_questions", "studies")]
+            if scene:
+                archives.append((scene, scene_infos, _extract_labels, SCENE_COLUMNS, "labels", "scene graphs"))
+            for archive, infos, extract, columns, target, unit in archives:
                 done = 0
                 for out in stream_members(src, archive, infos, extract, columns=columns, target_table=target,
                                           setup=setup):
@@ -248,7 +249,7 @@ def _grades(src: SourceFolder) -> pl.DataFrame:
 def _study_splits(mimic: SourceFolder | None, quarantine: list, notes: list) -> tuple[pl.DataFrame, list[str]]:
     """study_id -> split from MIMIC-CXR's split file (QBA follows MIMIC-CXR's split)."""
     name = mimic.first_existing(SPLIT_FILE) if mimic else None
-    if name is None:
+    if mimic is None or name is None:
         notes.append(f"no {SPLIT_FILE}[.gz] in the linked mimic_cxr source: every split is 'unassigned'")
         return pl.DataFrame(schema={"study_id": pl.String, "split": pl.String}), []
     read = read_csv(mimic, name, columns=SPLIT_COLUMNS, header=SPLIT_HEADER,

@@ -83,7 +83,7 @@ def canonical_section(header: str) -> str | None:
     return CANONICAL.get(official_name(header))
 
 
-class CanonicalSections(Mapping):
+class CanonicalSections(Mapping[str, str]):
     """SectionRules' alias table, backed by the official rules (a dict cannot hold the substring rules)."""
 
     def __getitem__(self, header: str) -> str:

@@ -89,7 +89,7 @@ GOOGLE_COLUMNS = {**{c: "VARCHAR" for c in ENTRY_COLUMNS}, **{f"g{i}": "VARCHAR"
                   "set_id": "VARCHAR"}
 EMPTY = "(no name, empty in every row)"   # a column with no header and no values: nothing to keep
 # Where every column of the native files goes (table.column, or table.source_attributes).
-SOURCE_FIELDS = {
+SOURCE_FIELDS: dict[str, dict[str, str | tuple[str, ...]]] = {
     "Data_Entry_2017_v2020.csv": {
         "Image Index": ("images.image_id", "images.path", "studies.study_id"),
         "Finding Labels": "labels.raw_label",

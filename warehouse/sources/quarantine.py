@@ -6,8 +6,9 @@ file, row, line and column, with the whole raw record beside it.
 from __future__ import annotations
 
 import polars as pl
+from polars.datatypes import DataType, DataTypeClass
 
-QUARANTINE_COLUMNS = {
+QUARANTINE_COLUMNS: dict[str, DataType | DataTypeClass] = {
     "target_table": pl.String, "source_file": pl.String, "row_number": pl.Int64, "line_number": pl.Int64,
     "column_name": pl.String, "value": pl.String, "reason": pl.String, "raw_record": pl.String,
 }

@@ -49,7 +49,7 @@ import codecs
 import gzip
 import json
 import zlib
-from typing import IO, Iterator
+from typing import IO, Iterator, Protocol
 
 import polars as pl
 
@@ -128,7 +128,10 @@ class ReXGradient:
 
     def read(self, src: SourceFolder, progress=None, related=None) -> SourceResult:
         say = progress or (lambda _: None)
-        studies, images, quarantine, files = [], [], [], []
+        study_parts: list[pl.DataFrame] = []
+        images: list[pl.DataFrame] = []
+        quarantine: list[pl.DataFrame] = []
+        files: list[str] = []
         splits = self._splits(src)
         for split in splits:
             csv_file, json_file = self._split_files(src, split)
@@ -136,11 +139,11 @@ class ReXGradient:
             split_studies, rejected = _read_studies(src, csv_file, split)
             say(f"reading {json_file}")
             split_images, unread = _read_images(src, json_file, split_studies)
-            studies.append(split_studies)
+            study_parts.append(split_studies)
             images.append(split_images)
             quarantine += [*rejected, *unread]
             files += [csv_file, json_file]
-        studies = pl.concat(studies)
+        studies = pl.concat(study_parts)
         tables = {
             "patients": _patients(studies),
             "studies": with_visits(studies.select(
@@ -257,6 +260,7 @@ def _read_images(src: SourceFolder, name: str, studies: pl.DataFrame) -> tuple[p
                 if problem:
                     bad.append(_bad(shown, member, key, problem, record))
                     continue
+                assert isinstance(record, dict), "an entry without a problem is a JSON object"
                 _add_images(columns, member, key, record)
     except ValueError as e:  # invalid JSON or a bad UTF-8 byte: the rest of the file cannot be read
         bad.append(_bad(shown, None, None, f"not readable as JSON from here on; the rest is not loaded: {e}",
@@ -388,7 +392,7 @@ def _studies_without_images(studies: pl.DataFrame, listed: set[str], shown: str)
 
 
 # --- streaming JSON ---------------------------------------------------------------------------
-def _open_binary(src: SourceFolder, name: str) -> IO[bytes]:
+def _open_binary(src: SourceFolder, name: str) -> IO[bytes] | gzip.GzipFile:
     """The file as a binary stream, gunzipped on the fly when it is a .gz copy."""
     raw = src.open(name)
     return gzip.GzipFile(fileobj=raw) if name.endswith(".gz") else raw
@@ -398,7 +402,13 @@ _DECODER = json.JSONDecoder()
 _WHITESPACE = " \t\n\r"
 
 
-def json_object_members(stream: IO[bytes], chunk: int = 1 << 20) -> Iterator[tuple[str, object]]:
+class ByteStream(Protocol):
+    """What json_object_members reads: any binary stream (a file, a GzipFile, BytesIO)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def json_object_members(stream: ByteStream, chunk: int = 1 << 20) -> Iterator[tuple[str, object]]:
     """(key, value) of each member of the top-level JSON object in `stream`, decoded one at a time.
 
     Only the current member and one read buffer are in memory, never the whole document. A member
@@ -426,7 +436,7 @@ def json_object_members(stream: IO[bytes], chunk: int = 1 << 20) -> Iterator[tup
 class _Buffer:
     """A growing window of decoded text over a byte stream, for json_object_members."""
 
-    def __init__(self, stream: IO[bytes], chunk: int):
+    def __init__(self, stream: ByteStream, chunk: int):
         self.stream, self.chunk = stream, chunk
         self.utf8 = codecs.getincrementaldecoder("utf-8-sig")()
         self.text, self.pos, self.consumed, self.eof = "", 0, 0, False

@@ -36,7 +36,7 @@ import polars as pl
 from .. import findings
 from ..scratch import scratch_dir
 from .base import ZIP_MEMBER_ERRORS, DatasetInfo, SourceError, SourceFolder, SourceResult
-from .csvread import Rejects, read_csv
+from .csvread import CsvRead, Rejects, read_csv
 from . import values
 
 INFO = DatasetInfo(
@@ -117,7 +117,7 @@ class RsnaPneumonia:
     def source_files(self, src: SourceFolder) -> list[str]:
         labels = src.first_existing(LABELS_FILE) or (LABELS_ZIP if src.exists(LABELS_ZIP) else None)
         if labels is None:
-            src.require(LABELS_FILE, LABELS_ZIP)
+            labels = src.require(LABELS_FILE, LABELS_ZIP)   # neither is there: raises, naming both
         return [labels, src.require(HEADERS_FILE)]
 
     def read(self, src: SourceFolder, progress=None, related=None) -> SourceResult:
@@ -210,7 +210,7 @@ class RsnaPneumonia:
         return SourceResult(tables, quarantine, [labels_name, headers_name])
 
 
-def _read_zipped(src: SourceFolder, name: str, tmp) -> "CsvRead":
+def _read_zipped(src: SourceFolder, name: str, tmp) -> CsvRead:
     """stage_2_train_labels.csv read out of the download's zip (its one CSV member)."""
     try:
         with src.open(name) as raw, zipfile.ZipFile(raw) as archive:

@@ -5,6 +5,8 @@ kept in a *_source column beside the harmonized one.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
 
 from .quarantine import empty_quarantine, quarantine_rows
@@ -119,8 +121,8 @@ def race(raw: pl.Expr) -> pl.Expr:
     A dataset without a race field does not call this: its patients' race is `not_recorded`
     (the schema default)."""
     key = _key(raw)
-    out = pl.when(raw.is_null() | (key == "")).then(pl.lit("unknown"))
-    out = out.when(key.is_in(list(RACE_EXACT))).then(key.replace_strict(RACE_EXACT, default=None))
+    out = (pl.when(raw.is_null() | (key == "")).then(pl.lit("unknown"))
+           .when(key.is_in(list(RACE_EXACT))).then(key.replace_strict(RACE_EXACT, default=None)))
     for prefix, word in RACE_PREFIXES:
         out = out.when(key.str.starts_with(prefix)).then(pl.lit(word))
     return out.otherwise(pl.lit("other"))
@@ -151,7 +153,7 @@ def hispanic_race(raw: pl.Expr) -> pl.Expr:
 
 
 # --- source_attributes ------------------------------------------------------------------------------
-def attribute_fields(fields: dict[str, object], table: str) -> list[str]:
+def attribute_fields(fields: Mapping[str, object], table: str) -> list[str]:
     """The source columns an adapter's SOURCE_FIELDS send to `<table>.source_attributes`."""
     target = f"{table}.source_attributes"
     return [name for name, where in fields.items()
@@ -174,7 +176,7 @@ def attributes(columns: dict[str, pl.Expr], missing: tuple[str, ...] = ()) -> pl
     return pl.when(kept.list.len() > 0).then(kept)
 
 
-def source_attributes(fields: dict[str, object], table: str, rename: dict[str, str] | None = None,
+def source_attributes(fields: Mapping[str, object], table: str, rename: dict[str, str] | None = None,
                       missing: tuple[str, ...] = ()) -> pl.Expr:
     """attributes() of every column SOURCE_FIELDS sends to `<table>.source_attributes`, read from the frame's
     column of the same name (or `rename[name]`)."""
