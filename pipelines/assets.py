@@ -54,7 +54,7 @@ def staged(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     result = ingest.stage()
     rows = result.rows
     quarantine = ingest.store.read_staged("quarantine", result.partitions["quarantine"]).slice(0, 10).to_pylist()
-    dataset_wide = {
+    dataset_wide: dict[str, dg.RawMetadataValue] = {
         "rows staged": sum(n for t, n in rows.items() if t != "quarantine"),
         "rows per table": dg.MetadataValue.md(markdown_table([{"table": t, "rows": f"{n:,}"} for t, n in rows.items()])),
         "rows rejected": result.rejected,
@@ -68,7 +68,8 @@ def staged(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         "stage seconds": round(result.seconds or 0.0, 2),
     }
     for name in SOURCE_TABLES:
-        metadata = {"dagster/row_count": rows.get(name, 0), "dagster/column_schema": column_schema(name)}
+        metadata: dict[str, dg.RawMetadataValue] = {"dagster/row_count": rows.get(name, 0),
+                                                     "dagster/column_schema": column_schema(name)}
         if name == "images":        # the dataset's summary, once, on the table every dataset feeds
             metadata |= dataset_wide
         if name == "quarantine":

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from warehouse import Warehouse
+from warehouse.stats import DERIVED
 from warehouse.cohorts import Cohort, CohortError, list_cohorts, patient_split
 
 from .conftest import make_settings
@@ -516,7 +517,7 @@ def test_named_queries_are_table_macros_in_cxr_sql(chexpert_small):
     proc = cxr(wh, "sql", "SELECT count(*) AS n FROM chexpert_competition(min_age := 40)", "--format", "csv")
     assert proc.stdout.splitlines() == ["n", str(expected)] and expected > 100
     queries = {q["query"]: q for q in wh.sql("SELECT query, kind, parameters FROM catalog_queries").to_pylist()}
-    assert {c.name for c in list_cohorts()} | {"split_stats", "demographics", "image_labels"} == set(queries)
+    assert {c.name for c in list_cohorts()} | set(DERIVED.values()) == set(queries)
     assert [p["name"] for p in queries["chexpert_competition"]["parameters"]] == ["min_age"]
     # a parameter named like a column it is compared with is called only_<name>
     stats = _one(wh, "SELECT count(*) AS n, count(DISTINCT dataset) AS datasets FROM "

@@ -264,8 +264,10 @@ def test_cohort_split_balance_and_table1(cohort):
     assert [r["level"][0] for r in seen.tables["cohort.chexpert_competition.table1"]] == ["", "mean (SD)"]
     assert seen.tables["cohort.chexpert_competition.table1"][1]["train"][0] == "61.5 (17.2)"
     assert all(n > 0 for n in seen.chart_marks.values()) and len(seen.chart_marks) >= 3
-    for citation in provenance["citations"].values():
-        assert citation in seen.text
+    for dataset, citation in provenance["citations"].items():
+        assert f"{dataset}: {citation['text']}" in seen.text
+    for dataset, licence in provenance["licences"].items():
+        assert f"{dataset}: {licence['licence']}" in seen.text
     assert seen.screenshot_stddev > 5
 
 
@@ -308,6 +310,7 @@ def test_labeler_agreement_is_rendered_when_the_catalog_has_it(built, tmp_path):
     catalog = tmp_path / "catalog.duckdb"
     shutil.copy(built["wh"].settings.catalog, catalog)
     con = duckdb.connect(str(catalog))
+    con.execute("DROP VIEW IF EXISTS label_agreement")   # the real derived table, replaced by one planted row
     con.execute("""CREATE TABLE label_agreement AS SELECT * FROM (VALUES
         ('nih_cxr14', 'image', 'nih_nlp', 'radiologist', 'pneumothorax', 'kappa', 810, 3, 0.052, 0.061,
          0.7312, 0.70, 0.76, 0.7401, 0.71, 0.77, 0.7523, 0.72, 0.78, 4))

@@ -64,6 +64,7 @@ from .errors import CxrError
 from .queries import SQL_ROOT
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from .api import Warehouse
 
 COHORT_ROOT = SQL_ROOT / "cohorts"
@@ -193,7 +194,7 @@ def literal_problems(sql: str, params: dict | None = None) -> list[str]:
 
 
 # --- the definition -----------------------------------------------------------------------------------
-_SCALAR_TYPES = {"INTEGER": int, "BIGINT": int, "DOUBLE": float, "FLOAT": float, "VARCHAR": str, "BOOLEAN": bool,
+_SCALAR_TYPES: dict[str, Callable[[str], object]] = {"INTEGER": int, "BIGINT": int, "DOUBLE": float, "FLOAT": float, "VARCHAR": str, "BOOLEAN": bool,
                  "DATE": date.fromisoformat}
 _VOCAB_TYPES = {"FINDING": "finding", "VIEW_POSITION": "view_position", "SEX": "sex", "SPLIT": "split",
                 "LABELER": "labeler", "DATASET": "dataset"}
@@ -277,14 +278,15 @@ class Cohort:
     def load(cls, name_or_path: str | Path) -> "Cohort":
         """A cohort by name (sql/cohorts/<name>.sql) or from a file path."""
         path = Path(name_or_path)
-        if not (path.suffix == ".sql" and path.exists()):
-            path = COHORT_ROOT / f"{name_or_path}.sql"
-        if not path.exists():
-            known = [c.stem for c in sorted(COHORT_ROOT.glob("*.sql"))]
+        if path.suffix == ".sql" and path.exists():
+            return cls.parse(path.read_text(), path)
+        packaged = COHORT_ROOT / f"{name_or_path}.sql"   # a Traversable: a wheel's copy need not be plain files
+        if not packaged.is_file():
+            known = _cohort_names()
             near = difflib.get_close_matches(str(name_or_path), known, n=1)
             raise CohortError(f"no cohort {str(name_or_path)!r}{f' (did you mean {near[0]}?)' if near else ''}; "
                               f"known: {', '.join(known)} (or give a .sql file)")
-        return cls.parse(path.read_text(), path)
+        return cls.parse(packaged.read_text(), Path(str(packaged)))
 
     @classmethod
     def parse(cls, text: str, path: Path | None = None) -> "Cohort":
@@ -297,7 +299,7 @@ class Cohort:
             stripped = line.strip()
             m = re.match(r"^--\s*(\w+)\s*:\s*(.*)$", stripped)
             key = m.group(1).lower() if m else None
-            if key in _HEADER_KEYS:
+            if m is not None and key in _HEADER_KEYS:
                 value = m.group(2).strip()
                 if rules and key != "rule":
                     raise CohortError(f"{where}, line {number}: header lines come before the first rule")
@@ -466,8 +468,12 @@ def _absolute(path_sql: str, roots: dict[str, str]) -> str:
     return f"CASE dataset {cases} END"
 
 
+def _cohort_names() -> list[str]:
+    return sorted(f.name.removesuffix(".sql") for f in COHORT_ROOT.iterdir() if f.name.endswith(".sql"))
+
+
 def list_cohorts() -> list[Cohort]:
-    return [Cohort.load(p) for p in sorted(COHORT_ROOT.glob("*.sql"))]
+    return [Cohort.load(name) for name in _cohort_names()]
 
 
 # --- the base relation ---------------------------------------------------------------------------------
@@ -584,11 +590,11 @@ class CohortRun:
     out_dir: Path | None
     params: dict
     attrition: list[dict]
-    manifest: "object"                 # pyarrow.Table
+    manifest: pa.Table
     provenance: dict
     files: dict[str, Path] = field(default_factory=dict)
     demographics: dict = field(default_factory=dict, repr=False)   # (dataset, patient) -> (race, ethnicity)
-    _table1: "object | None" = field(default=None, repr=False)
+    _table1: object | None = field(default=None, repr=False)
 
     @property
     def table1(self):
@@ -638,10 +644,10 @@ def run_cohort(cohort: Cohort, warehouse: "Warehouse", params: dict | None = Non
         raise CohortError(f"--uncertain must be one of {', '.join(POLICIES)}, not {policy!r}")
     ratios = parse_split(split)
     values = cohort.resolve(params)
-    header = []
+    header: list[str] = []
     for f in cohort.findings:          # `$name` in the findings header is a FINDING or FINDING[] parameter
         value = values.get(f[1:]) if f.startswith("$") else f
-        header += value if isinstance(value, list) else [value] if value else []
+        header += [str(v) for v in value] if isinstance(value, list) else [str(value)] if value else []
     chosen = list(dict.fromkeys([*header, *(findings or [])]))
     cohort.check_names(chosen, values)
     roots = {d: r for d, r in warehouse.settings.images.items()}
@@ -715,7 +721,7 @@ def run_cohort(cohort: Cohort, warehouse: "Warehouse", params: dict | None = Non
     return result
 
 
-def _split_units(cohort: Cohort, units) -> tuple[tuple, "object"]:
+def _split_units(cohort: Cohort, units: pa.Table) -> tuple[tuple, pa.Table]:
     """The attrition counts (one scan of the units) and the manifest (units that pass every rule)."""
     import duckdb
     import pyarrow.compute as pc
@@ -724,6 +730,7 @@ def _split_units(cohort: Cohort, units) -> tuple[tuple, "object"]:
     try:
         con.register("units", units)
         row = con.execute(cohort._counts_sql("units")).fetchone()
+        assert row is not None, "an aggregate query returns one row"
     finally:
         con.close()
     full = (1 << len(cohort.rules)) - 1
@@ -796,8 +803,10 @@ def manifest_hash(manifest) -> str:
     con = duckdb.connect(config={"threads": 2})
     try:
         con.register("m", manifest)
-        return con.execute(f"SELECT coalesce(sha256(string_agg(to_json(m)::VARCHAR, chr(10) ORDER BY {order})), "
-                           f"sha256('')) FROM m").fetchone()[0]
+        digest = con.execute(f"SELECT coalesce(sha256(string_agg(to_json(m)::VARCHAR, chr(10) ORDER BY {order})), "
+                             f"sha256('')) FROM m").fetchone()
+        assert digest is not None, "an aggregate query returns one row"
+        return digest[0]
     finally:
         con.close()
 

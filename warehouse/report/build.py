@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import charts as chart_parts
@@ -104,7 +105,8 @@ def _cohort_section(c, tables: list, charts: list) -> Section:
     return Section(anchor, f"Cohort {c.name}", str(c.folder), lede, parts, kind="cohort")
 
 
-def write_report(warehouse, out: Path, datasets: list[str] | None = None, cohorts: list[Path] = ()) -> ReportFiles:
+def write_report(warehouse, out: Path, datasets: list[str] | None = None,
+                 cohorts: Sequence[Path] = ()) -> ReportFiles:
     """report.html, report.md and tables/*.csv in `out`. Datasets default to every ingested one, unless only
     cohorts are asked for."""
     started = time.perf_counter()
@@ -112,28 +114,27 @@ def write_report(warehouse, out: Path, datasets: list[str] | None = None, cohort
     engine = chart_parts.warm_up()
     loaded = data_parts.load(warehouse, datasets) if datasets or not cohorts else []
     cohort_data = [cohort_parts.load(Path(f)) for f in cohorts]
-    plan = []
+    plan: list[tuple[Section, list]] = []      # sections are made after every chart is drawn
     every_chart: list[chart_parts.Chart] = []
+    pending = []
     for d in loaded:
         made = chart_parts.dataset_charts(d)
         every_chart += made
-        plan.append(("dataset", d, table_parts.dataset_tables(d), made))
+        grouped = table_parts.dataset_tables(d)
+        pending.append((lambda d=d, grouped=grouped, made=made: _dataset_section(d, grouped, made),
+                        [t for group in grouped.values() for t in group]))
     for c in cohort_data:
         made = cohort_parts.balance_charts(c)
         every_chart += made
-        plan.append(("cohort", c, [cohort_parts.attrition_table(c), cohort_parts.table1_table(c),
-                                   cohort_parts.balance_table(c)], made))
+        listed = [cohort_parts.attrition_table(c), cohort_parts.table1_table(c), cohort_parts.balance_table(c)]
+        pending.append((lambda c=c, listed=listed, made=made: _cohort_section(c, listed, made),
+                        [t for t in listed if t is not None]))
     engine.join()
     chart_parts.render(every_chart)
+    plan = [(make(), flat) for make, flat in pending]
 
     sections, all_tables, markdown = [], [], []
-    for kind, item, tables, made in plan:
-        if kind == "dataset":
-            section = _dataset_section(item, tables, made)
-            flat = [t for group in tables.values() for t in group]
-        else:
-            section = _cohort_section(item, tables, made)
-            flat = [t for t in tables if t is not None]
+    for section, flat in plan:
         sections.append(section)
         all_tables += flat
         markdown.append(f"## {section.title} (`{section.ident}`)\n\n" + "\n".join(table_markdown(t) for t in flat))

@@ -123,7 +123,7 @@ def table1_table(c: CohortData) -> ReportTable | None:
         filled = [r.get(n) for r in c.table1 if r.get(n) not in ("", None)]
         numbers = [_number(v) for v in filled]
         kind = "text" if not filled or None in numbers else \
-            "count" if all(float(x).is_integer() for x in numbers) else "float"
+            "count" if all(x is not None and float(x).is_integer() for x in numbers) else "float"
         columns.append(Column(n, n, kind))
     t = ReportTable(f"cohort.{c.name}.table1", "Table 1", columns,
                     caption="As the cohort run wrote it (table1.csv): characteristics per split, with standardized "
@@ -171,8 +171,21 @@ def provenance_items(c: CohortData) -> list[tuple[str, object]]:
             ("warehouse version", p.get("warehouse_version")), ("schema version", p.get("schema_version")),
             ("project version", p.get("project_version")), ("table versions", versions or None),
             ("source fingerprints", [f"{d}: {v}" for d, v in (p.get("source_fingerprints") or {}).items()]),
-            ("citations", [f"{d}: {v}" for d, v in (p.get("citations") or {}).items()]),
+            ("citations", [f"{d}: {_citation_text(v)}" for d, v in (p.get("citations") or {}).items()]),
+            ("licences", [f"{d}: {_licence_text(v)}" for d, v in (p.get("licences") or {}).items()]),
             ("definition", p.get("file"))]
+
+
+def _citation_text(citation) -> str:
+    """cohort.json's citation of a dataset: {text, bibtex} (or, in older runs, the text alone)."""
+    return citation.get("text") or "unknown" if isinstance(citation, dict) else str(citation)
+
+
+def _licence_text(licence) -> str:
+    if not isinstance(licence, dict):
+        return str(licence)
+    parts = [licence.get("licence") or "unknown", licence.get("licence_url"), licence.get("access")]
+    return " · ".join(str(x) for x in parts if x)
 
 
 # --- charts ---------------------------------------------------------------------------------------

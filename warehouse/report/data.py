@@ -60,10 +60,11 @@ def load(warehouse, datasets: list[str] | None) -> list[DatasetData]:
             for r in rows(named_query("report", name).sql, params):
                 found[r["dataset"]].queries[name].append(r)
         if has_view(warehouse, con, AGREEMENT_VIEW):
-            for d in found.values():
-                d.agreement = []
+            agreement: dict[str, list[dict]] = {d: [] for d in found}
             for r in rows(f"SELECT * FROM {AGREEMENT_VIEW} WHERE list_contains($datasets, dataset)", params):
-                found[r["dataset"]].agreement.append(r)
+                agreement[r["dataset"]].append(r)
+            for name, d in found.items():
+                d.agreement = agreement[name]
     finally:
         con.close()
     return [found[d] for d in chosen]
