@@ -17,6 +17,7 @@ HERE = Path(__file__).resolve().parent
 # script -> (arguments for a full run, arguments for --small)
 SUITE = {
     "foundation.py": (["--repeat", "3"], ["--repeat", "1"]),
+    "ingest.py": (["--repeat", "2"], ["--repeat", "1", "--no-full"]),
     "sql_export.py": (["--repeat", "3"], ["--repeat", "1"]),
     "dagster_run.py": (["--repeat", "3"], ["--repeat", "1"]),
     "cohort_queries.py": ([], ["--quick"]),

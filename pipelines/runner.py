@@ -19,6 +19,7 @@ from warehouse.gated import GatedIngest
 from .assets import PUBLISH_KEYS
 from .definitions import defs
 from .resources import WarehouseResource
+from .run_history import relax_sqlite_sync
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -52,6 +53,8 @@ def instance() -> dg.DagsterInstance:
     if not home:
         return dg.DagsterInstance.ephemeral()
     import yaml
+
+    relax_sqlite_sync()
 
     home_dir = Path(home).expanduser().resolve()
     config_file = home_dir / "dagster.yaml"

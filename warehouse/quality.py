@@ -198,7 +198,7 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str) -> list[CheckOutc
     sampled = total > GX_MAX_ROWS
     query = f'SELECT * FROM "{table}"' + (f" USING SAMPLE reservoir({GX_MAX_ROWS} ROWS) REPEATABLE (42)"
                                           if sampled else "")
-    frame = con.sql(query).to_arrow_table().to_pandas().reset_index(drop=True)
+    frame = _widened(con.sql(query).to_arrow_table().to_pandas().reset_index(drop=True))
     result = _validation_definition(table).run(
         batch_parameters={"dataframe": frame},
         result_format={"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_ROWS,
@@ -223,6 +223,20 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str) -> list[CheckOutc
     if sampled:
         _replace_key_check(con, table, outcomes, total)
     return outcomes
+
+
+def _widened(frame):
+    """Narrow numeric columns (smallint, real) as int64 / float64: the same values, and GX compares only
+    those dtypes vectorized (`expect_column_values_to_be_between` calls a Python function per row otherwise)."""
+    import numpy as np
+
+    wider = {}
+    for name, dtype in frame.dtypes.items():
+        if isinstance(dtype, np.dtype) and dtype.kind in "iu" and dtype != np.int64 and dtype.itemsize < 8:
+            wider[name] = np.int64
+        elif isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype != np.float64:
+            wider[name] = np.float64
+    return frame.astype(wider) if wider else frame
 
 
 def _raised(info: dict) -> str | None:

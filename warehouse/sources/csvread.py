@@ -35,6 +35,8 @@ from ..scratch import scratch_dir
 from .base import SourceError, SourceFolder
 from .quarantine import QUARANTINE_COLUMNS, empty_quarantine, quarantine_rows
 
+READ_CHUNK = 8 << 20     # bytes of decompressed text split into lines at a time
+
 
 @dataclass
 class CsvRead:
@@ -45,6 +47,7 @@ class CsvRead:
     src: SourceFolder | None = None
     name: str = ""
     one_line_records: bool = True
+    spans: list[tuple[int, int]] | None = None   # multi-line formats: (first, last) text line of each record
 
     def with_raw(self, rows: pl.DataFrame) -> pl.DataFrame:
         """`rows` (a slice of `frame`) with `_raw`, the record as written in the file.
@@ -54,7 +57,7 @@ class CsvRead:
         """
         wanted = set(rows["_row"].to_list())
         if not self.one_line_records:
-            found = _raw_records(self.src, self.name, wanted) if wanted else {}
+            found = _raw_records(self.src, self.name, {n: self.spans[n - 1] for n in wanted}) if wanted else {}
             return rows.with_columns(
                 pl.col("_row").replace_strict({n: raw for n, (_, raw) in found.items()}, default=None,
                                               return_dtype=pl.String).alias("_raw"),
@@ -110,13 +113,30 @@ def _text(line: bytes) -> str:
 
 def _data_lines(src: SourceFolder, name: str):
     """(physical line number, bytes) of every non-blank line after the header."""
+    for first, lines in _line_blocks(src, name):
+        for line_no, line in enumerate(lines, first):
+            if line.strip(b"\r"):
+                yield line_no, line
+
+
+def _line_blocks(src: SourceFolder, name: str):
+    """(number of the first line, lines without their b"\n") of the lines after the header, block by block.
+
+    Lines end at b"\n" (a bare b"\r" stays inside a line), as when iterating the binary stream; the file
+    is read in large chunks and split here, because iterating a GzipFile costs a Python call per line.
+    """
     line_no = 1
     with _binary(src, name) as stream:
         try:
             stream.readline()
-            for line_no, line in enumerate(stream, 2):
-                if line.strip(b"\r\n"):
-                    yield line_no, line
+            rest = b""
+            while chunk := stream.read(READ_CHUNK):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                yield line_no + 1, lines
+                line_no += len(lines)
+            if rest:
+                yield line_no + 1, [rest]
         except (OSError, EOFError, zlib.error) as e:
             raise SourceError(src.display(name), f"cannot be read after line {line_no} ({e})",
                               line=line_no + 1) from None
@@ -167,7 +187,8 @@ def read_csv(src: SourceFolder, name: str, *, columns: dict[str, str], header: s
         records = len(lines)
     else:
         unbalanced = {}
-        lines = _record_lines(src, name)     # physical start line of each record
+        spans = _record_spans(src, name)
+        lines = [first for first, _ in spans]     # physical start line of each record
         records = len(lines)
     tmp = scratch_dir("csv")
     try:
@@ -197,7 +218,8 @@ def read_csv(src: SourceFolder, name: str, *, columns: dict[str, str], header: s
                             _unbalanced_rows(unbalanced, display, target_table, list(columns))])
     if require_rows and not records:
         raise SourceError(display, "has a header but no data rows")
-    return CsvRead(frame, quarantine, found, records, src, name, one_line_records)
+    return CsvRead(frame, quarantine, found, records, src, name, one_line_records,
+                   None if one_line_records else spans)
 
 
 def _duckdb_read(con: duckdb.DuckDBPyConnection, url: str, columns: dict[str, str], display: str):
@@ -219,58 +241,64 @@ def _duckdb_read(con: duckdb.DuckDBPyConnection, url: str, columns: dict[str, st
 def _scan_lines(src: SourceFolder, name: str) -> tuple[list[int], dict[int, str]]:
     """Line numbers of the data records of a one-line format, and the lines whose quotes do not balance."""
     lines, unbalanced = [], {}
-    for line_no, line in _data_lines(src, name):
-        lines.append(line_no)
-        if line.count(b'"') % 2:
-            unbalanced[line_no] = _text(line)
+    for first, block in _line_blocks(src, name):
+        lines += [n for n, line in enumerate(block, first) if line.strip(b"\r")]
+        unbalanced.update((n, _text(line)) for n, line in enumerate(block, first) if line.count(b'"') % 2)
     return lines, unbalanced
 
 
-def _records(src: SourceFolder, name: str, raw: bool = True):
-    """(physical start line, record, raw text) of each data record, read by a strict RFC-4180 reader.
+def _text_lines(stream):
+    """The text lines of a CSV file as the csv module sees them (split at \\n, \\r\\n or a bare \\r, kept)."""
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
 
-    Blank lines are not records. The raw text is the record's lines exactly as written (undecodable
-    bytes replaced); the csv module reads no further than the record it returns, so the lines it
-    pulled since the last record are that record.
+
+def _record_spans(src: SourceFolder, name: str) -> list[tuple[int, int]]:
+    """(first, last) text line of each data record, read by a strict RFC-4180 reader.
+
+    Blank lines are not records; their count is the file's record count. The csv module reads no
+    further than the record it returns, so the lines it pulled since the last record are that record.
+    The parse happens once; the raw text of a record is later sliced from its span (_raw_records).
     """
     with _binary(src, name) as stream:
-        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
-        pulled: list[str] = []
-
-        def lines():
-            for line in text:
-                pulled.append(line)
-                yield line
-
-        reader = csv.reader(lines(), strict=True)
+        reader = csv.reader(_text_lines(stream), strict=True)
+        spans = []
         try:
             next(reader, None)
             end = reader.line_num
-            pulled.clear()
             for record in reader:
                 if record:
-                    yield end + 1, record, "".join(pulled).rstrip("\r\n") if raw else None
+                    spans.append((end + 1, reader.line_num))
                 end = reader.line_num
-                pulled.clear()
         except csv.Error as e:
             raise SourceError(src.display(name), f"is not valid CSV ({e}); a quote may be unbalanced",
                               line=reader.line_num) from None
         except (OSError, EOFError, zlib.error) as e:
             raise SourceError(src.display(name), f"cannot be read ({e})", line=reader.line_num + 1) from None
+    return spans
 
 
-def _record_lines(src: SourceFolder, name: str) -> list[int]:
-    """The physical line each data record starts on (their count is the file's record count)."""
-    return [line for line, _, _ in _records(src, name, raw=False)]
+def _raw_records(src: SourceFolder, name: str, wanted: dict[int, tuple[int, int]]) -> dict[int, tuple[int, str]]:
+    """Record number -> (start line, raw text) for the `wanted` data records (number -> line span).
 
-
-def _raw_records(src: SourceFolder, name: str, wanted: set[int]) -> dict[int, tuple[int, str]]:
-    """Record number -> (start line, raw text) for the `wanted` data records (1-based)."""
+    The raw text is the record's lines exactly as written (undecodable bytes replaced), without the
+    final line end; one pass over the lines, no second CSV parse.
+    """
+    by_first = {first: (number, last) for number, (first, last) in wanted.items()}
     found: dict[int, tuple[int, str]] = {}
-    for number, (line, _, raw) in enumerate(_records(src, name), 1):
-        if number in wanted:
-            found[number] = (line, raw)
-            if len(found) == len(wanted):
+    last_needed = max(last for _, last in wanted.values())
+    with _binary(src, name) as stream:
+        open_record: tuple[int, int, list[str]] | None = None
+        for line_no, line in enumerate(_text_lines(stream), 1):
+            if open_record is None and line_no in by_first:
+                number, last = by_first[line_no]
+                open_record = (number, last, [])
+            if open_record is not None:
+                number, last, pulled = open_record
+                pulled.append(line)
+                if line_no == last:
+                    found[number] = (line_no - len(pulled) + 1, "".join(pulled).rstrip("\r\n"))
+                    open_record = None
+            if line_no >= last_needed:
                 break
     return found
 
