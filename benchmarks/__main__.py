@@ -4,6 +4,7 @@ Each benchmark is its own script (run it alone for details); this runs them in t
 processes, prints their lines, and writes benchmarks/results/all.json. `--small` is the size CI
 runs so the scripts keep working: one repeat and the quick sizes.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -44,6 +44,7 @@ Run: python benchmarks/cohort_queries.py [--catalog PATH] [--repeat 5] [--timeou
      [--only NAME[,NAME...]] [--list]
 Writes benchmarks/results/cohort_queries.json. Exits 1 if a query misses a target.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,15 +66,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-TARGET_RATIO = 2.0      # views median / native median
-TARGET_VIEWS_S = 1.0    # views median, warm
-TARGET_PEAK_MB = 2048   # views peak RSS above the RSS before the query
+TARGET_RATIO = 2.0  # views median / native median
+TARGET_VIEWS_S = 1.0  # views median, warm
+TARGET_PEAK_MB = 2048  # views peak RSS above the RSS before the query
 SAMPLE_EVERY_S = 0.01
-GRACE_S = 15.0          # past the time limit before the parent kills a child that ignored the interrupt
-SETUP_LIMIT_S = 900.0   # connecting, and for native copying the tables
+GRACE_S = 15.0  # past the time limit before the parent kills a child that ignored the interrupt
+SETUP_LIMIT_S = 900.0  # connecting, and for native copying the tables
 
 
 # --- the battery ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CohortQuery:
@@ -82,8 +84,9 @@ class CohortQuery:
     sql: str
 
 
-ALL_DATASETS = ("'nih_cxr14', 'chexpert', 'chexpert_plus', 'mimic_cxr', 'mimic_qba', 'rexgradient', 'iu_xray', "
-                "'padchest'")
+ALL_DATASETS = (
+    "'nih_cxr14', 'chexpert', 'chexpert_plus', 'mimic_cxr', 'mimic_qba', 'rexgradient', 'iu_xray', 'padchest'"
+)
 
 BATTERY: list[CohortQuery] = [
     # normalized tables ---------------------------------------------------------------------
@@ -95,7 +98,8 @@ SELECT count(*) FROM images i
 JOIN studies s USING (dataset, study_id)
 JOIN patients p ON p.dataset = i.dataset AND p.patient_id = i.patient_id
 WHERE i.dataset IN ('nih_cxr14','chexpert') AND p.sex = 'F' AND s.age_years BETWEEN 40 AND 60
-"""),
+""",
+    ),
     CohortQuery(
         "effusion_frontal_by_sex",
         "README's normalized cohort: frontal images with a positive pleural effusion label, by dataset and sex.",
@@ -106,7 +110,8 @@ JOIN labels l USING (dataset, image_id)
 JOIN patients p USING (dataset, patient_id)
 WHERE i.is_frontal AND l.finding = 'pleural_effusion' AND l.value = 1
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "chexpert_ap_pneumothorax",
         "CheXpert AP images the CheXpert labeler calls positive for pneumothorax.",
@@ -116,7 +121,8 @@ FROM images i
 JOIN labels l ON l.dataset = i.dataset AND l.image_id = i.image_id
 WHERE i.dataset = 'chexpert' AND i.view_position = 'AP'
   AND l.labeler = 'chexpert' AND l.finding = 'pneumothorax' AND l.value = 1
-"""),
+""",
+    ),
     CohortQuery(
         "uncertain_by_labeler_sex",
         "Uncertain (-1) labels per labeler and patient sex in the CheXpert / MIMIC family (study join).",
@@ -127,7 +133,8 @@ JOIN studies s ON s.dataset = l.dataset AND s.study_id = l.study_id
 JOIN patients p ON p.dataset = s.dataset AND p.patient_id = s.patient_id
 WHERE l.dataset IN ('chexpert', 'chexpert_plus', 'mimic_cxr', 'mimic_qba') AND l.value = -1
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "men_65_cardiomegaly_8_datasets",
         "Studies and patients of men aged 65+ with positive cardiomegaly, all eight datasets listed.",
@@ -139,7 +146,8 @@ JOIN labels l ON l.dataset = s.dataset AND l.study_id = s.study_id
 WHERE s.dataset IN ({ALL_DATASETS})
   AND p.sex = 'M' AND s.age_years >= 65 AND l.finding = 'cardiomegaly' AND l.value = 1
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "frontal_positive_by_split",
         "Frontal images of studies positive for effusion / edema / consolidation, by split and labeler.",
@@ -150,7 +158,8 @@ JOIN labels l ON l.dataset = i.dataset AND l.study_id = i.study_id
 WHERE i.dataset IN ('mimic_cxr', 'mimic_qba', 'rexgradient') AND i.is_frontal AND l.value = 1
   AND l.finding IN ('pleural_effusion', 'edema', 'consolidation')
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "nih_pa_boxes_by_sex_age",
         "NIH bounding boxes on PA images by finding, sex and age over 50, with mean box area.",
@@ -162,7 +171,8 @@ JOIN studies s ON s.dataset = i.dataset AND s.study_id = i.study_id
 JOIN patients p ON p.dataset = i.dataset AND p.patient_id = i.patient_id
 WHERE b.dataset = 'nih_cxr14' AND i.view_position = 'PA'
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "effusion_reports_women_50_80",
         "Five tables: frontal images of women 50-80 with positive effusion whose report says so "
@@ -179,7 +189,8 @@ WHERE i.dataset IN ('mimic_cxr', 'padchest', 'iu_xray', 'rexgradient')
   AND l.finding = 'pleural_effusion' AND l.value = 1
   AND (r.full_text ILIKE '%effusion%' OR r.full_text ILIKE '%derram%')
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "effusion_edema_age_bands",
         "Four tables: frontal NIH + CheXpert images positive for effusion or edema by sex and 20-year band.",
@@ -192,7 +203,8 @@ JOIN labels l ON l.dataset = i.dataset AND l.image_id = i.image_id
 WHERE i.dataset IN ('nih_cxr14', 'chexpert') AND i.is_frontal
   AND l.finding IN ('pleural_effusion', 'edema') AND l.value = 1
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "padchest_copd_reports_by_sex",
         "PadChest studies with COPD signs that have a report, by sex, with mean report length.",
@@ -203,7 +215,8 @@ JOIN labels l ON l.dataset = r.dataset AND l.study_id = r.study_id
 JOIN patients p ON p.dataset = r.dataset AND p.patient_id = r.patient_id
 WHERE r.dataset = 'padchest' AND l.labeler = 'padchest' AND l.finding = 'copd_signs' AND l.value = 1
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "view_mix_women",
         "View positions of women's images per dataset, no dataset filter.",
@@ -213,7 +226,8 @@ FROM images i
 JOIN patients p ON p.dataset = i.dataset AND p.patient_id = i.patient_id
 WHERE p.sex = 'F'
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "frontal_lateral_pairs",
         "Studies with both a frontal and a lateral image (images joined to itself), five datasets.",
@@ -224,7 +238,8 @@ JOIN images l ON l.dataset = f.dataset AND l.study_id = f.study_id
 WHERE f.dataset IN ('chexpert', 'mimic_cxr', 'iu_xray', 'padchest', 'rexgradient')
   AND f.is_frontal AND l.view_position = 'LATERAL'
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "valid_test_demographics",
         "Valid and test images by dataset, split and sex, with mean age, six datasets.",
@@ -236,7 +251,8 @@ JOIN patients p ON p.dataset = i.dataset AND p.patient_id = i.patient_id
 WHERE i.dataset IN ('nih_cxr14', 'chexpert', 'mimic_cxr', 'mimic_qba', 'rexgradient', 'padchest')
   AND i.split IN ('valid', 'test')
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "young_no_finding_7_datasets",
         "Studies of patients under 30 (known sex) labeled no finding, by dataset and labeler, seven datasets.",
@@ -248,7 +264,8 @@ JOIN patients p ON p.dataset = s.dataset AND p.patient_id = s.patient_id
 WHERE l.dataset IN ('nih_cxr14', 'chexpert', 'chexpert_plus', 'mimic_cxr', 'mimic_qba', 'iu_xray', 'padchest')
   AND l.finding = 'no_finding' AND l.value = 1 AND s.age_years < 30 AND p.sex IN ('F', 'M')
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "mimic_chexpert_vs_negbio",
         "Agreement of the CheXpert and NegBio labelers per MIMIC-CXR study and finding (labels joined to itself).",
@@ -258,7 +275,8 @@ FROM labels c
 JOIN labels n ON n.dataset = c.dataset AND n.study_id = c.study_id AND n.finding = c.finding
 WHERE c.dataset = 'mimic_cxr' AND c.labeler = 'chexpert' AND n.labeler = 'negbio'
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "exists_pneumothorax_frontal",
         "Frontal images whose study has a positive pneumothorax label (EXISTS), by dataset and sex.",
@@ -271,7 +289,8 @@ WHERE i.dataset IN ('nih_cxr14', 'chexpert', 'padchest') AND i.is_frontal
               WHERE l.dataset = i.dataset AND l.study_id = i.study_id
                 AND l.finding = 'pneumothorax' AND l.value = 1)
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     # the flat derived table ----------------------------------------------------------------
     CohortQuery(
         "flat_effusion_frontal_by_sex",
@@ -280,7 +299,8 @@ GROUP BY ALL ORDER BY ALL
 SELECT dataset, sex, count(*) AS n FROM image_labels
 WHERE is_frontal AND finding = 'pleural_effusion' AND value = 1
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "flat_chexpert_uncertain_women_40_60",
         "Frontal CheXpert images of women 40-60 with an uncertain CheXpert label, by finding.",
@@ -289,7 +309,8 @@ SELECT finding, count(*) AS images FROM image_labels
 WHERE dataset = 'chexpert' AND labeler = 'chexpert' AND value = -1
   AND sex = 'F' AND age_years BETWEEN 40 AND 60 AND is_frontal
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "flat_pneumothorax_5_datasets",
         "Frontal images positive for pneumothorax in five datasets, by dataset and labeler.",
@@ -298,7 +319,8 @@ SELECT dataset, labeler, count(DISTINCT image_id) AS images FROM image_labels
 WHERE dataset IN ('nih_cxr14', 'chexpert', 'mimic_cxr', 'mimic_qba', 'padchest')
   AND finding = 'pneumothorax' AND value = 1 AND is_frontal
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "flat_cardiomegaly_age_bands",
         "Positive cardiomegaly by dataset, sex and age band, no dataset filter.",
@@ -310,7 +332,8 @@ SELECT dataset, sex,
 FROM image_labels
 WHERE finding = 'cardiomegaly' AND value = 1
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
     CohortQuery(
         "flat_men_60_patients_8_datasets",
         "Distinct men over 60 positive for atelectasis / edema / effusion by five labelers, eight datasets listed.",
@@ -321,11 +344,13 @@ WHERE dataset IN ({ALL_DATASETS})
   AND finding IN ('atelectasis', 'edema', 'pleural_effusion')
   AND labeler IN ('chexpert', 'chexbert', 'negbio', 'nih_nlp', 'padchest')
 GROUP BY ALL ORDER BY ALL
-"""),
+""",
+    ),
 ]
 
 
 # --- reading a query -----------------------------------------------------------------------
+
 
 def tables_of(sql: str) -> list[str]:
     """The tables a query reads, once per reference (a self-join counts twice), in query order.
@@ -376,6 +401,7 @@ def datasets_of(sql: str) -> list[str] | None:
 
 
 # --- one engine, one query, in a child process ---------------------------------------------
+
 
 def _rss(pid: int | None = None) -> int:
     import psutil
@@ -431,8 +457,9 @@ def _open(engine: str, catalog: str, tables: list[str], config: dict):
     return con
 
 
-def _child(pipe, engine: str, catalog: str, sql: str, tables: list[str], repeat: int, timeout: float,
-           config: dict) -> None:
+def _child(
+    pipe, engine: str, catalog: str, sql: str, tables: list[str], repeat: int, timeout: float, config: dict
+) -> None:
     """Runs in the child: set up, one cold run, `repeat` warm runs; reports over `pipe`."""
     import duckdb
 
@@ -462,14 +489,14 @@ def _child(pipe, engine: str, catalog: str, sql: str, tables: list[str], repeat:
             rows = result
         pipe.send(("done", rows, _peak_rss() if exact else None))
         con.close()
-    except Exception as e:  # noqa: BLE001 - reported to the parent, which decides
+    except Exception as e:
         pipe.send(("error", f"{type(e).__name__}: {e}"))
 
 
 @dataclass
 class EngineRun:
     engine: str
-    status: str = "ok"                 # ok, timeout, memory (killed by the RSS guard), error
+    status: str = "ok"  # ok, timeout, memory (killed by the RSS guard), error
     setup_s: float | None = None
     cold_s: float | None = None
     warm_s: list[float] = field(default_factory=list)
@@ -477,8 +504,8 @@ class EngineRun:
     rows: list | None = None
     rss_before_mb: float | None = None
     peak_abs_mb: float | None = None
-    peak_mb: float | None = None       # peak_abs_mb - rss_before_mb
-    peak_method: str | None = None     # VmHWM (exact) or sampled (psutil every 10 ms)
+    peak_mb: float | None = None  # peak_abs_mb - rss_before_mb
+    peak_method: str | None = None  # VmHWM (exact) or sampled (psutil every 10 ms)
     error: str | None = None
 
 
@@ -509,12 +536,22 @@ class _Sampler(threading.Thread):
             return
 
 
-def run_engine(engine: str, catalog: Path, query: CohortQuery, tables: list[str], *, repeat: int,
-               timeout: float, config: dict, rss_cap_bytes: int) -> EngineRun:
+def run_engine(
+    engine: str,
+    catalog: Path,
+    query: CohortQuery,
+    tables: list[str],
+    *,
+    repeat: int,
+    timeout: float,
+    config: dict,
+    rss_cap_bytes: int,
+) -> EngineRun:
     ctx = mp.get_context("spawn")
     parent_end, child_end = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child_end, engine, str(catalog), query.sql, tables, repeat,
-                                            timeout, config), daemon=True)
+    proc = ctx.Process(
+        target=_child, args=(child_end, engine, str(catalog), query.sql, tables, repeat, timeout, config), daemon=True
+    )
     proc.start()
     child_end.close()
     sampler = _Sampler(proc, rss_cap_bytes)
@@ -532,8 +569,9 @@ def run_engine(engine: str, catalog: Path, query: CohortQuery, tables: list[str]
                 message = parent_end.recv()
             except EOFError:
                 out.status = "memory" if sampler.killed else "error"
-                out.error = ("killed: RSS passed the guard" if sampler.killed
-                             else f"child died (exit code {proc.exitcode})")
+                out.error = (
+                    "killed: RSS passed the guard" if sampler.killed else f"child died (exit code {proc.exitcode})"
+                )
                 break
             kind = message[0]
             if kind == "ready":
@@ -580,6 +618,7 @@ def run_engine(engine: str, catalog: Path, query: CohortQuery, tables: list[str]
 
 # --- comparing and judging -----------------------------------------------------------------
 
+
 def _canonical(value):
     if isinstance(value, float):
         return float(f"{value:.10g}") if math.isfinite(value) else str(value)
@@ -601,7 +640,7 @@ class QueryResult:
     views: EngineRun
     native: EngineRun
     rows_returned: int | None = None
-    rows_match: bool | None = None     # None: not compared (an engine did not finish)
+    rows_match: bool | None = None  # None: not compared (an engine did not finish)
     ratio: float | None = None
     ratio_is_lower_bound: bool = False  # views timed out: the ratio is at least this
     verdict: str = "ok"
@@ -630,11 +669,17 @@ def judge(q: CohortQuery, datasets, tables, views: EngineRun, native: EngineRun,
             r.failures.append("MEMORY" + label)
         elif e.status == "error":
             r.failures.append("ERROR" + label)
-    if views.status == "ok" and native.status == "ok":
-        if (r.ratio is not None and r.ratio > TARGET_RATIO) or (views.median_s or 0) > TARGET_VIEWS_S:
-            r.failures.append("SLOW")
-    if views.peak_mb is not None and views.peak_mb > TARGET_PEAK_MB and not any(
-            f.startswith("MEMORY") for f in r.failures):
+    if (
+        views.status == "ok"
+        and native.status == "ok"
+        and ((r.ratio is not None and r.ratio > TARGET_RATIO) or (views.median_s or 0) > TARGET_VIEWS_S)
+    ):
+        r.failures.append("SLOW")
+    if (
+        views.peak_mb is not None
+        and views.peak_mb > TARGET_PEAK_MB
+        and not any(f.startswith("MEMORY") for f in r.failures)
+    ):
         r.failures.append("MEMORY")
     r.verdict = r.failures[0].split(" ")[0] if r.failures else "ok"
     return r
@@ -642,8 +687,15 @@ def judge(q: CohortQuery, datasets, tables, views: EngineRun, native: EngineRun,
 
 # --- reporting ------------------------------------------------------------------------------
 
-SHORT = {"images": "img", "studies": "stu", "patients": "pat", "labels": "lab", "reports": "rep",
-         "boxes": "box", "image_labels": "flat"}
+SHORT = {
+    "images": "img",
+    "studies": "stu",
+    "patients": "pat",
+    "labels": "lab",
+    "reports": "rep",
+    "boxes": "box",
+    "image_labels": "flat",
+}
 
 
 def _s(seconds: float | None, status: str) -> str:
@@ -657,8 +709,10 @@ def _mb(mb: float | None) -> str:
 
 
 def print_table(results: list[QueryResult], timeout: float) -> None:
-    header = (f"{'query':<36} {'datasets':>8}  {'tables':<24} {'rows':>5}  {'views s':>9} {'native s':>9} "
-              f"{'ratio':>9}  {'peak MB':>8} {'abs MB':>7} {'nat MB':>7}  verdict")
+    header = (
+        f"{'query':<36} {'datasets':>8}  {'tables':<24} {'rows':>5}  {'views s':>9} {'native s':>9} "
+        f"{'ratio':>9}  {'peak MB':>8} {'abs MB':>7} {'nat MB':>7}  verdict"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
@@ -669,13 +723,17 @@ def print_table(results: list[QueryResult], timeout: float) -> None:
         else:
             ratio = (">" if r.ratio_is_lower_bound else "") + f"{r.ratio:,.1f}x"
         peak = _mb(r.views.peak_mb) + ("+" if r.views.status in ("timeout", "memory") else "")
-        print(f"{r.name:<36} {ds:>8}  {tables:<24} {'-' if r.rows_returned is None else r.rows_returned:>5}  "
-              f"{_s(r.views.median_s, r.views.status):>9} {_s(r.native.median_s, r.native.status):>9} "
-              f"{ratio:>9}  {peak:>8} {_mb(r.views.peak_abs_mb):>7} {_mb(r.native.peak_mb):>7}  "
-              f"{r.verdict}{' (' + ', '.join(r.failures[1:]) + ')' if len(r.failures) > 1 else ''}")
-    print(f"  tables: {', '.join(f'{v}={k}' for k, v in SHORT.items())}; 'peak MB' = views peak RSS above the "
-          f"RSS before the query ('+': cut short at the {timeout:g} s limit or killed), 'abs MB' = views peak "
-          "RSS, 'nat MB' = native peak RSS above its RSS before the query (tables loaded)")
+        print(
+            f"{r.name:<36} {ds:>8}  {tables:<24} {'-' if r.rows_returned is None else r.rows_returned:>5}  "
+            f"{_s(r.views.median_s, r.views.status):>9} {_s(r.native.median_s, r.native.status):>9} "
+            f"{ratio:>9}  {peak:>8} {_mb(r.views.peak_abs_mb):>7} {_mb(r.native.peak_mb):>7}  "
+            f"{r.verdict}{' (' + ', '.join(r.failures[1:]) + ')' if len(r.failures) > 1 else ''}"
+        )
+    print(
+        f"  tables: {', '.join(f'{v}={k}' for k, v in SHORT.items())}; 'peak MB' = views peak RSS above the "
+        f"RSS before the query ('+': cut short at the {timeout:g} s limit or killed), 'abs MB' = views peak "
+        "RSS, 'nat MB' = native peak RSS above its RSS before the query (tables loaded)"
+    )
 
 
 def summarize(results: list[QueryResult]) -> dict:
@@ -697,15 +755,20 @@ def summarize(results: list[QueryResult]) -> dict:
 
 
 def print_summary(s: dict) -> None:
-    worst = "-" if s["worst_ratio"] is None else (
-        f"{'>' if s['worst_ratio_is_lower_bound'] else ''}{s['worst_ratio']:,.1f}x ({s['worst_ratio_query']})")
+    worst = (
+        "-"
+        if s["worst_ratio"] is None
+        else (f"{'>' if s['worst_ratio_is_lower_bound'] else ''}{s['worst_ratio']:,.1f}x ({s['worst_ratio_query']})")
+    )
     median = "-" if s["median_ratio"] is None else f"{s['median_ratio']:,.1f}x"
     completed = s["median_ratio_completed_only"]
     completed = "-" if completed is None else f"{completed:,.1f}x"
-    print(f"\n{s['meet_all_targets']} of {s['queries']} queries meet all targets (views <= {TARGET_RATIO:g}x native, "
-          f"< {TARGET_VIEWS_S:g} s warm, < {TARGET_PEAK_MB / 1024:g} GB); {s['timeouts']} time out on the views; "
-          f"worst ratio {worst}; median ratio {median} (timeouts at their lower bound; "
-          f"{completed} over completed queries only)")
+    print(
+        f"\n{s['meet_all_targets']} of {s['queries']} queries meet all targets (views <= {TARGET_RATIO:g}x native, "
+        f"< {TARGET_VIEWS_S:g} s warm, < {TARGET_PEAK_MB / 1024:g} GB); {s['timeouts']} time out on the views; "
+        f"worst ratio {worst}; median ratio {median} (timeouts at their lower bound; "
+        f"{completed} over completed queries only)"
+    )
 
 
 def machine_info(catalog: Path, config: dict, args) -> dict:
@@ -713,7 +776,7 @@ def machine_info(catalog: Path, config: dict, args) -> dict:
     import psutil
 
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
         "cpu_physical": psutil.cpu_count(logical=False),
         "total_memory_gib": round(psutil.virtual_memory().total / 2**30, 2),
@@ -733,6 +796,7 @@ def machine_info(catalog: Path, config: dict, args) -> dict:
 
 # --- main -----------------------------------------------------------------------------------
 
+
 def _resolve_config(threads: int | None, memory_limit: str | None) -> dict:
     """The threads and memory_limit both engines get: the given values, else DuckDB's defaults."""
     import duckdb
@@ -740,7 +804,8 @@ def _resolve_config(threads: int | None, memory_limit: str | None) -> dict:
     con = duckdb.connect()
     try:
         default_threads, default_memory = con.execute(
-            "SELECT current_setting('threads'), current_setting('memory_limit')").fetchone()
+            "SELECT current_setting('threads'), current_setting('memory_limit')"
+        ).fetchone()
     finally:
         con.close()
     return {"threads": int(threads or default_threads), "memory_limit": memory_limit or default_memory}
@@ -758,8 +823,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the queries and exit")
     parser.add_argument("--threads", type=int, help="DuckDB threads for both engines (default: DuckDB's)")
     parser.add_argument("--memory-limit", help="DuckDB memory_limit for both engines, e.g. 8GB (default: DuckDB's)")
-    parser.add_argument("--rss-cap-gb", type=float, default=round(psutil.virtual_memory().total * 0.6 / 2**30, 1),
-                        help="kill a child whose RSS passes this (default 60%% of RAM)")
+    parser.add_argument(
+        "--rss-cap-gb",
+        type=float,
+        default=round(psutil.virtual_memory().total * 0.6 / 2**30, 1),
+        help="kill a child whose RSS passes this (default 60%% of RAM)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cohort_queries.json")
     args = parser.parse_args(argv)
     if args.quick:
@@ -775,8 +844,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for q in battery:
             ds = datasets_of(q.sql)
-            print(f"{q.name:<36} {'all' if ds is None else ','.join(ds):<40} {'+'.join(tables_of(q.sql)):<40} "
-                  f"{q.description}")
+            print(
+                f"{q.name:<36} {'all' if ds is None else ','.join(ds):<40} {'+'.join(tables_of(q.sql)):<40} "
+                f"{q.description}"
+            )
         return 0
 
     if args.catalog is None:
@@ -790,28 +861,40 @@ def main(argv: list[str] | None = None) -> int:
     config = _resolve_config(args.threads, args.memory_limit)
     args.load_at_start = os.getloadavg()
     cap = int(args.rss_cap_gb * 2**30)
-    print(f"catalog {catalog}; threads {config['threads']}, memory_limit {config['memory_limit']}; "
-          f"1 cold + {args.repeat} warm runs per engine; limit {args.timeout:g} s per run; "
-          f"load average {args.load_at_start[0]:.1f} on {os.cpu_count()} CPUs", file=sys.stderr)
+    print(
+        f"catalog {catalog}; threads {config['threads']}, memory_limit {config['memory_limit']}; "
+        f"1 cold + {args.repeat} warm runs per engine; limit {args.timeout:g} s per run; "
+        f"load average {args.load_at_start[0]:.1f} on {os.cpu_count()} CPUs",
+        file=sys.stderr,
+    )
 
     results: list[QueryResult] = []
     for i, q in enumerate(battery, 1):
         tables, datasets = tables_of(q.sql), datasets_of(q.sql)
         print(f"[{i}/{len(battery)}] {q.name} ...", end="", file=sys.stderr, flush=True)
-        runs = {engine: run_engine(engine, catalog, q, tables, repeat=args.repeat, timeout=args.timeout,
-                                   config=config, rss_cap_bytes=cap)
-                for engine in ("native", "views")}
+        runs = {
+            engine: run_engine(
+                engine, catalog, q, tables, repeat=args.repeat, timeout=args.timeout, config=config, rss_cap_bytes=cap
+            )
+            for engine in ("native", "views")
+        }
         r = judge(q, datasets, tables, runs["views"], runs["native"], args.timeout)
         results.append(r)
-        print(f" views {_s(r.views.median_s, r.views.status)}, native {_s(r.native.median_s, r.native.status)}: "
-              f"{r.verdict}", file=sys.stderr)
+        print(
+            f" views {_s(r.views.median_s, r.views.status)}, native {_s(r.native.median_s, r.native.status)}: "
+            f"{r.verdict}",
+            file=sys.stderr,
+        )
         for e in (r.views, r.native):
             if e.error:
                 print(f"    {e.engine}: {e.error}", file=sys.stderr)
         if r.rows_match is False:
-            print(f"\n!!!!! RESULT MISMATCH in {q.name}: views and native tables return different rows !!!!!\n"
-                  f"    views  ({len(r.views.rows)} rows): {canonical_rows(r.views.rows)[:10]}\n"
-                  f"    native ({len(r.native.rows)} rows): {canonical_rows(r.native.rows)[:10]}\n", file=sys.stderr)
+            print(
+                f"\n!!!!! RESULT MISMATCH in {q.name}: views and native tables return different rows !!!!!\n"
+                f"    views  ({len(r.views.rows)} rows): {canonical_rows(r.views.rows)[:10]}\n"
+                f"    native ({len(r.native.rows)} rows): {canonical_rows(r.native.rows)[:10]}\n",
+                file=sys.stderr,
+            )
 
     print()
     print_table(results, args.timeout)

@@ -8,6 +8,7 @@ warehouse. Target: the Dagster run within 1.5x. Median of --repeat runs.
 
 Run: python benchmarks/dagster_run.py [--repeat 3] [--dataset iu_xray]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,14 +39,24 @@ def _fresh(tmp: Path, name: str) -> tuple[dict, Path]:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = dict(os.environ, DAGSTER_HOME=str(home), CXR_WAREHOUSE=str(home / "wh"),
-               CXR_CATALOG=str(home / "catalog.duckdb"))
+    env = dict(
+        os.environ, DAGSTER_HOME=str(home), CXR_WAREHOUSE=str(home / "wh"), CXR_CATALOG=str(home / "catalog.duckdb")
+    )
     return env, home
 
 
 def bench(dataset: str, repeat: int, tmp: Path) -> dict:
-    dagster = [str(BIN / "dagster"), "asset", "materialize", "-m", "pipelines.definitions", "--select", "*catalog",
-               "--partition", dataset]
+    dagster = [
+        str(BIN / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "pipelines.definitions",
+        "--select",
+        "*catalog",
+        "--partition",
+        dataset,
+    ]
     cli = [str(BIN / "cxr"), "ingest", "-d", dataset]
     dagster_s, cli_s = [], []
     for i in range(repeat):
@@ -54,9 +65,14 @@ def bench(dataset: str, repeat: int, tmp: Path) -> dict:
         env, home = _fresh(tmp, f"dagster-{i}")
         dagster_s.append(_timed(dagster, env, home))
     ratio = statistics.median(dagster_s) / statistics.median(cli_s)
-    return {"dataset": dataset, "dagster_materialize_s": statistics.median(dagster_s),
-            "cxr_ingest_s": statistics.median(cli_s), "ratio": ratio, "target": "ratio <= 1.5",
-            "pass": ratio <= 1.5}
+    return {
+        "dataset": dataset,
+        "dagster_materialize_s": statistics.median(dagster_s),
+        "cxr_ingest_s": statistics.median(cli_s),
+        "ratio": ratio,
+        "target": "ratio <= 1.5",
+        "pass": ratio <= 1.5,
+    }
 
 
 def main() -> int:
@@ -66,9 +82,11 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         r = bench(args.dataset, args.repeat, Path(folder))
-    print(f"one partition ({r['dataset']}): dagster asset materialize {r['dagster_materialize_s']:.1f}s vs "
-          f"cxr ingest {r['cxr_ingest_s']:.1f}s = {r['ratio']:.2f}x   target {r['target']}  "
-          f"{'PASS' if r['pass'] else 'FAIL'}")
+    print(
+        f"one partition ({r['dataset']}): dagster asset materialize {r['dagster_materialize_s']:.1f}s vs "
+        f"cxr ingest {r['cxr_ingest_s']:.1f}s = {r['ratio']:.2f}x   target {r['target']}  "
+        f"{'PASS' if r['pass'] else 'FAIL'}"
+    )
     out = REPO / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "dagster_run.json").write_text(json.dumps(r, indent=2))

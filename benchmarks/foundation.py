@@ -10,6 +10,7 @@
 
 Run: python benchmarks/foundation.py [--repeat N]. Exits 1 if a target is missed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from warehouse import Warehouse  # noqa: E402
-from warehouse.config import Settings  # noqa: E402
-from warehouse.fetch import fetch_public  # noqa: E402
+from warehouse import Warehouse
+from warehouse.config import Settings
+from warehouse.fetch import fetch_public
 
 # The cohort as a user writes it against the flat derived table image_labels (one pruned scan) ...
 COHORT_SQL = """
@@ -60,20 +61,32 @@ def bench_select_one(env: dict, repeat: int) -> dict:
     subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True)  # warm the OS file cache
     seconds, _ = timed(lambda: subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True), repeat)
     python_only, _ = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), repeat)
-    probe = ("import sys, warehouse.cli as c; c.main(['sql','select 1','--format','csv']); "
-             "print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster','great_expectations','pandas'}))")
-    heavy = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.strip().splitlines()[-1]
-    return {"cxr_sql_select_1_s": seconds, "bare_python_s": python_only, "heavy_imports": heavy,
-            "target": "< 1 s and no dagster / great_expectations", "pass": seconds < 1.0 and heavy == "[]"}
+    probe = (
+        "import sys, warehouse.cli as c; c.main(['sql','select 1','--format','csv']); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster','great_expectations','pandas'}))"
+    )
+    heavy = (
+        subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    return {
+        "cxr_sql_select_1_s": seconds,
+        "bare_python_s": python_only,
+        "heavy_imports": heavy,
+        "target": "< 1 s and no dagster / great_expectations",
+        "pass": seconds < 1.0 and heavy == "[]",
+    }
 
 
 def bench_ingest(public_root: Path, cache: Path, repeat: int) -> dict:
     import duckdb
 
-    raw = [public_root / "nih_cxr14" / "Data_Entry_2017_v2020.csv.gz",
-           public_root / "nih_cxr14" / "BBox_List_2017.csv.gz",
-           public_root / "chexpert" / "train.csv.gz"]
+    raw = [
+        public_root / "nih_cxr14" / "Data_Entry_2017_v2020.csv.gz",
+        public_root / "nih_cxr14" / "BBox_List_2017.csv.gz",
+        public_root / "chexpert" / "train.csv.gz",
+    ]
 
     def duckdb_copy():
         with tempfile.TemporaryDirectory() as tmp:
@@ -92,8 +105,7 @@ def bench_ingest(public_root: Path, cache: Path, repeat: int) -> dict:
     baseline, _ = timed(duckdb_copy, repeat)
     ingest, _ = timed(ours, repeat)
     ratio = ingest / baseline
-    return {"duckdb_copy_s": baseline, "ingest_s": ingest, "ratio": ratio, "target": "ratio <= 3",
-            "pass": ratio <= 3.0}
+    return {"duckdb_copy_s": baseline, "ingest_s": ingest, "ratio": ratio, "target": "ratio <= 3", "pass": ratio <= 3.0}
 
 
 def bench_cohort(wh: Warehouse, public_root: Path, repeat: int) -> dict:
@@ -116,12 +128,22 @@ def bench_cohort(wh: Warehouse, public_root: Path, repeat: int) -> dict:
     con.close()
     baseline, (a, b) = timed(pandas_raw, repeat)
     got = {(d, s): n for d, s, n in rows}
-    agree = (got[("nih_cxr14", "F")] == a["F"] and got[("chexpert", "M")] == b["Male"]
-             and sorted(rows) == sorted(joined_rows))
+    agree = (
+        got[("nih_cxr14", "F")] == a["F"]
+        and got[("chexpert", "M")] == b["Male"]
+        and sorted(rows) == sorted(joined_rows)
+    )
     speedup = baseline / ours
-    return {"pandas_raw_csv_s": baseline, "catalog_query_s": ours, "speedup": speedup, "results_agree": agree,
-            "normalized_join_s": joined_s, "normalized_join_speedup": baseline / joined_s,
-            "target": "speedup >= 20", "pass": speedup >= 20 and agree}
+    return {
+        "pandas_raw_csv_s": baseline,
+        "catalog_query_s": ours,
+        "speedup": speedup,
+        "results_agree": agree,
+        "normalized_join_s": joined_s,
+        "normalized_join_speedup": baseline / joined_s,
+        "target": "speedup >= 20",
+        "pass": speedup >= 20 and agree,
+    }
 
 
 def main() -> int:
@@ -141,16 +163,24 @@ def main() -> int:
         }
     print(f"{'benchmark':<24} {'figure':<46} {'target':<44} result")
     s = results["select_1"]
-    print(f"{'cxr sql select 1':<24} {s['cxr_sql_select_1_s']:.3f}s (bare python {s['bare_python_s']:.3f}s), "
-          f"heavy imports {s['heavy_imports']:<4} {s['target']:<44} {'PASS' if s['pass'] else 'FAIL'}")
+    print(
+        f"{'cxr sql select 1':<24} {s['cxr_sql_select_1_s']:.3f}s (bare python {s['bare_python_s']:.3f}s), "
+        f"heavy imports {s['heavy_imports']:<4} {s['target']:<44} {'PASS' if s['pass'] else 'FAIL'}"
+    )
     i = results["ingest_vs_duckdb_copy"]
-    print(f"{'ingest NIH+CheXpert':<24} {i['ingest_s']:.2f}s vs DuckDB COPY {i['duckdb_copy_s']:.2f}s = "
-          f"{i['ratio']:.2f}x{'':<8} {i['target']:<44} {'PASS' if i['pass'] else 'FAIL'}")
+    print(
+        f"{'ingest NIH+CheXpert':<24} {i['ingest_s']:.2f}s vs DuckDB COPY {i['duckdb_copy_s']:.2f}s = "
+        f"{i['ratio']:.2f}x{'':<8} {i['target']:<44} {'PASS' if i['pass'] else 'FAIL'}"
+    )
     c = results["cohort_vs_pandas"]
-    print(f"{'cohort query':<24} {c['catalog_query_s'] * 1000:.1f}ms vs pandas {c['pandas_raw_csv_s']:.2f}s = "
-          f"{c['speedup']:.0f}x{'':<10} {c['target']:<44} {'PASS' if c['pass'] else 'FAIL'}")
-    print(f"{'  (normalized join)':<24} {c['normalized_join_s'] * 1000:.1f}ms = {c['normalized_join_speedup']:.1f}x "
-          "pandas (images x labels x patients; for information)")
+    print(
+        f"{'cohort query':<24} {c['catalog_query_s'] * 1000:.1f}ms vs pandas {c['pandas_raw_csv_s']:.2f}s = "
+        f"{c['speedup']:.0f}x{'':<10} {c['target']:<44} {'PASS' if c['pass'] else 'FAIL'}"
+    )
+    print(
+        f"{'  (normalized join)':<24} {c['normalized_join_s'] * 1000:.1f}ms = {c['normalized_join_speedup']:.1f}x "
+        "pandas (images x labels x patients; for information)"
+    )
     out = REPO / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "foundation.json").write_text(json.dumps(results, indent=2, default=str))

@@ -11,6 +11,7 @@
 Medians of --repeat runs. Run: python benchmarks/ingest.py [--repeat 2] [--no-full]. Exits 1 if a
 target is missed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,9 @@ for dataset in DATASETS:
 
 
 def _child(code: str, args: list[str], env: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=REPO, capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, cwd=REPO, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -74,15 +76,20 @@ def _fresh(tmp: Path, name: str) -> tuple[dict, Path]:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = dict(os.environ, DAGSTER_HOME=str(home), CXR_WAREHOUSE=str(home / "wh"),
-               CXR_CATALOG=str(home / "catalog.duckdb"), PYTHONPATH=str(REPO))
+    env = dict(
+        os.environ,
+        DAGSTER_HOME=str(home),
+        CXR_WAREHOUSE=str(home / "wh"),
+        CXR_CATALOG=str(home / "catalog.duckdb"),
+        PYTHONPATH=str(REPO),
+    )
     return env, home
 
 
 def bench_gated(public_root: Path, tmp: Path, repeat: int) -> dict:
     raw = [str(public_root / f) for f in RAW_FILES]
     env, home = _fresh(tmp, "warm")
-    _child(DUCKDB_COPY, [str(home), *raw], env)     # warms the OS file cache of the raw files for both sides
+    _child(DUCKDB_COPY, [str(home), *raw], env)  # warms the OS file cache of the raw files for both sides
     copies, ours = [], []
     for i in range(repeat):
         env, home = _fresh(tmp, f"copy-{i}")
@@ -93,20 +100,25 @@ def bench_gated(public_root: Path, tmp: Path, repeat: int) -> dict:
     ingest_s = statistics.median(g["seconds"] for g in ours)
     peak = max(g["peak_mb"] for g in ours)
     ratio = ingest_s / copy_s
-    return {"duckdb_copy_s": copy_s, "duckdb_copy_peak_mb": max(c["peak_mb"] for c in copies),
-            "duckdb_copy_cpu_s": statistics.median(c["cpu_s"] for c in copies),
-            "gated_ingest_s": ingest_s, "gated_ingest_runs_s": [g["seconds"] for g in ours],
-            "gated_ingest_cpu_s": statistics.median(g["cpu_s"] for g in ours),
-            "gated_peak_mb": peak, "checks_run": ours[0]["checks"], "ratio": ratio,
-            "target": f"ratio <= {MAX_RATIO:g} and peak < {MAX_PEAK_MB} MB",
-            "pass": ratio <= MAX_RATIO and peak < MAX_PEAK_MB}
+    return {
+        "duckdb_copy_s": copy_s,
+        "duckdb_copy_peak_mb": max(c["peak_mb"] for c in copies),
+        "duckdb_copy_cpu_s": statistics.median(c["cpu_s"] for c in copies),
+        "gated_ingest_s": ingest_s,
+        "gated_ingest_runs_s": [g["seconds"] for g in ours],
+        "gated_ingest_cpu_s": statistics.median(g["cpu_s"] for g in ours),
+        "gated_peak_mb": peak,
+        "checks_run": ours[0]["checks"],
+        "ratio": ratio,
+        "target": f"ratio <= {MAX_RATIO:g} and peak < {MAX_PEAK_MB} MB",
+        "pass": ratio <= MAX_RATIO and peak < MAX_PEAK_MB,
+    }
 
 
 def bench_full(tmp: Path) -> dict:
     env, home = _fresh(tmp, "full")
     started = time.perf_counter()
-    proc = subprocess.run([str(BIN / "cxr"), "ingest"], env=env, cwd=home, capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run([str(BIN / "cxr"), "ingest"], env=env, cwd=home, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"cxr ingest failed:\n{proc.stderr[-3000:]}")
@@ -132,16 +144,24 @@ def main() -> int:
             results["full_default_ingest"] = bench_full(Path(tmp))
     g = results["gated_vs_duckdb_copy"]
     print(f"{'benchmark':<28} {'figure':<58} {'target':<36} result")
-    print(f"{'gated NIH+CheXpert':<28} {g['gated_ingest_s']:.1f}s vs DuckDB COPY {g['duckdb_copy_s']:.1f}s = "
-          f"{g['ratio']:.1f}x{'':<12} {'ratio <= 5':<36} {'PASS' if g['ratio'] <= MAX_RATIO else 'FAIL'}")
-    print(f"{'  CPU time':<28} {g['gated_ingest_cpu_s']:.1f}s vs DuckDB COPY {g['duckdb_copy_cpu_s']:.1f}s "
-          "(for information: less sensitive to a shared machine's load)")
-    print(f"{'  peak memory':<28} {g['gated_peak_mb']:.0f} MB (DuckDB COPY {g['duckdb_copy_peak_mb']:.0f} MB)"
-          f"{'':<24} {'< 1024 MB':<36} {'PASS' if g['gated_peak_mb'] < MAX_PEAK_MB else 'FAIL'}")
+    print(
+        f"{'gated NIH+CheXpert':<28} {g['gated_ingest_s']:.1f}s vs DuckDB COPY {g['duckdb_copy_s']:.1f}s = "
+        f"{g['ratio']:.1f}x{'':<12} {'ratio <= 5':<36} {'PASS' if g['ratio'] <= MAX_RATIO else 'FAIL'}"
+    )
+    print(
+        f"{'  CPU time':<28} {g['gated_ingest_cpu_s']:.1f}s vs DuckDB COPY {g['duckdb_copy_cpu_s']:.1f}s "
+        "(for information: less sensitive to a shared machine's load)"
+    )
+    print(
+        f"{'  peak memory':<28} {g['gated_peak_mb']:.0f} MB (DuckDB COPY {g['duckdb_copy_peak_mb']:.0f} MB)"
+        f"{'':<24} {'< 1024 MB':<36} {'PASS' if g['gated_peak_mb'] < MAX_PEAK_MB else 'FAIL'}"
+    )
     if "full_default_ingest" in results:
         f = results["full_default_ingest"]
-        print(f"{'full default ingest':<28} {f['cxr_ingest_all_s']:.1f}s (cxr ingest, every dataset){'':<21} "
-              f"{f['target']:<36} {'PASS' if f['pass'] else 'FAIL'}")
+        print(
+            f"{'full default ingest':<28} {f['cxr_ingest_all_s']:.1f}s (cxr ingest, every dataset){'':<21} "
+            f"{f['target']:<36} {'PASS' if f['pass'] else 'FAIL'}"
+        )
     out = REPO / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "ingest.json").write_text(json.dumps(results, indent=2, default=str))

@@ -15,6 +15,7 @@ Two halves, printed as one table (a figure, not a pass/fail):
 Score = killed / (killed + survived). Run: python benchmarks/mutation.py [--sample N] [--quick].
 Results go to benchmarks/results/mutation.json; survivors are listed with their diff.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,27 @@ PYTEST = [PYTHON, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-he
 
 # module -> the tests that should catch its bugs (fast ones first: -x stops at the first failure)
 TESTS: dict[str, list[str]] = {
-    "warehouse/sources/nih_cxr14.py": ["tests/test_bad_input_corpus.py", "tests/test_emitted_columns.py -k nih",
-                                       "tests/test_public_real.py"],
+    "warehouse/sources/nih_cxr14.py": [
+        "tests/test_bad_input_corpus.py",
+        "tests/test_emitted_columns.py -k nih",
+        "tests/test_public_real.py",
+    ],
     "warehouse/sources/chexpert.py": ["tests/test_bad_input_corpus.py", "tests/test_emitted_columns.py -k chexpert"],
-    "warehouse/sources/padchest.py": ["tests/test_padchest.py", "tests/test_bad_input_corpus_more.py -k padchest",
-                                      "tests/test_emitted_columns.py -k padchest"],
-    "warehouse/sources/iu_xray.py": ["tests/test_iu_xray.py", "tests/test_bad_archives.py",
-                                     "tests/test_emitted_columns.py -k iu"],
+    "warehouse/sources/padchest.py": [
+        "tests/test_padchest.py",
+        "tests/test_bad_input_corpus_more.py -k padchest",
+        "tests/test_emitted_columns.py -k padchest",
+    ],
+    "warehouse/sources/iu_xray.py": [
+        "tests/test_iu_xray.py",
+        "tests/test_bad_archives.py",
+        "tests/test_emitted_columns.py -k iu",
+    ],
     "warehouse/sources/mimic_qba.py": ["tests/test_mimic_qba.py", "tests/test_bad_input_corpus_more.py -k qba"],
-    "warehouse/sources/rexgradient.py": ["tests/test_rexgradient.py",
-                                         "tests/test_bad_input_corpus_more.py -k rexgradient"],
+    "warehouse/sources/rexgradient.py": [
+        "tests/test_rexgradient.py",
+        "tests/test_bad_input_corpus_more.py -k rexgradient",
+    ],
     "warehouse/sources/csvread.py": ["tests/test_bad_input_corpus.py", "tests/test_bad_input.py"],
     "warehouse/gated.py": ["tests/test_volume.py", "tests/test_gates.py", "tests/test_kills.py"],
     "warehouse/store.py": ["tests/test_tables.py", "tests/test_kills.py"],
@@ -69,54 +81,127 @@ class DataMutation:
 
 # Plausible slips in the files the tools cannot mutate; `old` must occur in the file exactly once.
 DATA_MUTATIONS = [
-    DataMutation("expectations/integrity.sql", "HAVING count(DISTINCT split) > 1", "HAVING count(DISTINCT split) > 2",
-                 "tests/test_gates.py", "a patient in two splits is no longer found"),
-    DataMutation("expectations/integrity.sql", "-- check: patient_in_one_split\n-- requires: studies\n-- severity: critical",
-                 "-- check: patient_in_one_split\n-- requires: studies\n-- severity: warning", "tests/test_gates.py",
-                 "the split-leak gate stops blocking"),
-    DataMutation("expectations/integrity.sql", "-- check: quarantine_share\n-- requires: quarantine, images\n-- severity: warning",
-                 "-- check: quarantine_share\n-- requires: quarantine, images\n-- severity: critical",
-                 "tests/test_gates.py", "a warning starts blocking"),
-    DataMutation("expectations/studies.json", '"min_value": 0,\n        "max_value": 120', '"min_value": 0,\n        "max_value": 150',
-                 "tests/test_gates.py", "ages up to 150 pass the gate"),
-    DataMutation("expectations/studies.json", '"column_list": [\n          "dataset",\n          "study_id"\n        ]',
-                 '"column_list": [\n          "dataset",\n          "patient_id"\n        ]', "tests/test_gates.py",
-                 "the study key checked on the wrong column"),
-    DataMutation("expectations/integrity.sql",
-                 "FROM reports r JOIN studies s USING (study_id) WHERE r.patient_id IS DISTINCT FROM s.patient_id;",
-                 "FROM reports r JOIN studies s USING (study_id) WHERE r.patient_id IS DISTINCT FROM r.patient_id;",
-                 "tests/test_gates.py -k report_patient", "a report's patient compared with itself"),
-    DataMutation("expectations/images.json", '"column": "width",', '"column": "height",',
-                 "tests/test_gates.py -k images__width", "the width check reads the height"),
-    DataMutation("sql/vocab/unmapped_labels.sql", "count(DISTINCT study_id) AS studies",
-                 "count(study_id) AS studies", "tests/test_vocabulary.py", "unmapped labels' studies counted per row"),
-    DataMutation("warehouse/vocab/findings.csv", "endotracheal_tube,support_devices,",
-                 "endotracheal_tube,,", "tests/test_vocabulary.py", "a tube lost from under support devices"),
-    DataMutation("sql/stats/demographics.sql", "WHEN age_years IS NULL THEN 'unknown' WHEN",
-                 "WHEN age_years IS NULL THEN '80+' WHEN", "tests/test_derived_recount.py",
-                 "unknown ages counted as 80+"),
-    DataMutation("sql/stats/demographics.sql", "WHEN age_years < 20 THEN '0-20'", "WHEN age_years <= 20 THEN '0-20'",
-                 "tests/test_derived_recount.py", "age 20 in the wrong bucket"),
-    DataMutation("sql/stats/split_stats.sql", "count(DISTINCT patient_id)", "count(patient_id)",
-                 "tests/test_derived_recount.py", "patients counted per row"),
-    DataMutation("sql/stats/image_labels.sql", "WHERE l.dataset = $dataset AND l.image_id IS NULL",
-                 "WHERE l.dataset = $dataset AND l.image_id IS NULL AND false",
-                 "tests/test_derived_recount.py tests/test_image_labels.py", "study-level labels lost"),
-    DataMutation("sql/stats/image_labels.sql", "ORDER BY sex <> 'U' DESC", "ORDER BY sex <> 'U' ASC",
-                 "tests/test_derived_recount.py tests/test_image_labels.py", "an unknown sex wins over a known one"),
-    DataMutation("warehouse/vocab/finding_map.csv", "*,Effusion,,pleural_effusion,", "*,Effusion,,edema,",
-                 "tests/test_derived_recount.py -k nih", "NIH effusion mapped to edema"),
-    DataMutation("warehouse/vocab/finding_map.csv", "*,Pneumothorax,C2073565,pneumothorax,",
-                 "*,Pneumothorax,C2073565,pneumonia,",
-                 "tests/test_derived_recount.py -k nih", "pneumothorax mapped to pneumonia"),
+    DataMutation(
+        "expectations/integrity.sql",
+        "HAVING count(DISTINCT split) > 1",
+        "HAVING count(DISTINCT split) > 2",
+        "tests/test_gates.py",
+        "a patient in two splits is no longer found",
+    ),
+    DataMutation(
+        "expectations/integrity.sql",
+        "-- check: patient_in_one_split\n-- requires: studies\n-- severity: critical",
+        "-- check: patient_in_one_split\n-- requires: studies\n-- severity: warning",
+        "tests/test_gates.py",
+        "the split-leak gate stops blocking",
+    ),
+    DataMutation(
+        "expectations/integrity.sql",
+        "-- check: quarantine_share\n-- requires: quarantine, images\n-- severity: warning",
+        "-- check: quarantine_share\n-- requires: quarantine, images\n-- severity: critical",
+        "tests/test_gates.py",
+        "a warning starts blocking",
+    ),
+    DataMutation(
+        "expectations/studies.json",
+        '"min_value": 0,\n        "max_value": 120',
+        '"min_value": 0,\n        "max_value": 150',
+        "tests/test_gates.py",
+        "ages up to 150 pass the gate",
+    ),
+    DataMutation(
+        "expectations/studies.json",
+        '"column_list": [\n          "dataset",\n          "study_id"\n        ]',
+        '"column_list": [\n          "dataset",\n          "patient_id"\n        ]',
+        "tests/test_gates.py",
+        "the study key checked on the wrong column",
+    ),
+    DataMutation(
+        "expectations/integrity.sql",
+        "FROM reports r JOIN studies s USING (study_id) WHERE r.patient_id IS DISTINCT FROM s.patient_id;",
+        "FROM reports r JOIN studies s USING (study_id) WHERE r.patient_id IS DISTINCT FROM r.patient_id;",
+        "tests/test_gates.py -k report_patient",
+        "a report's patient compared with itself",
+    ),
+    DataMutation(
+        "expectations/images.json",
+        '"column": "width",',
+        '"column": "height",',
+        "tests/test_gates.py -k images__width",
+        "the width check reads the height",
+    ),
+    DataMutation(
+        "sql/vocab/unmapped_labels.sql",
+        "count(DISTINCT study_id) AS studies",
+        "count(study_id) AS studies",
+        "tests/test_vocabulary.py",
+        "unmapped labels' studies counted per row",
+    ),
+    DataMutation(
+        "warehouse/vocab/findings.csv",
+        "endotracheal_tube,support_devices,",
+        "endotracheal_tube,,",
+        "tests/test_vocabulary.py",
+        "a tube lost from under support devices",
+    ),
+    DataMutation(
+        "sql/stats/demographics.sql",
+        "WHEN age_years IS NULL THEN 'unknown' WHEN",
+        "WHEN age_years IS NULL THEN '80+' WHEN",
+        "tests/test_derived_recount.py",
+        "unknown ages counted as 80+",
+    ),
+    DataMutation(
+        "sql/stats/demographics.sql",
+        "WHEN age_years < 20 THEN '0-20'",
+        "WHEN age_years <= 20 THEN '0-20'",
+        "tests/test_derived_recount.py",
+        "age 20 in the wrong bucket",
+    ),
+    DataMutation(
+        "sql/stats/split_stats.sql",
+        "count(DISTINCT patient_id)",
+        "count(patient_id)",
+        "tests/test_derived_recount.py",
+        "patients counted per row",
+    ),
+    DataMutation(
+        "sql/stats/image_labels.sql",
+        "WHERE l.dataset = $dataset AND l.image_id IS NULL",
+        "WHERE l.dataset = $dataset AND l.image_id IS NULL AND false",
+        "tests/test_derived_recount.py tests/test_image_labels.py",
+        "study-level labels lost",
+    ),
+    DataMutation(
+        "sql/stats/image_labels.sql",
+        "ORDER BY sex <> 'U' DESC",
+        "ORDER BY sex <> 'U' ASC",
+        "tests/test_derived_recount.py tests/test_image_labels.py",
+        "an unknown sex wins over a known one",
+    ),
+    DataMutation(
+        "warehouse/vocab/finding_map.csv",
+        "*,Effusion,,pleural_effusion,",
+        "*,Effusion,,edema,",
+        "tests/test_derived_recount.py -k nih",
+        "NIH effusion mapped to edema",
+    ),
+    DataMutation(
+        "warehouse/vocab/finding_map.csv",
+        "*,Pneumothorax,C2073565,pneumothorax,",
+        "*,Pneumothorax,C2073565,pneumonia,",
+        "tests/test_derived_recount.py -k nih",
+        "pneumothorax mapped to pneumonia",
+    ),
 ]
 
 
 def scratch_copy() -> Path:
     """The tracked files of the working tree, in a temp folder the mutations may change."""
     work = Path(tempfile.mkdtemp(prefix="cxr-mutation-"))
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for name in files:
         source = REPO / name
         if source.is_file():
@@ -137,7 +222,7 @@ def run_tests(work: Path, tests: list[str], timeout: float) -> str:
             proc = subprocess.run([*PYTEST, *spec.split()], cwd=work, env=env, capture_output=True, timeout=left)
         except subprocess.TimeoutExpired:
             return "timeout"
-        if proc.returncode not in (0, 5):    # 5: -k selected nothing
+        if proc.returncode not in (0, 5):  # 5: -k selected nothing
             return "killed"
     return "survived"
 
@@ -150,8 +235,11 @@ def annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             annotations.append(node.returns)
             args = node.args
-            annotations += [a.annotation for a in [*args.posonlyargs, *args.args, *args.kwonlyargs,
-                                                   args.vararg, args.kwarg] if a is not None]
+            annotations += [
+                a.annotation
+                for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+                if a is not None
+            ]
         elif isinstance(node, ast.AnnAssign):
             annotations.append(node.annotation)
         spans += [((a.lineno, a.col_offset), (a.end_lineno, a.end_col_offset)) for a in annotations if a is not None]
@@ -181,38 +269,53 @@ def mutate_module(work: Path, module: str, n: int, rng: random.Random, timeout: 
     cosmic = Path(PYTHON).with_name("cosmic-ray")
     folder = Path(tempfile.mkdtemp(prefix="cr-", dir=work.parent))
     runner = folder / "run_tests.py"
-    runner.write_text(f"import sys\nsys.path.insert(0, {str(REPO / 'benchmarks')!r})\nfrom mutation import run_tests\n"
-                      f"from pathlib import Path\n"
-                      f"sys.exit(0 if run_tests(Path({str(work)!r}), {TESTS[module]!r}, {timeout!r}) == 'survived'"
-                      f" else 1)\n")
+    runner.write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO / 'benchmarks')!r})\nfrom mutation import run_tests\n"
+        f"from pathlib import Path\n"
+        f"sys.exit(0 if run_tests(Path({str(work)!r}), {TESTS[module]!r}, {timeout!r}) == 'survived'"
+        f" else 1)\n"
+    )
     config = folder / "config.toml"
-    config.write_text(f'[cosmic-ray]\nmodule-path = "{work / module}"\ntimeout = {timeout * 1.5}\n'
-                      f'excluded-modules = []\ntest-command = "{PYTHON} {runner}"\n'
-                      f'[cosmic-ray.distributor]\nname = "local"\n')
+    config.write_text(
+        f'[cosmic-ray]\nmodule-path = "{work / module}"\ntimeout = {timeout * 1.5}\n'
+        f'excluded-modules = []\ntest-command = "{PYTHON} {runner}"\n'
+        f'[cosmic-ray.distributor]\nname = "local"\n'
+    )
     session = folder / "session.sqlite"
     subprocess.run([str(cosmic), "init", str(config), str(session)], check=True, capture_output=True)
     positions = sample_mutants(session, work / module, n, rng)
     say(f"{module}: {positions} mutable positions, running {min(n, positions)} mutants")
     subprocess.run([str(cosmic), "exec", str(config), str(session)], check=True, capture_output=True)
     con = sqlite3.connect(session)
-    results = con.execute("SELECT s.start_pos_row, s.operator_name, r.worker_outcome, r.test_outcome, r.diff "
-                          "FROM work_results r JOIN mutation_specs s USING (job_id)").fetchall()
+    results = con.execute(
+        "SELECT s.start_pos_row, s.operator_name, r.worker_outcome, r.test_outcome, r.diff "
+        "FROM work_results r JOIN mutation_specs s USING (job_id)"
+    ).fetchall()
     con.close()
     shutil.rmtree(folder, ignore_errors=True)
     results = [(line, op, (w or "").lower(), (t or "").lower(), diff) for line, op, w, t, diff in results]
     killed = sum(t == "killed" or w == "timeout" for _, _, w, t, _ in results)
-    survivors = [{"line": line, "operator": op, "diff": diff} for line, op, w, t, diff in results
-                 if t == "survived" and w != "timeout"]
+    survivors = [
+        {"line": line, "operator": op, "diff": diff}
+        for line, op, w, t, diff in results
+        if t == "survived" and w != "timeout"
+    ]
     # an incompetent mutant (one that cannot even be imported) is neither killed nor survived
-    return {"module": module, "positions": positions, "run": killed + len(survivors), "killed": killed,
-            "survived": len(survivors), "survivors": survivors}
+    return {
+        "module": module,
+        "positions": positions,
+        "run": killed + len(survivors),
+        "killed": killed,
+        "survived": len(survivors),
+        "survivors": survivors,
+    }
 
 
 def mutate_data(work: Path, mutation: DataMutation, timeout: float) -> str:
     path = work / mutation.file
     original = path.read_text()
     if original.count(mutation.old) != 1:
-        return "stale"          # the file changed: this mutation needs rewriting
+        return "stale"  # the file changed: this mutation needs rewriting
     path.write_text(original.replace(mutation.old, mutation.new))
     try:
         return run_tests(work, [mutation.tests], timeout)
@@ -233,13 +336,14 @@ def main() -> int:
     modules = args.module or (QUICK_MODULES if args.quick else list(TESTS))
     sample = 2 if args.quick else args.sample
     data = DATA_MUTATIONS[:2] if args.quick else DATA_MUTATIONS
-    say = lambda m: print(m, file=sys.stderr, flush=True)   # noqa: E731
+    say = lambda m: print(m, file=sys.stderr, flush=True)
     started = time.perf_counter()
     work = scratch_copy()
     try:
         say(f"scratch copy {work}; baseline run of each module's tests first")
-        broken = [] if args.no_baseline else [m for m in modules
-                                               if run_tests(work, TESTS[m], args.timeout) != "survived"]
+        broken = (
+            [] if args.no_baseline else [m for m in modules if run_tests(work, TESTS[m], args.timeout) != "survived"]
+        )
         if broken:
             say(f"tests fail without any mutation for {broken}: fix those first")
             return 1
@@ -262,14 +366,18 @@ def _score(killed: int, total: int) -> str:
 def report(python: list[dict], files: list[dict], seconds: float, args) -> None:
     print(f"{'module':<34} {'positions':>9} {'run':>4} {'killed':>6} {'survived':>8} {'score':>6}")
     for r in python:
-        print(f"{r['module']:<34} {r['positions']:>9} {r['run']:>4} {r['killed']:>6} {r['survived']:>8} "
-              f"{_score(r['killed'], r['run']):>6}")
+        print(
+            f"{r['module']:<34} {r['positions']:>9} {r['run']:>4} {r['killed']:>6} {r['survived']:>8} "
+            f"{_score(r['killed'], r['run']):>6}"
+        )
     killed, run = sum(r["killed"] for r in python), sum(r["run"] for r in python)
     print(f"{'Python modules':<34} {'':>9} {run:>4} {killed:>6} {run - killed:>8} {_score(killed, run):>6}")
     counted = [f for f in files if f["outcome"] != "stale"]
     data_killed = sum(f["outcome"] != "survived" for f in counted)
-    print(f"{'data files (sql, expectations, vocab)':<34} {'':>9} {len(counted):>4} {data_killed:>6} "
-          f"{len(counted) - data_killed:>8} {_score(data_killed, len(counted)):>6}")
+    print(
+        f"{'data files (sql, expectations, vocab)':<34} {'':>9} {len(counted):>4} {data_killed:>6} "
+        f"{len(counted) - data_killed:>8} {_score(data_killed, len(counted)):>6}"
+    )
     for r in python:
         for s in r["survivors"]:
             print(f"\nSURVIVED {r['module']}:{s['line']} {s['operator']}\n{s['diff']}")
@@ -279,10 +387,22 @@ def report(python: list[dict], files: list[dict], seconds: float, args) -> None:
     print(f"\n{seconds:.0f} s, seed {args.seed}, {args.sample if not args.quick else 2} mutants per module")
     out = REPO / "benchmarks" / "results" / ("mutation-quick.json" if args.quick else "mutation.json")
     out.parent.mkdir(exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    out.write_text(json.dumps({"commit": commit, "python": python, "data": files, "seconds": round(seconds),
-                               "seed": args.seed, "sample": args.sample}, indent=1))
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    out.write_text(
+        json.dumps(
+            {
+                "commit": commit,
+                "python": python,
+                "data": files,
+                "seconds": round(seconds),
+                "seed": args.seed,
+                "sample": args.sample,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

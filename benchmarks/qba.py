@@ -15,6 +15,7 @@ query well under a second. Exits 1 if one is missed.
 
 Run: python benchmarks/qba.py [--sizes 0.05,0.10] [--baseline-studies 1500] [--keep DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 FULL_STUDIES = 227_239  # and 42,172,827 questions: a size is a fraction of the studies
-QUERY = ("SELECT study_id, question_id, question FROM qa_questions "
-         "WHERE question_type = 'D02_has_finding' AND quality_grade = 'A'")
+QUERY = (
+    "SELECT study_id, question_id, question FROM qa_questions "
+    "WHERE question_type = 'D02_has_finding' AND quality_grade = 'A'"
+)
 RSS_TARGET_GIB, SPEEDUP_TARGET, QUERY_TARGET_S = 4.0, 5.0, 1.0
 
 
@@ -73,21 +76,29 @@ def run_child(args: list[str]) -> tuple[dict, float]:
 
 # --- children ------------------------------------------------------------------------------
 
+
 def child_ingest(src: Path, target: Path) -> dict:
     from warehouse import Warehouse
     from warehouse.config import Settings
 
-    settings = Settings.load(env={"CXR_WAREHOUSE": str(target / "warehouse"),
-                                  "CXR_CATALOG": str(target / "catalog.duckdb"),
-                                  "CXR_CACHE": str(target / "cache"),
-                                  "CXR_SOURCE_MIMIC_QBA": str(src / "mimic_qba"),
-                                  "CXR_SOURCE_MIMIC_CXR": str(src / "mimic_cxr")}, cwd=target)
+    settings = Settings.load(
+        env={
+            "CXR_WAREHOUSE": str(target / "warehouse"),
+            "CXR_CATALOG": str(target / "catalog.duckdb"),
+            "CXR_CACHE": str(target / "cache"),
+            "CXR_SOURCE_MIMIC_QBA": str(src / "mimic_qba"),
+            "CXR_SOURCE_MIMIC_CXR": str(src / "mimic_cxr"),
+        },
+        cwd=target,
+    )
     wh = Warehouse(settings)
     started = time.perf_counter()
     wh.ingest(["mimic_qba"], say=lambda m: None)
     seconds = time.perf_counter() - started
-    rows = {t: wh.sql(f"SELECT count(*) FROM {t} WHERE dataset = 'mimic_qba'").column(0)[0].as_py()
-            for t in ("qa_questions", "qa_answers", "qa_answer_boxes", "labels")}
+    rows = {
+        t: wh.sql(f"SELECT count(*) FROM {t} WHERE dataset = 'mimic_qba'").column(0)[0].as_py()
+        for t in ("qa_questions", "qa_answers", "qa_answer_boxes", "labels")
+    }
     return {"seconds": seconds, "rows": rows}
 
 
@@ -103,22 +114,47 @@ def child_baseline(src: Path, members: int, target: Path) -> dict:
             doc = json.loads(archive.read(name))
             study = doc["study_id"]
             for q in doc["questions"]:
-                questions.append({"study_id": study, "question_id": q["question_id"],
-                                  "question_type": q["question_type"], "question": q["question"],
-                                  "rating": q["question_quality"]["rating"]})
+                questions.append(
+                    {
+                        "study_id": study,
+                        "question_id": q["question_id"],
+                        "question_type": q["question_type"],
+                        "question": q["question"],
+                        "rating": q["question_quality"]["rating"],
+                    }
+                )
                 stack = [(a, None) for a in q["answers"]]
                 while stack:
                     a, parent = stack.pop()
-                    answers.append({"study_id": study, "question_id": q["question_id"], "answer_id": a["answer_id"],
-                                    "parent_answer_id": parent, "answer_level": a["answer_level"],
-                                    "answer_type": a["answer_type"], "text": a["text"],
-                                    "positiveness": a["positiveness"], "entities": a["obs_entities"],
-                                    "regions": a["regions"]})
+                    answers.append(
+                        {
+                            "study_id": study,
+                            "question_id": q["question_id"],
+                            "answer_id": a["answer_id"],
+                            "parent_answer_id": parent,
+                            "answer_level": a["answer_level"],
+                            "answer_type": a["answer_type"],
+                            "text": a["text"],
+                            "positiveness": a["positiveness"],
+                            "entities": a["obs_entities"],
+                            "regions": a["regions"],
+                        }
+                    )
                     for image, loc in a["localization"].items():
                         for i, (x1, y1, x2, y2) in enumerate(loc["bboxes"]):
-                            boxes.append({"study_id": study, "question_id": q["question_id"],
-                                          "answer_id": a["answer_id"], "image_id": image, "box_index": i,
-                                          "x1": x1, "y1": y1, "x2": x2, "y2": y2})
+                            boxes.append(
+                                {
+                                    "study_id": study,
+                                    "question_id": q["question_id"],
+                                    "answer_id": a["answer_id"],
+                                    "image_id": image,
+                                    "box_index": i,
+                                    "x1": x1,
+                                    "y1": y1,
+                                    "x2": x2,
+                                    "y2": y2,
+                                }
+                            )
                     stack += [(s, a["answer_id"]) for s in a["sub_answers"]]
     studies = {f"s{r['study_id'].removeprefix('s')}" for r in questions}
     labels = {}
@@ -134,12 +170,19 @@ def child_baseline(src: Path, members: int, target: Path) -> dict:
     labels = [{"study_id": s, "raw_label": e, "value": v} for (s, e), v in labels.items()]
     for name, rows in (("questions", questions), ("answers", answers), ("boxes", boxes), ("labels", labels)):
         pd.DataFrame(rows).to_parquet(target / f"{name}.parquet")
-    return {"seconds": time.perf_counter() - started,
-            "rows": {"qa_questions": len(questions), "qa_answers": len(answers), "qa_answer_boxes": len(boxes),
-                     "labels": len(labels)}}
+    return {
+        "seconds": time.perf_counter() - started,
+        "rows": {
+            "qa_questions": len(questions),
+            "qa_answers": len(answers),
+            "qa_answer_boxes": len(boxes),
+            "labels": len(labels),
+        },
+    }
 
 
 # --- parent --------------------------------------------------------------------------------
+
 
 def warm_query(target: Path) -> dict:
     import duckdb
@@ -153,8 +196,10 @@ def warm_query(target: Path) -> dict:
         started = time.perf_counter()
         con.sql(QUERY).fetchall()
         times.append(time.perf_counter() - started)
-    files = con.sql("SELECT count(*) FROM glob($g)", params={
-        "g": str(target / "warehouse" / "qa_questions" / "dataset=mimic_qba" / "*" / "*.parquet")}).fetchall()[0][0]
+    files = con.sql(
+        "SELECT count(*) FROM glob($g)",
+        params={"g": str(target / "warehouse" / "qa_questions" / "dataset=mimic_qba" / "*" / "*.parquet")},
+    ).fetchall()[0][0]
     con.close()
     return {"rows": rows, "first_s": cold, "warm_s": statistics.median(times), "files": files}
 
@@ -168,8 +213,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = (child_ingest(Path(rest[0]), Path(rest[1])) if kind == "ingest"
-                  else child_baseline(Path(rest[0]), int(rest[1]), Path(rest[2])))
+        result = (
+            child_ingest(Path(rest[0]), Path(rest[1]))
+            if kind == "ingest"
+            else child_baseline(Path(rest[0]), int(rest[1]), Path(rest[2]))
+        )
         print(json.dumps(result))
         return 0
 
@@ -185,19 +233,34 @@ def main() -> int:
             target.mkdir(parents=True)
             print(f"{fraction:.0%} of the dataset: {patients:,} patients", flush=True)
             started = time.perf_counter()
-            truth = generate(src, patients) if not (src / "truth.json").exists() else json.loads(
-                (src / "truth.json").read_text())
+            truth = (
+                generate(src, patients)
+                if not (src / "truth.json").exists()
+                else json.loads((src / "truth.json").read_text())
+            )
             (src / "truth.json").write_text(json.dumps(truth))
-            print(f"  generated {truth['studies']:,} studies, {truth['questions']['total']:,} questions in "
-                  f"{time.perf_counter() - started:.0f}s", flush=True)
+            print(
+                f"  generated {truth['studies']:,} studies, {truth['questions']['total']:,} questions in "
+                f"{time.perf_counter() - started:.0f}s",
+                flush=True,
+            )
             ingest, rss = run_child(["ingest", str(src), str(target)])
             total = sum(ingest["rows"].values())
             assert ingest["rows"]["qa_questions"] == truth["questions"]["total"], ingest["rows"]
-            entry = {"fraction": fraction, "patients": patients, "studies": truth["studies"],
-                     "rows": ingest["rows"], "seconds": ingest["seconds"], "rows_per_s": total / ingest["seconds"],
-                     "peak_rss_gib": rss}
-            print(f"  warehouse: {total:,} rows in {ingest['seconds']:.1f}s = {entry['rows_per_s']:,.0f} rows/s, "
-                  f"peak RSS {rss:.2f} GiB", flush=True)
+            entry = {
+                "fraction": fraction,
+                "patients": patients,
+                "studies": truth["studies"],
+                "rows": ingest["rows"],
+                "seconds": ingest["seconds"],
+                "rows_per_s": total / ingest["seconds"],
+                "peak_rss_gib": rss,
+            }
+            print(
+                f"  warehouse: {total:,} rows in {ingest['seconds']:.1f}s = {entry['rows_per_s']:,.0f} rows/s, "
+                f"peak RSS {rss:.2f} GiB",
+                flush=True,
+            )
             results["sizes"].append(entry)
         largest = results["sizes"][-1]
         src = work / f"src-{largest['fraction']}"
@@ -205,11 +268,19 @@ def main() -> int:
         base_dir.mkdir(exist_ok=True)
         base, base_rss = run_child(["baseline", str(src), str(args.baseline_studies), str(base_dir)])
         base_total = sum(base["rows"].values())
-        results["baseline"] = {"studies": args.baseline_studies, "rows": base["rows"], "seconds": base["seconds"],
-                               "rows_per_s": base_total / base["seconds"], "peak_rss_gib": base_rss}
-        print(f"baseline (pandas, json.loads per member, first {args.baseline_studies:,} studies): {base_total:,} "
-              f"rows in {base['seconds']:.1f}s = {results['baseline']['rows_per_s']:,.0f} rows/s, "
-              f"peak RSS {base_rss:.2f} GiB", flush=True)
+        results["baseline"] = {
+            "studies": args.baseline_studies,
+            "rows": base["rows"],
+            "seconds": base["seconds"],
+            "rows_per_s": base_total / base["seconds"],
+            "peak_rss_gib": base_rss,
+        }
+        print(
+            f"baseline (pandas, json.loads per member, first {args.baseline_studies:,} studies): {base_total:,} "
+            f"rows in {base['seconds']:.1f}s = {results['baseline']['rows_per_s']:,.0f} rows/s, "
+            f"peak RSS {base_rss:.2f} GiB",
+            flush=True,
+        )
         results["query"] = warm_query(work / f"wh-{largest['fraction']}")
     finally:
         if not args.keep:
@@ -229,11 +300,15 @@ def main() -> int:
     print(f"{'size':>6} {'studies':>9} {'questions':>11} {'answers':>11} {'boxes':>11} {'rows/s':>10} {'RSS GiB':>8}")
     for s in results["sizes"]:
         r = s["rows"]
-        print(f"{s['fraction']:>6.0%} {s['studies']:>9,} {r['qa_questions']:>11,} {r['qa_answers']:>11,} "
-              f"{r['qa_answer_boxes']:>11,} {s['rows_per_s']:>10,.0f} {s['peak_rss_gib']:>8.2f}")
+        print(
+            f"{s['fraction']:>6.0%} {s['studies']:>9,} {r['qa_questions']:>11,} {r['qa_answers']:>11,} "
+            f"{r['qa_answer_boxes']:>11,} {s['rows_per_s']:>10,.0f} {s['peak_rss_gib']:>8.2f}"
+        )
     b = results["baseline"]
-    print(f"{'base':>6} {b['studies']:>9,} {b['rows']['qa_questions']:>11,} {b['rows']['qa_answers']:>11,} "
-          f"{b['rows']['qa_answer_boxes']:>11,} {b['rows_per_s']:>10,.0f} {b['peak_rss_gib']:>8.2f}")
+    print(
+        f"{'base':>6} {b['studies']:>9,} {b['rows']['qa_questions']:>11,} {b['rows']['qa_answers']:>11,} "
+        f"{b['rows']['qa_answer_boxes']:>11,} {b['rows_per_s']:>10,.0f} {b['peak_rss_gib']:>8.2f}"
+    )
     print()
     for name, ok in checks.items():
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")

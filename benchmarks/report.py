@@ -9,6 +9,7 @@ page's size and table and chart counts.
 Run: python benchmarks/report.py [--repeat 3] [--warehouse DIR --catalog FILE] [--datasets ID,ID]
 Writes benchmarks/results/report.json. Exits 1 if the median misses the target.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,16 +41,29 @@ def bench(env: dict, out: Path, repeat: int) -> dict:
     times, cpu, line = [], [], ""
     for _ in range(repeat):
         started, cpu_before = time.perf_counter(), _cpu()
-        proc = subprocess.run([sys.executable, "-m", "warehouse.cli", "report", "--out", str(out)], env=env,
-                              check=True, capture_output=True, text=True, cwd=REPO)
+        proc = subprocess.run(
+            [sys.executable, "-m", "warehouse.cli", "report", "--out", str(out)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         times.append(time.perf_counter() - started)
         cpu.append(_cpu() - cpu_before)
         line = proc.stderr.strip().splitlines()[-1]
     median = statistics.median(times)
-    return {"seconds": median, "runs": times, "cpu_seconds": statistics.median(cpu),
-            "load_average": os.getloadavg()[0], "html_bytes": (out / "report.html").stat().st_size,
-            "csv_files": len(list((out / "tables").glob("*.csv"))), "said": line,
-            "target": f"median < {TARGET_S:.0f} s", "pass": median < TARGET_S}
+    return {
+        "seconds": median,
+        "runs": times,
+        "cpu_seconds": statistics.median(cpu),
+        "load_average": os.getloadavg()[0],
+        "html_bytes": (out / "report.html").stat().st_size,
+        "csv_files": len(list((out / "tables").glob("*.csv"))),
+        "said": line,
+        "target": f"median < {TARGET_S:.0f} s",
+        "pass": median < TARGET_S,
+    }
 
 
 def main() -> int:
@@ -68,10 +82,12 @@ def main() -> int:
             chosen = args.datasets.split(",") if args.datasets else None
             Warehouse(Settings.load(env=env, cwd=tmp)).ingest(chosen)
         result = bench(env, tmp / "report", args.repeat)
-    print(f"cxr report: {result['seconds']:.1f}s median of {args.repeat}, {result['cpu_seconds']:.1f} CPU-s, load "
-          f"{result['load_average']:.1f} ({result['said']}; "
-          f"{result['html_bytes'] / 1e6:.1f} MB HTML)   target {result['target']}  "
-          f"{'PASS' if result['pass'] else 'FAIL'}")
+    print(
+        f"cxr report: {result['seconds']:.1f}s median of {args.repeat}, {result['cpu_seconds']:.1f} CPU-s, load "
+        f"{result['load_average']:.1f} ({result['said']}; "
+        f"{result['html_bytes'] / 1e6:.1f} MB HTML)   target {result['target']}  "
+        f"{'PASS' if result['pass'] else 'FAIL'}"
+    )
     out = REPO / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "report.json").write_text(json.dumps(result, indent=2))

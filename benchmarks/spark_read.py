@@ -30,6 +30,7 @@ Writes benchmarks/results/spark_read.json. Exits 0 when every count matches, 1 o
 an unsupported table, 2 on bad arguments; prints 'skipped: ...' and exits 0 when Java, pyspark or
 Delta tables are missing (or the root is remote: Spark would need hadoop-aws from Maven).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from warehouse.config import Settings  # noqa: E402
+from warehouse.config import Settings
 
 PARTITION_COLUMN = "dataset"
 # Spark reads raw Parquet files here; these table features change what the files mean
@@ -114,8 +115,9 @@ def preflight() -> tuple[str | None, str | None]:
 def discover(root: Path) -> list[str]:
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and (p / "_delta_log").is_dir() and not p.name.startswith("_"))
+    return sorted(
+        p.name for p in root.iterdir() if p.is_dir() and (p / "_delta_log").is_dir() and not p.name.startswith("_")
+    )
 
 
 def start_spark(log_dir: Path):
@@ -128,18 +130,19 @@ def start_spark(log_dir: Path):
     os.environ["SPARK_CONF_DIR"] = str(log_dir)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    spark = (SparkSession.builder
-             .master("local[2]")
-             .appName("cxr-spark-read")
-             .config("spark.driver.memory", "2g")
-             .config("spark.ui.enabled", "false")
-             .config("spark.driver.host", "127.0.0.1")
-             .config("spark.driver.bindAddress", "127.0.0.1")
-             .config("spark.sql.shuffle.partitions", "2")
-             # partition values stay strings: a dataset id that looks like a number is still an id
-             .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
-             .config("spark.ui.showConsoleProgress", "false")
-             .getOrCreate())
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("cxr-spark-read")
+        .config("spark.driver.memory", "2g")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "2")
+        # partition values stay strings: a dataset id that looks like a number is still an id
+        .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
@@ -165,11 +168,22 @@ def read_delta(uri: str, repeat: int) -> dict:
     seconds, rows = timed(lambda: dt.to_pyarrow_dataset().count_rows(), repeat)
     per = {}
     if PARTITION_COLUMN in dt.schema().to_arrow().names:
-        grouped = (dt.to_pyarrow_dataset().to_table(columns=[PARTITION_COLUMN])
-                   .group_by(PARTITION_COLUMN).aggregate([([], "count_all")]))
+        grouped = (
+            dt.to_pyarrow_dataset()
+            .to_table(columns=[PARTITION_COLUMN])
+            .group_by(PARTITION_COLUMN)
+            .aggregate([([], "count_all")])
+        )
         per = by_dataset(zip(grouped[PARTITION_COLUMN].to_pylist(), grouped["count_all"].to_pylist()))
-    return {"version": dt.version(), "files": files, "partition_columns": dt.metadata().partition_columns,
-            "rows": rows, "per_dataset": per, "count_s": seconds, "unsupported": unsupported(dt)}
+    return {
+        "version": dt.version(),
+        "files": files,
+        "partition_columns": dt.metadata().partition_columns,
+        "rows": rows,
+        "per_dataset": per,
+        "count_s": seconds,
+        "unsupported": unsupported(dt),
+    }
 
 
 def read_spark(spark, base: str, files: list[str], repeat: int) -> dict:
@@ -181,19 +195,25 @@ def read_spark(spark, base: str, files: list[str], repeat: int) -> dict:
     if PARTITION_COLUMN in df.columns:
         per_s, collected = timed(lambda: df.groupBy(PARTITION_COLUMN).count().collect(), repeat)
         per = by_dataset((r[PARTITION_COLUMN], r["count"]) for r in collected)
-    return {"rows": rows, "per_dataset": per, "open_s": open_s, "count_s": count_s, "by_dataset_s": per_s,
-            "columns": df.columns}
+    return {
+        "rows": rows,
+        "per_dataset": per,
+        "open_s": open_s,
+        "count_s": count_s,
+        "by_dataset_s": per_s,
+        "columns": df.columns,
+    }
 
 
 def read_catalog(con, table: str, repeat: int) -> dict:
     quoted = '"' + table.replace('"', '""') + '"'
     try:
         seconds, (rows,) = timed(lambda: con.execute(f"SELECT count(*) FROM {quoted}").fetchone(), repeat)
-    except Exception as e:  # noqa: BLE001 - a missing or broken view is a finding, not a crash
+    except Exception as e:
         return {"rows": None, "per_dataset": {}, "count_s": None, "error": str(e).splitlines()[0]}
     try:
         per = by_dataset(con.execute(f"SELECT {PARTITION_COLUMN}, count(*) FROM {quoted} GROUP BY 1").fetchall())
-    except Exception:  # noqa: BLE001 - no dataset column
+    except Exception:
         per = {}
     return {"rows": int(rows), "per_dataset": per, "count_s": seconds}
 
@@ -209,8 +229,10 @@ def catalog_info(con) -> tuple[dict[str, str], dict[tuple[str, str], int]]:
     except duckdb.Error:
         pass
     try:
-        adopted = {(t, d): int(v) for t, d, v in con.execute(
-            "SELECT table_name, dataset, delta_version FROM catalog_partitions").fetchall()}
+        adopted = {
+            (t, d): int(v)
+            for t, d, v in con.execute("SELECT table_name, dataset, delta_version FROM catalog_partitions").fetchall()
+        }
     except duckdb.Error:
         pass
     return meta, adopted
@@ -239,14 +261,25 @@ def compare(spark, con, adopted: dict, root: Path, table: str, repeat: int) -> d
         per[d] = {"spark": s, "delta": dl, "catalog": c, "match": verdict(s, dl, c) and (cat is None or c is not None)}
         if (table, d) in adopted:
             per[d]["catalog_version"] = adopted[(table, d)]
-    match = (not delta["unsupported"] and verdict(spark_side["rows"], delta["rows"], cat_rows)
-             and (cat is None or cat_rows is not None) and all(p["match"] for p in per.values()))
+    match = (
+        not delta["unsupported"]
+        and verdict(spark_side["rows"], delta["rows"], cat_rows)
+        and (cat is None or cat_rows is not None)
+        and all(p["match"] for p in per.values())
+    )
     entry = {
-        "version": delta["version"], "files": len(delta["files"]), "partition_columns": delta["partition_columns"],
-        "spark_rows": spark_side["rows"], "delta_rows": delta["rows"], "catalog_rows": cat_rows,
-        "match": match, "per_dataset": per,
-        "spark_open_s": spark_side["open_s"], "spark_count_s": spark_side["count_s"],
-        "spark_by_dataset_s": spark_side["by_dataset_s"], "delta_count_s": delta["count_s"],
+        "version": delta["version"],
+        "files": len(delta["files"]),
+        "partition_columns": delta["partition_columns"],
+        "spark_rows": spark_side["rows"],
+        "delta_rows": delta["rows"],
+        "catalog_rows": cat_rows,
+        "match": match,
+        "per_dataset": per,
+        "spark_open_s": spark_side["open_s"],
+        "spark_count_s": spark_side["count_s"],
+        "spark_by_dataset_s": spark_side["by_dataset_s"],
+        "delta_count_s": delta["count_s"],
         "catalog_count_s": cat["count_s"] if cat else None,
     }
     if delta["unsupported"]:
@@ -267,37 +300,52 @@ def ms(seconds) -> str:
 def report(figures: dict) -> list[str]:
     """Print the tables; return the tables that do not match."""
     f = figures
-    print(f"Spark {f['spark_version']} (pyspark {f['pyspark_version']}), {f['java']}; "
-          f"{f['master']}, driver {f['driver_memory']}")
-    print(f"session start {f['session_start_s']:.2f}s, first job {f['first_job_s']:.2f}s; "
-          f"times are medians of {f['repeat']}")
+    print(
+        f"Spark {f['spark_version']} (pyspark {f['pyspark_version']}), {f['java']}; "
+        f"{f['master']}, driver {f['driver_memory']}"
+    )
+    print(
+        f"session start {f['session_start_s']:.2f}s, first job {f['first_job_s']:.2f}s; "
+        f"times are medians of {f['repeat']}"
+    )
     print(f"root {f['root']}; catalog {f['catalog'] or '(none)'}\n")
-    head = (f"{'table':<16} {'ver':>4} {'files':>5} {'spark rows':>12} {'delta rows':>12} {'catalog rows':>12} "
-            f"{'match':<11} {'spark open':>10} {'count':>7} {'by dataset':>10} {'delta count':>11} {'catalog':>8}")
+    head = (
+        f"{'table':<16} {'ver':>4} {'files':>5} {'spark rows':>12} {'delta rows':>12} {'catalog rows':>12} "
+        f"{'match':<11} {'spark open':>10} {'count':>7} {'by dataset':>10} {'delta count':>11} {'catalog':>8}"
+    )
     print(head)
     print("-" * len(head))
     for table, r in f["tables"].items():
         state = "UNSUPPORTED" if r.get("unsupported") else ("yes" if r["match"] else "NO")
-        print(f"{table:<16} {r['version']:>4} {r['files']:>5} {fmt(r['spark_rows']):>12} "
-              f"{fmt(r['delta_rows']):>12} {fmt(r['catalog_rows']):>12} {state:<11} {ms(r['spark_open_s']):>10} "
-              f"{ms(r['spark_count_s']):>7} {ms(r['spark_by_dataset_s']):>10} {ms(r['delta_count_s']):>11} "
-              f"{ms(r['catalog_count_s']):>8}")
+        print(
+            f"{table:<16} {r['version']:>4} {r['files']:>5} {fmt(r['spark_rows']):>12} "
+            f"{fmt(r['delta_rows']):>12} {fmt(r['catalog_rows']):>12} {state:<11} {ms(r['spark_open_s']):>10} "
+            f"{ms(r['spark_count_s']):>7} {ms(r['spark_by_dataset_s']):>10} {ms(r['delta_count_s']):>11} "
+            f"{ms(r['catalog_count_s']):>8}"
+        )
     print(f"\n{'table':<16} {'dataset':<16} {'spark':>12} {'delta':>12} {'catalog':>12} match")
     for table, r in f["tables"].items():
         for d, p in r["per_dataset"].items():
-            print(f"{table:<16} {d:<16} {fmt(p['spark']):>12} {fmt(p['delta']):>12} {fmt(p['catalog']):>12} "
-                  f"{'yes' if p['match'] else 'NO'}")
+            print(
+                f"{table:<16} {d:<16} {fmt(p['spark']):>12} {fmt(p['delta']):>12} {fmt(p['catalog']):>12} "
+                f"{'yes' if p['match'] else 'NO'}"
+            )
     problems = [t for t, r in f["tables"].items() if not r["match"]]
     for t in problems:
         r = f["tables"][t]
-        why = (f"uses {', '.join(r['unsupported'])}: read it with delta-spark" if r.get("unsupported")
-               else r.get("catalog_error") or "counts differ")
+        why = (
+            f"uses {', '.join(r['unsupported'])}: read it with delta-spark"
+            if r.get("unsupported")
+            else r.get("catalog_error") or "counts differ"
+        )
         print(f"MISMATCH {t}: {why}")
         for d, p in r["per_dataset"].items():
             if not p["match"] and p.get("catalog_version") is not None and p["catalog_version"] != r["version"]:
                 # the catalog reads the version the dataset's newest complete publish names, not the head
-                print(f"  {d}: the catalog adopted {t} version {p['catalog_version']} (head {r['version']}): "
-                      "a publish not logged as complete, or a catalog older than the table (cxr catalog rebuild)")
+                print(
+                    f"  {d}: the catalog adopted {t} version {p['catalog_version']} (head {r['version']}): "
+                    "a publish not logged as complete, or a catalog older than the table (cxr catalog rebuild)"
+                )
     if f.get("catalog_root") and f["catalog_root"] != f["root"]:
         print(f"note: the catalog was built for {f['catalog_root']}, not {f['root']}")
     return problems
@@ -317,8 +365,10 @@ def main() -> int:
         print(reason)
         return 0
     if "://" in args.root and not args.root.startswith("file://"):
-        print(f"skipped: {args.root} is remote; Spark would need hadoop-aws (from Maven) to read it "
-              "(see docs/scale-out.md)")
+        print(
+            f"skipped: {args.root} is remote; Spark would need hadoop-aws (from Maven) to read it "
+            "(see docs/scale-out.md)"
+        )
         return 0
     root = Path(args.root.removeprefix("file://")).resolve()
     if args.tables:
@@ -360,11 +410,21 @@ def main() -> int:
 
     import pyspark
 
-    figures = {"spark_version": spark_version, "pyspark_version": pyspark.__version__, "java": java,
-               "master": "local[2]", "driver_memory": "2g", "root": str(root),
-               "catalog": str(catalog) if con is not None else None, "catalog_root": catalog_root,
-               "catalog_warehouse_version": meta.get("warehouse_version") or None, "repeat": args.repeat,
-               "session_start_s": session_s, "first_job_s": first_job_s, "tables": results}
+    figures = {
+        "spark_version": spark_version,
+        "pyspark_version": pyspark.__version__,
+        "java": java,
+        "master": "local[2]",
+        "driver_memory": "2g",
+        "root": str(root),
+        "catalog": str(catalog) if con is not None else None,
+        "catalog_root": catalog_root,
+        "catalog_warehouse_version": meta.get("warehouse_version") or None,
+        "repeat": args.repeat,
+        "session_start_s": session_s,
+        "first_job_s": first_job_s,
+        "tables": results,
+    }
     problems = report(figures)
     figures["all_match"] = not problems
     out = REPO / "benchmarks" / "results"

@@ -6,6 +6,7 @@ Target: stdout within 1.5x of --out, and identical bytes. Median of --repeat run
 
 Run: python benchmarks/sql_export.py [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from warehouse import Warehouse  # noqa: E402
-from warehouse.config import Settings  # noqa: E402
+from warehouse import Warehouse
+from warehouse.config import Settings
 
 QUERY = "SELECT * FROM image_labels"
 
@@ -49,9 +50,15 @@ def bench(env: dict, tmp: Path, repeat: int) -> dict:
         if fmt == "json":
             json.loads(written.read_text(), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
         ratio = stdout_s / out_s
-        results[fmt] = {"stdout_s": stdout_s, "out_s": out_s, "ratio": ratio, "identical": same,
-                        "bytes": written.stat().st_size, "target": "ratio <= 1.5 and identical",
-                        "pass": ratio <= 1.5 and same}
+        results[fmt] = {
+            "stdout_s": stdout_s,
+            "out_s": out_s,
+            "ratio": ratio,
+            "identical": same,
+            "bytes": written.stat().st_size,
+            "target": "ratio <= 1.5 and identical",
+            "pass": ratio <= 1.5 and same,
+        }
     return results
 
 
@@ -65,9 +72,11 @@ def main() -> int:
         Warehouse(Settings.load(env=env, cwd=tmp)).ingest(["nih_cxr14", "chexpert"])
         results = bench(env, tmp, args.repeat)
     for fmt, r in results.items():
-        print(f"cxr sql image_labels {fmt:<4} stdout {r['stdout_s']:.2f}s vs --out {r['out_s']:.2f}s = "
-              f"{r['ratio']:.2f}x, identical {r['identical']} ({r['bytes'] / 1e6:.0f} MB)   target {r['target']}  "
-              f"{'PASS' if r['pass'] else 'FAIL'}")
+        print(
+            f"cxr sql image_labels {fmt:<4} stdout {r['stdout_s']:.2f}s vs --out {r['out_s']:.2f}s = "
+            f"{r['ratio']:.2f}x, identical {r['identical']} ({r['bytes'] / 1e6:.0f} MB)   target {r['target']}  "
+            f"{'PASS' if r['pass'] else 'FAIL'}"
+        )
     out = REPO / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "sql_export.json").write_text(json.dumps(results, indent=2))

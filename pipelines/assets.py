@@ -36,18 +36,35 @@ STAGED_KEYS = [staged_key(t) for t in SOURCE_TABLES]
 
 def gated_ingest(context, warehouse: WarehouseResource) -> GatedIngest:
     """This run's ingest of this partition: its staging is keyed by the Dagster run id."""
-    return GatedIngest(warehouse.settings(), warehouse.store(), context.partition_key, run_id=context.run.run_id,
-                       engine="dagster", say=context.log.debug, allow_shrink=warehouse.allow_shrink)
+    return GatedIngest(
+        warehouse.settings(),
+        warehouse.store(),
+        context.partition_key,
+        run_id=context.run.run_id,
+        engine="dagster",
+        say=context.log.debug,
+        allow_shrink=warehouse.allow_shrink,
+    )
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec(staged_key(name), partitions_def=DATASET_PARTITIONS, group_name="staging", kinds={"parquet"},
-                        description=f"This run's new rows of {name}, staged and not yet published: "
-                                    f"{schema.TABLES[name].description}")
-           for name in SOURCE_TABLES],
-    partitions_def=DATASET_PARTITIONS, can_subset=False, name="staged",
+    specs=[
+        dg.AssetSpec(
+            staged_key(name),
+            partitions_def=DATASET_PARTITIONS,
+            group_name="staging",
+            kinds={"parquet"},
+            description=f"This run's new rows of {name}, staged and not yet published: "
+            f"{schema.TABLES[name].description}",
+        )
+        for name in SOURCE_TABLES
+    ],
+    partitions_def=DATASET_PARTITIONS,
+    can_subset=False,
+    name="staged",
     description="A dataset's native files read once and staged as this run's new rows of every table it feeds "
-                "(plus its quarantine). The quality checks run on these.")
+    "(plus its quarantine). The quality checks run on these.",
+)
 def staged(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     ingest = gated_ingest(context, warehouse)
     context.log.info(f"reading {ingest.dataset}")
@@ -56,25 +73,40 @@ def staged(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     quarantine = ingest.store.read_staged("quarantine", result.partitions["quarantine"]).slice(0, 10).to_pylist()
     dataset_wide: dict[str, dg.RawMetadataValue] = {
         "rows staged": sum(n for t, n in rows.items() if t != "quarantine"),
-        "rows per table": dg.MetadataValue.md(markdown_table([{"table": t, "rows": f"{n:,}"} for t, n in rows.items()])),
+        "rows per table": dg.MetadataValue.md(
+            markdown_table([{"table": t, "rows": f"{n:,}"} for t, n in rows.items()])
+        ),
         "rows rejected": result.rejected,
         "source": dg.MetadataValue.path(result.location or ""),
         "source fingerprint": result.fingerprint,
-        "source files": dg.MetadataValue.md(markdown_table(
-            [{"file": f["file"], "bytes": f"{f['size']:,}", "stamp": f["stamp"], "sha256": f.get("sha256", "")[:16]}
-             for f in result.files])),
+        "source files": dg.MetadataValue.md(
+            markdown_table(
+                [
+                    {
+                        "file": f["file"],
+                        "bytes": f"{f['size']:,}",
+                        "stamp": f["stamp"],
+                        "sha256": f.get("sha256", "")[:16],
+                    }
+                    for f in result.files
+                ]
+            )
+        ),
         "run": ingest.run_id,
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "_none_"),
         "stage seconds": round(result.seconds or 0.0, 2),
     }
     for name in SOURCE_TABLES:
-        metadata: dict[str, dg.RawMetadataValue] = {"dagster/row_count": rows.get(name, 0),
-                                                     "dagster/column_schema": column_schema(name)}
-        if name == "images":        # the dataset's summary, once, on the table every dataset feeds
+        metadata: dict[str, dg.RawMetadataValue] = {
+            "dagster/row_count": rows.get(name, 0),
+            "dagster/column_schema": column_schema(name),
+        }
+        if name == "images":  # the dataset's summary, once, on the table every dataset feeds
             metadata |= dataset_wide
         if name == "quarantine":
-            metadata["rejected rows (first 10)"] = dg.MetadataValue.md(markdown_table(
-                quarantine, ["source_file", "line_number", "column_name", "value", "reason"]))
+            metadata["rejected rows (first 10)"] = dg.MetadataValue.md(
+                markdown_table(quarantine, ["source_file", "line_number", "column_name", "value", "reason"])
+            )
         if name not in rows:
             metadata["note"] = f"{ingest.dataset} does not feed {name}"
         yield dg.MaterializeResult(asset_key=staged_key(name), metadata=metadata)
@@ -83,7 +115,8 @@ def staged(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
 def _check_counts(context) -> tuple[int, list[str]]:
     """How many of this run's checks passed, and the names of those that failed."""
     records = context.instance.get_records_for_run(
-        context.run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
     passed, failed = 0, []
     for record in records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data
@@ -95,13 +128,23 @@ def _check_counts(context) -> tuple[int, list[str]]:
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec(name, partitions_def=DATASET_PARTITIONS, deps=STAGED_KEYS,
-                        group_name="derived" if schema.TABLES[name].derived else "tables",
-                        kinds={"delta"}, description=schema.TABLES[name].description)
-           for name in [*SOURCE_TABLES, *DERIVED_TABLES]],
-    partitions_def=DATASET_PARTITIONS, can_subset=False, name="tables",
+    specs=[
+        dg.AssetSpec(
+            name,
+            partitions_def=DATASET_PARTITIONS,
+            deps=STAGED_KEYS,
+            group_name="derived" if schema.TABLES[name].derived else "tables",
+            kinds={"delta"},
+            description=schema.TABLES[name].description,
+        )
+        for name in [*SOURCE_TABLES, *DERIVED_TABLES]
+    ],
+    partitions_def=DATASET_PARTITIONS,
+    can_subset=False,
+    name="tables",
     description="Derive the statistics from the staged rows, commit every table of the dataset (one Delta "
-                "commit each), then record the dataset-level publish the catalog adopts.")
+    "commit each), then record the dataset-level publish the catalog adopts.",
+)
 def tables(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     ingest = gated_ingest(context, warehouse)
     passed, failed = _check_counts(context)
@@ -110,37 +153,49 @@ def tables(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     for key in context.selected_asset_keys:
         table = key.path[-1]
         if table not in fed:
-            yield dg.MaterializeResult(asset_key=key, metadata={
-                "dagster/row_count": 0, "note": f"{ingest.dataset} does not feed {table}"})
+            yield dg.MaterializeResult(
+                asset_key=key, metadata={"dagster/row_count": 0, "note": f"{ingest.dataset} does not feed {table}"}
+            )
             continue
         preview = ingest.store.read(table, ingest.dataset, published.versions[table]).slice(0, PREVIEW_ROWS)
-        yield dg.MaterializeResult(asset_key=key, metadata={
-            "dagster/row_count": published.rows.get(table, 0),
-            "delta version": published.versions[table],
-            "warehouse version": published.warehouse_version,
-            "dagster/column_schema": column_schema(table),
-            "preview": dg.MetadataValue.md(markdown_table(preview.to_pylist())),
-            "checks passed in run": passed,
-        })
+        yield dg.MaterializeResult(
+            asset_key=key,
+            metadata={
+                "dagster/row_count": published.rows.get(table, 0),
+                "delta version": published.versions[table],
+                "warehouse version": published.warehouse_version,
+                "dagster/column_schema": column_schema(table),
+                "preview": dg.MetadataValue.md(markdown_table(preview.to_pylist())),
+                "checks passed in run": passed,
+            },
+        )
     context.log.info(f"published {ingest.dataset} as warehouse version {published.warehouse_version}")
 
 
-@dg.asset(deps=[*SOURCE_TABLES, *DERIVED_TABLES], group_name="catalog", kinds={"duckdb"}, pool=CATALOG_POOL,
-          description="The DuckDB catalog: views over the newest complete publish of every dataset plus "
-                      "documentation tables. Rebuilt whole and swapped in atomically; one writer at a time.")
+@dg.asset(
+    deps=[*SOURCE_TABLES, *DERIVED_TABLES],
+    group_name="catalog",
+    kinds={"duckdb"},
+    pool=CATALOG_POOL,
+    description="The DuckDB catalog: views over the newest complete publish of every dataset plus "
+    "documentation tables. Rebuilt whole and swapped in atomically; one writer at a time.",
+)
 def catalog(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     from warehouse.api import Warehouse
 
     summary = Warehouse(warehouse.settings()).refresh_catalog()
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(summary.path)),
-        "partitions": summary.partitions,
-        "warehouse version": summary.warehouse_version,
-        "rows per table": dg.MetadataValue.md(markdown_table(
-            [{"table": t, "rows": f"{n:,}"} for t, n in summary.tables.items()])),
-        "datasets": plain_json(sorted(DATASETS)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(summary.path)),
+            "partitions": summary.partitions,
+            "warehouse version": summary.warehouse_version,
+            "rows per table": dg.MetadataValue.md(
+                markdown_table([{"table": t, "rows": f"{n:,}"} for t, n in summary.tables.items()])
+            ),
+            "datasets": plain_json(sorted(DATASETS)),
+        }
+    )
 
 
 INGEST_ASSETS = [staged, tables]
-PUBLISH_KEYS = [*STAGED_KEYS, *(dg.AssetKey(t) for t in [*SOURCE_TABLES, *DERIVED_TABLES])]   # all but catalog
+PUBLISH_KEYS = [*STAGED_KEYS, *(dg.AssetKey(t) for t in [*SOURCE_TABLES, *DERIVED_TABLES])]  # all but catalog

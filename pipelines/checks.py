@@ -44,17 +44,34 @@ def _result(check_name: str, outcome: quality.CheckOutcome, dataset: str, table:
         metadata["note"] = outcome.note
     severity = dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN
     summary = "passed" if outcome.passed else f"{outcome.unexpected_count:,} offending rows"
-    return dg.AssetCheckResult(asset_key=staged_key(table), check_name=check_name, passed=outcome.passed, severity=severity,
-                               metadata=metadata, description=f"{outcome.description} — {summary}")
+    return dg.AssetCheckResult(
+        asset_key=staged_key(table),
+        check_name=check_name,
+        passed=outcome.passed,
+        severity=severity,
+        metadata=metadata,
+        description=f"{outcome.description} — {summary}",
+    )
 
 
 def expectation_checks(table: str) -> dg.AssetChecksDefinition:
-    specs = [dg.AssetCheckSpec(f"{table}__{name}", asset=staged_key(table), blocking=blocking, description=description,
-                               partitions_def=DATASET_PARTITIONS)
-             for name, blocking, description in quality.expectation_checks(table)]
+    specs = [
+        dg.AssetCheckSpec(
+            f"{table}__{name}",
+            asset=staged_key(table),
+            blocking=blocking,
+            description=description,
+            partitions_def=DATASET_PARTITIONS,
+        )
+        for name, blocking, description in quality.expectation_checks(table)
+    ]
 
-    @dg.multi_asset_check(specs=specs, name=f"{table}_expectations", can_subset=True,
-                          description=f"Great Expectations suite expectations/{table}.json on the staged {table}.")
+    @dg.multi_asset_check(
+        specs=specs,
+        name=f"{table}_expectations",
+        can_subset=True,
+        description=f"Great Expectations suite expectations/{table}.json on the staged {table}.",
+    )
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         dataset = context.partition_key
         con, fed = _staged_connection(context, warehouse)
@@ -69,14 +86,25 @@ def expectation_checks(table: str) -> dg.AssetChecksDefinition:
 
 
 def integrity_checks() -> dg.AssetChecksDefinition:
-    specs = [dg.AssetCheckSpec(f"integrity__{c.name}", asset=staged_key(c.table), blocking=c.blocking,
-                               description=c.description, additional_deps=[staged_key(t) for t in c.requires[1:]],
-                               partitions_def=DATASET_PARTITIONS)
-             for c in quality.integrity_checks()]
+    specs = [
+        dg.AssetCheckSpec(
+            f"integrity__{c.name}",
+            asset=staged_key(c.table),
+            blocking=c.blocking,
+            description=c.description,
+            additional_deps=[staged_key(t) for t in c.requires[1:]],
+            partitions_def=DATASET_PARTITIONS,
+        )
+        for c in quality.integrity_checks()
+    ]
     table_of = {f"integrity__{c.name}": c.table for c in quality.integrity_checks()}
 
-    @dg.multi_asset_check(specs=specs, name="integrity", can_subset=True,
-                          description="Cross-table integrity SQL (expectations/integrity.sql) on the staged dataset.")
+    @dg.multi_asset_check(
+        specs=specs,
+        name="integrity",
+        can_subset=True,
+        description="Cross-table integrity SQL (expectations/integrity.sql) on the staged dataset.",
+    )
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         dataset = context.partition_key
         con, fed = _staged_connection(context, warehouse)
@@ -91,12 +119,23 @@ def integrity_checks() -> dg.AssetChecksDefinition:
 
 
 def volume_checks() -> dg.AssetChecksDefinition:
-    specs = [dg.AssetCheckSpec(f"volume__{name}", asset=staged_key("images"), blocking=True, description=description,
-                               partitions_def=DATASET_PARTITIONS)
-             for name, description in quality.VOLUME_CHECKS]
+    specs = [
+        dg.AssetCheckSpec(
+            f"volume__{name}",
+            asset=staged_key("images"),
+            blocking=True,
+            description=description,
+            partitions_def=DATASET_PARTITIONS,
+        )
+        for name, description in quality.VOLUME_CHECKS
+    ]
 
-    @dg.multi_asset_check(specs=specs, name="volume", can_subset=True,
-                          description="Volume gates: not empty, no shrink against the last publish, known counts.")
+    @dg.multi_asset_check(
+        specs=specs,
+        name="volume",
+        can_subset=True,
+        description="Volume gates: not empty, no shrink against the last publish, known counts.",
+    )
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         outcomes = {o.name: o for o in gated_ingest(context, warehouse).volume()}
         for key in context.selected_asset_check_keys:

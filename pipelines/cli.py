@@ -3,6 +3,7 @@
 Registered as the `cxr.pipelines: ingest` entry point, so the `warehouse` CLI can offer it without
 importing Dagster itself.
 """
+
 import os
 import sys
 import time
@@ -29,9 +30,17 @@ def ingest_command(settings: Settings, datasets: list[str] | None, *, allow_shri
 
     console = Console(stderr=True)
     started = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[dataset]:<13}"), BarColumn(bar_width=16),
-                  TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
-        tasks = {d: progress.add_task("waiting", total=len(QUALITY_CHECKS) + 2, dataset=d) for d in [*chosen, "catalog"]}
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[dataset]:<13}"),
+        BarColumn(bar_width=16),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks = {
+            d: progress.add_task("waiting", total=len(QUALITY_CHECKS) + 2, dataset=d) for d in [*chosen, "catalog"]
+        }
 
         def on_event(dataset: str, kind: str, detail: str) -> None:
             task = tasks[dataset]
@@ -41,25 +50,55 @@ def ingest_command(settings: Settings, datasets: list[str] | None, *, allow_shri
                 progress.console.print(f"  {dataset}: {detail}")
             elif kind in ("check_failed", "check_warning"):
                 colour = "red" if kind == "check_failed" else "yellow"
-                progress.console.print(f"  [{colour}]{dataset}: {'FAILED' if kind == 'check_failed' else 'warning'} "
-                                       f"{detail}[/]")
+                progress.console.print(
+                    f"  [{colour}]{dataset}: {'FAILED' if kind == 'check_failed' else 'warning'} {detail}[/]"
+                )
             elif kind == "published":
                 progress.update(task, description="[green]published", completed=len(QUALITY_CHECKS) + 2)
             else:
                 progress.update(task, description=f"[red]{kind}: {detail}"[:120], completed=len(QUALITY_CHECKS) + 2)
 
         runs = ingest(settings, chosen, on_event=on_event, allow_shrink=allow_shrink)
-    rows = [(r.dataset, r.rows.get("patients", 0), r.rows.get("studies", 0), r.rows.get("images", 0),
-             r.rows.get("reports", 0), r.rows.get("labels", 0), r.rows.get("qa_questions", 0), r.rejected,
-             r.checks_passed,
-             len(r.checks_failed), _status(r)) for r in runs]
-    print_table(["dataset", "patients", "studies", "images", "reports", "labels", "QA pairs", "rejected", "checks ok",
-                 "failed", "status"], rows, title="Ingest summary",
-                caption=f"{time.perf_counter() - started:.1f}s · catalog {settings.catalog}")
+    rows = [
+        (
+            r.dataset,
+            r.rows.get("patients", 0),
+            r.rows.get("studies", 0),
+            r.rows.get("images", 0),
+            r.rows.get("reports", 0),
+            r.rows.get("labels", 0),
+            r.rows.get("qa_questions", 0),
+            r.rejected,
+            r.checks_passed,
+            len(r.checks_failed),
+            _status(r),
+        )
+        for r in runs
+    ]
+    print_table(
+        [
+            "dataset",
+            "patients",
+            "studies",
+            "images",
+            "reports",
+            "labels",
+            "QA pairs",
+            "rejected",
+            "checks ok",
+            "failed",
+            "status",
+        ],
+        rows,
+        title="Ingest summary",
+        caption=f"{time.perf_counter() - started:.1f}s · catalog {settings.catalog}",
+    )
     for run in runs:
         if run.status == "blocked":
-            print(f"{run.dataset} was NOT published (the previous version stays): failed "
-                  f"{', '.join(run.checks_failed)}", file=sys.stderr)
+            print(
+                f"{run.dataset} was NOT published (the previous version stays): failed {', '.join(run.checks_failed)}",
+                file=sys.stderr,
+            )
         elif run.status == "failed":
             print(f"{run.dataset} failed: {run.error}", file=sys.stderr)
     return 0 if all(r.status == "published" for r in runs) else 1
@@ -71,7 +110,7 @@ def _status(run) -> str:
     return run.status.upper()
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]   # the checkout, when running from one: its dagster.yaml is ours
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout, when running from one: its dagster.yaml is ours
 
 
 def dagster_home(env: Mapping[str, str] | None = None) -> Path | None:

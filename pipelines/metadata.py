@@ -1,4 +1,5 @@
 """Metadata a person reads in the Dagster UI: markdown previews and typed column schemas."""
+
 from __future__ import annotations
 
 import dagster as dg
@@ -25,15 +26,23 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None, max_chars
 
 def column_schema(table: str) -> dg.TableSchema:
     spec = schema.TABLES[table]
-    return dg.TableSchema(columns=[
-        dg.TableColumn(c.name, schema.duckdb_type(c.type), description=c.description,
-                       constraints=dg.TableColumnConstraints(nullable=c.nullable))
-        for c in spec.columns])
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                c.name,
+                schema.duckdb_type(c.type),
+                description=c.description,
+                constraints=dg.TableColumnConstraints(nullable=c.nullable),
+            )
+            for c in spec.columns
+        ]
+    )
 
 
 def plain_json(value):
     """MetadataValue.json takes a dict or list of plain values only."""
     import json
 
-    return dg.MetadataValue.json(json.loads(json.dumps(value if isinstance(value, (dict, list)) else {"value": value},
-                                                       default=str)))
+    return dg.MetadataValue.json(
+        json.loads(json.dumps(value if isinstance(value, (dict, list)) else {"value": value}, default=str))
+    )

@@ -36,9 +36,13 @@ def swap_in(target: Path, write: Callable[[Path], object]) -> None:
         shutil.rmtree(retired, ignore_errors=True)
 
 
-@dg.asset(deps=[catalog], group_name="publications", kinds={"html"},
-          description="The data dictionary (cxr catalog docs): every table and column with its coverage per "
-                      "dataset, the ER diagram, the findings vocabulary, the datasets, queries and cohorts.")
+@dg.asset(
+    deps=[catalog],
+    group_name="publications",
+    kinds={"html"},
+    description="The data dictionary (cxr catalog docs): every table and column with its coverage per "
+    "dataset, the ER diagram, the findings vocabulary, the datasets, queries and cohorts.",
+)
 def data_dictionary(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     from warehouse.api import Warehouse
     from warehouse.docs import write_docs
@@ -56,13 +60,18 @@ def data_dictionary(context: dg.AssetExecutionContext, warehouse: WarehouseResou
 
     swap_in(target, write)
     context.log.info(f"wrote the data dictionary to {target}")
-    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(target / "index.html")),
-                                          "files": len(list(target.iterdir()))})
+    return dg.MaterializeResult(
+        metadata={"path": dg.MetadataValue.path(str(target / "index.html")), "files": len(list(target.iterdir()))}
+    )
 
 
-@dg.asset(deps=[catalog], group_name="publications", kinds={"html"},
-          description="The dataset report (cxr report): split statistics and demographics in the shape of a "
-                      "paper's Table 1 and Table 2, charts, label prevalence and labeler agreement, per dataset.")
+@dg.asset(
+    deps=[catalog],
+    group_name="publications",
+    kinds={"html"},
+    description="The dataset report (cxr report): split statistics and demographics in the shape of a "
+    "paper's Table 1 and Table 2, charts, label prevalence and labeler agreement, per dataset.",
+)
 def report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     from warehouse.api import Warehouse
     from warehouse.report import write_report
@@ -71,8 +80,12 @@ def report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> d
     target = publication_dir(settings, "report")
     swap_in(target, lambda folder: write_report(Warehouse(settings), folder))
     context.log.info(f"wrote the report to {target}")
-    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(target / "report.html")),
-                                          "bytes": (target / "report.html").stat().st_size})
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(target / "report.html")),
+            "bytes": (target / "report.html").stat().st_size,
+        }
+    )
 
 
 PUBLICATION_ASSETS = [data_dictionary, report]

@@ -13,14 +13,19 @@ class WarehouseResource(dg.ConfigurableResource):
     catalog: str | None = None
     cache: str | None = None
     sources_json: str | None = None  # JSON {dataset: location}, for tests and one-off runs
-    allow_shrink: bool = False       # let a dataset shrink past the volume gate's limit (cxr ingest --allow-shrink)
+    allow_shrink: bool = False  # let a dataset shrink past the volume gate's limit (cxr ingest --allow-shrink)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, allow_shrink: bool = False) -> "WarehouseResource":
         import json
 
-        return cls(warehouse=settings.warehouse, catalog=str(settings.catalog), cache=str(settings.cache),
-                   sources_json=json.dumps(settings.sources), allow_shrink=allow_shrink)
+        return cls(
+            warehouse=settings.warehouse,
+            catalog=str(settings.catalog),
+            cache=str(settings.cache),
+            sources_json=json.dumps(settings.sources),
+            allow_shrink=allow_shrink,
+        )
 
     def settings(self) -> Settings:
         import json

@@ -8,6 +8,7 @@ keeps each commit atomic against a crash of the process; only an operating-syste
 loss mid-write can lose or damage recent run history. The warehouse's own data never lives in
 these files (Delta commits and the publish log are written elsewhere), so that trade is safe.
 """
+
 import sqlite3
 
 _installed = False

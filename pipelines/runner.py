@@ -4,12 +4,13 @@ This is the same Dagster job the UI, the schedule and the sensor launch, execute
 process (`execute_in_process`) so there is one ingestion path. Progress is reported from
 Dagster's own event stream (steps, materializations, check evaluations) through `on_event`.
 """
+
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import dagster as dg
 
@@ -28,7 +29,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 class DatasetRun:
     dataset: str
     run_id: str
-    status: str = "running"                     # published | blocked | failed
+    status: str = "running"  # published | blocked | failed
     rows: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
     checks_passed: int = 0
@@ -38,7 +39,7 @@ class DatasetRun:
     seconds: float = 0.0
 
 
-Event = Callable[[str, str, str], None]     # (dataset, kind, detail)
+Event = Callable[[str, str, str], None]  # (dataset, kind, detail)
 
 
 def instance() -> dg.DagsterInstance:
@@ -62,15 +63,27 @@ def instance() -> dg.DagsterInstance:
 
     def anchored(value):
         if isinstance(value, dict):
-            return {k: (str(home_dir / v) if k == "base_dir" and isinstance(v, str) and not Path(v).is_absolute()
-                        else anchored(v)) for k, v in value.items()}
+            return {
+                k: (
+                    str(home_dir / v)
+                    if k == "base_dir" and isinstance(v, str) and not Path(v).is_absolute()
+                    else anchored(v)
+                )
+                for k, v in value.items()
+            }
         return [anchored(v) for v in value] if isinstance(value, list) else value
 
     return dg.DagsterInstance.local_temp(str(home_dir), overrides=anchored(config))
 
 
-def ingest(settings: Settings, datasets: list[str], *, on_event: Event = lambda *a: None,
-           dagster_instance: dg.DagsterInstance | None = None, allow_shrink: bool = False) -> list[DatasetRun]:
+def ingest(
+    settings: Settings,
+    datasets: list[str],
+    *,
+    on_event: Event = lambda *a: None,
+    dagster_instance: dg.DagsterInstance | None = None,
+    allow_shrink: bool = False,
+) -> list[DatasetRun]:
     """Ingest each dataset through its gated Dagster run, then rebuild the catalog once."""
     inst = dagster_instance or instance()
     resource = WarehouseResource.from_settings(settings, allow_shrink=allow_shrink)
@@ -85,23 +98,31 @@ def ingest(settings: Settings, datasets: list[str], *, on_event: Event = lambda 
         started = time.perf_counter()
         on_event(dataset, "start", "reading native files")
         try:
-            result = job.execute_in_process(partition_key=dataset, instance=inst, run_id=run.run_id,
-                                            run_config=run_config, raise_on_error=False,
-                                            asset_selection=PUBLISH_KEYS,   # the catalog once, after all
-                                            tags={"cxr/trigger": "cli"})
+            result = job.execute_in_process(
+                partition_key=dataset,
+                instance=inst,
+                run_id=run.run_id,
+                run_config=run_config,
+                raise_on_error=False,
+                asset_selection=PUBLISH_KEYS,  # the catalog once, after all
+                tags={"cxr/trigger": "cli"},
+            )
             _finish(run, result)
-        except Exception as e:  # noqa: BLE001 - one dataset's failure must not stop the others
+        except Exception as e:
             run.status, run.error = "failed", f"{type(e).__name__}: {e}"
         run.seconds = time.perf_counter() - started
         if run.status != "published":
             GatedIngest(settings, resource.store(), dataset, run_id=run.run_id, engine="dagster").block(
-                checks_passed=run.checks_passed, failed=run.checks_failed,
-                error=run.error if run.status == "failed" else None)
+                checks_passed=run.checks_passed,
+                failed=run.checks_failed,
+                error=run.error if run.status == "failed" else None,
+            )
         on_event(dataset, run.status, run.error or ", ".join(run.checks_failed))
         runs.append(run)
     on_event("catalog", "start", "rebuilding the catalog")
-    defs.resolve_job_def("refresh_catalog").execute_in_process(instance=inst, run_config=run_config,
-                                                              tags={"cxr/trigger": "cli"})
+    defs.resolve_job_def("refresh_catalog").execute_in_process(
+        instance=inst, run_config=run_config, tags={"cxr/trigger": "cli"}
+    )
     on_event("catalog", "published", str(Path(settings.catalog)))
     return runs
 
@@ -112,9 +133,15 @@ def _on_entry(entry, run: DatasetRun, on_event: Event) -> None:
         return
     kind = event.event_type_value
     if kind == "STEP_START":
-        on_event(run.dataset, "step", {"staged": "reading and staging", "tables": "deriving and publishing",
-                                       "catalog": "rebuilding the catalog"}.get(event.step_key,
-                                                                                f"checking ({event.step_key})"))
+        on_event(
+            run.dataset,
+            "step",
+            {
+                "staged": "reading and staging",
+                "tables": "deriving and publishing",
+                "catalog": "rebuilding the catalog",
+            }.get(event.step_key, f"checking ({event.step_key})"),
+        )
     elif kind == "ASSET_MATERIALIZATION":
         materialization = event.event_specific_data.materialization
         path = materialization.asset_key.path
@@ -144,8 +171,9 @@ def _describe_failure(evaluation) -> str:
     count = metadata.get("unexpected rows")
     examples = metadata.get("examples (json)")
     sample = examples.value[:3] if examples is not None and isinstance(examples.value, list) else []
-    return (f"{evaluation.asset_check_key.name}: {count.value if count else '?'} offending rows"
-            + (f", e.g. {sample}" if sample else ""))
+    return f"{evaluation.asset_check_key.name}: {count.value if count else '?'} offending rows" + (
+        f", e.g. {sample}" if sample else ""
+    )
 
 
 def _finish(run: DatasetRun, result) -> None:

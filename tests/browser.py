@@ -1,6 +1,7 @@
 """Open a local HTML file in Debian's headless Chromium through Playwright, the way a reader opens it, and
 collect what a test asserts on: console and page errors, every request (anything over the network is
 aborted and listed), the tables and chart marks in the page, and a full-page screenshot's pixel spread."""
+
 from __future__ import annotations
 
 import base64
@@ -73,8 +74,12 @@ def open_page(path: Path, screenshot: Path | None = None) -> SeenPage:
             page.goto(Path(path).resolve().as_uri(), wait_until="load")
             found = page.evaluate(READ_PAGE)
             seen.tables, seen.chart_marks, seen.toc_links = found["tables"], found["marks"], found["toc"]
-            seen.toc_position, seen.flow, seen.text, seen.height = (found["tocPosition"], found["flow"],
-                                                                    found["text"], found["height"])
+            seen.toc_position, seen.flow, seen.text, seen.height = (
+                found["tocPosition"],
+                found["flow"],
+                found["text"],
+                found["height"],
+            )
             png = page.screenshot(full_page=True)
             if screenshot is not None:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)

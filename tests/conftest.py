@@ -3,6 +3,7 @@
 The public metadata (the torchxrayvision wheel's data files) is fetched once into the user
 cache (or CXR_CACHE) and reused across sessions; everything the tests write goes to tmp paths.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -27,8 +28,12 @@ def public_data(cache_dir):
 
 
 def make_settings(tmp: Path, cache: Path, env: dict[str, str] | None = None, **sources: str) -> Settings:
-    env = {"CXR_WAREHOUSE": str(tmp / "warehouse"), "CXR_CATALOG": str(tmp / "catalog.duckdb"),
-           "CXR_CACHE": str(cache), **(env or {})}
+    env = {
+        "CXR_WAREHOUSE": str(tmp / "warehouse"),
+        "CXR_CATALOG": str(tmp / "catalog.duckdb"),
+        "CXR_CACHE": str(cache),
+        **(env or {}),
+    }
     env.update({f"CXR_SOURCE_{k.upper()}": str(v) for k, v in sources.items()})
     return Settings.load(env=env, cwd=tmp)
 

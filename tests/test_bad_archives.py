@@ -3,6 +3,7 @@
 An empty source must fail loudly rather than publish an empty dataset, a member path that leaves the
 archive refuses the archive, and an odd member is read or quarantined by name, never skipped unrecorded.
 """
+
 from __future__ import annotations
 
 import io
@@ -61,8 +62,9 @@ def tar_entry(name: str, kind: bytes) -> tarfile.TarInfo:
     return info
 
 
-@pytest.mark.parametrize("members", [[], [tar_entry("ecgen-radiology", tarfile.DIRTYPE)]],
-                         ids=["no-members", "dir-only"])
+@pytest.mark.parametrize(
+    "members", [[], [tar_entry("ecgen-radiology", tarfile.DIRTYPE)]], ids=["no-members", "dir-only"]
+)
 def test_iu_empty_archive_is_an_error(public_data, tmp_path, members):
     folder = iu_folder(public_data, tmp_path / "iu", members)
     with pytest.raises(SourceError, match=r"NLMCXR_reports\.tgz: holds no report XML files"):
@@ -89,9 +91,9 @@ def test_iu_nested_and_odd_members_are_read_or_quarantined_by_name(public_data, 
         *(("ecgen-radiology/" + name, data) for name, data in base[:4]),
         *(("NLMCXR/ecgen-radiology/" + name, data) for name, data in base[4:8]),
         *(("ecgen-radiology/nested/" + name, data) for name, data in base[8:]),
-        ("ecgen-radiology/copy/" + base[0][0], base[0][1]),            # same uId twice
+        ("ecgen-radiology/copy/" + base[0][0], base[0][1]),  # same uId twice
         ("ecgen-radiology/notes.txt", b"not a report"),
-        ("ecgen-radiology/nested/report.xml", base[1][1]),              # not OpenI's <n>.xml name
+        ("ecgen-radiology/nested/report.xml", base[1][1]),  # not OpenI's <n>.xml name
         tar_entry("ecgen-radiology/link.xml", tarfile.SYMTYPE),
         tar_entry("ecgen-radiology/nested", tarfile.DIRTYPE),
     ]
@@ -137,7 +139,7 @@ def rebuild_zip(folder: Path, extra: dict[str, bytes] | None = None, keep: bool 
 def test_mimic_empty_reports_zip_is_an_error(mimic_folder, extra):
     rebuild_zip(mimic_folder, extra)
     with pytest.raises(SourceError, match=r"mimic-cxr-reports\.zip: holds no report files"):
-        get_adapter("mimic_cxr").read(SourceFolder(str(mimic_folder)))     # before any batch is asked for
+        get_adapter("mimic_cxr").read(SourceFolder(str(mimic_folder)))  # before any batch is asked for
 
 
 @pytest.mark.parametrize("name", ["../s1.txt", "files/p10/../../../s1.txt", "/files/p10/p10000032/s1.txt"])

@@ -2,6 +2,7 @@
 
 Fixtures are cut from the real files (their first rows) and then damaged on purpose.
 """
+
 from __future__ import annotations
 
 import csv
@@ -65,9 +66,9 @@ def test_corrupt_gzip_is_named(tmp_path, nih_lines):
 def test_bad_rows_are_quarantined_with_line_and_column(tmp_path, cache_dir, nih_lines):
     lines = list(nih_lines)
     fields = lines[3].split(",")
-    fields[7] = "wide"                      # width of data row 3 (line 4) is not an integer
+    fields[7] = "wide"  # width of data row 3 (line 4) is not an integer
     lines[3] = ",".join(fields)
-    lines[6] = ",".join(lines[6].split(",")[:5]) + "\n"   # row 6 (line 7) lost its last fields
+    lines[6] = ",".join(lines[6].split(",")[:5]) + "\n"  # row 6 (line 7) lost its last fields
     good_ids = {line.split(",")[0].removesuffix(".png") for i, line in enumerate(lines[1:], 1) if i not in (3, 6)}
     _write(tmp_path / "nih", "Data_Entry_2017_v2020.csv", lines)
 
@@ -130,13 +131,16 @@ def test_nih_box_without_a_known_image_is_quarantined_and_the_rest_publish(tmp_p
     (folder / "BBox_List_2017.csv").write_text("".join(box_lines[:2] + bad + box_lines[2:]))
     with (folder / "BBox_List_2017.csv").open(newline="") as f:
         rows = list(csv.reader(f))[1:]
-    entry_images = {line.split(",", 1)[0] for line in (folder / "Data_Entry_2017_v2020.csv").read_text().splitlines()[1:]}
+    entry_images = {
+        line.split(",", 1)[0] for line in (folder / "Data_Entry_2017_v2020.csv").read_text().splitlines()[1:]
+    }
     good = [r for r in rows if r[0] in entry_images]
 
     result = get_adapter("nih_cxr14").read(SourceFolder(str(folder)))
     assert result.tables["boxes"].height == len(good) == len(rows) - 2
-    rejected = sorted(result.rejected().filter(pl.col("target_table") == "boxes").to_dicts(),
-                      key=lambda r: r["line_number"])
+    rejected = sorted(
+        result.rejected().filter(pl.col("target_table") == "boxes").to_dicts(), key=lambda r: r["line_number"]
+    )
     assert [(r["line_number"], r["column_name"]) for r in rejected] == [(3, "image_index"), (4, "image_index")]
     assert [r["raw_record"] for r in rejected] == [b.rstrip("\n") for b in bad]
     assert rejected[1]["value"] == "00099999_000.png"

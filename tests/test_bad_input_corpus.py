@@ -5,6 +5,7 @@ account that balances: rows in = rows published + rows quarantined. "Rows in" is
 Python's csv module, one physical line at a time (both formats put one record on each line), never
 by the code under test.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,8 +33,10 @@ def _head(path: Path, n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def real_lines(raw_files):
-    return {"nih_cxr14": _head(raw_files["nih_entry"], ROWS + 1),
-            "chexpert": _head(raw_files["chexpert_train"], ROWS + 1)}
+    return {
+        "nih_cxr14": _head(raw_files["nih_entry"], ROWS + 1),
+        "chexpert": _head(raw_files["chexpert_train"], ROWS + 1),
+    }
 
 
 def _write(folder: Path, dataset: str, lines: list[str] | bytes, gz: bool = False) -> Path:
@@ -70,8 +73,8 @@ def _assert_account(result, path: Path) -> pl.DataFrame:
 
 # Field indexes of the same kind of value in each file.
 AGE = {"nih_cxr14": 4, "chexpert": 2}
-TYPED = {"nih_cxr14": (7, "width"), "chexpert": (5, "No Finding")}     # an INTEGER / FLOAT column
-TEXT = {"nih_cxr14": (1, "finding_labels"), "chexpert": (1, "Sex")}    # a VARCHAR column
+TYPED = {"nih_cxr14": (7, "width"), "chexpert": (5, "No Finding")}  # an INTEGER / FLOAT column
+TEXT = {"nih_cxr14": (1, "finding_labels"), "chexpert": (1, "Sex")}  # a VARCHAR column
 
 
 @pytest.mark.parametrize("dataset", FILES)
@@ -120,8 +123,10 @@ def test_truncated_gzip_is_an_error_naming_the_line(tmp_path, real_lines, datase
 @pytest.mark.parametrize("dataset", FILES)
 def test_missing_required_column_is_an_error(tmp_path, real_lines, dataset):
     drop = AGE[dataset]
-    lines = [",".join(f for i, f in enumerate(line.rstrip("\n").split(",")) if i != drop) + "\n"
-             for line in real_lines[dataset]]
+    lines = [
+        ",".join(f for i, f in enumerate(line.rstrip("\n").split(",")) if i != drop) + "\n"
+        for line in real_lines[dataset]
+    ]
     _write(tmp_path, dataset, lines)
     with pytest.raises(SourceError, match=rf"{FILES[dataset]}, line 1: unexpected header"):
         _read(dataset, tmp_path)
@@ -153,8 +158,8 @@ def test_too_many_and_too_few_fields_are_quarantined(tmp_path, real_lines, datas
 def test_non_utf8_bytes_are_quarantined(tmp_path, real_lines, dataset):
     data = bytearray("".join(real_lines[dataset]).encode())
     lines = real_lines[dataset]
-    at = sum(len(line) for line in lines[:7]) + lines[7].index(",") + 1   # the 2nd field of line 8
-    data[at:at + 1] = b"\xff\xfe"
+    at = sum(len(line) for line in lines[:7]) + lines[7].index(",") + 1  # the 2nd field of line 8
+    data[at : at + 1] = b"\xff\xfe"
     path = _write(tmp_path, dataset, bytes(data))
     result = _read(dataset, tmp_path)
     rejected = _assert_account(result, path)
@@ -184,14 +189,15 @@ def test_unreadable_or_out_of_range_age_is_null_and_quarantined(tmp_path, real_l
     path = _write(tmp_path, dataset, lines)
     result = _read(dataset, tmp_path)
     rejected = _assert_account(result, path)
-    assert result.tables["images"].height == ROWS                  # the rows themselves publish
+    assert result.tables["images"].height == ROWS  # the rows themselves publish
     assert sorted(zip(rejected["line_number"], rejected["column_name"], rejected["value"])) == [
-        (i + 1, "age", age) for i, age in bad.items()]
+        (i + 1, "age", age) for i, age in bad.items()
+    ]
     assert set(rejected["raw_record"]) == {lines[i].rstrip("\n") for i in bad}
     reasons = dict(zip(rejected["value"], rejected["reason"]))
     assert "not a number" in reasons["abc"] and "negative" in reasons["-1"] and "over 120" in reasons["150"]
-    kept = result.tables["studies"].filter(pl.col("age_source").is_in(list(bad.values())))   # raw value kept...
-    assert kept.height and kept["age_years"].is_null().all()                               # ...harmonized null
+    kept = result.tables["studies"].filter(pl.col("age_source").is_in(list(bad.values())))  # raw value kept...
+    assert kept.height and kept["age_years"].is_null().all()  # ...harmonized null
 
 
 @pytest.mark.parametrize("dataset", FILES)

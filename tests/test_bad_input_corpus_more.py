@@ -9,6 +9,7 @@ the others) copied to tmp_path, with one thing damaged, and ends in one document
   (records may span lines in all four formats), never by the code under test.
 QBA is all or nothing: its damaged members are SourceErrors, except members that are not QA documents.
 """
+
 from __future__ import annotations
 
 import csv
@@ -92,7 +93,7 @@ def damage_byte(path: Path, needle: bytes, offset: int = 0) -> None:
     """Replace one byte of `path`, `offset` bytes into the first `needle`, by bytes that are not UTF-8."""
     data = bytearray(path.read_bytes())
     at = data.index(needle) + offset
-    data[at:at + 1] = b"\xff\xfe"
+    data[at : at + 1] = b"\xff\xfe"
     path.write_bytes(bytes(data))
 
 
@@ -134,8 +135,9 @@ def pc_read(folder: Path):
 def pc_account(result, path: Path) -> pl.DataFrame:
     """rows in = images published + records quarantined whole; returns the quarantine."""
     rejected = result.rejected()
-    assert result.tables["images"].height + len(whole_rows(rejected, PC_FILE, PC_PARTIAL)) == \
-        len(read_records(path)) - 1
+    assert (
+        result.tables["images"].height + len(whole_rows(rejected, PC_FILE, PC_PARTIAL)) == len(read_records(path)) - 1
+    )
     return rejected
 
 
@@ -146,8 +148,11 @@ def test_padchest_truncated_gzip_is_an_error_naming_the_line(tmp_path, pc_record
     assert err.value.file.endswith(gz.name) and err.value.line > 1
 
 
-@pytest.mark.parametrize("data,message", [("", r", line 1: is empty"), (None, r": has a header but no data rows")],
-                         ids=["empty", "header-only"])
+@pytest.mark.parametrize(
+    "data,message",
+    [("", r", line 1: is empty"), (None, r": has a header but no data rows")],
+    ids=["empty", "header-only"],
+)
 def test_padchest_empty_and_header_only_files_are_errors(tmp_path, pc_records, data, message):
     """Fix (header-only): the file read as an empty dataset."""
     pc_write(tmp_path, render(pc_records[:1]) if data is None else data)
@@ -160,14 +165,17 @@ def test_padchest_missing_or_renamed_column_is_an_error(tmp_path, pc_records, ch
     records = [list(r) for r in pc_records]
     if change == "drop PatientBirth":
         at = records[0].index("PatientBirth")
-        records = [r[:at] + r[at + 1:] for r in records]
+        records = [r[:at] + r[at + 1 :] for r in records]
     else:
         records[0][records[0].index("Projection")] = "View"
     pc_write(tmp_path, records)
     with pytest.raises(SourceError, match=rf"(?s){PC_RE}, line 1: unexpected header.*found:.*") as err:
         pc_read(tmp_path)
-    assert ("PatientBirth" not in str(err.value).split("expected:")[0]) if change.startswith("drop") \
+    assert (
+        ("PatientBirth" not in str(err.value).split("expected:")[0])
+        if change.startswith("drop")
         else ",View," in str(err.value)
+    )
 
 
 def test_padchest_stray_quote_opening_a_field_is_an_error_naming_the_line(tmp_path, pc_records):
@@ -190,7 +198,7 @@ def test_padchest_quote_inside_a_field_is_kept_and_merges_nothing(tmp_path, pc_r
 
 
 def test_padchest_too_many_and_too_few_fields_are_quarantined_with_their_lines(tmp_path, pc_records):
-    after = multi_line_record(pc_records) + 2            # a record after one that spans lines
+    after = multi_line_record(pc_records) + 2  # a record after one that spans lines
     records = [list(r) for r in pc_records]
     records[3].append("extra")
     records[after] = records[after][:-1]
@@ -199,7 +207,9 @@ def test_padchest_too_many_and_too_few_fields_are_quarantined_with_their_lines(t
     rejected = pc_account(result, path)
     lines = start_lines(records)
     assert sorted(zip(rejected["row_number"], rejected["line_number"], rejected["column_name"])) == [
-        (3, lines[2], ""), (after, lines[after - 1], "")]
+        (3, lines[2], ""),
+        (after, lines[after - 1], ""),
+    ]
     assert lines[after - 1] > after + 1
     reasons = dict(zip(rejected["row_number"], rejected["reason"]))
     assert "too many columns" in reasons[3] and "missing columns" in reasons[after]
@@ -207,7 +217,7 @@ def test_padchest_too_many_and_too_few_fields_are_quarantined_with_their_lines(t
 
 def test_padchest_non_utf8_bytes_are_quarantined_whole(tmp_path, pc_records):
     path = pc_write(tmp_path, pc_records)
-    damage_byte(path, pc_records[8][1].encode(), 5)       # inside record 8's ImageID
+    damage_byte(path, pc_records[8][1].encode(), 5)  # inside record 8's ImageID
     result = pc_read(tmp_path)
     rejected = pc_account(result, path)
     [row] = rejected.to_dicts()
@@ -227,7 +237,10 @@ def test_padchest_empty_id_is_quarantined_with_its_column_and_raw_record(tmp_pat
     rejected = pc_account(result, path)
     [row] = rejected.to_dicts()
     assert (row["row_number"], row["line_number"], row["column_name"]) == (
-        number, start_lines(records)[number - 1], column)
+        number,
+        start_lines(records)[number - 1],
+        column,
+    )
     assert row["reason"].startswith(f"{column} is empty") and row["target_table"] == "images"
     assert row["raw_record"] == raw(records[number])
     assert pc_records[number][1].removesuffix(".png") not in set(result.tables["images"]["image_id"])
@@ -242,7 +255,11 @@ def test_padchest_quarantine_keeps_a_multi_line_raw_record(tmp_path, pc_records)
     rejected = pc_account(result, path)
     [row] = rejected.to_dicts()
     assert (row["row_number"], row["line_number"], row["column_name"], row["value"]) == (
-        number, start_lines(records)[number - 1], "Rows_DICOM", "tall")
+        number,
+        start_lines(records)[number - 1],
+        "Rows_DICOM",
+        "tall",
+    )
     assert "\n" in row["raw_record"] and row["raw_record"] == raw(records[number])
     assert result.tables["images"].height == PC_ROWS
     image = result.tables["images"].filter(pl.col("image_id") == records[number][1].removesuffix(".png"))
@@ -255,7 +272,9 @@ def test_padchest_wrong_types_are_quarantined_and_the_image_kept(tmp_path, pc_re
     result = pc_read(tmp_path)
     rejected = pc_account(result, path)
     assert sorted(zip(rejected["row_number"], rejected["column_name"], rejected["value"])) == [
-        (4, "StudyDate_DICOM", "2014131"), (9, "Columns_DICOM", "wide")]
+        (4, "StudyDate_DICOM", "2014131"),
+        (9, "Columns_DICOM", "wide"),
+    ]
     assert set(rejected["raw_record"]) == {raw(records[4]), raw(records[9])}
     assert result.tables["images"].height == PC_ROWS
 
@@ -295,10 +314,15 @@ def test_padchest_empty_labels_mean_no_labels_not_an_error(tmp_path, pc_records)
     assert study in set(result.tables["studies"]["study_id"]) and result.tables["images"].height == PC_ROWS
 
 
-@pytest.mark.parametrize("labels,why", [("['pneumonia', 'effusion'", "is not a Python list of quoted strings"),
-                                        ("pneumonia", "is not a Python list of quoted strings"),
-                                        ("nan", "is 'nan' (pandas' missing value)")],
-                         ids=["unclosed", "bare-word", "nan"])
+@pytest.mark.parametrize(
+    "labels,why",
+    [
+        ("['pneumonia', 'effusion'", "is not a Python list of quoted strings"),
+        ("pneumonia", "is not a Python list of quoted strings"),
+        ("nan", "is 'nan' (pandas' missing value)"),
+    ],
+    ids=["unclosed", "bare-word", "nan"],
+)
 def test_padchest_malformed_labels_are_quarantined_with_a_clear_reason(tmp_path, pc_records, labels, why):
     number = _single_image_study(pc_records)
     records = set_field(pc_records, number, "Labels", labels)
@@ -307,7 +331,11 @@ def test_padchest_malformed_labels_are_quarantined_with_a_clear_reason(tmp_path,
     rejected = pc_account(result, path)
     [row] = rejected.to_dicts()
     assert (row["row_number"], row["column_name"], row["value"], row["target_table"]) == (
-        number, "Labels", labels, "labels")
+        number,
+        "Labels",
+        labels,
+        "labels",
+    )
     assert row["reason"].startswith(f"Labels {why}") and row["raw_record"] == raw(records[number])
     assert records[number][records[0].index("StudyID")] not in set(result.tables["labels"]["study_id"])
 
@@ -324,7 +352,7 @@ def test_padchest_duplicate_image_id_is_blocked_by_the_quality_gates(tmp_path, c
 # =================================================================================================
 # ReXGradient: the sample's per-split CSV (records span lines) and view-position JSON
 # =================================================================================================
-REX_PARTIAL = {"StudyDate", "PatientWeight", "age"}   # the study stays
+REX_PARTIAL = {"StudyDate", "PatientWeight", "age"}  # the study stays
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +389,7 @@ def rex_account(result, path: Path, split: str = "train") -> pl.DataFrame:
 
 def test_rex_sample_records_span_lines(rex):
     records = read_records(rex_csv(rex))
-    assert start_lines(records)[-1] > len(records)     # the line-mapping cases below mean something
+    assert start_lines(records)[-1] > len(records)  # the line-mapping cases below mean something
 
 
 @pytest.mark.parametrize("which", ["csv", "json"])
@@ -412,8 +440,11 @@ def test_rex_empty_json_loses_no_study_unrecorded(rex, text, outcome):
     assert unreadable == ([] if outcome is None else [unreadable[0]]) and all(outcome in r for r in unreadable)
 
 
-@pytest.mark.parametrize("text,message", [("", r", line 1: is empty"), (None, r": has a header but no data rows")],
-                         ids=["empty", "header-only"])
+@pytest.mark.parametrize(
+    "text,message",
+    [("", r", line 1: is empty"), (None, r": has a header but no data rows")],
+    ids=["empty", "header-only"],
+)
 def test_rex_empty_and_header_only_csv_are_errors(rex, text, message):
     """Fix: a header-only split CSV was an empty split, its JSON studies all 'not in the CSV'."""
     path = rex_csv(rex, "valid")
@@ -428,7 +459,7 @@ def test_rex_missing_or_renamed_column_is_an_error(rex, change):
     records = read_records(path)
     if change == "drop PatientSex":
         at = records[0].index("PatientSex")
-        records = [r[:at] + r[at + 1:] for r in records]
+        records = [r[:at] + r[at + 1 :] for r in records]
     else:
         records[0][records[0].index("PatientAge")] = "Age"
     path.write_text(render(records))
@@ -487,16 +518,22 @@ def test_rex_empty_id_is_quarantined_whole_with_its_raw_record(rex):
 def test_rex_wrong_types_and_out_of_range_ages_are_quarantined_and_the_study_kept(rex):
     path = rex_csv(rex)
     records = read_records(path)
-    damage = {1: ("StudyDate", "2020"), 2: ("PatientWeight", "heavy"), 3: ("PatientAge", "abc"),
-              4: ("PatientAge", "150Y"), 5: ("PatientAge", "-003Y")}
+    damage = {
+        1: ("StudyDate", "2020"),
+        2: ("PatientWeight", "heavy"),
+        3: ("PatientAge", "abc"),
+        4: ("PatientAge", "150Y"),
+        5: ("PatientAge", "-003Y"),
+    }
     for number, (column, value) in damage.items():
         records = set_field(records, number, column, value)
     path.write_text(render(records))
     result = rex_read(rex)
     rejected = rex_account(result, path).filter(pl.col("source_file").str.ends_with(path.name))
     lines = start_lines(records)
-    assert sorted(zip(rejected["row_number"], rejected["line_number"], rejected["column_name"], rejected["value"])) \
-        == [(n, lines[n - 1], "age" if c == "PatientAge" else c, v) for n, (c, v) in damage.items()]
+    assert sorted(zip(rejected["row_number"], rejected["line_number"], rejected["column_name"], rejected["value"])) == [
+        (n, lines[n - 1], "age" if c == "PatientAge" else c, v) for n, (c, v) in damage.items()
+    ]
     assert set(rejected["raw_record"]) == {raw(records[n]) for n in damage}
     reasons = dict(zip(rejected["value"], rejected["reason"]))
     assert "not a number" in reasons["abc"] and "over 120" in reasons["150Y"] and "negative" in reasons["-003Y"]
@@ -581,16 +618,22 @@ def test_plus_sample_records_span_lines(plus):
     assert start_lines(records)[-1] > 2 * len(records)
 
 
-@pytest.mark.parametrize("name,message", [(PLUS_CSV, r", line \d+: cannot be read"),
-                                          (PLUS_LABELS, r": is not a readable gzip file")], ids=["csv", "labels"])
+@pytest.mark.parametrize(
+    "name,message",
+    [(PLUS_CSV, r", line \d+: cannot be read"), (PLUS_LABELS, r": is not a readable gzip file")],
+    ids=["csv", "labels"],
+)
 def test_plus_truncated_gzip_is_an_error(plus, name, message):
     path = truncated_gzip(plus / name)
     with pytest.raises(SourceError, match=re.escape(path.name) + message):
         plus_read(plus)
 
 
-@pytest.mark.parametrize("text,message", [("", r", line 1: is empty"), (None, r": has a header but no data rows")],
-                         ids=["empty", "header-only"])
+@pytest.mark.parametrize(
+    "text,message",
+    [("", r", line 1: is empty"), (None, r": has a header but no data rows")],
+    ids=["empty", "header-only"],
+)
 def test_plus_empty_and_header_only_csv_are_errors(plus, text, message):
     """Fix: a header-only CSV published an empty dataset next to labels for studies it does not have."""
     path = plus / PLUS_CSV
@@ -612,7 +655,7 @@ def test_plus_missing_or_renamed_column_is_an_error(plus, change):
     records = read_records(path)
     if change == "drop race":
         at = records[0].index("race")
-        records = [r[:at] + r[at + 1:] for r in records]
+        records = [r[:at] + r[at + 1 :] for r in records]
     else:
         records[0][records[0].index("recent_bmi")] = "bmi"
     path.write_text(render(records))
@@ -642,7 +685,10 @@ def test_plus_too_many_too_few_fields_and_bad_paths_are_quarantined(plus):
     rejected = plus_account(result, records, {2, 6, 9})
     lines = start_lines(records)
     assert sorted(zip(rejected["row_number"], rejected["line_number"], rejected["column_name"])) == [
-        (2, lines[1], ""), (6, lines[5], ""), (9, lines[8], "path_to_image")]
+        (2, lines[1], ""),
+        (6, lines[5], ""),
+        (9, lines[8], "path_to_image"),
+    ]
     assert rejected.filter(pl.col("row_number") == 9)["raw_record"].to_list() == [raw(records[9])]
 
 
@@ -698,14 +744,20 @@ def test_plus_label_file_cut_in_half_quarantines_its_broken_last_line(plus):
     assert rejected["reason"][0].startswith("not a JSON object") and rejected["raw_record"][0] == lines[-1]
 
 
-@pytest.mark.parametrize("damage,why", [
-    (lambda r: {**r, "Edema": "yes"}, "label value is not a number or null: Edema"),
-    (lambda r: {**r, "Edema": True}, "label value is not a number or null: Edema"),
-    (lambda r: {**{k: v for k, v in r.items() if k != "Edema"}, "Edemaa": 1.0},
-     "keys that are not path_to_image or a CheXbert label: Edemaa"),
-    (lambda r: {k: v for k, v in r.items() if k != "path_to_image"}, "record has no path_to_image string"),
-    (lambda r: [r], "record is not a JSON object"),
-], ids=["string", "bool", "renamed-key", "no-path", "array"])
+@pytest.mark.parametrize(
+    "damage,why",
+    [
+        (lambda r: {**r, "Edema": "yes"}, "label value is not a number or null: Edema"),
+        (lambda r: {**r, "Edema": True}, "label value is not a number or null: Edema"),
+        (
+            lambda r: {**{k: v for k, v in r.items() if k != "Edema"}, "Edemaa": 1.0},
+            "keys that are not path_to_image or a CheXbert label: Edemaa",
+        ),
+        (lambda r: {k: v for k, v in r.items() if k != "path_to_image"}, "record has no path_to_image string"),
+        (lambda r: [r], "record is not a JSON object"),
+    ],
+    ids=["string", "bool", "renamed-key", "no-path", "array"],
+)
 def test_plus_bad_label_records_are_quarantined_by_line(plus, damage, why):
     lines = label_lines(plus)
     lines[3] = json.dumps(damage(json.loads(lines[3])))
@@ -783,6 +835,7 @@ def edit_document(change):
         doc = json.loads(data)
         change(doc)
         return json.dumps(doc).encode()
+
     return edit
 
 
@@ -794,38 +847,70 @@ def test_qba_truncated_zip_is_an_error(qba, qba_sample, archive):
         qba_read(qba, qba_sample / "mimic_cxr")
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda data: data[: len(data) // 2], r"not valid JSON \(.*line 1 column \d+"),
-    (lambda data: b"", r"not valid JSON \(Expecting value: line 1 column 1"),
-    (lambda data: data.replace(b'"question"', b'"question\xff"', 1), r"not valid JSON \('utf-8' codec can't decode"),
-    (edit_document(lambda d: d["questions"][0]["question_quality"].update(rating="high")),
-     r"JSON does not have the documented shape"),
-    (edit_document(lambda d: d["questions"][0]["answers"][0].update(answer_id="one")),
-     r"JSON does not have the documented shape"),
-], ids=["cut-in-half", "empty", "non-utf8", "rating-string", "answer-id-string"])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda data: data[: len(data) // 2], r"not valid JSON \(.*line 1 column \d+"),
+        (lambda data: b"", r"not valid JSON \(Expecting value: line 1 column 1"),
+        (
+            lambda data: data.replace(b'"question"', b'"question\xff"', 1),
+            r"not valid JSON \('utf-8' codec can't decode",
+        ),
+        (
+            edit_document(lambda d: d["questions"][0]["question_quality"].update(rating="high")),
+            r"JSON does not have the documented shape",
+        ),
+        (
+            edit_document(lambda d: d["questions"][0]["answers"][0].update(answer_id="one")),
+            r"JSON does not have the documented shape",
+        ),
+    ],
+    ids=["cut-in-half", "empty", "non-utf8", "rating-string", "answer-id-string"],
+)
 def test_qba_unreadable_member_is_an_error_naming_it(qba, qba_sample, change, message):
     name = damage_member(qba, change)
     with pytest.raises(SourceError, match=rf"(?s)cannot be read.*qa\.zip:{re.escape(name)}: {message}"):
         qba_read(qba, qba_sample / "mimic_cxr")
 
 
-@pytest.mark.parametrize("change,message", [
-    (edit_document(lambda d: d.pop("study_id")), r", column 'study_id': has no study_id"),
-    (edit_document(lambda d: d.update(patient_id="")), r", column 'patient_id': has no patient_id"),
-    (edit_document(lambda d: d["questions"][1].update(question_id=d["questions"][0]["question_id"])),
-     r", column 'question_id': holds question_id '\w+' twice"),
-    (edit_document(lambda d: d["questions"][0]["question_quality"].update(rating=99)),
-     r", column 'question_quality.rating': question_quality.rating 99 \(question '\w+'\) is not a code in "
-     r"quality_mappings.csv"),
-    (edit_document(lambda d: d["questions"][0]["question_quality"].pop("rating")),
-     r", column 'question_quality.rating': has no question_quality.rating for question '\w+'"),
-    (edit_document(lambda d: d["questions"][0]["answers"][0]["answer_quality"].update(rating=99)),
-     r", column 'answer_quality.rating': answer_quality.rating 99 \(question '\w+'\) is not a code in "
-     r"quality_mappings.csv"),
-    (edit_document(lambda d: d["questions"][0]["answers"][0].pop("answer_quality")),
-     r", column 'answer_quality.rating': has no answer_quality.rating for question '\w+'"),
-], ids=["no-study-id", "empty-patient-id", "question-twice", "unknown-rating", "no-rating", "unknown-answer-rating",
-        "no-answer-rating"])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (edit_document(lambda d: d.pop("study_id")), r", column 'study_id': has no study_id"),
+        (edit_document(lambda d: d.update(patient_id="")), r", column 'patient_id': has no patient_id"),
+        (
+            edit_document(lambda d: d["questions"][1].update(question_id=d["questions"][0]["question_id"])),
+            r", column 'question_id': holds question_id '\w+' twice",
+        ),
+        (
+            edit_document(lambda d: d["questions"][0]["question_quality"].update(rating=99)),
+            r", column 'question_quality.rating': question_quality.rating 99 \(question '\w+'\) is not a code in "
+            r"quality_mappings.csv",
+        ),
+        (
+            edit_document(lambda d: d["questions"][0]["question_quality"].pop("rating")),
+            r", column 'question_quality.rating': has no question_quality.rating for question '\w+'",
+        ),
+        (
+            edit_document(lambda d: d["questions"][0]["answers"][0]["answer_quality"].update(rating=99)),
+            r", column 'answer_quality.rating': answer_quality.rating 99 \(question '\w+'\) is not a code in "
+            r"quality_mappings.csv",
+        ),
+        (
+            edit_document(lambda d: d["questions"][0]["answers"][0].pop("answer_quality")),
+            r", column 'answer_quality.rating': has no answer_quality.rating for question '\w+'",
+        ),
+    ],
+    ids=[
+        "no-study-id",
+        "empty-patient-id",
+        "question-twice",
+        "unknown-rating",
+        "no-rating",
+        "unknown-answer-rating",
+        "no-answer-rating",
+    ],
+)
 def test_qba_member_that_cannot_be_keyed_or_graded_is_an_error(qba, qba_sample, change, message):
     """Fix: a member without study_id published questions under a null study; a question twice, twice."""
     name = damage_member(qba, change)
@@ -873,19 +958,31 @@ def test_qba_nested_archive_and_odd_members_are_quarantined_and_the_rest_read(qb
     assert sorted(rejected["source_file"].str.split(":").list.last()) == sorted(odd)
     assert all("not a *.qa.json member" in reason for reason in rejected["reason"])
     questions = sum(len(json.loads(data)["questions"]) for data in contents.values())
-    assert rows["qa_questions"] == questions                                     # every study's questions
-    assert len(members(qba / "qa.zip")) == len(contents) + rejected.height       # members in = read + quarantined
+    assert rows["qa_questions"] == questions  # every study's questions
+    assert len(members(qba / "qa.zip")) == len(contents) + rejected.height  # members in = read + quarantined
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda t: t.replace("rating,0,", "rating,zero,", 1), r", line 3, column 'code': code 'zero' is not an integer"),
-    (lambda t: t.replace("rating,2,B", 'rating,2,"B', 1),
-     r", line 5, column 'label': cannot be read \(unbalanced quote"),
-    (lambda t: t.replace("rating,3,A,A,", "rating,3,A,A,,extra", 1), r", line 6: cannot be read \(too many columns"),
-    (lambda t: t.replace("field,code", "field,cod", 1), r", line 1: unexpected header"),
-    (lambda t: t.split("\n")[0] + "\n", r": has no rows for field 'rating'"),
-    (lambda t: "", r", line 1: is empty"),
-], ids=["code-not-int", "stray-quote", "too-many-fields", "renamed-header", "header-only", "empty"])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            lambda t: t.replace("rating,0,", "rating,zero,", 1),
+            r", line 3, column 'code': code 'zero' is not an integer",
+        ),
+        (
+            lambda t: t.replace("rating,2,B", 'rating,2,"B', 1),
+            r", line 5, column 'label': cannot be read \(unbalanced quote",
+        ),
+        (
+            lambda t: t.replace("rating,3,A,A,", "rating,3,A,A,,extra", 1),
+            r", line 6: cannot be read \(too many columns",
+        ),
+        (lambda t: t.replace("field,code", "field,cod", 1), r", line 1: unexpected header"),
+        (lambda t: t.split("\n")[0] + "\n", r": has no rows for field 'rating'"),
+        (lambda t: "", r", line 1: is empty"),
+    ],
+    ids=["code-not-int", "stray-quote", "too-many-fields", "renamed-header", "header-only", "empty"],
+)
 def test_qba_bad_quality_mappings_are_errors_naming_line_and_column(qba, qba_sample, change, message):
     """Fix: a code that is not an integer raised a raw polars error; a row lost to quarantine left codes unknown."""
     path = qba / "quality_mappings.csv"
@@ -894,11 +991,14 @@ def test_qba_bad_quality_mappings_are_errors_naming_line_and_column(qba, qba_sam
         qba_read(qba, qba_sample / "mimic_cxr")
 
 
-@pytest.mark.parametrize("damage,message", [
-    ("truncated parquet", r"study_metadata\.parquet: cannot be read \(ComputeError"),
-    ("truncated csv.gz", r"study_metadata\.csv\.gz: cannot be read"),
-    ("header-only csv.gz", r"study_metadata\.csv\.gz: has no rows"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        ("truncated parquet", r"study_metadata\.parquet: cannot be read \(ComputeError"),
+        ("truncated csv.gz", r"study_metadata\.csv\.gz: cannot be read"),
+        ("header-only csv.gz", r"study_metadata\.csv\.gz: has no rows"),
+    ],
+)
 def test_qba_unreadable_or_empty_metadata_is_an_error(qba, qba_sample, damage, message):
     """Fix: a truncated metadata file raised a raw polars or gzip error; an empty one orphaned every image."""
     folder = qba / "metadata"

@@ -1,4 +1,5 @@
 """The catalog documents every table and column, and its counts agree with the data."""
+
 from __future__ import annotations
 
 from warehouse.schema import TABLES
@@ -6,8 +7,10 @@ from warehouse.schema import TABLES
 
 def test_every_table_and_column_is_documented(public_warehouse):
     wh = public_warehouse
-    documented = {(r["table_name"], r["column_name"]): r["description"]
-                  for r in wh.sql("SELECT table_name, column_name, description FROM catalog_columns").to_pylist()}
+    documented = {
+        (r["table_name"], r["column_name"]): r["description"]
+        for r in wh.sql("SELECT table_name, column_name, description FROM catalog_columns").to_pylist()
+    }
     con = wh.connect()
     try:
         for name in TABLES:

@@ -4,12 +4,12 @@ The page is opened in headless Chromium with every network request aborted and r
 is compared with plain SQL over the catalog's tables and with the raw NIH file (csv module), never with
 the docs code's own numbers.
 """
-from __future__ import annotations
 
-import html
+from __future__ import annotations
 
 import base64
 import csv
+import html
 from pathlib import Path
 
 import pytest
@@ -75,7 +75,7 @@ def page(docs_dir):
         pg.on("request", lambda r: None if r.url.split("#")[0] == index else seen["outside"].append(r.url))
         pg.goto(index, wait_until="load")
         SHOTS.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(SHOTS / "docs-top.png"))   # a full page takes ~10 s: the first screen and the diagram
+        pg.screenshot(path=str(SHOTS / "docs-top.png"))  # a full page takes ~10 s: the first screen and the diagram
         pg.locator("#erd").screenshot(path=str(SHOTS / "docs-erd.png"))
         yield pg, seen
         browser.close()
@@ -97,7 +97,8 @@ def test_the_screenshot_is_not_blank(page):
     pg, _ = page
     png = base64.b64encode(pg.screenshot()).decode()
     blank = pg.context.new_page()
-    stats = blank.evaluate("""async (b64) => {
+    stats = blank.evaluate(
+        """async (b64) => {
         const img = new Image(); img.src = 'data:image/png;base64,' + b64; await img.decode();
         const c = document.createElement('canvas'); c.width = img.width; c.height = img.height;
         const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
@@ -108,7 +109,9 @@ def test_the_screenshot_is_not_blank(page):
             if (colours.size < 5000) colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
         }
         const mean = s / n; return {width: c.width, variance: s2 / n - mean * mean, colours: colours.size};
-    }""", png)
+    }""",
+        png,
+    )
     blank.close()
     assert stats["width"] == 1440
     assert stats["variance"] > 500 and stats["colours"] > 50, stats
@@ -141,14 +144,25 @@ def test_the_diagram_has_a_box_per_table_and_a_line_per_reference(page):
 def test_non_null_percentages_are_the_plain_counts(page, docs_warehouse):
     pg, _ = page
     wh, nih_rows = docs_warehouse
-    for table, column in [("patients", "sex_source"), ("studies", "age_years"), ("images", "width"),
-                          ("images", "view_source"), ("labels", "image_id"), ("reports", "findings"),
-                          ("patients", "race_source")]:
-        expected = {r["dataset"]: (r["n"], r["rows"]) for r in wh.sql(
-            f'SELECT dataset, count("{column}") AS n, count(*) AS rows FROM "{table}" GROUP BY dataset').to_pylist()}
+    for table, column in [
+        ("patients", "sex_source"),
+        ("studies", "age_years"),
+        ("images", "width"),
+        ("images", "view_source"),
+        ("labels", "image_id"),
+        ("reports", "findings"),
+        ("patients", "race_source"),
+    ]:
+        expected = {
+            r["dataset"]: (r["n"], r["rows"])
+            for r in wh.sql(
+                f'SELECT dataset, count("{column}") AS n, count(*) AS rows FROM "{table}" GROUP BY dataset'
+            ).to_pylist()
+        }
         cells = pg.eval_on_selector_all(
             f"#column-{table}-{column} td[data-dataset]",
-            "els => els.map(e => [e.dataset.dataset, +e.dataset.nonNull, +e.dataset.rows, e.innerText])")
+            "els => els.map(e => [e.dataset.dataset, +e.dataset.nonNull, +e.dataset.rows, e.innerText])",
+        )
         assert {d: (n, rows) for d, n, rows, _ in cells} == expected, f"{table}.{column}"
         for d, n, rows, text in cells:
             if n == rows:
@@ -158,9 +172,13 @@ def test_non_null_percentages_are_the_plain_counts(page, docs_warehouse):
             else:
                 assert abs(float(text.strip("%<>")) - 100 * n / rows) < 0.051, (table, column, d, text)
     # NIH from its raw file: every row has a width (column 7 of the csv), and so every image
-    width = [c for c in pg.eval_on_selector_all(
-        "#column-images-width td[data-dataset='nih_cxr14']", "els => els.map(e => [+e.dataset.nonNull, "
-        "+e.dataset.rows])")]
+    width = [
+        c
+        for c in pg.eval_on_selector_all(
+            "#column-images-width td[data-dataset='nih_cxr14']",
+            "els => els.map(e => [+e.dataset.nonNull, +e.dataset.rows])",
+        )
+    ]
     assert width == [[sum(1 for r in nih_rows if r[7].strip()), len(nih_rows)]]
 
 
@@ -170,17 +188,23 @@ def test_raw_labels_under_a_finding_are_the_plain_counts(page, docs_warehouse):
     for finding in ("pleural_effusion", "cardiomegaly", "no_finding", "atelectasis"):
         shown = pg.eval_on_selector_all(
             f"#finding-{finding} ul.raw li",
-            "els => els.map(e => [e.dataset.dataset, e.dataset.labeler, e.dataset.rawLabel, +e.dataset.rows])")
-        expected = wh.sql("SELECT dataset, labeler, raw_label, count(*) AS n FROM labels WHERE finding = ? "
-                          "GROUP BY ALL", [finding]).to_pylist()
+            "els => els.map(e => [e.dataset.dataset, e.dataset.labeler, e.dataset.rawLabel, +e.dataset.rows])",
+        )
+        expected = wh.sql(
+            "SELECT dataset, labeler, raw_label, count(*) AS n FROM labels WHERE finding = ? GROUP BY ALL", [finding]
+        ).to_pylist()
         assert sorted(map(tuple, shown)) == sorted(tuple(r.values()) for r in expected), finding
         assert expected, finding
     effusion = pg.eval_on_selector_all(
         "#finding-pleural_effusion ul.raw li[data-dataset='nih_cxr14'][data-labeler='nih_nlp']",
-        "els => els.map(e => [e.dataset.rawLabel, +e.dataset.rows])")
+        "els => els.map(e => [e.dataset.rawLabel, +e.dataset.rows])",
+    )
     assert effusion == [["Effusion", sum(1 for r in nih_rows if "Effusion" in r[1].split("|"))]]
-    unmapped = wh.sql("SELECT count(*) FROM (SELECT DISTINCT dataset, labeler, raw_label FROM labels "
-                      "WHERE finding IS NULL)").column(0)[0].as_py()
+    unmapped = (
+        wh.sql("SELECT count(*) FROM (SELECT DISTINCT dataset, labeler, raw_label FROM labels WHERE finding IS NULL)")
+        .column(0)[0]
+        .as_py()
+    )
     assert pg.locator("#unmapped tbody tr[data-row]").count() == unmapped
 
 
@@ -243,7 +267,8 @@ def test_references_name_real_keys_and_hold_on_the_data(docs_warehouse):
         orphans = con.execute(
             f'SELECT count(*) FROM "{r.table}" a WHERE a."{r.columns[-1]}" IS NOT NULL '
             f"AND a.dataset IN ({fed.format(r.to_table)}) "
-            f'AND NOT EXISTS (SELECT 1 FROM "{r.to_table}" b WHERE b.dataset = a.dataset AND {on})').fetchone()[0]
+            f'AND NOT EXISTS (SELECT 1 FROM "{r.to_table}" b WHERE b.dataset = a.dataset AND {on})'
+        ).fetchone()[0]
         assert orphans == 0, r
     con.close()
 

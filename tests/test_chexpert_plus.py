@@ -3,6 +3,7 @@
 Expected numbers come from the generator's truth dict, from reading the written files with the csv
 and json modules here, or from the real CheXpert train.csv, never from the adapter itself.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,11 +25,13 @@ from warehouse.sources.base import SourceError, SourceFolder
 from .conftest import make_settings
 
 CSV_NAME = "df_chexpert_plus_240401.csv"
-LABEL_FILES = {"findings": "findings_fixed.json", "impression": "impression_fixed.json",
-               "report": "report_fixed.json"}
-SECTION_COLUMNS = {"indication": ("section_clinical_history", "section_history"),
-                   "comparison": ("section_comparison",), "findings": ("section_findings",),
-                   "impression": ("section_impression",)}
+LABEL_FILES = {"findings": "findings_fixed.json", "impression": "impression_fixed.json", "report": "report_fixed.json"}
+SECTION_COLUMNS = {
+    "indication": ("section_clinical_history", "section_history"),
+    "comparison": ("section_comparison",),
+    "findings": ("section_findings",),
+    "impression": ("section_impression",),
+}
 AGE_BUCKETS = ("0-20", "20-40", "40-60", "60-80", "80+", "unknown")
 
 
@@ -133,8 +136,14 @@ def test_labels_equal_a_recount_of_the_json_lines(sample, tables):
             for label, value in record.items():
                 if value is not None:
                     expected[(method, image, label, int(value))] += 1
-    got = Counter(zip(tables["labels"]["method"], tables["labels"]["image_id"], tables["labels"]["raw_label"],
-                      tables["labels"]["value"]))
+    got = Counter(
+        zip(
+            tables["labels"]["method"],
+            tables["labels"]["image_id"],
+            tables["labels"]["raw_label"],
+            tables["labels"]["value"],
+        )
+    )
     assert got == expected
     findings = dict(zip(tables["labels"]["raw_label"], tables["labels"]["finding"]))
     assert findings["Pleural Effusion"] == "pleural_effusion" and findings["Support Devices"] == "support_devices"
@@ -147,7 +156,8 @@ def test_ids_are_chexperts_and_keys_unique(sample, tables):
     firsts = first_rows_per_study(rows)
     studies = tables["studies"]
     assert dict(zip(studies["study_id"], studies["patient_id"])) == {
-        study: row["deid_patient_id"] for study, row in firsts.items()}
+        study: row["deid_patient_id"] for study, row in firsts.items()
+    }
     assert dict(zip(studies["study_id"], studies["split"])) == {study: row["split"] for study, row in firsts.items()}
     assert set(tables["labels"]["image_id"]) == {ids(row["path_to_image"])[2] for row in rows}
     assert tables["patients"]["patient_id"].is_unique().all()
@@ -197,16 +207,20 @@ def test_bad_label_lines_and_paths_are_quarantined_with_line_numbers(sample, tmp
     path = root / "chexbert_labels" / "impression_fixed.json"
     lines = path.read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    lines[1] = lines[1][:-5]                                                      # line 2: cut JSON
-    lines[2] = json.dumps({**records[2], "Cardiomegaly": "yes"})                  # line 3: not a number
-    lines[3] = json.dumps({**records[3], "path_to_image": "elsewhere/x.jpg"})     # line 4: not a CheXpert path
-    lines[4] = json.dumps({**records[4], "Edema": 0.5})                           # line 5: not a whole number
+    lines[1] = lines[1][:-5]  # line 2: cut JSON
+    lines[2] = json.dumps({**records[2], "Cardiomegaly": "yes"})  # line 3: not a number
+    lines[3] = json.dumps({**records[3], "path_to_image": "elsewhere/x.jpg"})  # line 4: not a CheXpert path
+    lines[4] = json.dumps({**records[4], "Edema": 0.5})  # line 5: not a whole number
     path.write_text("\n".join(lines) + "\n")
 
     result = read(root)
     rejected = result.rejected().sort("line_number").to_dicts()
     assert [(r["line_number"], r["column_name"]) for r in rejected] == [
-        (2, ""), (3, ""), (4, "path_to_image"), (5, "value")]
+        (2, ""),
+        (3, ""),
+        (4, "path_to_image"),
+        (5, "value"),
+    ]
     assert all(r["source_file"].endswith("chexbert_labels/impression_fixed.json") for r in rejected)
     assert rejected[0]["raw_record"] == lines[1] and "Cardiomegaly" in rejected[1]["reason"]
     assert rejected[2]["value"] == "elsewhere/x.jpg" and rejected[3]["value"] == "Edema: 0.5"
@@ -264,25 +278,48 @@ def test_plus_joins_real_chexpert_studies_images_and_labels(public_data, cache_d
 
     train = "FROM studies p WHERE p.dataset = 'chexpert_plus' AND p.split = 'train'"
     assert scalar(f"SELECT count(*) {train}") == truth["splits"]["train"]["studies"] > 25
-    assert scalar(f"SELECT count(*) {train} AND NOT EXISTS (SELECT 1 FROM studies c WHERE c.dataset = "
-                  "'chexpert' AND c.study_id = p.study_id AND c.patient_id = p.patient_id AND c.split = 'train')") == 0
+    assert (
+        scalar(
+            f"SELECT count(*) {train} AND NOT EXISTS (SELECT 1 FROM studies c WHERE c.dataset = "
+            "'chexpert' AND c.study_id = p.study_id AND c.patient_id = p.patient_id AND c.split = 'train')"
+        )
+        == 0
+    )
     plus_images = {ids(row["path_to_image"])[2] for row in raw_rows(plus) if row["split"] == "train"}
-    chexpert_images = set(wh.sql("SELECT image_id FROM images WHERE dataset = 'chexpert' AND study_id IN "
-                                 "(SELECT study_id FROM studies WHERE dataset = 'chexpert_plus')").column(0).to_pylist())
+    chexpert_images = set(
+        wh.sql(
+            "SELECT image_id FROM images WHERE dataset = 'chexpert' AND study_id IN "
+            "(SELECT study_id FROM studies WHERE dataset = 'chexpert_plus')"
+        )
+        .column(0)
+        .to_pylist()
+    )
     assert plus_images == chexpert_images
-    train_labels = ("FROM labels l JOIN studies s USING (dataset, study_id) "
-                    "WHERE l.dataset = 'chexpert_plus' AND s.split = 'train'")
+    train_labels = (
+        "FROM labels l JOIN studies s USING (dataset, study_id) WHERE l.dataset = 'chexpert_plus' AND s.split = 'train'"
+    )
     assert scalar(f"SELECT count(*) {train_labels}") > 0
-    assert scalar(f"SELECT count(*) {train_labels} AND NOT EXISTS (SELECT 1 FROM images i "
-                  "WHERE i.dataset = 'chexpert' AND i.image_id = l.image_id)") == 0
-    assert scalar("SELECT count(*) FROM patients p JOIN patients c USING (patient_id) WHERE p.dataset = "
-                  "'chexpert_plus' AND c.dataset = 'chexpert' AND p.sex_source IS DISTINCT FROM c.sex_source") == 0
+    assert (
+        scalar(
+            f"SELECT count(*) {train_labels} AND NOT EXISTS (SELECT 1 FROM images i "
+            "WHERE i.dataset = 'chexpert' AND i.image_id = l.image_id)"
+        )
+        == 0
+    )
+    assert (
+        scalar(
+            "SELECT count(*) FROM patients p JOIN patients c USING (patient_id) WHERE p.dataset = "
+            "'chexpert_plus' AND c.dataset = 'chexpert' AND p.sex_source IS DISTINCT FROM c.sex_source"
+        )
+        == 0
+    )
 
     # CheXpert's own labels beside CheXpert Plus's report text, joined on the shared study id
     effusion = wh.sql(
         "SELECT DISTINCT r.study_id, r.impression, r.full_text FROM reports r JOIN labels l USING (study_id) "
         "WHERE r.dataset = 'chexpert_plus' AND l.dataset = 'chexpert' AND l.labeler = 'chexpert' "
-        "AND l.finding = 'pleural_effusion' AND l.value = 1").to_pylist()
+        "AND l.finding = 'pleural_effusion' AND l.value = 1"
+    ).to_pylist()
     expected = set()
     with gzip.open(chexpert_csv, "rt", newline="") as handle:
         for row in csv.DictReader(handle):
@@ -292,8 +329,11 @@ def test_plus_joins_real_chexpert_studies_images_and_labels(public_data, cache_d
     assert {r["study_id"] for r in effusion} == expected
     assert all(r["full_text"].endswith("associated with the patient.") for r in effusion)
 
-    stats = {r["split"]: r for r in wh.sql(named_query("stats", "split_stats").sql).to_pylist()
-             if r["dataset"] == "chexpert_plus"}
+    stats = {
+        r["split"]: r
+        for r in wh.sql(named_query("stats", "split_stats").sql).to_pylist()
+        if r["dataset"] == "chexpert_plus"
+    }
     findings = truth["splits"]["train"]["sections"]["section_findings"]
     assert stats["train"]["reports"] == truth["splits"]["train"]["studies"]
     assert stats["train"]["mean_tokens_findings"] == pytest.approx(findings["tokens"] / findings["studies_present"])

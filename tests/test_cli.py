@@ -1,4 +1,5 @@
 """`cxr` as a user runs it: a real process, real output formats, clear errors."""
+
 from __future__ import annotations
 
 import csv
@@ -18,10 +19,15 @@ QUERY = "SELECT dataset, view_position, count(*) AS n FROM images GROUP BY ALL O
 
 
 def cxr(wh, *args, check=True):
-    env = dict(os.environ, CXR_WAREHOUSE=wh.settings.warehouse, CXR_CATALOG=str(wh.settings.catalog),
-               CXR_CACHE=str(wh.settings.cache))
-    proc = subprocess.run([sys.executable, "-m", "warehouse.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO)
+    env = dict(
+        os.environ,
+        CXR_WAREHOUSE=wh.settings.warehouse,
+        CXR_CATALOG=str(wh.settings.catalog),
+        CXR_CACHE=str(wh.settings.cache),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "warehouse.cli", *args], capture_output=True, text=True, env=env, cwd=REPO
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"cxr {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
@@ -94,12 +100,16 @@ def test_every_error_class_of_the_project_shares_one_base():
 
     from warehouse.errors import CxrError
 
-    internal = {"JsonStreamError"}   # raised and caught inside one parser, re-raised as a SourceError
+    internal = {"JsonStreamError"}  # raised and caught inside one parser, re-raised as a SourceError
     found = []
     for path in (REPO / "warehouse").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ClassDef) and any(getattr(b, "id", getattr(b, "attr", "")).endswith(
-                    ("Error", "Exception", "Blocked", "Refused", "Timeout", "Catalog")) for b in node.bases):
+            if isinstance(node, ast.ClassDef) and any(
+                getattr(b, "id", getattr(b, "attr", "")).endswith(
+                    ("Error", "Exception", "Blocked", "Refused", "Timeout", "Catalog")
+                )
+                for b in node.bases
+            ):
                 module = ".".join(path.relative_to(REPO).with_suffix("").parts)
                 found.append(getattr(importlib.import_module(module), node.name))
     assert len(found) >= 10
@@ -112,11 +122,16 @@ def test_an_unknown_table_is_one_line(public_warehouse):
 
 
 def test_query_path_imports_neither_dagster_nor_great_expectations(public_warehouse):
-    code = ("import sys, warehouse.cli as c; c.main(['sql', 'select 1', '--format', 'csv']); "
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'great_expectations', "
-            "'pandas', 'polars')); print('HEAVY', heavy)")
-    env = dict(os.environ, CXR_WAREHOUSE=public_warehouse.settings.warehouse,
-               CXR_CATALOG=str(public_warehouse.settings.catalog))
+    code = (
+        "import sys, warehouse.cli as c; c.main(['sql', 'select 1', '--format', 'csv']); "
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'great_expectations', "
+        "'pandas', 'polars')); print('HEAVY', heavy)"
+    )
+    env = dict(
+        os.environ,
+        CXR_WAREHOUSE=public_warehouse.settings.warehouse,
+        CXR_CATALOG=str(public_warehouse.settings.catalog),
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO).stdout
     assert "HEAVY []" in out
 
@@ -125,6 +140,7 @@ def test_cxr_ingest_runs_the_gated_pipeline(tmp_path, cache_dir, raw_files):
     import gzip
 
     from warehouse import Warehouse
+
     from .conftest import make_settings
 
     folder = tmp_path / "nih"
@@ -133,7 +149,7 @@ def test_cxr_ingest_runs_the_gated_pipeline(tmp_path, cache_dir, raw_files):
         lines = [next(f) for _ in range(31)]
     (folder / "Data_Entry_2017_v2020.csv").write_text("".join(lines))
     wh = Warehouse(make_settings(tmp_path, cache_dir))
-    home = tmp_path / "dagster-home"   # its own instance, not the checkout's .dagster/ other tests may share
+    home = tmp_path / "dagster-home"  # its own instance, not the checkout's .dagster/ other tests may share
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     env = {"CXR_SOURCE_NIH_CXR14": str(folder), "DAGSTER_HOME": str(home)}
@@ -143,7 +159,7 @@ def test_cxr_ingest_runs_the_gated_pipeline(tmp_path, cache_dir, raw_files):
     assert "Ingest summary" in proc.stdout and "published" in proc.stdout
     assert wh.sql("SELECT count(*) FROM images").column(0)[0].as_py() == 30
 
-    (folder / "Data_Entry_2017_v2020.csv").write_text("".join([*lines, lines[3]]))   # an image id twice
+    (folder / "Data_Entry_2017_v2020.csv").write_text("".join([*lines, lines[3]]))  # an image id twice
     proc = _cxr_env(wh, env, "ingest", "--dataset", "nih_cxr14")
     assert proc.returncode == 1
     assert "BLOCKED" in proc.stdout
@@ -152,31 +168,47 @@ def test_cxr_ingest_runs_the_gated_pipeline(tmp_path, cache_dir, raw_files):
 
 
 def _cxr_env(wh, extra: dict, *args):
-    env = dict(os.environ, CXR_WAREHOUSE=wh.settings.warehouse, CXR_CATALOG=str(wh.settings.catalog),
-               CXR_CACHE=str(wh.settings.cache))
+    env = dict(
+        os.environ,
+        CXR_WAREHOUSE=wh.settings.warehouse,
+        CXR_CATALOG=str(wh.settings.catalog),
+        CXR_CACHE=str(wh.settings.cache),
+    )
     env.pop("DAGSTER_HOME", None)
     env.update(extra)
     # not the folder holding the warehouse root: `python -m` puts the current folder first on sys.path, and a
     # data folder named `warehouse` there would shadow the package (the `cxr` script does not do that)
-    return subprocess.run([sys.executable, "-m", "warehouse.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=Path(extra.get("DAGSTER_HOME", wh.settings.catalog.parent)))
+    return subprocess.run(
+        [sys.executable, "-m", "warehouse.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(extra.get("DAGSTER_HOME", wh.settings.catalog.parent)),
+    )
 
 
 def _in_terminal(wh, *args, env_extra: dict | None = None) -> str:
     """Run cxr with stdout on a pseudo-terminal, as a person at a shell does; what the terminal showed."""
     import pty
 
-    env = dict(os.environ, CXR_WAREHOUSE=wh.settings.warehouse, CXR_CATALOG=str(wh.settings.catalog),
-               CXR_CACHE=str(wh.settings.cache), COLUMNS="200", **(env_extra or {}))
+    env = dict(
+        os.environ,
+        CXR_WAREHOUSE=wh.settings.warehouse,
+        CXR_CATALOG=str(wh.settings.catalog),
+        CXR_CACHE=str(wh.settings.cache),
+        COLUMNS="200",
+        **(env_extra or {}),
+    )
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "warehouse.cli", *args], stdout=follower,
-                            stderr=subprocess.PIPE, env=env, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "warehouse.cli", *args], stdout=follower, stderr=subprocess.PIPE, env=env, cwd=REPO
+    )
     os.close(follower)
     shown = b""
     while True:
         try:
             chunk = os.read(leader, 65536)
-        except OSError:          # the child closed the terminal
+        except OSError:  # the child closed the terminal
             break
         if not chunk:
             break
@@ -188,13 +220,17 @@ def _in_terminal(wh, *args, env_extra: dict | None = None) -> str:
 
 def test_duckdb_progress_shows_on_a_terminal_and_never_in_data(public_warehouse, tmp_path):
     setting = "SELECT current_setting('enable_progress_bar') AS progress"
-    assert "true" in _in_terminal(public_warehouse, "sql", setting)                       # a person's terminal
+    assert "true" in _in_terminal(public_warehouse, "sql", setting)  # a person's terminal
     out = tmp_path / "p.csv"
     _in_terminal(public_warehouse, "sql", setting, "--format", "csv", "--out", str(out))  # a file, from a terminal
     assert out.read_text().splitlines() == ["progress", "true"]
     piped = cxr(public_warehouse, "sql", setting, "--format", "csv").stdout.splitlines()  # stdout is the data
     assert piped == ["progress", "false"]
     # and a query running past the threshold (0 ms here) really draws DuckDB's bar, with the result after it
-    shown = _in_terminal(public_warehouse, "sql", "SELECT count(*) AS n FROM range(50000000) t(i) WHERE i % 7 = 3",
-                         env_extra={"CXR_PROGRESS_AFTER_MS": "0"})
+    shown = _in_terminal(
+        public_warehouse,
+        "sql",
+        "SELECT count(*) AS n FROM range(50000000) t(i) WHERE i % 7 = 3",
+        env_extra={"CXR_PROGRESS_AFTER_MS": "0"},
+    )
     assert "100% ▕" in shown and shown.index("100% ▕") < shown.index("7,142,857"), shown[-400:]

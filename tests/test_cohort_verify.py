@@ -1,5 +1,6 @@
 """`cxr cohort verify`: a cohort re-run at its recorded versions is identical row for row, and a re-run on changed
 data names the dataset that changed and the units that enter and leave, counted here from the raw CheXpert rows."""
+
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,7 @@ from warehouse.cohorts import Cohort
 from .conftest import make_settings
 from .test_cli import cxr
 
-FIRST, DROPPED, ADDED = 800, 150, 120       # rows of the first source; rows the second drops, and adds
+FIRST, DROPPED, ADDED = 800, 150, 120  # rows of the first source; rows the second drops, and adds
 
 
 def _write_source(folder, lines, header):
@@ -29,39 +30,43 @@ def changed(tmp_path_factory, cache_dir, raw_files):
     tmp = tmp_path_factory.mktemp("verify")
     with gzip.open(raw_files["chexpert_train"], "rt", newline="") as f:
         header, *lines = [next(f) for _ in range(FIRST + ADDED + 1)]
-    first, second = lines[:FIRST], lines[DROPPED:FIRST + ADDED]
+    first, second = lines[:FIRST], lines[DROPPED : FIRST + ADDED]
     source = tmp / "source"
     _write_source(source, first, header)
     wh = Warehouse(make_settings(tmp, cache_dir, chexpert=source))
     wh.ingest(["chexpert"], say=lambda m: None)
     cohort = tmp / "frontal.sql"
-    cohort.write_text("-- name: frontal\n-- description: frontal CheXpert images\n-- unit: image\n"
-                      "-- datasets: chexpert\n-- findings: edema\n-- rule: frontal\nis_frontal\n")
+    cohort.write_text(
+        "-- name: frontal\n-- description: frontal CheXpert images\n-- unit: image\n"
+        "-- datasets: chexpert\n-- findings: edema\n-- rule: frontal\nis_frontal\n"
+    )
     out = tmp / "run"
     run = Cohort.load(cohort).run(wh, out_dir=out)
     before = verify(out, wh.settings)
     _write_source(source, second, header)
     wh.ingest(["chexpert"], say=lambda m: None, allow_shrink=True)
-    return {"wh": wh, "out": out, "run": run, "before": before,
-            "first": first, "second": second}
+    return {"wh": wh, "out": out, "run": run, "before": before, "first": first, "second": second}
 
 
 def _frontal_paths(lines) -> set[str]:
-    return {r["Path"] for r in csv.DictReader(["Path,Sex,Age,Frontal/Lateral\n", *lines])
-            if r["Frontal/Lateral"] == "Frontal"}
+    return {
+        r["Path"]
+        for r in csv.DictReader(["Path,Sex,Age,Frontal/Lateral\n", *lines])
+        if r["Frontal/Lateral"] == "Frontal"
+    }
 
 
 def test_without_changes_verify_says_identical(changed):
     before = changed["before"]
     assert before.reproducible and before.current.identical and not before.current.changed_datasets
     assert changed["run"].manifest.num_rows == len(_frontal_paths(changed["first"])) > 500
-    printed = "\n".join(report_lines(before))           # what `cxr cohort verify` prints
+    printed = "\n".join(report_lines(before))  # what `cxr cohort verify` prints
     assert "identical at the recorded versions" in printed and "current data: identical" in printed
 
 
 def test_after_a_changed_source_verify_names_the_dataset_and_the_row_difference(changed):
     result = verify(changed["out"], changed["wh"].settings)
-    assert result.reproducible                           # at the recorded versions nothing changed
+    assert result.reproducible  # at the recorded versions nothing changed
     then, now = _frontal_paths(changed["first"]), _frontal_paths(changed["second"])
     current = result.current
     assert list(current.changed_datasets) == ["chexpert"]

@@ -1,5 +1,6 @@
 """Cohorts (warehouse.cohorts, sql/cohorts/): every count a run reports is recounted here with plain SQL over
 the catalog's tables, or from the raw CheXpert file, never through the cohort engine's own SQL."""
+
 from __future__ import annotations
 
 import csv
@@ -15,14 +16,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from warehouse import Warehouse
-from warehouse.stats import DERIVED
 from warehouse.cohorts import Cohort, CohortError, list_cohorts, patient_split
+from warehouse.stats import DERIVED
 
 from .conftest import make_settings
 from .test_cli import cxr
 
-CHEXPERT_FIVE = {"atelectasis": "Atelectasis", "cardiomegaly": "Cardiomegaly", "consolidation": "Consolidation",
-                 "edema": "Edema", "pleural_effusion": "Pleural Effusion"}
+CHEXPERT_FIVE = {
+    "atelectasis": "Atelectasis",
+    "cardiomegaly": "Cardiomegaly",
+    "consolidation": "Consolidation",
+    "edema": "Edema",
+    "pleural_effusion": "Pleural Effusion",
+}
 CHEXPERT_ROWS = 1500
 
 
@@ -32,14 +38,18 @@ def _one(wh, sql, params=None):
 
 def _counts(wh, where_sql: str, from_sql: str) -> tuple[int, int, int]:
     """(images, studies, patients) of the images `from_sql` yields that pass `where_sql`."""
-    row = _one(wh, f"SELECT count(*) AS i, count(DISTINCT dataset || '/' || study_id) AS s, "
-                   f"count(DISTINCT dataset || '/' || patient_id) AS p FROM ({from_sql}) WHERE {where_sql}")
+    row = _one(
+        wh,
+        f"SELECT count(*) AS i, count(DISTINCT dataset || '/' || study_id) AS s, "
+        f"count(DISTINCT dataset || '/' || patient_id) AS p FROM ({from_sql}) WHERE {where_sql}",
+    )
     return row["i"], row["s"], row["p"]
 
 
 def _attrition(run) -> list[tuple]:
-    return [(a["rule"], a["images"], a["studies"], a["patients"], a["removed_by_this_rule_alone"])
-            for a in run.attrition]
+    return [
+        (a["rule"], a["images"], a["studies"], a["patients"], a["removed_by_this_rule_alone"]) for a in run.attrition
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +76,14 @@ def chexpert_small(tmp_path_factory, cache_dir, raw_files):
 # --- the example cohorts, recounted ---------------------------------------------------------------
 def test_every_example_cohort_loads_and_is_documented():
     cohorts = {c.name: c for c in list_cohorts()}
-    assert {"frontal_pneumothorax", "chexpert_competition", "qba_fine_tuning", "balanced_evaluation",
-            "report_generation", "longitudinal_followup"} <= set(cohorts)
+    assert {
+        "frontal_pneumothorax",
+        "chexpert_competition",
+        "qba_fine_tuning",
+        "balanced_evaluation",
+        "report_generation",
+        "longitudinal_followup",
+    } <= set(cohorts)
     for c in cohorts.values():
         assert c.description and c.rules and c.path.read_text().startswith("-- name:")
 
@@ -90,23 +106,31 @@ def test_frontal_pneumothorax_attrition_is_the_plain_sql_count(public_warehouse,
                     GROUP BY ALL) l
                   ON l.dataset = i.dataset AND l.image_id = i.image_id"""
     steps = ["true", "labelled", "labelled AND is_frontal", "labelled AND is_frontal AND positive"]
-    alone = [None, "NOT labelled AND is_frontal AND positive", "labelled AND NOT is_frontal AND positive",
-             "labelled AND is_frontal AND NOT positive"]
+    alone = [
+        None,
+        "NOT labelled AND is_frontal AND positive",
+        "labelled AND NOT is_frontal AND positive",
+        "labelled AND is_frontal AND NOT positive",
+    ]
     expected = []
     for rule, step, only in zip(["all", "labelled", "frontal", "positive"], steps, alone):
         removed_alone = _counts(wh, only, images)[0] if only else 0
         expected.append((rule, *_counts(wh, step, images), removed_alone))
     assert _attrition(run) == expected
-    assert expected[-1][1] > 1000                       # real data: thousands of positive frontal images
+    assert expected[-1][1] > 1000  # real data: thousands of positive frontal images
     with (tmp_path / "attrition.csv").open() as f:
-        written = [(r["rule"], int(r["images"]), int(r["studies"]), int(r["patients"]),
-                    int(r["removed_by_this_rule_alone"])) for r in csv.DictReader(f)]
+        written = [
+            (r["rule"], int(r["images"]), int(r["studies"]), int(r["patients"]), int(r["removed_by_this_rule_alone"]))
+            for r in csv.DictReader(f)
+        ]
     assert written == expected
     manifest = pq.read_table(tmp_path / "manifest.parquet")
     assert manifest.num_rows == expected[-1][1] and set(manifest["pneumothorax"].to_pylist()) == {1}
     # every manifest row is an image of the catalog, with its study and patient
-    con_rows = {(r["dataset"], r["image_id"]): (r["study_id"], r["patient_id"]) for r in
-                wh.sql("SELECT dataset, image_id, study_id, patient_id FROM images").to_pylist()}
+    con_rows = {
+        (r["dataset"], r["image_id"]): (r["study_id"], r["patient_id"])
+        for r in wh.sql("SELECT dataset, image_id, study_id, patient_id FROM images").to_pylist()
+    }
     for r in manifest.select(["dataset", "image_id", "study_id", "patient_id"]).to_pylist():
         assert con_rows[(r["dataset"], r["image_id"])] == (r["study_id"], r["patient_id"])
 
@@ -120,13 +144,17 @@ def test_chexpert_competition_attrition_is_the_plain_sql_count(chexpert_small, t
                           AS labelled
                  FROM images i JOIN studies s ON s.dataset = i.dataset AND s.study_id = i.study_id"""
     age = "coalesce(age_years >= 40, false)"
-    steps = [("all", "true", None), ("frontal", "is_frontal", f"NOT is_frontal AND labelled AND {age}"),
-             ("competition_label", "is_frontal AND labelled", f"is_frontal AND NOT labelled AND {age}"),
-             ("age", f"is_frontal AND labelled AND {age}", f"is_frontal AND labelled AND NOT {age}")]
-    expected = [(rule, *_counts(wh, step, images), _counts(wh, only, images)[0] if only else 0)
-                for rule, step, only in steps]
+    steps = [
+        ("all", "true", None),
+        ("frontal", "is_frontal", f"NOT is_frontal AND labelled AND {age}"),
+        ("competition_label", "is_frontal AND labelled", f"is_frontal AND NOT labelled AND {age}"),
+        ("age", f"is_frontal AND labelled AND {age}", f"is_frontal AND labelled AND NOT {age}"),
+    ]
+    expected = [
+        (rule, *_counts(wh, step, images), _counts(wh, only, images)[0] if only else 0) for rule, step, only in steps
+    ]
     assert _attrition(run) == expected
-    assert all(expected[i][1] > expected[i + 1][1] for i in range(3))     # each rule removes some images
+    assert all(expected[i][1] > expected[i + 1][1] for i in range(3))  # each rule removes some images
 
 
 @pytest.mark.parametrize("policy, uncertain", [("ones", 1), ("zeros", 0), ("ignore", None)])
@@ -134,7 +162,7 @@ def test_uncertainty_policies_recode_the_raw_chexpert_values(chexpert_small, tmp
     wh, rows = chexpert_small
     run = Cohort.load("chexpert_competition").run(wh, out_dir=tmp_path, uncertain=policy, fmt="csv")
     assert run.provenance["uncertain"] == policy
-    raw = {r["Path"].split("/", 1)[1]: r for r in rows}       # the manifest's path drops the release folder
+    raw = {r["Path"].split("/", 1)[1]: r for r in rows}  # the manifest's path drops the release folder
 
     def recode(text: str):
         if text == "":
@@ -170,13 +198,19 @@ def test_qba_cohort_is_the_plain_sql_count_and_each_study_once(mimic_warehouse, 
                    AND s.study_id IN (SELECT study_id FROM images WHERE dataset = 'mimic_cxr')"""
 
     def count(where):
-        r = _one(wh, f"SELECT coalesce(sum(n_images), 0) AS i, count(*) AS s, count(DISTINCT patient_id) AS p "
-                     f"FROM ({studies}) WHERE {where}")
+        r = _one(
+            wh,
+            f"SELECT coalesce(sum(n_images), 0) AS i, count(*) AS s, count(DISTINCT patient_id) AS p "
+            f"FROM ({studies}) WHERE {where}",
+        )
         return r["i"], r["s"], r["p"]
 
-    steps = [("all", "true", None), ("in_split", "split = 'train'", "split <> 'train' AND frontal AND ft"),
-             ("frontal", "split = 'train' AND frontal", "split = 'train' AND NOT frontal AND ft"),
-             ("fine_tuning", "split = 'train' AND frontal AND ft", "split = 'train' AND frontal AND NOT ft")]
+    steps = [
+        ("all", "true", None),
+        ("in_split", "split = 'train'", "split <> 'train' AND frontal AND ft"),
+        ("frontal", "split = 'train' AND frontal", "split = 'train' AND NOT frontal AND ft"),
+        ("fine_tuning", "split = 'train' AND frontal AND ft", "split = 'train' AND frontal AND NOT ft"),
+    ]
     expected = [(rule, *count(step), count(only)[1] if only else 0) for rule, step, only in steps]
     assert _attrition(run) == expected and expected[-1][2] > 10
     manifest = run.manifest.to_pylist()
@@ -188,9 +222,12 @@ def test_qba_cohort_is_the_plain_sql_count_and_each_study_once(mimic_warehouse, 
 
 
 def test_a_pooled_mimic_cxr_and_qba_cohort_counts_each_image_once(mimic_warehouse, tmp_path):
-    both = _one(mimic_warehouse, "SELECT count(*) AS rows, count(DISTINCT image_id) AS images FROM images "
-                                 "WHERE dataset IN ('mimic_cxr', 'mimic_qba')")
-    assert both["rows"] == 2 * both["images"]            # each image is in both datasets' images table
+    both = _one(
+        mimic_warehouse,
+        "SELECT count(*) AS rows, count(DISTINCT image_id) AS images FROM images "
+        "WHERE dataset IN ('mimic_cxr', 'mimic_qba')",
+    )
+    assert both["rows"] == 2 * both["images"]  # each image is in both datasets' images table
     path = tmp_path / "pooled.sql"
     path.write_text("-- name: pooled\n-- description: every image\n-- unit: image\n-- rule: any\ntrue\n")
     run = Cohort.load(path).run(mimic_warehouse)
@@ -200,22 +237,31 @@ def test_a_pooled_mimic_cxr_and_qba_cohort_counts_each_image_once(mimic_warehous
     assert set(run.manifest["dataset"].to_pylist()) == {"mimic_cxr"}
     assert all(a == ["mimic_qba"] for a in run.manifest["also_in"].to_pylist())
     # ...and plain SQL can say the same through the images' cross-dataset identity
-    uids = _one(mimic_warehouse, "SELECT count(DISTINCT image_uid) AS n, count(*) FILTER (image_uid <> "
-                                 "'mimic_cxr:' || image_id) AS foreign FROM images "
-                                 "WHERE dataset IN ('mimic_cxr', 'mimic_qba')")
+    uids = _one(
+        mimic_warehouse,
+        "SELECT count(DISTINCT image_uid) AS n, count(*) FILTER (image_uid <> "
+        "'mimic_cxr:' || image_id) AS foreign FROM images "
+        "WHERE dataset IN ('mimic_cxr', 'mimic_qba')",
+    )
     assert uids == {"n": both["images"], "foreign": 0}
-    flat = _one(mimic_warehouse, "SELECT count(DISTINCT image_uid) AS n, count(*) FILTER (image_uid <> "
-                                 "'mimic_cxr:' || image_id) AS foreign FROM image_labels "
-                                 "WHERE dataset IN ('mimic_cxr', 'mimic_qba')")
+    flat = _one(
+        mimic_warehouse,
+        "SELECT count(DISTINCT image_uid) AS n, count(*) FILTER (image_uid <> "
+        "'mimic_cxr:' || image_id) AS foreign FROM image_labels "
+        "WHERE dataset IN ('mimic_cxr', 'mimic_qba')",
+    )
     assert flat["foreign"] == 0 and 0 < flat["n"] <= both["images"]
 
 
 def test_balanced_evaluation_keeps_at_most_n_per_stratum(mimic_warehouse, tmp_path):
     wh = mimic_warehouse
     run = Cohort.load("balanced_evaluation").run(wh, {"per_stratum": "4", "seed": "3"}, tmp_path)
-    eligible = _one(wh, """SELECT count(*) AS n FROM patients p WHERE p.dataset = 'mimic_cxr' AND p.sex IN ('F', 'M')
+    eligible = _one(
+        wh,
+        """SELECT count(*) AS n FROM patients p WHERE p.dataset = 'mimic_cxr' AND p.sex IN ('F', 'M')
                            AND EXISTS (SELECT 1 FROM images i WHERE i.dataset = 'mimic_cxr'
-                                       AND i.patient_id = p.patient_id AND i.is_frontal)""")["n"]
+                                       AND i.patient_id = p.patient_id AND i.is_frontal)""",
+    )["n"]
     assert run.attrition[4]["patients"] <= eligible
     assert run.manifest.num_rows == run.attrition[-1]["patients"] and run.manifest.num_rows > 0
     buckets: dict = {}
@@ -229,12 +275,17 @@ def test_balanced_evaluation_keeps_at_most_n_per_stratum(mimic_warehouse, tmp_pa
 # --- splits and leakage ---------------------------------------------------------------------------
 def _straddling_cohort(wh, folder: Path) -> tuple[Path, str]:
     """A cohort whose split expression sends one image of a multi-image patient to test, the rest to train."""
-    row = _one(wh, "SELECT patient_id, min(image_id) AS image_id FROM images WHERE dataset = 'mimic_cxr' "
-                   "GROUP BY patient_id HAVING count(*) > 1 ORDER BY patient_id LIMIT 1")
+    row = _one(
+        wh,
+        "SELECT patient_id, min(image_id) AS image_id FROM images WHERE dataset = 'mimic_cxr' "
+        "GROUP BY patient_id HAVING count(*) > 1 ORDER BY patient_id LIMIT 1",
+    )
     path = folder / "straddle.sql"
-    path.write_text(f"-- name: straddle\n-- description: a planted leak\n-- unit: image\n"
-                    f"-- split: CASE WHEN image_id = '{row['image_id']}' THEN 'test' ELSE 'train' END\n"
-                    f"-- rule: mimic\ndataset = 'mimic_cxr'\n")
+    path.write_text(
+        f"-- name: straddle\n-- description: a planted leak\n-- unit: image\n"
+        f"-- split: CASE WHEN image_id = '{row['image_id']}' THEN 'test' ELSE 'train' END\n"
+        f"-- rule: mimic\ndataset = 'mimic_cxr'\n"
+    )
     return path, row["patient_id"]
 
 
@@ -252,7 +303,7 @@ def test_patient_splits_follow_the_seeded_hash_and_never_leak(mimic_warehouse, t
     run = Cohort.load(path).run(mimic_warehouse, split="patient:0.8,0.1,0.1", seed=7)
     for r in run.manifest.to_pylist():
         digest = hashlib.sha256(f"7:{r['dataset']}:{r['patient_id']}".encode()).digest()
-        x = int.from_bytes(digest[:8], "big") / 2 ** 64
+        x = int.from_bytes(digest[:8], "big") / 2**64
         assert r["split"] == ("train" if x < 0.8 else "valid" if x < 0.9 else "test")
         assert r["split"] == patient_split(r["dataset"], r["patient_id"], 7, (0.8, 0.1, 0.1))
     assert set(run.manifest["split"].to_pylist()) == {"train", "valid", "test"}
@@ -262,21 +313,27 @@ def test_patient_splits_follow_the_seeded_hash_and_never_leak(mimic_warehouse, t
 
 # --- vocabulary -----------------------------------------------------------------------------------
 def test_a_misspelt_finding_parameter_names_the_closest_findings():
-    with pytest.raises(CohortError, match="'pleural_efusion' is not a valid finding; closest valid values: "
-                                          "pleural_effusion"):
+    with pytest.raises(
+        CohortError, match="'pleural_efusion' is not a valid finding; closest valid values: pleural_effusion"
+    ):
         Cohort.load("frontal_pneumothorax").resolve({"finding": "pleural_efusion"})
 
 
 def test_a_view_outside_the_vocabulary_names_the_frontal_views(tmp_path):
     path = tmp_path / "view.sql"
-    path.write_text("-- name: view\n-- description: one view\n-- unit: image\n"
-                    "-- param: view VIEW_POSITION = 'PA'\n-- rule: view\nview_position = $view\n")
-    with pytest.raises(CohortError, match="'frontal' is not a valid view_position; closest valid values: "
-                                          "PA, AP, AP_SUPINE"):
+    path.write_text(
+        "-- name: view\n-- description: one view\n-- unit: image\n"
+        "-- param: view VIEW_POSITION = 'PA'\n-- rule: view\nview_position = $view\n"
+    )
+    with pytest.raises(
+        CohortError, match="'frontal' is not a valid view_position; closest valid values: PA, AP, AP_SUPINE"
+    ):
         Cohort.load(path).resolve({"view": "frontal"})
     # an untyped parameter compared with the column, and a literal in a rule, are caught too
-    path.write_text("-- name: view\n-- description: one view\n-- unit: image\n"
-                    "-- param: view VARCHAR = 'frontal'\n-- rule: view\nview_position = $view\n")
+    path.write_text(
+        "-- name: view\n-- description: one view\n-- unit: image\n"
+        "-- param: view VARCHAR = 'frontal'\n-- rule: view\nview_position = $view\n"
+    )
     with pytest.raises(CohortError, match="closest valid values: PA, AP, AP_SUPINE"):
         Cohort.load(path)
     path.write_text("-- name: f\n-- description: d\n-- unit: image\n-- rule: f\nlabels['pleural_efusion'] = 1\n")
@@ -285,12 +342,18 @@ def test_a_view_outside_the_vocabulary_names_the_frontal_views(tmp_path):
 
 
 def test_cxr_sql_warns_about_a_misspelt_finding_and_still_runs(public_warehouse):
-    proc = cxr(public_warehouse, "sql", "SELECT count(*) AS n FROM labels WHERE finding IN ('pleural_efusion')",
-               "--format", "csv")
+    proc = cxr(
+        public_warehouse,
+        "sql",
+        "SELECT count(*) AS n FROM labels WHERE finding IN ('pleural_efusion')",
+        "--format",
+        "csv",
+    )
     assert proc.stdout.splitlines() == ["n", "0"]
     assert "warning: 'pleural_efusion' is not a valid finding; closest valid values: pleural_effusion" in proc.stderr
-    clean = cxr(public_warehouse, "sql", "SELECT count(*) FROM labels WHERE finding = 'pneumothorax'",
-                "--format", "csv")
+    clean = cxr(
+        public_warehouse, "sql", "SELECT count(*) FROM labels WHERE finding = 'pneumothorax'", "--format", "csv"
+    )
     assert "warning" not in clean.stderr
 
 
@@ -308,8 +371,12 @@ def test_cohort_json_holds_the_catalogs_delta_versions(mimic_warehouse, tmp_path
     for d in record["datasets"]:
         assert record["source_fingerprints"][d] == datasets[d]["source_fingerprint"]
         assert record["citations"][d] == {"text": datasets[d]["citation"], "bibtex": datasets[d]["bibtex"]}
-        assert record["licences"][d] == {"licence": datasets[d]["licence"], "licence_url": datasets[d]["licence_url"],
-                                         "access": datasets[d]["access"], "licence_note": datasets[d]["licence_note"]}
+        assert record["licences"][d] == {
+            "licence": datasets[d]["licence"],
+            "licence_url": datasets[d]["licence_url"],
+            "access": datasets[d]["access"],
+            "licence_note": datasets[d]["licence_note"],
+        }
     assert record["sql"] == Cohort.load("qba_fine_tuning").path.read_text()
     assert record["parameters"] == {"split": "train"} and record["schema_version"] == "1"
     assert record["project_version"] and record["run_at"]
@@ -317,23 +384,54 @@ def test_cohort_json_holds_the_catalogs_delta_versions(mimic_warehouse, tmp_path
 
 def test_cxr_cohort_run_writes_the_three_outputs(mimic_warehouse, tmp_path):
     images = tmp_path / "images"
-    proc = cxr(mimic_warehouse, "cohort", "run", "frontal_pneumothorax", "--param", "finding=pleural_effusion",
-               "--finding", "edema", "--out", str(tmp_path / "out"), "--format", "jsonl")
+    proc = cxr(
+        mimic_warehouse,
+        "cohort",
+        "run",
+        "frontal_pneumothorax",
+        "--param",
+        "finding=pleural_effusion",
+        "--finding",
+        "edema",
+        "--out",
+        str(tmp_path / "out"),
+        "--format",
+        "jsonl",
+    )
     assert "positive" in proc.stdout
     rows = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert rows and all(r["absolute_path"] is None and "edema" in r and "pleural_effusion" in r for r in rows)
     assert {"attrition.csv", "cohort.json", "manifest.jsonl", "table1.csv", "table1.md", "croissant.json"} <= {
-        p.name for p in (tmp_path / "out").iterdir()}
+        p.name for p in (tmp_path / "out").iterdir()
+    }
     # an image root per dataset gives absolute paths
-    env = dict(os.environ, CXR_WAREHOUSE=mimic_warehouse.settings.warehouse,
-               CXR_CATALOG=str(mimic_warehouse.settings.catalog), CXR_CACHE=str(mimic_warehouse.settings.cache),
-               CXR_IMAGES_MIMIC_CXR=str(images))
-    subprocess.run([sys.executable, "-m", "warehouse.cli", "cohort", "run", "qba_fine_tuning", "--out",
-                    str(tmp_path / "abs")], env=env, check=True, capture_output=True, cwd=Path(__file__).parents[1])
+    env = dict(
+        os.environ,
+        CXR_WAREHOUSE=mimic_warehouse.settings.warehouse,
+        CXR_CATALOG=str(mimic_warehouse.settings.catalog),
+        CXR_CACHE=str(mimic_warehouse.settings.cache),
+        CXR_IMAGES_MIMIC_CXR=str(images),
+    )
+    subprocess.run(
+        [sys.executable, "-m", "warehouse.cli", "cohort", "run", "qba_fine_tuning", "--out", str(tmp_path / "abs")],
+        env=env,
+        check=True,
+        capture_output=True,
+        cwd=Path(__file__).parents[1],
+    )
     table = pq.read_table(tmp_path / "abs" / "manifest.parquet").to_pylist()
     assert all(a == f"{images}/{p}" for r in table for a, p in zip(r["absolute_paths"], r["paths"]))
-    bad = cxr(mimic_warehouse, "cohort", "run", "frontal_pneumothorax", "--param", "finding=pleural_efusion",
-              "--out", str(tmp_path / "bad"), check=False)
+    bad = cxr(
+        mimic_warehouse,
+        "cohort",
+        "run",
+        "frontal_pneumothorax",
+        "--param",
+        "finding=pleural_efusion",
+        "--out",
+        str(tmp_path / "bad"),
+        check=False,
+    )
     assert bad.returncode == 1 and "closest valid values: pleural_effusion" in bad.stderr
     listed = cxr(mimic_warehouse, "cohort", "list").stdout
     assert "qba_fine_tuning" in listed and "balanced_evaluation" in listed
@@ -369,8 +467,11 @@ def test_unknown_parameters_and_bad_headers_are_errors(tmp_path):
 
 # --- the report generation and follow-up cohorts, recounted --------------------------------------------
 def _study_counts(wh, studies_sql: str, where: str) -> tuple[int, int, int]:
-    r = _one(wh, f"SELECT coalesce(sum(n_images), 0) AS i, count(*) AS s, count(DISTINCT patient_id) AS p "
-                 f"FROM ({studies_sql}) WHERE {where}")
+    r = _one(
+        wh,
+        f"SELECT coalesce(sum(n_images), 0) AS i, count(*) AS s, count(DISTINCT patient_id) AS p "
+        f"FROM ({studies_sql}) WHERE {where}",
+    )
     return r["i"], r["s"], r["p"]
 
 
@@ -378,7 +479,7 @@ def _expected(wh, studies_sql: str, rules: list[tuple[str, str]]) -> list[tuple]
     """(rule, images, studies, patients, studies this rule alone removes), step by step."""
     out = [("all", *_study_counts(wh, studies_sql, "true"), 0)]
     for i, (name, _) in enumerate(rules):
-        kept = " AND ".join(sql for _, sql in rules[:i + 1])
+        kept = " AND ".join(sql for _, sql in rules[: i + 1])
         alone = " AND ".join(f"NOT ({sql})" if j == i else sql for j, (_, sql) in enumerate(rules))
         out.append((name, *_study_counts(wh, studies_sql, kept), _study_counts(wh, studies_sql, alone)[1]))
     return out
@@ -394,13 +495,19 @@ def test_report_generation_attrition_is_the_plain_sql_count(mimic_warehouse, tmp
                         bool_or(length(trim(r.impression)) > 0) AS has_impression
                  FROM images i LEFT JOIN reports r ON r.dataset = i.dataset AND r.study_id = i.study_id
                  WHERE i.dataset = 'mimic_cxr' GROUP BY i.study_id"""
-    rules = [("reported", "reported"), ("findings", "coalesce(has_findings, false)"),
-             ("impression", "coalesce(has_impression, false)"), ("frontal", "frontal")]
+    rules = [
+        ("reported", "reported"),
+        ("findings", "coalesce(has_findings, false)"),
+        ("impression", "coalesce(has_impression, false)"),
+        ("frontal", "frontal"),
+    ]
     expected = _expected(wh, studies, rules)
     assert _attrition(run) == expected
-    assert expected[-1][2] > 10 and expected[2][2] < expected[1][2]      # some reports lack findings
-    sections = {r["study_id"]: r for r in wh.sql("SELECT study_id, findings, impression FROM reports "
-                                                  "WHERE dataset = 'mimic_cxr'").to_pylist()}
+    assert expected[-1][2] > 10 and expected[2][2] < expected[1][2]  # some reports lack findings
+    sections = {
+        r["study_id"]: r
+        for r in wh.sql("SELECT study_id, findings, impression FROM reports WHERE dataset = 'mimic_cxr'").to_pylist()
+    }
     for row in run.manifest.to_pylist():
         assert sections[row["study_id"]]["findings"].strip() and sections[row["study_id"]]["impression"].strip()
 
@@ -418,8 +525,11 @@ def test_longitudinal_followup_attrition_is_the_plain_sql_count(mimic_warehouse,
                  FROM studies s JOIN images i ON i.dataset = s.dataset AND i.study_id = s.study_id
                  LEFT JOIN dated d ON d.study_id = s.study_id
                  WHERE s.dataset = 'mimic_cxr' GROUP BY s.study_id, s.patient_id"""
-    rules = [("follow_up", "gap IS NOT NULL"), ("within_max_days", "coalesce(gap <= 30, false)"),
-             ("frontal", "frontal")]
+    rules = [
+        ("follow_up", "gap IS NOT NULL"),
+        ("within_max_days", "coalesce(gap <= 30, false)"),
+        ("frontal", "frontal"),
+    ]
     expected = _expected(wh, studies, rules)
     assert _attrition(run) == expected
     assert 0 < expected[2][2] < expected[1][2]
@@ -428,8 +538,10 @@ def test_longitudinal_followup_attrition_is_the_plain_sql_count(mimic_warehouse,
 # --- Table 1, Croissant and the catalog's macros ---------------------------------------------------------
 def _frontal_cohort(folder: Path) -> Path:
     path = folder / "frontal.sql"
-    path.write_text("-- name: frontal\n-- description: every frontal image\n-- unit: image\n"
-                    "-- findings: edema, pleural_effusion\n-- rule: frontal\nis_frontal\n")
+    path.write_text(
+        "-- name: frontal\n-- description: every frontal image\n-- unit: image\n"
+        "-- findings: edema, pleural_effusion\n-- rule: frontal\nis_frontal\n"
+    )
     return path
 
 
@@ -457,8 +569,10 @@ def test_table1_counts_means_and_an_smd_are_the_hand_computed_ones(frontal_run):
         mean_sd = f"{statistics.mean(ages):.1f} ({statistics.stdev(ages):.1f})"
         assert cell[("Age, years, mean (SD)", "")][columns[split]] == mean_sd
         q = statistics.quantiles(ages, n=4, method="inclusive")
-        assert cell[("Age (median), years, median [Q1,Q3]", "")][columns[split]] == \
-            f"{statistics.median(ages):.1f} [{q[0]:.1f},{q[2]:.1f}]"
+        assert (
+            cell[("Age (median), years, median [Q1,Q3]", "")][columns[split]]
+            == f"{statistics.median(ages):.1f} [{q[0]:.1f},{q[2]:.1f}]"
+        )
         females = sum(r["sex"] == "F" for r in mine)
         assert cell[("Sex, n (%)", "F")][columns[split]] == f"{females} ({100 * females / len(mine):.1f})"
         positive = sum(r["edema"] == 1 for r in mine)
@@ -503,7 +617,7 @@ def test_every_dataset_declares_its_licence_access_and_bibtex(mimic_warehouse):
         assert (r["licence"], r["licence_url"], r["access"]) == (info.licence, info.licence_url, info.access)
         assert r["access"] in ("open", "registration", "credentialed")
         assert r["bibtex"].startswith("@") and r["bibtex"].count("{") == r["bibtex"].count("}")
-        assert r["licence_note"], d                        # what is known, above all where the licence is unknown
+        assert r["licence_note"], d  # what is known, above all where the licence is unknown
         assert (r["licence"] == "unknown") == (r["licence_url"] is None), d
     assert rows["mimic_qba"]["licence"] == "PhysioNet Credentialed Health Data License 1.5.0"
 
@@ -511,15 +625,19 @@ def test_every_dataset_declares_its_licence_access_and_bibtex(mimic_warehouse):
 def test_named_queries_are_table_macros_in_cxr_sql(chexpert_small):
     wh, _ = chexpert_small
     five = ", ".join(f"'{f}'" for f in CHEXPERT_FIVE)
-    expected = _one(wh, f"""SELECT count(*) AS n FROM images i JOIN studies s ON s.dataset = i.dataset
+    expected = _one(
+        wh,
+        f"""SELECT count(*) AS n FROM images i JOIN studies s ON s.dataset = i.dataset
                            AND s.study_id = i.study_id WHERE i.is_frontal AND s.age_years >= 40 AND EXISTS (
-                           SELECT 1 FROM image_labels l WHERE l.image_id = i.image_id AND l.finding IN ({five}))""")["n"]
+                           SELECT 1 FROM image_labels l WHERE l.image_id = i.image_id AND l.finding IN ({five}))""",
+    )["n"]
     proc = cxr(wh, "sql", "SELECT count(*) AS n FROM chexpert_competition(min_age := 40)", "--format", "csv")
     assert proc.stdout.splitlines() == ["n", str(expected)] and expected > 100
     queries = {q["query"]: q for q in wh.sql("SELECT query, kind, parameters FROM catalog_queries").to_pylist()}
     assert {c.name for c in list_cohorts()} | set(DERIVED.values()) == set(queries)
     assert [p["name"] for p in queries["chexpert_competition"]["parameters"]] == ["min_age"]
     # a parameter named like a column it is compared with is called only_<name>
-    stats = _one(wh, "SELECT count(*) AS n, count(DISTINCT dataset) AS datasets FROM "
-                     "demographics(only_dataset := 'chexpert')")
+    stats = _one(
+        wh, "SELECT count(*) AS n, count(DISTINCT dataset) AS datasets FROM demographics(only_dataset := 'chexpert')"
+    )
     assert stats["n"] > 0 and stats["datasets"] == 1

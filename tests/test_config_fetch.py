@@ -1,4 +1,5 @@
 """Configuration precedence and the verified public-metadata fetch."""
+
 from __future__ import annotations
 
 import time
@@ -6,7 +7,7 @@ import time
 import pytest
 
 from warehouse.config import ConfigError, Settings
-from warehouse.fetch import LAYOUT, FetchError, WHEEL_SHA256, fetch_public, is_fetched
+from warehouse.fetch import LAYOUT, WHEEL_SHA256, FetchError, fetch_public, is_fetched
 
 
 def test_defaults_live_in_the_working_directory(tmp_path):
@@ -19,7 +20,8 @@ def test_defaults_live_in_the_working_directory(tmp_path):
 def test_environment_beats_config_file(tmp_path):
     (tmp_path / "cxr.toml").write_text(
         'warehouse = "wh-from-file"\ncatalog = "cat.duckdb"\n[sources]\nnih_cxr14 = "data/nih"\n'
-        'mimic_cxr = "s3://bucket/mimic"\n[storage_options]\nendpoint_url = "http://127.0.0.1:9"\n')
+        'mimic_cxr = "s3://bucket/mimic"\n[storage_options]\nendpoint_url = "http://127.0.0.1:9"\n'
+    )
     s = Settings.load(env={"CXR_SOURCE_NIH_CXR14": "/elsewhere/nih"}, cwd=tmp_path)
     assert s.warehouse == str(tmp_path / "wh-from-file")  # relative to the config file
     assert s.sources == {"nih_cxr14": "/elsewhere/nih", "mimic_cxr": "s3://bucket/mimic"}
@@ -30,7 +32,7 @@ def test_environment_beats_config_file(tmp_path):
 
 def test_bad_configuration_is_reported(tmp_path):
     (tmp_path / "cxr.toml").write_text("warehouse = [unclosed\n")
-    with pytest.raises(ConfigError, match="cxr.toml"):
+    with pytest.raises(ConfigError, match=r"cxr\.toml"):
         Settings.load(env={}, cwd=tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         Settings.load(env={"CXR_CONFIG": str(tmp_path / "missing.toml")}, cwd=tmp_path)

@@ -2,6 +2,7 @@
 
 Each refusal also checks that the published parquet file and the catalog file are byte-identical afterwards.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,7 +66,10 @@ def _go(con, sql, params=None, timeout=10.0):
 def test_select_explain_describe(wh):
     con = wh["con"]
     assert _go(con, "SELECT image_id, rows, dataset FROM images ORDER BY rows").fetchall() == [
-        ("i1", 1, "a"), ("i2", 2, "a"), ("i3", 3, "a")]
+        ("i1", 1, "a"),
+        ("i2", 2, "a"),
+        ("i3", 3, "a"),
+    ]
     assert _go(con, "SELECT count(*) FROM images WHERE rows > ?", [1]).fetchone() == (2,)
     assert _go(con, "EXPLAIN SELECT * FROM images").fetchall()[0][0] == "physical_plan"
     assert _go(con, "EXPLAIN ANALYZE SELECT count(*) FROM images").fetchall()[0][0] == "analyzed_plan"
@@ -83,8 +87,11 @@ def test_select_explain_describe(wh):
 def test_settings_are_the_limits(wh):
     con = confined_connection(wh["catalog"], readable=[str(wh["root"])], limits=Limits(memory_limit="1GB", threads=1))
     try:
-        got = _go(con, "SELECT current_setting('threads'), current_setting('memory_limit'), "
-                       "current_setting('enable_external_access'), current_setting('lock_configuration')").fetchone()
+        got = _go(
+            con,
+            "SELECT current_setting('threads'), current_setting('memory_limit'), "
+            "current_setting('enable_external_access'), current_setting('lock_configuration')",
+        ).fetchone()
         assert got[0] == 1 and got[1].endswith("MiB") and got[2] is False and got[3] is True
     finally:
         con.close()
@@ -179,8 +186,9 @@ def test_ctrl_c_stops_the_query_promptly(wh):
             print("interrupted", flush=True)
             print(run(con, "SELECT 7", timeout_seconds=5).fetchone()[0], flush=True)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1]
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.3)
@@ -222,7 +230,9 @@ def test_registered_fsspec_filesystem_reads_after_lock(tmp_path):
     try:
         builder = duckdb.connect(str(tmp_path / "catalog.duckdb"))
         builder.register_filesystem(fs)
-        builder.execute("CREATE VIEW images AS SELECT * FROM read_parquet(['memory://cxr-test-wh/images/part-0.parquet'])")
+        builder.execute(
+            "CREATE VIEW images AS SELECT * FROM read_parquet(['memory://cxr-test-wh/images/part-0.parquet'])"
+        )
         builder.close()
         con = confined_connection(tmp_path / "catalog.duckdb", readable=["memory://cxr-test-wh"], filesystems=[fs])
         try:

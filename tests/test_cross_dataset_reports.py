@@ -3,6 +3,7 @@
 IU X-ray is the real OpenI archive; MIMIC-CXR is a generated sample in its native layout. The
 expected counts are read here straight from the XML and the report text files.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,11 +46,14 @@ def test_impressions_mentioning_pneumothorax_by_dataset(tmp_path, cache_dir, pub
     mimic_cxr_samples.write_samples(mimic, cohort=plan_mimic_cohort(60, 11), seed=11)
     wh = Warehouse(make_settings(tmp_path, cache_dir, mimic_cxr=mimic))
     wh.ingest(["iu_xray", "mimic_cxr"], say=lambda m: None)
-    got = dict(tuple(r.values()) for r in wh.sql("""
+    got = dict(
+        tuple(r.values())
+        for r in wh.sql("""
         SELECT r.dataset, count(DISTINCT r.study_id) AS studies
         FROM reports r JOIN studies s USING (dataset, study_id)
         WHERE r.impression ILIKE '%pneumothorax%'
-        GROUP BY 1 ORDER BY 1""").to_pylist())
+        GROUP BY 1 ORDER BY 1""").to_pylist()
+    )
     expected = {"iu_xray": _iu_expected(Path(public_data.root) / "iu_xray"), "mimic_cxr": _mimic_expected(mimic)}
     assert expected["iu_xray"] > 0 and expected["mimic_cxr"] > 0
     assert got == expected

@@ -4,6 +4,7 @@ records exactly as reading the file line by line would.
 Expected values come from splitting the whole file with bytes.split / str.splitlines here, not from
 the reader. The block size is shrunk to a few bytes so that lines straddle block boundaries.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,6 +29,7 @@ def folder(tmp_path, request):
         name += ".gz" if request.param else ""
         (tmp_path / name).write_bytes(gzip.compress(data) if request.param else data)
         return SourceFolder(str(tmp_path)), name
+
     return write
 
 
@@ -35,15 +37,17 @@ def folder(tmp_path, request):
 def test_one_line_scan_numbers_every_line_as_a_line_by_line_read(folder, monkeypatch, chunk):
     monkeypatch.setattr(csvread, "READ_CHUNK", chunk)
     src, name = folder("one.csv", ONE_LINE)
-    physical = ONE_LINE.split(b"\n")          # line N is physical[N - 1]; the header is line 1
+    physical = ONE_LINE.split(b"\n")  # line N is physical[N - 1]; the header is line 1
     expected_lines = [n for n, line in enumerate(physical, 1) if n > 1 and line.strip(b"\r")]
-    expected_unbalanced = {n: line.decode().rstrip("\r") for n, line in enumerate(physical, 1)
-                           if n > 1 and line.count(b'"') % 2}
+    expected_unbalanced = {
+        n: line.decode().rstrip("\r") for n, line in enumerate(physical, 1) if n > 1 and line.count(b'"') % 2
+    }
     lines, unbalanced = csvread._scan_lines(src, name)
     assert lines == expected_lines == [2, 4, 6, 7, 9]
     assert unbalanced == expected_unbalanced == {7: '4,"open'}
-    assert [(n, csvread._text(line)) for n, line in csvread._data_lines(src, name)] == \
-        [(n, physical[n - 1].decode().rstrip("\r")) for n in expected_lines]
+    assert [(n, csvread._text(line)) for n, line in csvread._data_lines(src, name)] == [
+        (n, physical[n - 1].decode().rstrip("\r")) for n in expected_lines
+    ]
 
 
 def test_multi_line_records_are_parsed_once_and_their_raw_text_sliced_by_span(folder):
@@ -59,7 +63,7 @@ def test_multi_line_records_are_parsed_once_and_their_raw_text_sliced_by_span(fo
     for number, (first, last) in wanted.items():
         start, raw = found[number]
         assert start == first
-        assert raw == "".join(text_lines[first - 1:last]).rstrip("\r\n")
+        assert raw == "".join(text_lines[first - 1 : last]).rstrip("\r\n")
         assert next(csv.reader(io.StringIO(raw, newline=""))) == [r for r in records if r][number - 1]
     assert found[3][1] == '3,"p\r\nq\rr"'
 
@@ -75,6 +79,6 @@ def test_run_history_commits_without_fsync(tmp_path):
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 0
     engine.dispose()
-    plain = sqlite3.connect(tmp_path / "other.db")   # connections SQLAlchemy does not open keep the default
+    plain = sqlite3.connect(tmp_path / "other.db")  # connections SQLAlchemy does not open keep the default
     assert plain.execute("PRAGMA synchronous").fetchone()[0] == 2
     plain.close()

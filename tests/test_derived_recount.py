@@ -10,10 +10,12 @@ Datasets: a PadChest sample cut from the real file (study-level labels, a study 
 a patient without sex), a ReXGradient sample (three splits, report sections, race, month and day
 ages), and the real NIH and CheXpert files (age 0 = unknown) through the session `public_warehouse`.
 """
+
 from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,8 +26,14 @@ from warehouse.samples import rexgradient as rexgradient_samples
 
 from .conftest import make_settings
 from .test_emitted_columns import (
-    chexpert_train_expected, nih_entry_expected, norm, padchest_expected, padchest_sample, published,
-    rexgradient_expected, write_padchest,
+    chexpert_train_expected,
+    nih_entry_expected,
+    norm,
+    padchest_expected,
+    padchest_sample,
+    published,
+    rexgradient_expected,
+    write_padchest,
 )
 
 VOCAB = Path(__file__).parents[1] / "warehouse" / "vocab" / "finding_map.csv"
@@ -48,20 +56,22 @@ class Image(NamedTuple):
 
 class Person(NamedTuple):
     sex: str
-    race: str = "not_recorded"        # harmonized; not_recorded = the source has no race field
+    race: str = "not_recorded"  # harmonized; not_recorded = the source has no race field
     ethnicity: str = "not_recorded"
 
 
 class Raw(NamedTuple):
     """One dataset recounted from its files, in the few shapes the derived tables need."""
+
     studies: dict[str, Study]
     images: dict[str, Image]
     patients: dict[str, Person]
-    reports: dict[str, tuple]          # study_id -> tokens of (indication, comparison, findings, impression)
-    labels: list[tuple]                # (study_id, image_id or None, raw_label, value, labeler, method)
+    reports: dict[str, tuple]  # study_id -> tokens of (indication, comparison, findings, impression)
+    labels: list[tuple]  # (study_id, image_id or None, raw_label, value, labeler, method)
 
 
 # --- the three derived tables, restated from their descriptions in sql/stats/*.sql ----------------
+
 
 def mean(values: list) -> float | None:
     present = [v for v in values if v is not None]
@@ -78,9 +88,18 @@ def split_stats(dataset: str, raw: Raw) -> dict:
             by_split[s.split]["reports"].append(raw.reports[study])
     for image in raw.images.values():
         by_split[image.split]["images"] += 1
-    return {split: (dataset, split, v["studies"], v["images"], len(v["patients"]), len(v["reports"]),
-                    *(mean([tokens[i] for tokens in v["reports"]]) for i in range(4)))
-            for split, v in by_split.items()}
+    return {
+        split: (
+            dataset,
+            split,
+            v["studies"],
+            v["images"],
+            len(v["patients"]),
+            len(v["reports"]),
+            *(mean([tokens[i] for tokens in v["reports"]]) for i in range(4)),
+        )
+        for split, v in by_split.items()
+    }
 
 
 def age_bucket(age: float | None) -> str:
@@ -91,26 +110,41 @@ def age_bucket(age: float | None) -> str:
 
 def demographics(dataset: str, raw: Raw) -> dict:
     """Age buckets count studies (percent of the split's studies); sex/race/ethnicity percent of its patients."""
-    buckets = defaultdict(lambda: (set(), set()))           # (split, attribute, bucket) -> (patients, studies)
+    buckets = defaultdict(lambda: (set(), set()))  # (split, attribute, bucket) -> (patients, studies)
     totals = defaultdict(lambda: (set(), set()))
     for study, s in raw.studies.items():
         person = raw.patients.get(s.patient, Person(None))
         totals[s.split][0].add(s.patient)
         totals[s.split][1].add(study)
-        for attribute, bucket in (("age_bucket", age_bucket(s.age)), ("sex", person.sex),
-                                  ("race", person.race), ("ethnicity", person.ethnicity)):
+        for attribute, bucket in (
+            ("age_bucket", age_bucket(s.age)),
+            ("sex", person.sex),
+            ("race", person.race),
+            ("ethnicity", person.ethnicity),
+        ):
             patients, studies = buckets[(s.split, attribute, bucket or "unknown")]
             patients.add(s.patient)
             studies.add(study)
     out = {}
     for (split, attribute, bucket), (patients, studies) in buckets.items():
-        part, whole = (len(studies), len(totals[split][1])) if attribute == "age_bucket" else \
-            (len(patients), len(totals[split][0]))
-        out[(split, attribute, bucket)] = (dataset, split, attribute, bucket, len(patients), len(studies),
-                                           100.0 * part / whole)
+        part, whole = (
+            (len(studies), len(totals[split][1]))
+            if attribute == "age_bucket"
+            else (len(patients), len(totals[split][0]))
+        )
+        out[(split, attribute, bucket)] = (
+            dataset,
+            split,
+            attribute,
+            bucket,
+            len(patients),
+            len(studies),
+            100.0 * part / whole,
+        )
     return out
 
 
+@lru_cache(maxsize=1)
 def finding_map() -> tuple[dict, dict]:
     """(labeler, raw) -> finding and raw -> finding for `*`, both lower-cased, from the vocabulary CSV."""
     own, anywhere = {}, {}
@@ -124,9 +158,9 @@ def finding_map() -> tuple[dict, dict]:
     return own, anywhere
 
 
-def finding(raw_label: str, labeler: str, maps=finding_map()) -> str | None:
+def finding(raw_label: str, labeler: str) -> str | None:
     """The labeler's own row first, then `*`; no row, or a row left empty on purpose, gives None."""
-    own, anywhere = maps
+    own, anywhere = finding_map()
     key = raw_label.strip().lower()
     found = own[(labeler, key)] if (labeler, key) in own else anywhere.get(key)
     return found or None
@@ -139,18 +173,33 @@ def image_labels(dataset: str, raw: Raw) -> dict:
         images_of[image.study].append(image_id)
     out = {}
     for study, image_id, raw_label, value, labeler, method in raw.labels:
-        for target in ([image_id] if image_id is not None else images_of[study]):
+        for target in [image_id] if image_id is not None else images_of[study]:
             image = raw.images[target]
             person = raw.patients.get(image.patient)
             key = (target, labeler, raw_label, method)
             assert key not in out, key
-            out[key] = (dataset, target, image.study, image.patient, image.split, image.view, image.frontal,
-                        person.sex if person else "U", raw.studies[image.study].age,
-                        finding(raw_label, labeler), raw_label, value, labeler, method, None)  # no readers here
+            out[key] = (
+                dataset,
+                target,
+                image.study,
+                image.patient,
+                image.split,
+                image.view,
+                image.frontal,
+                person.sex if person else "U",
+                raw.studies[image.study].age,
+                finding(raw_label, labeler),
+                raw_label,
+                value,
+                labeler,
+                method,
+                None,
+            )  # no readers here
     return out
 
 
 # --- comparisons -------------------------------------------------------------------------------
+
 
 def rows_of(wh: Warehouse, table: str, dataset: str, where: str = "") -> list[tuple]:
     return published(wh, f"SELECT * FROM {table} WHERE dataset = '{dataset}' {where}")
@@ -163,14 +212,18 @@ def assert_rows(got_rows: list[tuple], expected: dict, key, what: str, close: tu
         k = key(row)
         assert k not in got, f"{what}: duplicate row {k}"
         got[k] = row
-    assert set(got) == set(expected), (f"{what}: missing {sorted(set(expected) - set(got))[:5]}, "
-                                       f"extra {sorted(set(got) - set(expected))[:5]}")
+    assert set(got) == set(expected), (
+        f"{what}: missing {sorted(set(expected) - set(got))[:5]}, extra {sorted(set(got) - set(expected))[:5]}"
+    )
     wrong = []
     for k, want in expected.items():
         have = got[k]
         for i, (a, b) in enumerate(zip(have, want)):
-            same = abs(a - b) <= 0.005 + 1e-9 if i in close and a is not None and b is not None else \
-                (a == b if not isinstance(b, float) else a is not None and abs(a - b) <= 1e-6 * max(1, abs(b)))
+            same = (
+                abs(a - b) <= 0.005 + 1e-9
+                if i in close and a is not None and b is not None
+                else (a == b if not isinstance(b, float) else a is not None and abs(a - b) <= 1e-6 * max(1, abs(b)))
+            )
             if not same:
                 wrong.append((k, i, a, b))
     assert not wrong, f"{what}: (key, column, published, recounted) {wrong[:5]}"
@@ -186,19 +239,23 @@ def check_split_stats(wh, dataset: str, raw: Raw) -> list[tuple]:
 
 def check_demographics(wh, dataset: str, raw: Raw) -> dict:
     expected = demographics(dataset, raw)
-    assert_rows(rows_of(wh, "demographics", dataset), expected, lambda r: r[1:4], f"{dataset} demographics",
-                close=(6,))
+    assert_rows(rows_of(wh, "demographics", dataset), expected, lambda r: r[1:4], f"{dataset} demographics", close=(6,))
     return expected
 
 
 def check_image_labels(wh, dataset: str, raw: Raw, where: str = "") -> dict:
     expected = image_labels(dataset, raw)
-    assert_rows(rows_of(wh, "image_labels", dataset, where), expected, lambda r: (r[1], r[12], r[10], r[13]),
-                f"{dataset} image_labels")
+    assert_rows(
+        rows_of(wh, "image_labels", dataset, where),
+        expected,
+        lambda r: (r[1], r[12], r[10], r[13]),
+        f"{dataset} image_labels",
+    )
     return expected
 
 
 # --- PadChest and ReXGradient samples, ingested once ----------------------------------------------
+
 
 def tokens(text: str | None) -> int | None:
     """warehouse.text's tokenizer restated: runs of non-whitespace; null for absent or blank text."""
@@ -225,8 +282,10 @@ def rexgradient_raw(folder: Path) -> Raw:
     patients = {k: Person(v[1], v[3], v[5]) for k, v in e["patients"].items()}
     reports = {}
     for study, r in e["csv"].items():
-        sections = [None if (r[s] or "").strip().lower() in ("", "none") else r[s]
-                    for s in ("Indication", "Comparison", "Findings", "Impression")]
+        sections = [
+            None if (r[s] or "").strip().lower() in ("", "none") else r[s]
+            for s in ("Indication", "Comparison", "Findings", "Impression")
+        ]
         if any(sections):
             reports[study] = tuple(tokens(s) for s in sections)
     return Raw(studies, images, patients, reports, [])
@@ -253,7 +312,7 @@ def test_padchest_split_stats_equal_recount(samples):
 def test_padchest_demographics_equal_recount(samples):
     wh, raw = samples
     expected = check_demographics(wh, "padchest", raw["padchest"])
-    assert expected[("unassigned", "age_bucket", "unknown")][5] == 1      # the study without a birth year
+    assert expected[("unassigned", "age_bucket", "unknown")][5] == 1  # the study without a birth year
     assert expected[("unassigned", "age_bucket", "80+")][5] > 0
     assert ("unassigned", "sex", "U") in expected and ("unassigned", "race", "not_recorded") in expected
     ages = [v[6] for k, v in expected.items() if k[1] == "age_bucket"]
@@ -264,9 +323,11 @@ def test_padchest_image_labels_expand_study_labels_to_every_image(samples):
     wh, raw = samples
     expected = check_image_labels(wh, "padchest", raw["padchest"])
     normal = {k[0]: v for k, v in expected.items() if k[0].startswith("99901_")}
-    assert sorted(normal) == ["99901_0", "99901_1"]                       # one study label, two images
+    assert sorted(normal) == ["99901_0", "99901_1"]  # one study label, two images
     assert {(v[5], v[6], v[8], v[9], v[11]) for v in normal.values()} == {
-        ("PA", True, None, "no_finding", 1), ("LATERAL", False, None, "no_finding", 1)}
+        ("PA", True, None, "no_finding", 1),
+        ("LATERAL", False, None, "no_finding", 1),
+    }
     assert len(expected) > len(raw["padchest"].labels)
 
 
@@ -274,7 +335,7 @@ def test_rexgradient_split_stats_equal_recount(samples):
     wh, raw = samples
     got = check_split_stats(wh, "rexgradient", raw["rexgradient"])
     assert [r[1] for r in got] == ["train", "valid", "test"]
-    assert all(None not in r[6:] for r in got)                            # every section has tokens somewhere
+    assert all(None not in r[6:] for r in got)  # every section has tokens somewhere
 
 
 def test_rexgradient_demographics_equal_recount(samples):
@@ -282,16 +343,21 @@ def test_rexgradient_demographics_equal_recount(samples):
     expected = check_demographics(wh, "rexgradient", raw["rexgradient"])
     assert {k[0] for k in expected} == {"train", "valid", "test"}
     assert any(k[1] == "race" and k[2] not in ("unknown", "not_recorded") for k in expected)
-    assert any(k[1] == "race" and k[2] == "unknown" for k in expected)      # blank EthnicGroup: recorded, unknown
+    assert any(k[1] == "race" and k[2] == "unknown" for k in expected)  # blank EthnicGroup: recorded, unknown
 
 
 # --- the real NIH and CheXpert files, through the session warehouse ---------------------------
 
+
 def as_raw(e: dict) -> Raw:
     """NIH's or CheXpert's expected tables (image rows: id, study, patient, split, view, source, frontal)."""
-    return Raw({k: Study(v[1], v[2], v[3]) for k, v in e["studies"].items()},
-               {k: Image(v[1], v[2], v[3], v[4], v[6]) for k, v in e["images"].items()},
-               {k: Person(v[1]) for k, v in e["patients"].items()}, {}, list(e["labels"]))
+    return Raw(
+        {k: Study(v[1], v[2], v[3]) for k, v in e["studies"].items()},
+        {k: Image(v[1], v[2], v[3], v[4], v[6]) for k, v in e["images"].items()},
+        {k: Person(v[1]) for k, v in e["patients"].items()},
+        {},
+        list(e["labels"]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -315,8 +381,9 @@ def test_chexpert_derived_tables_equal_recount(public_warehouse, chexpert_raw):
     (row,) = check_split_stats(public_warehouse, "chexpert", chexpert_raw)
     assert row[2:6] == (187_641, 223_414, 64_540, 0)
     expected = check_demographics(public_warehouse, "chexpert", chexpert_raw)
-    assert expected[("train", "age_bucket", "unknown")][5] == 3            # the three age-0 studies
+    assert expected[("train", "age_bucket", "unknown")][5] == 3  # the three age-0 studies
     subset = {p for p in chexpert_raw.patients if p < "patient03000"}
     labels = [label for label in chexpert_raw.labels if label[0].split("/")[0] in subset]
-    check_image_labels(public_warehouse, "chexpert", chexpert_raw._replace(labels=labels),
-                       where="AND patient_id < 'patient03000'")
+    check_image_labels(
+        public_warehouse, "chexpert", chexpert_raw._replace(labels=labels), where="AND patient_id < 'patient03000'"
+    )

@@ -6,6 +6,7 @@ tables from the raw files here, restating the documented rules (docs/datasets.md
 docstring) in plain Python, and compares them row by row with what the adapter (or the published
 warehouse, for the real NIH and CheXpert files) holds.
 """
+
 from __future__ import annotations
 
 import ast
@@ -42,11 +43,25 @@ REPO = Path(__file__).parents[1]
 
 # --- the documented harmonization, restated (not imported from warehouse.sources.values) ----------
 VIEWS = {
-    "PA": "PA", "POSTERO_ANTERIOR": "PA", "AP": "AP", "ANTERO_POSTERIOR": "AP",
-    "AP_HORIZONTAL": "AP_SUPINE", "SUPINE": "AP_SUPINE",
-    "LATERAL": "LATERAL", "LAT": "LATERAL", "L": "LATERAL", "XTABLE LATERAL": "LATERAL", "LARGE LATERAL": "LATERAL",
-    "LL": "LL", "RL": "RL", "UNKNOWN": "UNKNOWN", "UNK": "UNKNOWN", "N/A": "UNKNOWN", "NONE": "UNKNOWN",
-    "NAN": "UNKNOWN", "": "UNKNOWN",
+    "PA": "PA",
+    "POSTERO_ANTERIOR": "PA",
+    "AP": "AP",
+    "ANTERO_POSTERIOR": "AP",
+    "AP_HORIZONTAL": "AP_SUPINE",
+    "SUPINE": "AP_SUPINE",
+    "LATERAL": "LATERAL",
+    "LAT": "LATERAL",
+    "L": "LATERAL",
+    "XTABLE LATERAL": "LATERAL",
+    "LARGE LATERAL": "LATERAL",
+    "LL": "LL",
+    "RL": "RL",
+    "UNKNOWN": "UNKNOWN",
+    "UNK": "UNKNOWN",
+    "N/A": "UNKNOWN",
+    "NONE": "UNKNOWN",
+    "NAN": "UNKNOWN",
+    "": "UNKNOWN",
 }
 FRONTAL = {"PA", "AP", "AP_SUPINE"}
 SEXES = {"M": "M", "F": "F", "MALE": "M", "FEMALE": "F", "UNKNOWN": "U", "O": "U", "NAN": "U", "": "U"}
@@ -55,13 +70,26 @@ AGE_UNITS = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}
 
 # Race / ethnicity words -> the OMB vocabulary (docs/datasets.md "Race and ethnicity"), as prefixes in order.
 RACE_PREFIXES = (
-    ("UNKNOWN", "unknown"), ("UNABLE TO OBTAIN", "unknown"), ("PATIENT DECLINED", "unknown"),
-    ("PATIENT REFUSED", "unknown"), ("DECLINED", "unknown"), ("REFUSED", "unknown"), ("UNK", "unknown"),
-    ("MULTIPLE", "multiple"), ("MULTIRACIAL", "multiple"), ("AMERICAN INDIAN", "american_indian_alaska_native"),
-    ("ALASKA", "american_indian_alaska_native"), ("NATIVE AMERICAN", "american_indian_alaska_native"),
-    ("NATIVE HAWAIIAN", "native_hawaiian_pacific_islander"), ("PACIFIC ISLANDER", "native_hawaiian_pacific_islander"),
-    ("WHITE", "white"), ("CAUCASIAN", "white"), ("PORTUGUESE", "white"), ("BLACK", "black"),
-    ("AFRICAN AMERICAN", "black"), ("ASIAN", "asian"),
+    ("UNKNOWN", "unknown"),
+    ("UNABLE TO OBTAIN", "unknown"),
+    ("PATIENT DECLINED", "unknown"),
+    ("PATIENT REFUSED", "unknown"),
+    ("DECLINED", "unknown"),
+    ("REFUSED", "unknown"),
+    ("UNK", "unknown"),
+    ("MULTIPLE", "multiple"),
+    ("MULTIRACIAL", "multiple"),
+    ("AMERICAN INDIAN", "american_indian_alaska_native"),
+    ("ALASKA", "american_indian_alaska_native"),
+    ("NATIVE AMERICAN", "american_indian_alaska_native"),
+    ("NATIVE HAWAIIAN", "native_hawaiian_pacific_islander"),
+    ("PACIFIC ISLANDER", "native_hawaiian_pacific_islander"),
+    ("WHITE", "white"),
+    ("CAUCASIAN", "white"),
+    ("PORTUGUESE", "white"),
+    ("BLACK", "black"),
+    ("AFRICAN AMERICAN", "black"),
+    ("ASIAN", "asian"),
 )
 RACE_LETTERS = {"W": "white", "B": "black", "A": "asian", "U": "unknown", "O": "other", "OTHER": "other"}
 HISPANIC = ("HISPANIC", "LATINO", "SOUTH AMERICAN")
@@ -81,8 +109,9 @@ def race(word: str | None, *, mixed: bool = False) -> str:
 
 def ethnicity(word: str | None) -> str:
     key = (word or "").strip().upper()
-    return "not_hispanic" if key.startswith("NON") else "hispanic" if key.startswith(("HISPANIC", "LATINO")) \
-        else "unknown"
+    return (
+        "not_hispanic" if key.startswith("NON") else "hispanic" if key.startswith(("HISPANIC", "LATINO")) else "unknown"
+    )
 
 
 def ethnicity_of_mixed(word: str | None) -> str:
@@ -159,14 +188,15 @@ def gz_rows(path: Path) -> list[dict]:
 
 # --- NIH ChestX-ray14 (real, published) --------------------------------------------------------
 
+
 @lru_cache(maxsize=1)
 def nih_entry_expected(path: Path) -> dict:
     """NIH's expected tables, recounted once per session (test_derived_recount reuses them)."""
     with gzip.open(path, "rt", newline="") as f:
-        reader = csv.reader(f)   # the header has commas inside brackets: rows are read by position
+        reader = csv.reader(f)  # the header has commas inside brackets: rows are read by position
         next(reader)
         expected = nih_expected(list(reader))
-    google = path.parent / "google2019_nih-chest-xray-labels.csv.gz"   # laid out beside it by cxr fetch
+    google = path.parent / "google2019_nih-chest-xray-labels.csv.gz"  # laid out beside it by cxr fetch
     if google.exists():
         expected["labels"] |= google_expected(google)
     return expected
@@ -177,9 +207,18 @@ def google_expected(path: Path) -> set[tuple]:
     with gzip.open(path, "rt", newline="") as f:
         reader = csv.reader(f)
         findings = next(reader)[11:15]
-        return {(row[0].removesuffix(".png"), row[0].removesuffix(".png"), finding,
-                 {"YES": 1, "NO": 0}[row[11 + i]], "radiologist", None)
-                for row in reader for i, finding in enumerate(findings)}
+        return {
+            (
+                row[0].removesuffix(".png"),
+                row[0].removesuffix(".png"),
+                finding,
+                {"YES": 1, "NO": 0}[row[11 + i]],
+                "radiologist",
+                None,
+            )
+            for row in reader
+            for i, finding in enumerate(findings)
+        }
 
 
 def nih_expected(rows: list[list[str]]) -> dict:
@@ -187,8 +226,20 @@ def nih_expected(rows: list[list[str]]) -> dict:
     images, studies, first_visit, labels = {}, {}, {}, set()
     for name, found, follow_up, patient, age, gender, pos, w, h, sx, sy in rows:
         stem = name.removesuffix(".png")
-        images[stem] = (stem, stem, patient, "unassigned", view(pos), pos, view(pos) in FRONTAL, int(w), int(h),
-                        float(sx), float(sy), f"images/{name}")
+        images[stem] = (
+            stem,
+            stem,
+            patient,
+            "unassigned",
+            view(pos),
+            pos,
+            view(pos) in FRONTAL,
+            int(w),
+            int(h),
+            float(sx),
+            float(sy),
+            f"images/{name}",
+        )
         years = float(age)
         studies[stem] = (stem, patient, "unassigned", years if 0 <= years <= 120 else None, age)
         if patient not in first_visit or int(follow_up) < first_visit[patient][0]:
@@ -201,30 +252,62 @@ def nih_expected(rows: list[list[str]]) -> dict:
 def test_nih_images_studies_patients_labels_equal_raw(public_warehouse, raw_files):
     expected = nih_entry_expected(raw_files["nih_entry"])
     where = "WHERE dataset = 'nih_cxr14'"
-    assert_same(keyed(published(public_warehouse, f"""SELECT image_id, study_id, patient_id, split, view_position,
-        view_source, is_frontal, width, height, pixel_spacing_x, pixel_spacing_y, path FROM images {where}""")),
-                expected["images"], "nih images")
-    assert_same(keyed(published(public_warehouse, f"SELECT study_id, patient_id, split, age_years, age_source "
-                                                  f"FROM studies {where}")), expected["studies"], "nih studies")
-    assert_same(keyed(published(public_warehouse, f"SELECT patient_id, sex, sex_source FROM patients {where}")),
-                expected["patients"], "nih patients")
-    got = set(published(public_warehouse, f"SELECT study_id, image_id, raw_label, value, labeler, method "
-                                          f"FROM labels {where}"))
+    assert_same(
+        keyed(
+            published(
+                public_warehouse,
+                f"""SELECT image_id, study_id, patient_id, split, view_position,
+        view_source, is_frontal, width, height, pixel_spacing_x, pixel_spacing_y, path FROM images {where}""",
+            )
+        ),
+        expected["images"],
+        "nih images",
+    )
+    assert_same(
+        keyed(
+            published(
+                public_warehouse, f"SELECT study_id, patient_id, split, age_years, age_source FROM studies {where}"
+            )
+        ),
+        expected["studies"],
+        "nih studies",
+    )
+    assert_same(
+        keyed(published(public_warehouse, f"SELECT patient_id, sex, sex_source FROM patients {where}")),
+        expected["patients"],
+        "nih patients",
+    )
+    got = set(
+        published(public_warehouse, f"SELECT study_id, image_id, raw_label, value, labeler, method FROM labels {where}")
+    )
     assert got == expected["labels"] and len(got) > len(expected["images"]) == 112_120
 
 
 # --- CheXpert (real train.csv, published) ------------------------------------------------------
 
-CHEXPERT_LABELS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
-                   "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-                   "Pleural Other", "Fracture", "Support Devices")
+CHEXPERT_LABELS = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
 
 
 def chexpert_expected(rows: list[dict], split: str, labeler: str) -> dict[str, dict]:
     """images, studies, patients and labels of CheXpert rows, per the chexpert adapter's docstring."""
     out = {"images": {}, "studies": {}, "patients": {}, "labels": set()}
     for r in rows:
-        path = r["Path"].split("/", 1)[1]                      # the release folder dropped
+        path = r["Path"].split("/", 1)[1]  # the release folder dropped
         _, patient, study, file = path.split("/")
         study_id, image_id = f"{patient}/{study}", f"{patient}/{study}/{file.removesuffix('.jpg')}"
         lateral = r["Frontal/Lateral"] == "Lateral"
@@ -233,11 +316,14 @@ def chexpert_expected(rows: list[dict], split: str, labeler: str) -> dict[str, d
         # a Frontal row whose AP/PA says LL or RL (left/right lateral) is not frontal (see chexpert.py)
         frontal = r["Frontal/Lateral"] == "Frontal" and r["AP/PA"] not in ("LL", "RL")
         out["images"][image_id] = (image_id, study_id, patient, split, pos, source, frontal, path)
-        age = float(r["Age"]) if r["Age"] else None           # 0 means unknown, as blank does
+        age = float(r["Age"]) if r["Age"] else None  # 0 means unknown, as blank does
         out["studies"].setdefault(study_id, (study_id, patient, split, age or None, blank(r["Age"])))
         out["patients"].setdefault(patient, (patient, sex(r["Sex"]), r["Sex"]))
-        out["labels"] |= {(study_id, image_id, label, int(float(r[label])), labeler, None)
-                          for label in CHEXPERT_LABELS if r[label] != ""}
+        out["labels"] |= {
+            (study_id, image_id, label, int(float(r[label])), labeler, None)
+            for label in CHEXPERT_LABELS
+            if r[label] != ""
+        }
     return out
 
 
@@ -260,21 +346,31 @@ def chexpert_raw(raw_files):
 def test_chexpert_every_column_equals_raw(public_warehouse, raw_files):
     expected = chexpert_train_expected(raw_files["chexpert_train"])
     where = "WHERE dataset = 'chexpert'"
-    images = keyed(published(public_warehouse, f"SELECT image_id, study_id, patient_id, split, view_position, "
-                                               f"view_source, is_frontal, path FROM images {where}"))
+    images = keyed(
+        published(
+            public_warehouse,
+            f"SELECT image_id, study_id, patient_id, split, view_position, "
+            f"view_source, is_frontal, path FROM images {where}",
+        )
+    )
     assert_same(images, expected["images"], "chexpert images")
     assert sum(v[4] == "LATERAL" for v in images.values()) == 32_387
     contradictory = [v for v in images.values() if v[4] in ("LL", "RL")]
-    assert len(contradictory) == 17 and not any(v[6] for v in contradictory)   # documented in chexpert.py
+    assert len(contradictory) == 17 and not any(v[6] for v in contradictory)  # documented in chexpert.py
     assert all(v[5].startswith("Frontal/") for v in contradictory)
-    studies = keyed(published(public_warehouse, f"SELECT study_id, patient_id, split, age_years, age_source "
-                                                f"FROM studies {where}"))
+    studies = keyed(
+        published(public_warehouse, f"SELECT study_id, patient_id, split, age_years, age_source FROM studies {where}")
+    )
     assert_same(studies, expected["studies"], "chexpert studies")
-    assert [v[3:] for v in studies.values() if v[4] == "0"] == [(None, "0")] * 3   # age 0 means unknown
-    assert_same(keyed(published(public_warehouse, f"SELECT patient_id, sex, sex_source FROM patients {where}")),
-                expected["patients"], "chexpert patients")
-    got = set(published(public_warehouse, f"SELECT study_id, image_id, raw_label, value, labeler, method "
-                                          f"FROM labels {where}"))
+    assert [v[3:] for v in studies.values() if v[4] == "0"] == [(None, "0")] * 3  # age 0 means unknown
+    assert_same(
+        keyed(published(public_warehouse, f"SELECT patient_id, sex, sex_source FROM patients {where}")),
+        expected["patients"],
+        "chexpert patients",
+    )
+    got = set(
+        published(public_warehouse, f"SELECT study_id, image_id, raw_label, value, labeler, method FROM labels {where}")
+    )
     assert got == expected["labels"] and {v for *_, v, _, _ in got} == {1, 0, -1}
 
 
@@ -288,7 +384,7 @@ def test_chexpert_valid_csv_is_read_with_the_radiologist_labeler(tmp_path, chexp
         row.update({label: ("1.0" if (i + j) % 3 == 0 else "0.0") for j, label in enumerate(CHEXPERT_LABELS)})
         valid.append(row)
     second = next(r for r in valid if r["Path"].rsplit("/", 1)[0] != valid[0]["Path"].rsplit("/", 1)[0])
-    valid[0]["Age"], second["Age"] = "0", ""                 # unknown either way: age_years null
+    valid[0]["Age"], second["Age"] = "0", ""  # unknown either way: age_years null
     header = list(chexpert_raw[0])
     for name, rows in (("train.csv", train), ("valid.csv", valid)):
         with open(tmp_path / name, "w", newline="") as f:
@@ -300,17 +396,28 @@ def test_chexpert_valid_csv_is_read_with_the_radiologist_labeler(tmp_path, chexp
     for table, part in chexpert_expected(valid, "valid", "radiologist").items():
         expected[table] = expected[table] | part
     assert any(v[4] == "LATERAL" for v in expected["images"].values())
-    assert_same(keyed(frame_rows(tables["images"], ["image_id", "study_id", "patient_id", "split", "view_position",
-                                                    "view_source", "is_frontal", "path"])),
-                expected["images"], "chexpert images")
-    assert_same(keyed(frame_rows(tables["studies"], ["study_id", "patient_id", "split", "age_years", "age_source"])),
-                expected["studies"], "chexpert studies")
+    assert_same(
+        keyed(
+            frame_rows(
+                tables["images"],
+                ["image_id", "study_id", "patient_id", "split", "view_position", "view_source", "is_frontal", "path"],
+            )
+        ),
+        expected["images"],
+        "chexpert images",
+    )
+    assert_same(
+        keyed(frame_rows(tables["studies"], ["study_id", "patient_id", "split", "age_years", "age_source"])),
+        expected["studies"],
+        "chexpert studies",
+    )
     studies = tables["studies"].filter(pl.col("split") == "valid")
     assert studies.filter(pl.col("age_years").is_null())["age_source"].to_list() == ["0", None]
     got = set(frame_rows(tables["labels"], ["study_id", "image_id", "raw_label", "value", "labeler", "method"]))
     assert got == expected["labels"]
-    by_split = {(s, lab) for s, lab in zip(tables["labels"]["study_id"].str.contains("patient9"),
-                                           tables["labels"]["labeler"])}
+    by_split = {
+        (s, lab) for s, lab in zip(tables["labels"]["study_id"].str.contains("patient9"), tables["labels"]["labeler"])
+    }
     assert by_split == {(False, "chexpert"), (True, "radiologist")}
     assert len([x for x in got if x[4] == "radiologist"]) == len(valid) * len(CHEXPERT_LABELS)
 
@@ -328,13 +435,37 @@ def padchest_sample(public_data, n: int = 600) -> tuple[list[str], list[dict]]:
         rows = [dict(zip(header, row)) for row in itertools.islice(reader, n)]
     template = rows[0]
     for i, (projection, dicom) in enumerate((("PA", "POSTEROANTERIOR"), ("L", "nan"))):
-        rows.append(dict(template, **{"": str(n + i), "ImageID": f"99901_{i}.png", "StudyID": "99901",
-                                      "PatientID": "88801", "PatientBirth": "", "Projection": projection,
-                                      "ViewPosition_DICOM": dicom, "Labels": "['normal']",
-                                      "LabelsLocalizationsBySentence": "[['normal']]", "MethodLabel": "Physician"}))
-    rows.append(dict(template, **{"": str(n + 2), "ImageID": "99902_0.png", "StudyID": "99902", "PatientID": "88802",
-                                  "PatientSex_DICOM": "nan", "Projection": "UNK",
-                                  "Labels": "['normal', ' pleural effusion', '']"}))
+        rows.append(
+            dict(
+                template,
+                **{
+                    "": str(n + i),
+                    "ImageID": f"99901_{i}.png",
+                    "StudyID": "99901",
+                    "PatientID": "88801",
+                    "PatientBirth": "",
+                    "Projection": projection,
+                    "ViewPosition_DICOM": dicom,
+                    "Labels": "['normal']",
+                    "LabelsLocalizationsBySentence": "[['normal']]",
+                    "MethodLabel": "Physician",
+                },
+            )
+        )
+    rows.append(
+        dict(
+            template,
+            **{
+                "": str(n + 2),
+                "ImageID": "99902_0.png",
+                "StudyID": "99902",
+                "PatientID": "88802",
+                "PatientSex_DICOM": "nan",
+                "Projection": "UNK",
+                "Labels": "['normal', ' pleural effusion', '']",
+            },
+        )
+    )
     return header, rows
 
 
@@ -359,21 +490,47 @@ def padchest_expected(rows: list[dict]) -> dict:
         pos = PADCHEST_VIEWS.get(r["Projection"], "OTHER")
         dicom = r["ViewPosition_DICOM"]
         source = r["Projection"] + (f"/{dicom}" if dicom not in ("", "nan") else "")
-        images[stem] = (stem, study, patient, "unassigned", pos, source, pos in FRONTAL, int(r["Columns_DICOM"]),
-                        int(r["Rows_DICOM"]), f"{r['ImageDir']}/{r['ImageID']}")
+        images[stem] = (
+            stem,
+            study,
+            patient,
+            "unassigned",
+            pos,
+            source,
+            pos in FRONTAL,
+            int(r["Columns_DICOM"]),
+            int(r["Rows_DICOM"]),
+            f"{r['ImageDir']}/{r['ImageID']}",
+        )
         if study in studies:
             continue
         date = dt.datetime.strptime(r["StudyDate_DICOM"], "%Y%m%d").date()
         birth = float(r["PatientBirth"]) if r["PatientBirth"] else None
-        studies[study] = (study, patient, "unassigned", date, None if birth is None else date.year - birth,
-                          blank(r["PatientBirth"]))
+        studies[study] = (
+            study,
+            patient,
+            "unassigned",
+            date,
+            None if birth is None else date.year - birth,
+            blank(r["PatientBirth"]),
+        )
         method = r["MethodLabel"]
-        labels |= {(study, None, label.strip(), 1, "padchest", method)
-                   for label in ast.literal_eval(r["Labels"]) if label.strip()}
+        labels |= {
+            (study, None, label.strip(), 1, "padchest", method)
+            for label in ast.literal_eval(r["Labels"])
+            if label.strip()
+        }
         if patient not in first or (date, study) < first[patient][0]:
             first[patient] = ((date, study), r)
-    patients = {p: (p, sex(r["PatientSex_DICOM"]), r["PatientSex_DICOM"],
-                    int(float(r["PatientBirth"])) if r["PatientBirth"] else None) for p, (_, r) in first.items()}
+    patients = {
+        p: (
+            p,
+            sex(r["PatientSex_DICOM"]),
+            r["PatientSex_DICOM"],
+            int(float(r["PatientBirth"])) if r["PatientBirth"] else None,
+        )
+        for p, (_, r) in first.items()
+    }
     return {"images": images, "studies": studies, "patients": patients, "labels": labels}
 
 
@@ -381,22 +538,45 @@ def test_padchest_every_column_equals_raw(tmp_path, public_data):
     header, rows = padchest_sample(public_data)
     tables = read_all("padchest", write_padchest(tmp_path / "pc", header, rows))
     expected = padchest_expected(rows)
-    assert_same(keyed(frame_rows(tables["images"], ["image_id", "study_id", "patient_id", "split", "view_position",
-                                                    "view_source", "is_frontal", "width", "height", "path"])),
-                expected["images"], "padchest images")
-    studies = keyed(frame_rows(tables["studies"], ["study_id", "patient_id", "split", "study_date", "age_years",
-                                                   "age_source"]))
+    assert_same(
+        keyed(
+            frame_rows(
+                tables["images"],
+                [
+                    "image_id",
+                    "study_id",
+                    "patient_id",
+                    "split",
+                    "view_position",
+                    "view_source",
+                    "is_frontal",
+                    "width",
+                    "height",
+                    "path",
+                ],
+            )
+        ),
+        expected["images"],
+        "padchest images",
+    )
+    studies = keyed(
+        frame_rows(tables["studies"], ["study_id", "patient_id", "split", "study_date", "age_years", "age_source"])
+    )
     assert_same(studies, expected["studies"], "padchest studies")
     assert studies["99901"][4:] == (None, None)
-    assert_same(keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "birth_year"])),
-                expected["patients"], "padchest patients")
+    assert_same(
+        keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "birth_year"])),
+        expected["patients"],
+        "padchest patients",
+    )
     got = set(frame_rows(tables["labels"], ["study_id", "image_id", "raw_label", "value", "labeler", "method"]))
     assert got == expected["labels"]
     normal = {(s, v) for s, _, label, v, *_ in got if label == "normal"}
-    assert ("99901", 1) in normal and {v for _, v in normal} == {1}   # `normal` is a positive label
+    assert ("99901", 1) in normal and {v for _, v in normal} == {1}  # `normal` is a positive label
 
 
 # --- IU X-ray (real NLMCXR files) --------------------------------------------------------------
+
 
 def iu_reports(path: Path) -> list[dict]:
     """uId, image ids and MeSH terms of every report XML, walked with tarfile and ElementTree."""
@@ -406,9 +586,13 @@ def iu_reports(path: Path) -> list[dict]:
             if not member.name.endswith(".xml"):
                 continue
             root = ET.fromstring(tar.extractfile(member).read())
-            out.append({"uid": root.find("uId").get("id"),
-                        "images": [e.get("id") for e in root.findall("parentImage")],
-                        "mesh": [(e.tag, (e.text or "").strip()) for e in root.findall("MeSH/*")]})
+            out.append(
+                {
+                    "uid": root.find("uId").get("id"),
+                    "images": [e.get("id") for e in root.findall("parentImage")],
+                    "mesh": [(e.tag, (e.text or "").strip()) for e in root.findall("MeSH/*")],
+                }
+            )
     return out
 
 
@@ -428,29 +612,71 @@ def test_iu_xray_every_column_equals_raw(public_data):
             meta = metadata.get(image) or metadata.get(image.split("_", 1)[0] + "_" + image.split("_", 2)[-1])
             header = header or meta
             pos = view((meta or {}).get("View Position"))
-            images[image] = (image, uid, uid, "unassigned", pos, blank((meta or {}).get("View Position")),
-                             pos in FRONTAL, int(meta["Columns"]) if meta else None,
-                             int(meta["Rows"]) if meta else None, f"{image}.png")
+            images[image] = (
+                image,
+                uid,
+                uid,
+                "unassigned",
+                pos,
+                blank((meta or {}).get("View Position")),
+                pos in FRONTAL,
+                int(meta["Columns"]) if meta else None,
+                int(meta["Rows"]) if meta else None,
+                f"{image}.png",
+            )
         birth = dt.datetime.strptime(header["Patient's Birth Date"], "%Y%m%d").date() if header else None
         date = dt.datetime.strptime(header["Study Date"], "%Y%m%d").date() if header else None
-        studies[uid] = (uid, uid, "unassigned", date, completed_years(birth, date) if header else None,
-                        header["Patient's Birth Date"] if header else None)
+        studies[uid] = (
+            uid,
+            uid,
+            "unassigned",
+            date,
+            completed_years(birth, date) if header else None,
+            header["Patient's Birth Date"] if header else None,
+        )
         patients[uid] = (uid, "U", blank(header["Patient's Sex"]) if header else None, birth and birth.year)
-        for method, term in sorted(report["mesh"], key=lambda m: m[0] != "major"):   # major wins the method
+        for method, term in sorted(report["mesh"], key=lambda m: m[0] != "major"):  # major wins the method
             if term:
                 labels.setdefault((uid, term), (uid, term, 1, "mesh", method))
-    assert_same(keyed(frame_rows(tables["images"], ["image_id", "study_id", "patient_id", "split", "view_position",
-                                                    "view_source", "is_frontal", "width", "height", "path"])),
-                images, "iu images")
-    assert_same(keyed(frame_rows(tables["studies"], ["study_id", "patient_id", "split", "study_date", "age_years",
-                                                     "age_source"])), studies, "iu studies")
-    assert_same(keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "birth_year"])), patients,
-                "iu patients")
+    assert_same(
+        keyed(
+            frame_rows(
+                tables["images"],
+                [
+                    "image_id",
+                    "study_id",
+                    "patient_id",
+                    "split",
+                    "view_position",
+                    "view_source",
+                    "is_frontal",
+                    "width",
+                    "height",
+                    "path",
+                ],
+            )
+        ),
+        images,
+        "iu images",
+    )
+    assert_same(
+        keyed(
+            frame_rows(tables["studies"], ["study_id", "patient_id", "split", "study_date", "age_years", "age_source"])
+        ),
+        studies,
+        "iu studies",
+    )
+    assert_same(
+        keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "birth_year"])),
+        patients,
+        "iu patients",
+    )
     got = frame_rows(tables["labels"], ["study_id", "raw_label", "value", "labeler", "method"])
     assert_same(keyed(got, key=2), labels, "iu labels")
 
 
 # --- MIMIC-CXR (generated sample) ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def mimic_root(tmp_path_factory):
@@ -464,48 +690,105 @@ def mimic_root(tmp_path_factory):
 
 def test_mimic_cxr_every_column_equals_raw(mimic_root):
     folder = mimic_root / "mimic_cxr"
-    split_of = {r["dicom_id"]: {"validate": "valid"}.get(r["split"], r["split"])
-                for r in gz_rows(folder / "mimic-cxr-2.0.0-split.csv.gz")}
+    split_of = {
+        r["dicom_id"]: {"validate": "valid"}.get(r["split"], r["split"])
+        for r in gz_rows(folder / "mimic-cxr-2.0.0-split.csv.gz")
+    }
     hosp = sorted(folder.glob("mimiciv/*/hosp/patients.csv.gz"))[-1]
     anchors = {r["subject_id"]: r for r in gz_rows(hosp)}
     images, dates = {}, defaultdict(list)
     for r in gz_rows(folder / "mimic-cxr-2.0.0-metadata.csv.gz"):
         pos, subject, study = view(blank(r["ViewPosition"])), r["subject_id"], r["study_id"]
-        images[r["dicom_id"]] = (r["dicom_id"], study, subject, split_of.get(r["dicom_id"], "unassigned"),
-                                 pos, blank(r["ViewPosition"]), pos in FRONTAL, int(r["Columns"]), int(r["Rows"]),
-                                 f"files/p{subject[:2]}/p{subject}/s{study}/{r['dicom_id']}.jpg")
+        images[r["dicom_id"]] = (
+            r["dicom_id"],
+            study,
+            subject,
+            split_of.get(r["dicom_id"], "unassigned"),
+            pos,
+            blank(r["ViewPosition"]),
+            pos in FRONTAL,
+            int(r["Columns"]),
+            int(r["Rows"]),
+            f"files/p{subject[:2]}/p{subject}/s{study}/{r['dicom_id']}.jpg",
+        )
         dates[(r["study_id"], r["subject_id"], images[r["dicom_id"]][3])].append(
-            dt.datetime.strptime(r["StudyDate"], "%Y%m%d").date())
+            dt.datetime.strptime(r["StudyDate"], "%Y%m%d").date()
+        )
     studies = {}
     for (study, subject, split), days in dates.items():
         a = anchors.get(subject)
         age = float(int(a["anchor_age"]) + min(days).year - int(a["anchor_year"])) if a else None
-        studies[study] = (study, subject, split, min(days), age,
-                          f"anchor_age {a['anchor_age']}, anchor_year {a['anchor_year']}" if a else None)
-    patients = {s: (s, sex(anchors[s]["gender"]) if s in anchors else "U",
-                    anchors[s]["gender"] if s in anchors else None,
-                    int(anchors[s]["anchor_year"]) - int(anchors[s]["anchor_age"]) if s in anchors else None)
-                for _, s, _ in dates}
+        studies[study] = (
+            study,
+            subject,
+            split,
+            min(days),
+            age,
+            f"anchor_age {a['anchor_age']}, anchor_year {a['anchor_year']}" if a else None,
+        )
+    patients = {
+        s: (
+            s,
+            sex(anchors[s]["gender"]) if s in anchors else "U",
+            anchors[s]["gender"] if s in anchors else None,
+            int(anchors[s]["anchor_year"]) - int(anchors[s]["anchor_age"]) if s in anchors else None,
+        )
+        for _, s, _ in dates
+    }
     labels = set()
     for labeler in ("chexpert", "negbio"):
         for r in gz_rows(folder / f"mimic-cxr-2.0.0-{labeler}.csv.gz"):
-            labels |= {(r["study_id"], None, k, int(float(v)), labeler) for k, v in r.items()
-                       if k not in ("subject_id", "study_id") and v != ""}
+            labels |= {
+                (r["study_id"], None, k, int(float(v)), labeler)
+                for k, v in r.items()
+                if k not in ("subject_id", "study_id") and v != ""
+            }
     tables = read_all("mimic_cxr", folder)
-    assert_same(keyed(frame_rows(tables["images"], ["image_id", "study_id", "patient_id", "split", "view_position",
-                                                    "view_source", "is_frontal", "width", "height", "path"])),
-                images, "mimic images")
+    assert_same(
+        keyed(
+            frame_rows(
+                tables["images"],
+                [
+                    "image_id",
+                    "study_id",
+                    "patient_id",
+                    "split",
+                    "view_position",
+                    "view_source",
+                    "is_frontal",
+                    "width",
+                    "height",
+                    "path",
+                ],
+            )
+        ),
+        images,
+        "mimic images",
+    )
     assert {v[4] for v in images.values()} >= {"PA", "LATERAL", "UNKNOWN"}
-    assert_same(keyed(frame_rows(tables["studies"], ["study_id", "patient_id", "split", "study_date", "age_years",
-                                                     "age_source"])), studies, "mimic studies")
-    assert_same(keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "birth_year"])), patients,
-                "mimic patients")
-    got = set(frame_rows(tables["labels"].filter(pl.col("labeler") != "radiologist"),
-                         ["study_id", "image_id", "raw_label", "value", "labeler"]))
+    assert_same(
+        keyed(
+            frame_rows(tables["studies"], ["study_id", "patient_id", "split", "study_date", "age_years", "age_source"])
+        ),
+        studies,
+        "mimic studies",
+    )
+    assert_same(
+        keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "birth_year"])),
+        patients,
+        "mimic patients",
+    )
+    got = set(
+        frame_rows(
+            tables["labels"].filter(pl.col("labeler") != "radiologist"),
+            ["study_id", "image_id", "raw_label", "value", "labeler"],
+        )
+    )
     assert got == labels and {v for *_, v, _ in got} == {1, 0, -1}
 
 
 # --- MIMIC-Ext-CXR-QBA (generated sample) -------------------------------------------------------
+
 
 def qba_grades(folder: Path) -> dict[int, str]:
     with open(folder / "quality_mappings.csv", newline="") as f:
@@ -515,8 +798,11 @@ def qba_grades(folder: Path) -> dict[int, str]:
 def qba_expected(folder: Path, split_of: dict[str, str]) -> dict:
     """qa_questions and qa_answers rows from qa.zip, grades decoded through quality_mappings.csv."""
     grades = qba_grades(folder)
-    frontal = {r["study_id"].removeprefix("s") for r in gz_rows(folder / "metadata/image_metadata.csv.gz")
-               if view(blank(r["image.view_position"])) in FRONTAL}
+    frontal = {
+        r["study_id"].removeprefix("s")
+        for r in gz_rows(folder / "metadata/image_metadata.csv.gz")
+        if view(blank(r["image.view_position"])) in FRONTAL
+    }
     questions, answers = {}, {}
     with zipfile.ZipFile(folder / "qa.zip") as archive:
         for name in archive.namelist():
@@ -532,29 +818,72 @@ def qba_expected(folder: Path, split_of: dict[str, str]) -> dict:
                     a, parent = stack.pop()
                     n += 1
                     answers[(study, q["question_id"], str(a["answer_id"]))] = (
-                        study, q["question_id"], str(a["answer_id"]), split, parent, a["answer_level"],
-                        a["answer_type"], a["text"], a["positiveness"], a["certainty"],
-                        grades[a["answer_quality"]["rating"]])
+                        study,
+                        q["question_id"],
+                        str(a["answer_id"]),
+                        split,
+                        parent,
+                        a["answer_level"],
+                        a["answer_type"],
+                        a["text"],
+                        a["positiveness"],
+                        a["certainty"],
+                        grades[a["answer_quality"]["rating"]],
+                    )
                     stack += [(s, str(a["answer_id"])) for s in a["sub_answers"]]
                 questions[(study, q["question_id"])] = (
-                    study, q["question_id"], patient, split, q["question_id"].rsplit("_", 1)[0],
-                    q["question_strategy"], q["question"], grade,
+                    study,
+                    q["question_id"],
+                    patient,
+                    split,
+                    q["question_id"].rsplit("_", 1)[0],
+                    q["question_strategy"],
+                    q["question"],
+                    grade,
                     grade in ("A", "A+", "A++") and study in frontal,
                     grade in ("B", "A", "A+", "A++") and study in frontal,
-                    q["contains_report_answers"], q["contains_template_answers"], n)
+                    q["contains_report_answers"],
+                    q["contains_template_answers"],
+                    n,
+                )
     return {"questions": questions, "answers": answers}
 
 
-QUESTION_COLUMNS = ["study_id", "question_id", "patient_id", "split", "question_type", "question_strategy",
-                    "question", "quality_grade", "fine_tuning", "pre_training", "contains_report_answers",
-                    "contains_template_answers", "num_answers"]
-ANSWER_COLUMNS = ["study_id", "question_id", "answer_id", "split", "parent_answer_id", "answer_level",
-                  "answer_type", "text", "positiveness", "certainty", "quality_grade"]
+QUESTION_COLUMNS = [
+    "study_id",
+    "question_id",
+    "patient_id",
+    "split",
+    "question_type",
+    "question_strategy",
+    "question",
+    "quality_grade",
+    "fine_tuning",
+    "pre_training",
+    "contains_report_answers",
+    "contains_template_answers",
+    "num_answers",
+]
+ANSWER_COLUMNS = [
+    "study_id",
+    "question_id",
+    "answer_id",
+    "split",
+    "parent_answer_id",
+    "answer_level",
+    "answer_type",
+    "text",
+    "positiveness",
+    "certainty",
+    "quality_grade",
+]
 
 
 def mimic_splits(folder: Path) -> dict[str, str]:
-    return {r["study_id"]: {"validate": "valid"}.get(r["split"], r["split"])
-            for r in gz_rows(folder / "mimic-cxr-2.0.0-split.csv.gz")}
+    return {
+        r["study_id"]: {"validate": "valid"}.get(r["split"], r["split"])
+        for r in gz_rows(folder / "mimic-cxr-2.0.0-split.csv.gz")
+    }
 
 
 def read_qba(root: Path, qba: Path) -> dict[str, pl.DataFrame]:
@@ -573,10 +902,25 @@ def test_qba_questions_answers_images_labels_equal_raw(mimic_root):
     images = {}
     for r in gz_rows(qba / "metadata/image_metadata.csv.gz"):
         pos = view(blank(r["image.view_position"]))
-        images[r["image_id"]] = (r["image_id"], r["study_id"][1:], r["patient_id"][1:], pos, pos in FRONTAL,
-                                 int(r["image.size.width"]), int(r["image.size.height"]))
-    assert_same(keyed(frame_rows(tables["images"], ["image_id", "study_id", "patient_id", "view_position",
-                                                    "is_frontal", "width", "height"])), images, "qba images")
+        images[r["image_id"]] = (
+            r["image_id"],
+            r["study_id"][1:],
+            r["patient_id"][1:],
+            pos,
+            pos in FRONTAL,
+            int(r["image.size.width"]),
+            int(r["image.size.height"]),
+        )
+    assert_same(
+        keyed(
+            frame_rows(
+                tables["images"],
+                ["image_id", "study_id", "patient_id", "view_position", "is_frontal", "width", "height"],
+            )
+        ),
+        images,
+        "qba images",
+    )
 
     # scene-graph labels: neg 0, sure pos 1, hedged pos -1; positive beats uncertain beats negative
     rank = {1: 2, -1: 1, 0: 0}
@@ -603,12 +947,12 @@ def test_qba_lateral_only_study_has_no_fine_tuning_or_pre_training_questions(mim
     qba = tmp_path / "mimic_qba"
     shutil.copytree(mimic_root / "mimic_qba", qba)
     before = qba_expected(qba, {})["questions"]
-    study = next(q[0] for q in before.values() if q[8])   # a study with fine-tuning questions today
+    study = next(q[0] for q in before.values() if q[8])  # a study with fine-tuning questions today
     rows = gz_rows(qba / "metadata/image_metadata.csv.gz")
     for r in rows:
         if r["study_id"] == f"s{study}":
             r["image.view_position"] = "LATERAL"
-    (qba / "metadata/image_metadata.parquet").unlink()      # the adapter prefers the Parquet copy
+    (qba / "metadata/image_metadata.parquet").unlink()  # the adapter prefers the Parquet copy
     with gzip.open(qba / "metadata/image_metadata.csv.gz", "wt", newline="") as f:
         writer = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
         writer.writeheader()
@@ -621,10 +965,11 @@ def test_qba_lateral_only_study_has_no_fine_tuning_or_pre_training_questions(mim
     expected = qba_expected(qba, mimic_splits(mimic_root / "mimic_cxr"))["questions"]
     assert_same(keyed(frame_rows(tables["qa_questions"], QUESTION_COLUMNS), key=2), expected, "qba questions")
     others = tables["qa_questions"].filter(pl.col("study_id") != study)
-    assert others["fine_tuning"].any()   # the other studies still have their fine-tuning questions
+    assert others["fine_tuning"].any()  # the other studies still have their fine-tuning questions
 
 
 # --- ReXGradient-160K (generated sample) -------------------------------------------------------
+
 
 def dicom_age(text: str) -> float | None:
     """'068Y' / '006M' / '010W' / '003D' in years; null when unreadable or out of 0-120."""
@@ -645,9 +990,17 @@ def rexgradient_expected(folder: Path) -> dict:
         for r in gz_rows(folder / f"metadata/{split}_metadata.csv"):
             date = dt.datetime.strptime(r["StudyDate"], "%Y%m%d").date()
             weight = float(r["PatientWeight"]) if r["PatientWeight"].strip() else None
-            studies[r["id"]] = (r["id"], r["PatientID"], split, date, dicom_age(r["PatientAge"]),
-                                blank(r["PatientAge"]), weight if weight and weight > 0 else None,
-                                blank(r["InstitutionName"].strip()), blank(r["Manufacturer"].strip()))
+            studies[r["id"]] = (
+                r["id"],
+                r["PatientID"],
+                split,
+                date,
+                dicom_age(r["PatientAge"]),
+                blank(r["PatientAge"]),
+                weight if weight and weight > 0 else None,
+                blank(r["InstitutionName"].strip()),
+                blank(r["Manufacturer"].strip()),
+            )
             raw[r["id"]] = r
             if r["PatientID"] not in first or (date, r["id"]) < first[r["PatientID"]][0]:
                 first[r["PatientID"]] = ((date, r["id"]), r)
@@ -655,11 +1008,28 @@ def rexgradient_expected(folder: Path) -> dict:
             for key, record in json.load(f).items():
                 for path, pos, shape in zip(record["ImagePath"], record["ImageViewPosition"], record["ImageShape"]):
                     image = path.rsplit("/", 1)[1].removesuffix(".png")
-                    images[image] = (image, key, split, view(pos), pos, view(pos) in FRONTAL,
-                                     shape[1], shape[0], path.removeprefix("../"))
-    patients = {p: (p, sex(r["PatientSex"]), blank(r["PatientSex"]), race(r["EthnicGroup"], mixed=True),
-                    blank(r["EthnicGroup"].strip()), ethnicity_of_mixed(r["EthnicGroup"]))
-                for p, (_, r) in first.items()}
+                    images[image] = (
+                        image,
+                        key,
+                        split,
+                        view(pos),
+                        pos,
+                        view(pos) in FRONTAL,
+                        shape[1],
+                        shape[0],
+                        path.removeprefix("../"),
+                    )
+    patients = {
+        p: (
+            p,
+            sex(r["PatientSex"]),
+            blank(r["PatientSex"]),
+            race(r["EthnicGroup"], mixed=True),
+            blank(r["EthnicGroup"].strip()),
+            ethnicity_of_mixed(r["EthnicGroup"]),
+        )
+        for p, (_, r) in first.items()
+    }
     return {"studies": studies, "images": images, "patients": patients, "csv": raw}
 
 
@@ -667,20 +1037,57 @@ def test_rexgradient_every_column_equals_raw(tmp_path):
     rexgradient_samples.write_samples(tmp_path, patients=80, seed=2)
     expected = rexgradient_expected(tmp_path)
     tables = read_all("rexgradient", tmp_path)
-    assert_same(keyed(frame_rows(tables["studies"], ["study_id", "patient_id", "split", "study_date", "age_years",
-                                                     "age_source", "weight_kg", "institution", "manufacturer"])),
-                expected["studies"], "rexgradient studies")
-    assert any(v[5] and not v[5].endswith("Y") for v in expected["studies"].values())   # month/day ages covered
-    assert_same(keyed(frame_rows(tables["images"], ["image_id", "study_id", "split", "view_position", "view_source",
-                                                    "is_frontal", "width", "height", "path"])),
-                expected["images"], "rexgradient images")
+    assert_same(
+        keyed(
+            frame_rows(
+                tables["studies"],
+                [
+                    "study_id",
+                    "patient_id",
+                    "split",
+                    "study_date",
+                    "age_years",
+                    "age_source",
+                    "weight_kg",
+                    "institution",
+                    "manufacturer",
+                ],
+            )
+        ),
+        expected["studies"],
+        "rexgradient studies",
+    )
+    assert any(v[5] and not v[5].endswith("Y") for v in expected["studies"].values())  # month/day ages covered
+    assert_same(
+        keyed(
+            frame_rows(
+                tables["images"],
+                [
+                    "image_id",
+                    "study_id",
+                    "split",
+                    "view_position",
+                    "view_source",
+                    "is_frontal",
+                    "width",
+                    "height",
+                    "path",
+                ],
+            )
+        ),
+        expected["images"],
+        "rexgradient images",
+    )
     assert {v[3] for v in expected["images"].values()} >= {"PA", "AP", "LATERAL", "LL", "UNKNOWN", "OTHER"}
-    assert_same(keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "race", "race_source",
-                                                      "ethnicity"])),
-                expected["patients"], "rexgradient patients")
+    assert_same(
+        keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "race", "race_source", "ethnicity"])),
+        expected["patients"],
+        "rexgradient patients",
+    )
 
 
 # --- CheXpert Plus (generated sample on real CheXpert patients) --------------------------------
+
 
 def test_chexpert_plus_every_column_equals_raw(tmp_path, raw_files):
     chexpert_plus_samples.write_samples(tmp_path, patients=25, seed=4, chexpert_train_csv=raw_files["chexpert_train"])
@@ -689,47 +1096,76 @@ def test_chexpert_plus_every_column_equals_raw(tmp_path, raw_files):
     for r in rows:
         _, patient, study, _ = r["path_to_image"].split("/")
         age = float(r["age"]) if r["age"].strip() else None
-        studies.setdefault(f"{patient}/{study}", (f"{patient}/{study}", patient, r["split"],
-                                                 age if age else None, blank(r["age"])))
-        patients.setdefault(patient, (patient, sex(r["sex"]), blank(r["sex"]), race(r["race"]), blank(r["race"]),
-                                      ethnicity(r["ethnicity"]), blank(r["ethnicity"])))
+        studies.setdefault(
+            f"{patient}/{study}", (f"{patient}/{study}", patient, r["split"], age if age else None, blank(r["age"]))
+        )
+        patients.setdefault(
+            patient,
+            (
+                patient,
+                sex(r["sex"]),
+                blank(r["sex"]),
+                race(r["race"]),
+                blank(r["race"]),
+                ethnicity(r["ethnicity"]),
+                blank(r["ethnicity"]),
+            ),
+        )
     labels = set()
     for method in ("findings", "impression", "report"):
         with open(tmp_path / f"chexbert_labels/{method}_fixed.json") as f:
             for line in filter(str.strip, f):
                 record = json.loads(line)
                 image = record["path_to_image"].split("/", 1)[1].removesuffix(".jpg")
-                labels |= {(image.rsplit("/", 1)[0], image, k, int(v), "chexbert", method)
-                           for k, v in record.items() if k != "path_to_image" and v is not None}
+                labels |= {
+                    (image.rsplit("/", 1)[0], image, k, int(v), "chexbert", method)
+                    for k, v in record.items()
+                    if k != "path_to_image" and v is not None
+                }
     tables = read_all("chexpert_plus", tmp_path)
     got_studies = keyed(frame_rows(tables["studies"], ["study_id", "patient_id", "split", "age_years", "age_source"]))
     assert_same(got_studies, studies, "chexpert_plus studies")
-    assert_same(keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "race", "race_source",
-                                                      "ethnicity", "ethnicity_source"])),
-                patients, "chexpert_plus patients")
+    assert_same(
+        keyed(
+            frame_rows(
+                tables["patients"],
+                ["patient_id", "sex", "sex_source", "race", "race_source", "ethnicity", "ethnicity_source"],
+            )
+        ),
+        patients,
+        "chexpert_plus patients",
+    )
     got = set(frame_rows(tables["labels"], ["study_id", "image_id", "raw_label", "value", "labeler", "method"]))
     assert got == labels and {v[3] for v in got} == {1, 0, -1}
 
 
 # --- `cxr sql --format csv`: a missing value is an empty field ---------------------------------
 
-NULLS_QUERY = ("SELECT study_id, age_years, age_source FROM studies WHERE dataset = 'chexpert' "
-               "AND age_years IS NULL ORDER BY study_id")
+NULLS_QUERY = (
+    "SELECT study_id, age_years, age_source FROM studies WHERE dataset = 'chexpert' "
+    "AND age_years IS NULL ORDER BY study_id"
+)
 
 
 def cxr(wh, *args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, CXR_WAREHOUSE=wh.settings.warehouse, CXR_CATALOG=str(wh.settings.catalog),
-               CXR_CACHE=str(wh.settings.cache))
-    proc = subprocess.run([sys.executable, "-m", "warehouse.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO)
+    env = dict(
+        os.environ,
+        CXR_WAREHOUSE=wh.settings.warehouse,
+        CXR_CATALOG=str(wh.settings.catalog),
+        CXR_CACHE=str(wh.settings.cache),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "warehouse.cli", *args], capture_output=True, text=True, env=env, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stderr
     return proc
 
 
 def test_csv_output_writes_nulls_as_empty_fields(public_warehouse, tmp_path):
     expected = [["study_id", "age_years", "age_source"]] + [
-        [s, "", a] for s, _, a in published(public_warehouse, NULLS_QUERY)]
-    assert len(expected) == 4                                  # the three CheXpert age-0 studies
+        [s, "", a] for s, _, a in published(public_warehouse, NULLS_QUERY)
+    ]
+    assert len(expected) == 4  # the three CheXpert age-0 studies
     stdout = cxr(public_warehouse, "sql", NULLS_QUERY, "--format", "csv").stdout
     target = tmp_path / "nulls.csv"
     cxr(public_warehouse, "sql", NULLS_QUERY, "--format", "csv", "--out", str(target))
@@ -747,9 +1183,17 @@ def test_csv_and_json_spell_values_for_programs(tmp_path, capfd, to_file):
 
     from warehouse.export import export
 
-    table = pa.table({"flag": [True, False], "nested": [{"a": 1}, None], "items": [["loc left"], []],
-                      "raw": [b"\xaa", None], "missing": pa.array([None, None], pa.string()),
-                      "x": [float("nan"), 1.5], "xs": [[float("inf"), 2.0], None]})
+    table = pa.table(
+        {
+            "flag": [True, False],
+            "nested": [{"a": 1}, None],
+            "items": [["loc left"], []],
+            "raw": [b"\xaa", None],
+            "missing": pa.array([None, None], pa.string()),
+            "x": [float("nan"), 1.5],
+            "xs": [[float("inf"), 2.0], None],
+        }
+    )
 
     def written(fmt: str) -> str:
         target = tmp_path / f"out.{fmt}" if to_file else None
@@ -763,6 +1207,14 @@ def test_csv_and_json_spell_values_for_programs(tmp_path, capfd, to_file):
     assert rows[1][3:6] == ["aa", "", "nan"] and json.loads(rows[1][6].replace("inf", "Infinity")) == [math.inf, 2.0]
     assert rows[2] == ["false", "", "[]", "", "", "1.5", ""]
     assert json.loads(written("json"), parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) == [
-        {"flag": True, "nested": {"a": 1}, "items": ["loc left"], "raw": "aa", "missing": None, "x": None,
-         "xs": [None, 2.0]},
-        {"flag": False, "nested": None, "items": [], "raw": None, "missing": None, "x": 1.5, "xs": None}]
+        {
+            "flag": True,
+            "nested": {"a": 1},
+            "items": ["loc left"],
+            "raw": "aa",
+            "missing": None,
+            "x": None,
+            "xs": [None, 2.0],
+        },
+        {"flag": False, "nested": None, "items": [], "raw": None, "missing": None, "x": 1.5, "xs": None},
+    ]

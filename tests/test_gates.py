@@ -12,6 +12,7 @@ refused, and the published tables and catalog must stay as they were.
 
 Expected counts in the end-to-end tests are counted here from the sample files (csv, zipfile, json).
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,11 +40,14 @@ from warehouse.samples.cohort import plan_mimic_cohort
 
 from .conftest import make_settings, nih_subset
 
-NIH_ROWS = 320          # the first 320 rows of the real file include images with boxes
+NIH_ROWS = 320  # the first 320 rows of the real file include images with boxes
 PATIENTS, SEED, QUESTIONS = 6, 5, 4
 ENTRY, BBOX = "Data_Entry_2017_v2020.csv", "BBox_List_2017.csv"
-SPLIT_CSV, CHEXPERT_CSV, REPORTS_ZIP = (mimic_cxr_samples.SPLIT_FILE, mimic_cxr_samples.CHEXPERT_FILE,
-                                        mimic_cxr_samples.REPORTS_ZIP_FILE)
+SPLIT_CSV, CHEXPERT_CSV, REPORTS_ZIP = (
+    mimic_cxr_samples.SPLIT_FILE,
+    mimic_cxr_samples.CHEXPERT_FILE,
+    mimic_cxr_samples.REPORTS_ZIP_FILE,
+)
 # Data_Entry fields: 0 Image Index, 1 Finding Labels, 2 Follow-up #, 3 Patient ID, 4 Patient Age,
 # 5 Patient Gender, 6 View Position, 7 Width, 8 Height, 9 spacing x, 10 spacing y.
 # BBox fields: 0 Image Index, 1 Finding Label, 2 x, 3 y, 4 w, 5 h.
@@ -52,55 +56,174 @@ SPLIT_CSV, CHEXPERT_CSV, REPORTS_ZIP = (mimic_cxr_samples.SPLIT_FILE, mimic_cxr_
 # --- the intended severity of every check, written by hand (not read from the code) ----------------
 BLOCKING, WARNING = "blocking", "warning"
 INTENDED_SEVERITY = {
-    **{f"boxes__{n}": BLOCKING for n in (
-        "columns_match_schema", "image_id_not_null", "key_unique", "width_positive", "height_positive",
-        "x_not_negative", "y_not_negative", "box_index_not_null", "raw_label_not_null")},
-    **{f"images__{n}": BLOCKING for n in (
-        "columns_match_schema", "image_id_not_null", "study_id_not_null", "patient_id_not_null", "key_unique",
-        "split_in_vocabulary", "view_position_in_vocabulary", "width_positive", "height_positive",
-        "pixel_spacing_positive", "pixel_spacing_y_positive", "split_not_null", "view_position_not_null",
-        "image_uid_not_null")},
-    **{f"labels__{n}": BLOCKING for n in (
-        "columns_match_schema", "study_id_not_null", "finding_in_vocabulary", "raw_label_not_null", "key_unique",
-        "value_in_vocabulary", "labeler_in_vocabulary", "label_split_in_vocabulary", "value_not_null",
-        "labeler_not_null")},
-    **{f"patients__{n}": BLOCKING for n in (
-        "columns_match_schema", "patient_id_not_null", "key_unique", "sex_in_vocabulary", "birth_year_plausible",
-        "race_in_vocabulary", "ethnicity_in_vocabulary", "sex_not_null")},
-    **{f"qa_answer_boxes__{n}": BLOCKING for n in (
-        "columns_match_schema", "answer_id_not_null", "image_id_not_null", "key_unique", "box_x_ordered",
-        "box_y_ordered", "study_id_not_null", "split_not_null", "question_id_not_null", "box_index_not_null",
-        "split_in_vocabulary")},
-    **{f"qa_answers__{n}": BLOCKING for n in (
-        "columns_match_schema", "answer_id_not_null", "question_id_not_null", "key_unique", "split_in_vocabulary",
-        "answer_type_in_vocabulary", "quality_grade_in_vocabulary", "answer_level_not_negative", "study_id_not_null",
-        "split_not_null")},
-    **{f"qa_questions__{n}": BLOCKING for n in (
-        "columns_match_schema", "question_id_not_null", "study_id_not_null", "key_unique", "split_in_vocabulary",
-        "quality_grade_in_vocabulary", "num_answers_positive", "patient_id_not_null", "split_not_null",
-        "question_type_not_null", "quality_grade_not_null")},
-    **{f"quarantine__{n}": BLOCKING for n in ("columns_match_schema", "source_file_not_null", "reason_not_null",
-                                                        "column_name_not_null")},
-    **{f"reports__{n}": BLOCKING for n in (
-        "columns_match_schema", "study_id_not_null", "key_unique", "full_text_not_null", "language_known",
-        "tokens_findings_positive", "tokens_impression_positive", "patient_id_not_null")},
-    **{f"studies__{n}": BLOCKING for n in (
-        "columns_match_schema", "study_id_not_null", "patient_id_not_null", "key_unique", "split_in_vocabulary",
-        "age_years_in_range", "weight_kg_in_range", "split_not_null")},
-    **{f"integrity__{n}": BLOCKING for n in (
-        "image_study_exists", "image_patient_matches_study", "image_split_matches_study", "study_patient_exists",
-        "patient_in_one_split", "label_study_exists", "label_image_exists", "report_study_exists",
-        "report_patient_matches_study", "question_study_exists", "question_patient_matches_study",
-        "box_image_exists", "answer_question_exists", "answer_parent_exists", "answer_box_answer_exists")},
-    "integrity__quarantine_share": WARNING,     # a few unreadable rows are reported, the rest still publishes
+    **{
+        f"boxes__{n}": BLOCKING
+        for n in (
+            "columns_match_schema",
+            "image_id_not_null",
+            "key_unique",
+            "width_positive",
+            "height_positive",
+            "x_not_negative",
+            "y_not_negative",
+            "box_index_not_null",
+            "raw_label_not_null",
+        )
+    },
+    **{
+        f"images__{n}": BLOCKING
+        for n in (
+            "columns_match_schema",
+            "image_id_not_null",
+            "study_id_not_null",
+            "patient_id_not_null",
+            "key_unique",
+            "split_in_vocabulary",
+            "view_position_in_vocabulary",
+            "width_positive",
+            "height_positive",
+            "pixel_spacing_positive",
+            "pixel_spacing_y_positive",
+            "split_not_null",
+            "view_position_not_null",
+            "image_uid_not_null",
+        )
+    },
+    **{
+        f"labels__{n}": BLOCKING
+        for n in (
+            "columns_match_schema",
+            "study_id_not_null",
+            "finding_in_vocabulary",
+            "raw_label_not_null",
+            "key_unique",
+            "value_in_vocabulary",
+            "labeler_in_vocabulary",
+            "label_split_in_vocabulary",
+            "value_not_null",
+            "labeler_not_null",
+        )
+    },
+    **{
+        f"patients__{n}": BLOCKING
+        for n in (
+            "columns_match_schema",
+            "patient_id_not_null",
+            "key_unique",
+            "sex_in_vocabulary",
+            "birth_year_plausible",
+            "race_in_vocabulary",
+            "ethnicity_in_vocabulary",
+            "sex_not_null",
+        )
+    },
+    **{
+        f"qa_answer_boxes__{n}": BLOCKING
+        for n in (
+            "columns_match_schema",
+            "answer_id_not_null",
+            "image_id_not_null",
+            "key_unique",
+            "box_x_ordered",
+            "box_y_ordered",
+            "study_id_not_null",
+            "split_not_null",
+            "question_id_not_null",
+            "box_index_not_null",
+            "split_in_vocabulary",
+        )
+    },
+    **{
+        f"qa_answers__{n}": BLOCKING
+        for n in (
+            "columns_match_schema",
+            "answer_id_not_null",
+            "question_id_not_null",
+            "key_unique",
+            "split_in_vocabulary",
+            "answer_type_in_vocabulary",
+            "quality_grade_in_vocabulary",
+            "answer_level_not_negative",
+            "study_id_not_null",
+            "split_not_null",
+        )
+    },
+    **{
+        f"qa_questions__{n}": BLOCKING
+        for n in (
+            "columns_match_schema",
+            "question_id_not_null",
+            "study_id_not_null",
+            "key_unique",
+            "split_in_vocabulary",
+            "quality_grade_in_vocabulary",
+            "num_answers_positive",
+            "patient_id_not_null",
+            "split_not_null",
+            "question_type_not_null",
+            "quality_grade_not_null",
+        )
+    },
+    **{
+        f"quarantine__{n}": BLOCKING
+        for n in ("columns_match_schema", "source_file_not_null", "reason_not_null", "column_name_not_null")
+    },
+    **{
+        f"reports__{n}": BLOCKING
+        for n in (
+            "columns_match_schema",
+            "study_id_not_null",
+            "key_unique",
+            "full_text_not_null",
+            "language_known",
+            "tokens_findings_positive",
+            "tokens_impression_positive",
+            "patient_id_not_null",
+        )
+    },
+    **{
+        f"studies__{n}": BLOCKING
+        for n in (
+            "columns_match_schema",
+            "study_id_not_null",
+            "patient_id_not_null",
+            "key_unique",
+            "split_in_vocabulary",
+            "age_years_in_range",
+            "weight_kg_in_range",
+            "split_not_null",
+        )
+    },
+    **{
+        f"integrity__{n}": BLOCKING
+        for n in (
+            "image_study_exists",
+            "image_patient_matches_study",
+            "image_split_matches_study",
+            "study_patient_exists",
+            "patient_in_one_split",
+            "label_study_exists",
+            "label_image_exists",
+            "report_study_exists",
+            "report_patient_matches_study",
+            "question_study_exists",
+            "question_patient_matches_study",
+            "box_image_exists",
+            "answer_question_exists",
+            "answer_parent_exists",
+            "answer_box_answer_exists",
+        )
+    },
+    "integrity__quarantine_share": WARNING,  # a few unreadable rows are reported, the rest still publishes
     **{f"volume__{n}": BLOCKING for n in ("not_empty", "no_shrink", "expected_counts")},
 }
 
 
 def declared_checks() -> dict[str, bool]:
     """Every check the code declares, by the name people read, with whether it blocks."""
-    checks = {f"{t}__{name}": blocking for t in quality.suite_tables()
-              for name, blocking, _ in quality.expectation_checks(t)}
+    checks = {
+        f"{t}__{name}": blocking for t in quality.suite_tables() for name, blocking, _ in quality.expectation_checks(t)
+    }
     checks.update({f"integrity__{c.name}": c.blocking for c in quality.integrity_checks()})
     checks.update({f"volume__{o.name}": o.blocking for o in quality.volume_gate("nih_cxr14", {}, [], None)})
     return checks
@@ -109,16 +232,20 @@ def declared_checks() -> dict[str, bool]:
 def test_every_check_has_its_intended_severity():
     declared = declared_checks()
     assert set(declared) == set(INTENDED_SEVERITY), "a check was added or removed: state its intended severity here"
-    wrong = {name: ("blocking" if b else "warning") for name, b in declared.items()
-             if b != (INTENDED_SEVERITY[name] == BLOCKING)}
+    wrong = {
+        name: ("blocking" if b else "warning")
+        for name, b in declared.items()
+        if b != (INTENDED_SEVERITY[name] == BLOCKING)
+    }
     assert wrong == {}, "these checks do not have the severity intended for them"
 
 
 def test_the_structural_expectations_follow_the_schema(monkeypatch):
     """A column made required, or given a vocabulary, in schema.py is checked without editing a suite."""
     spec = schema.TABLES["images"]
-    grown = dataclasses.replace(spec, columns=(
-        *spec.columns, schema._c("detector", pa.string(), "new", nullable=False, vocabulary="sex")))
+    grown = dataclasses.replace(
+        spec, columns=(*spec.columns, schema._c("detector", pa.string(), "new", nullable=False, vocabulary="sex"))
+    )
     monkeypatch.setitem(schema.TABLES, "images", grown)
     quality.suite.cache_clear()
     try:
@@ -134,8 +261,13 @@ def test_the_structural_expectations_follow_the_schema(monkeypatch):
 
 def test_a_suite_restating_the_schema_is_refused(tmp_path, monkeypatch):
     doc = json.loads((quality.EXPECTATIONS_ROOT / "studies.json").read_text())
-    doc["expectations"].append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "study_id"},
-                                "meta": {"name": "study_id_required"}})
+    doc["expectations"].append(
+        {
+            "type": "expect_column_values_to_not_be_null",
+            "kwargs": {"column": "study_id"},
+            "meta": {"name": "study_id_required"},
+        }
+    )
     for path in quality.EXPECTATIONS_ROOT.iterdir():
         (tmp_path / path.name).write_bytes(path.read_bytes())
     (tmp_path / "studies.json").write_text(json.dumps(doc))
@@ -172,32 +304,44 @@ def _set_fields(line: str, **fields: str) -> str:
 
 def entry_line(index: int, **fields: str) -> Callable[[Path], None]:
     """Damage one data line of the NIH Data_Entry file (index 1 = the first data line)."""
+
     def damage(folder: Path) -> None:
-        _edit_lines(folder / ENTRY, lambda lines: [*lines[:index], _set_fields(lines[index], **fields),
-                                                   *lines[index + 1:]])
+        _edit_lines(
+            folder / ENTRY, lambda lines: [*lines[:index], _set_fields(lines[index], **fields), *lines[index + 1 :]]
+        )
+
     return damage
 
 
 def duplicate_entry_line(index: int) -> Callable[[Path], None]:
     """The same image listed twice, as a careless concatenation of two releases does."""
+
     def damage(folder: Path) -> None:
         _edit_lines(folder / ENTRY, lambda lines: [*lines, lines[index]])
+
     return damage
 
 
 def extra_field(*indexes: int) -> Callable[[Path], None]:
     """Lines with one field too many: the adapter quarantines them whole."""
+
     def damage(folder: Path) -> None:
-        _edit_lines(folder / ENTRY, lambda lines: [line.rstrip("\n") + ",extra\n" if i in indexes else line
-                                                   for i, line in enumerate(lines)])
+        _edit_lines(
+            folder / ENTRY,
+            lambda lines: [line.rstrip("\n") + ",extra\n" if i in indexes else line for i, line in enumerate(lines)],
+        )
+
     return damage
 
 
 def box_line(index: int = 1, **fields: str) -> Callable[[Path], None]:
     """Damage one box of the NIH BBox file."""
+
     def damage(folder: Path) -> None:
-        _edit_lines(folder / BBOX, lambda lines: [*lines[:index], _set_fields(lines[index], **fields),
-                                                  *lines[index + 1:]])
+        _edit_lines(
+            folder / BBOX, lambda lines: [*lines[:index], _set_fields(lines[index], **fields), *lines[index + 1 :]]
+        )
+
     return damage
 
 
@@ -233,8 +377,9 @@ def mimic_patient_in_two_splits(folder: Path) -> None:
             studies.setdefault(r["subject_id"], set()).add(r["study_id"])
     subject = next(s for s, ids in sorted(studies.items()) if len(ids) > 1)
     moved = min(studies[subject])
-    _edit_gz_csv(folder / SPLIT_CSV, lambda rows: [dict(r, split="test") if r["study_id"] == moved else r
-                                                   for r in rows])
+    _edit_gz_csv(
+        folder / SPLIT_CSV, lambda rows: [dict(r, split="test") if r["study_id"] == moved else r for r in rows]
+    )
 
 
 def mimic_study_in_two_splits(folder: Path) -> None:
@@ -245,8 +390,9 @@ def mimic_study_in_two_splits(folder: Path) -> None:
         if r["split"] == "train":
             per_study.setdefault(r["study_id"], []).append(r["dicom_id"])
     dicom = next(ids[-1] for _, ids in sorted(per_study.items()) if len(ids) > 1)
-    _edit_gz_csv(folder / SPLIT_CSV, lambda rows: [dict(r, split="test") if r["dicom_id"] == dicom else r
-                                                   for r in rows])
+    _edit_gz_csv(
+        folder / SPLIT_CSV, lambda rows: [dict(r, split="test") if r["dicom_id"] == dicom else r for r in rows]
+    )
 
 
 def mimic_label_for_unknown_study(folder: Path) -> None:
@@ -266,8 +412,10 @@ def mimic_report_for_unknown_study(folder: Path) -> None:
 # --- staged Parquet rewrites (for defects the adapter would absorb) -------------------------------------
 def first_row(column: str, value: str) -> str:
     """SQL over the staged rows `t`: the first row's column set to a SQL value."""
-    return (f'SELECT * EXCLUDE (_n) FROM (SELECT * REPLACE (CASE WHEN _n = 1 THEN {value} ELSE "{column}" END '
-            f'AS "{column}") FROM (SELECT *, row_number() OVER () AS _n FROM t))')
+    return (
+        f'SELECT * EXCLUDE (_n) FROM (SELECT * REPLACE (CASE WHEN _n = 1 THEN {value} ELSE "{column}" END '
+        f'AS "{column}") FROM (SELECT *, row_number() OVER () AS _n FROM t))'
+    )
 
 
 DUPLICATE_FIRST_ROW = "SELECT * FROM t UNION ALL (SELECT * FROM t LIMIT 1)"
@@ -312,11 +460,11 @@ def _empty_relation(con, target: pa.Schema) -> str:
 # --- the cases ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Defect:
-    check: str                                         # the check that must fail, as people read it
+    check: str  # the check that must fail, as people read it
     dataset: str
-    source: Callable[[Path], None] | None = None       # damages a copy of the dataset's source folder
-    staged: tuple[tuple[str, str], ...] = ()           # (table, SQL over its staged rows `t`) rewrites
-    new_column: str | None = None                      # the canonical schema grew a column the suite lacks
+    source: Callable[[Path], None] | None = None  # damages a copy of the dataset's source folder
+    staged: tuple[tuple[str, str], ...] = ()  # (table, SQL over its staged rows `t`) rewrites
+    new_column: str | None = None  # the canonical schema grew a column the suite lacks
 
     @property
     def id(self) -> str:
@@ -333,9 +481,19 @@ def new_column(dataset: str, table: str) -> Defect:
 
 
 NIH, MIMIC, QBA = "nih_cxr14", "mimic_cxr", "mimic_qba"
-COLUMN_FEEDERS = {"boxes": NIH, "images": NIH, "labels": NIH, "patients": NIH, "quarantine": NIH, "studies": NIH,
-                  "reports": MIMIC, "qa_questions": QBA, "qa_answers": QBA, "qa_answer_boxes": QBA}
-BAD_LINES = extra_field(7)      # one quarantined line, so the quarantine has a row to damage
+COLUMN_FEEDERS = {
+    "boxes": NIH,
+    "images": NIH,
+    "labels": NIH,
+    "patients": NIH,
+    "quarantine": NIH,
+    "studies": NIH,
+    "reports": MIMIC,
+    "qa_questions": QBA,
+    "qa_answers": QBA,
+    "qa_answer_boxes": QBA,
+}
+BAD_LINES = extra_field(7)  # one quarantined line, so the quarantine has a row to damage
 
 DEFECTS = [
     *(new_column(dataset, table) for table, dataset in COLUMN_FEEDERS.items()),
@@ -412,23 +570,33 @@ DEFECTS = [
     staged(QBA, "qa_answer_boxes__box_y_ordered", "qa_answer_boxes", first_row("y2", "y1 - 1")),
     # required columns and closed vocabularies the schema declares (warehouse/suite_structure.py generates them)
     *(staged(NIH, f"boxes__{c}_not_null", "boxes", first_row(c, "NULL")) for c in ("box_index", "raw_label")),
-    *(staged(NIH, f"images__{c}_not_null", "images", first_row(c, "NULL"))
-      for c in ("split", "view_position", "image_uid")),
+    *(
+        staged(NIH, f"images__{c}_not_null", "images", first_row(c, "NULL"))
+        for c in ("split", "view_position", "image_uid")
+    ),
     *(staged(NIH, f"labels__{c}_not_null", "labels", first_row(c, "NULL")) for c in ("value", "labeler")),
     staged(NIH, "patients__sex_not_null", "patients", first_row("sex", "NULL")),
-    *(staged(QBA, f"qa_answer_boxes__{c}_not_null", "qa_answer_boxes", first_row(c, "NULL"))
-      for c in ("study_id", "split", "question_id", "box_index")),
+    *(
+        staged(QBA, f"qa_answer_boxes__{c}_not_null", "qa_answer_boxes", first_row(c, "NULL"))
+        for c in ("study_id", "split", "question_id", "box_index")
+    ),
     staged(QBA, "qa_answer_boxes__split_in_vocabulary", "qa_answer_boxes", first_row("split", "'validation'")),
     *(staged(QBA, f"qa_answers__{c}_not_null", "qa_answers", first_row(c, "NULL")) for c in ("study_id", "split")),
-    *(staged(QBA, f"qa_questions__{c}_not_null", "qa_questions", first_row(c, "NULL"))
-      for c in ("patient_id", "split", "question_type", "quality_grade")),
+    *(
+        staged(QBA, f"qa_questions__{c}_not_null", "qa_questions", first_row(c, "NULL"))
+        for c in ("patient_id", "split", "question_type", "quality_grade")
+    ),
     staged(NIH, "quarantine__column_name_not_null", "quarantine", first_row("column_name", "NULL"), BAD_LINES),
     staged(MIMIC, "reports__patient_id_not_null", "reports", first_row("patient_id", "NULL")),
     staged(NIH, "studies__split_not_null", "studies", first_row("split", "NULL")),
     # integrity
     staged(NIH, "integrity__image_study_exists", "studies", drop_first("study_id")),
-    staged(NIH, "integrity__image_patient_matches_study", "images",
-           first_row("patient_id", "(SELECT max(patient_id) FROM t)")),
+    staged(
+        NIH,
+        "integrity__image_patient_matches_study",
+        "images",
+        first_row("patient_id", "(SELECT max(patient_id) FROM t)"),
+    ),
     Defect("integrity__image_split_matches_study", MIMIC, mimic_study_in_two_splits),
     staged(NIH, "integrity__study_patient_exists", "patients", drop_first("patient_id")),
     Defect("integrity__patient_in_one_split", NIH, nih_patient_in_two_splits),
@@ -436,19 +604,31 @@ DEFECTS = [
     Defect("integrity__label_study_exists", MIMIC, mimic_label_for_unknown_study),
     staged(NIH, "integrity__label_image_exists", "labels", first_row("image_id", "'00099999_000'")),
     Defect("integrity__report_study_exists", MIMIC, mimic_report_for_unknown_study),
-    staged(MIMIC, "integrity__report_patient_matches_study", "reports",
-           first_row("patient_id", "(SELECT max(patient_id) FROM t)")),
+    staged(
+        MIMIC,
+        "integrity__report_patient_matches_study",
+        "reports",
+        first_row("patient_id", "(SELECT max(patient_id) FROM t)"),
+    ),
     staged(QBA, "integrity__question_study_exists", "qa_questions", first_row("study_id", "'99999999'")),
-    staged(QBA, "integrity__question_patient_matches_study", "qa_questions",
-           first_row("patient_id", "(SELECT max(patient_id) FROM t)")),
+    staged(
+        QBA,
+        "integrity__question_patient_matches_study",
+        "qa_questions",
+        first_row("patient_id", "(SELECT max(patient_id) FROM t)"),
+    ),
     staged(QBA, "integrity__answer_question_exists", "qa_answers", first_row("question_id", "'no-such-question'")),
-    staged(QBA, "integrity__answer_parent_exists", "qa_answers",
-           "SELECT * REPLACE (CASE WHEN parent_answer_id IS NOT NULL AND _n = 1 THEN '999999' "
-           "ELSE parent_answer_id END AS parent_answer_id) FROM "
-           "(SELECT *, row_number() OVER (ORDER BY parent_answer_id NULLS LAST) AS _n FROM t)"),
+    staged(
+        QBA,
+        "integrity__answer_parent_exists",
+        "qa_answers",
+        "SELECT * REPLACE (CASE WHEN parent_answer_id IS NOT NULL AND _n = 1 THEN '999999' "
+        "ELSE parent_answer_id END AS parent_answer_id) FROM "
+        "(SELECT *, row_number() OVER (ORDER BY parent_answer_id NULLS LAST) AS _n FROM t)",
+    ),
     staged(QBA, "integrity__answer_box_answer_exists", "qa_answer_boxes", first_row("answer_id", "'999999'")),
 ]
-WARNING_DEFECTS = {"integrity__quarantine_share": extra_field(3, 9)}     # 2 of 40 lines: 5 % rejected
+WARNING_DEFECTS = {"integrity__quarantine_share": extra_field(3, 9)}  # 2 of 40 lines: 5 % rejected
 
 
 def test_every_declared_check_has_a_planted_defect():
@@ -499,8 +679,11 @@ def published_state(settings) -> dict:
     the catalog answers with (the Dagster test also rebuilds the catalog after a blocked run)."""
     wh = Warehouse(settings)
     versions = {t: wh.store.delta(t).version() for t in schema.TABLES if wh.store.delta(t) is not None}
-    counts = " UNION ALL ".join(f"SELECT '{t}' AS t, dataset, count(*) AS n FROM \"{t}\" GROUP BY ALL"
-                                for t in schema.TABLES if not schema.TABLES[t].derived)
+    counts = " UNION ALL ".join(
+        f"SELECT '{t}' AS t, dataset, count(*) AS n FROM \"{t}\" GROUP BY ALL"
+        for t in schema.TABLES
+        if not schema.TABLES[t].derived
+    )
     rows = wh.sql(f"SELECT * FROM ({counts}) ORDER BY ALL").to_pylist()
     adopted = {d: p.run_id for d, p in publish_log.adopted(wh.store).items()}
     return {"adopted": adopted, "versions": versions, "rows": rows}
@@ -529,8 +712,9 @@ def run_gate(ingest: GatedIngest, defect: Defect, monkeypatch) -> list[quality.C
 
 @pytest.mark.parametrize("defect", DEFECTS, ids=lambda d: d.id)
 def test_planted_defect_fails_its_check_and_blocks_publishing(published, defect, tmp_path, monkeypatch):
-    sources = {defect.dataset: damaged_copy(published, defect.dataset, defect.source, tmp_path)} \
-        if defect.source else {}
+    sources = (
+        {defect.dataset: damaged_copy(published, defect.dataset, defect.source, tmp_path)} if defect.source else {}
+    )
     settings = published.settings(**sources)
     ingest = GatedIngest(settings, Warehouse(settings).store, defect.dataset)
     outcomes = run_gate(ingest, defect, monkeypatch)
@@ -587,8 +771,12 @@ def expected_counts(sources: dict[str, Path]) -> dict[str, dict[str, int]]:
                     boxes += sum(len(loc["bboxes"]) for loc in a["localization"].values())
                     stack += a["sub_answers"]
     return {
-        MIMIC: {"images": len(meta), "studies": len({r["study_id"] for r in meta}),
-                "patients": len({r["subject_id"] for r in meta}), "reports": reports},
+        MIMIC: {
+            "images": len(meta),
+            "studies": len({r["study_id"] for r in meta}),
+            "patients": len({r["subject_id"] for r in meta}),
+            "reports": reports,
+        },
         QBA: {"studies": len(qa_studies), "qa_questions": questions, "qa_answers": answers, "qa_answer_boxes": boxes},
     }
 
@@ -597,8 +785,9 @@ def study_level_labels(sources: dict[str, Path]) -> int:
     """CheXpert and NegBio rows: one label per non-blank cell, on a study (no image)."""
     total = 0
     for name in (mimic_cxr_samples.CHEXPERT_FILE, mimic_cxr_samples.NEGBIO_FILE):
-        total += sum(1 for r in _gz_csv(sources[MIMIC] / name) for label in mimic_cxr_samples.CHEXPERT_LABELS
-                     if r[label] != "")
+        total += sum(
+            1 for r in _gz_csv(sources[MIMIC] / name) for label in mimic_cxr_samples.CHEXPERT_LABELS if r[label] != ""
+        )
     return total
 
 
@@ -609,16 +798,22 @@ def test_mimic_and_qba_pass_every_gate_and_publish_the_counted_rows(published):
         assert {check_name(o) for o in result.outcomes} == set(declared_checks())
         assert [check_name(o) for o in result.outcomes if not o.passed] == []
     applied = {check_name(o) for o in published.results[QBA].outcomes if o.note is None}
-    assert {"integrity__answer_question_exists", "integrity__answer_parent_exists",
-            "integrity__answer_box_answer_exists", "qa_answers__key_unique"} <= applied, "QA checks really ran"
+    assert {
+        "integrity__answer_question_exists",
+        "integrity__answer_parent_exists",
+        "integrity__answer_box_answer_exists",
+        "qa_answers__key_unique",
+    } <= applied, "QA checks really ran"
     wh = Warehouse(published.settings())
     count = lambda sql, *params: wh.sql(sql, list(params)).column(0)[0].as_py()
     for dataset, tables in expected_counts(published.sources).items():
         assert all(tables.values()), f"an empty sample proves nothing: {tables}"
         published_rows = {t: count(f"SELECT count(*) FROM {t} WHERE dataset = ?", dataset) for t in tables}
         assert published_rows == tables == {t: published.results[dataset].rows[t] for t in tables}, dataset
-    labels = count("SELECT count(*) FROM labels WHERE dataset = 'mimic_cxr' AND labeler IN ('chexpert', 'negbio') "
-                   "AND image_id IS NULL")
+    labels = count(
+        "SELECT count(*) FROM labels WHERE dataset = 'mimic_cxr' AND labeler IN ('chexpert', 'negbio') "
+        "AND image_id IS NULL"
+    )
     assert labels == study_level_labels(published.sources) > 0
 
 
@@ -649,19 +844,29 @@ def test_mimic_and_qba_through_dagster_pass_and_a_split_leak_is_blocked(tmp_path
 @dataclass(frozen=True)
 class SampledDuplicate:
     table: str
-    key: tuple[str, ...]                 # the key as the suite declares it, written out here
-    limit: int                           # GX_MAX_ROWS for the test: the table is larger
+    key: tuple[str, ...]  # the key as the suite declares it, written out here
+    limit: int  # GX_MAX_ROWS for the test: the table is larger
     defect: Defect
 
 
 SAMPLED = {
     # the same image listed twice in the source file: 321 image rows, GX sees 10 of them
-    "images": SampledDuplicate("images", ("image_id",), 10, Defect("images__key_unique", NIH,
-                                                                   duplicate_entry_line(200))),
+    "images": SampledDuplicate(
+        "images", ("image_id",), 10, Defect("images__key_unique", NIH, duplicate_entry_line(200))
+    ),
     # two boxes of one image at the same index under different labels: GX sees 1 of 3 rows
-    "boxes": SampledDuplicate("boxes", ("image_id", "box_index"), 1, staged(
-        NIH, "boxes__key_unique", "boxes", "SELECT * FROM t UNION ALL (SELECT * REPLACE ('Mass' AS raw_label) "
-                                           "FROM t WHERE raw_label <> 'Mass' LIMIT 1)")),
+    "boxes": SampledDuplicate(
+        "boxes",
+        ("image_id", "box_index"),
+        1,
+        staged(
+            NIH,
+            "boxes__key_unique",
+            "boxes",
+            "SELECT * FROM t UNION ALL (SELECT * REPLACE ('Mass' AS raw_label) "
+            "FROM t WHERE raw_label <> 'Mass' LIMIT 1)",
+        ),
+    ),
 }
 
 
@@ -672,9 +877,11 @@ def _sample_duplicates(ingest: GatedIngest, case: SampledDuplicate) -> tuple[int
     dupes = "SELECT count(*) FROM (SELECT {k} FROM {rel} GROUP BY ALL HAVING count(*) > 1)"
     sample = f"(SELECT * FROM {case.table} USING SAMPLE reservoir({case.limit} ROWS) REPEATABLE (42))"
     try:
-        return (quality.scalar(con, f"SELECT count(*) FROM {case.table}"),
-                quality.scalar(con, dupes.format(k=key, rel=case.table)),
-                quality.scalar(con, dupes.format(k=key, rel=sample)))
+        return (
+            quality.scalar(con, f"SELECT count(*) FROM {case.table}"),
+            quality.scalar(con, dupes.format(k=key, rel=case.table)),
+            quality.scalar(con, dupes.format(k=key, rel=sample)),
+        )
     finally:
         con.close()
 

@@ -1,4 +1,5 @@
 """The flat cohort table image_labels agrees with the normalized tables it is derived from."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,13 +21,19 @@ def _rows(wh: Warehouse, sql: str) -> set[tuple]:
 
 
 def test_cohort_counts_equal_the_three_way_join(warehouse):
-    flat = _rows(warehouse, """
+    flat = _rows(
+        warehouse,
+        """
         SELECT dataset, sex, finding, value, is_frontal, count(*) FROM image_labels
-        WHERE dataset IN ('nih_cxr14', 'chexpert') GROUP BY ALL""")
-    joined = _rows(warehouse, """
+        WHERE dataset IN ('nih_cxr14', 'chexpert') GROUP BY ALL""",
+    )
+    joined = _rows(
+        warehouse,
+        """
         SELECT i.dataset, p.sex, l.finding, l.value, i.is_frontal, count(*)
         FROM labels l JOIN images i USING (dataset, image_id) JOIN patients p USING (dataset, patient_id)
-        WHERE i.dataset IN ('nih_cxr14', 'chexpert') GROUP BY ALL""")
+        WHERE i.dataset IN ('nih_cxr14', 'chexpert') GROUP BY ALL""",
+    )
     assert flat == joined and len(flat) > 50
 
 
@@ -38,11 +45,14 @@ def test_every_image_level_label_has_a_row(warehouse):
 
 
 def test_a_linked_dataset_takes_images_and_sex_from_the_one_it_links_to(warehouse):
-    expected = _rows(warehouse, """
+    expected = _rows(
+        warehouse,
+        """
         SELECT l.image_id, l.raw_label, l.method, p.sex FROM labels l
         JOIN images i ON i.dataset = 'chexpert' AND i.image_id = l.image_id
         JOIN patients p ON p.dataset = 'chexpert' AND p.patient_id = i.patient_id
-        WHERE l.dataset = 'chexpert_plus'""")
+        WHERE l.dataset = 'chexpert_plus'""",
+    )
     got = _rows(warehouse, "SELECT image_id, raw_label, method, sex FROM image_labels WHERE dataset = 'chexpert_plus'")
     assert got == expected and len(got) > 100
     assert {sex for *_, sex in got} <= {"F", "M"}
@@ -52,9 +62,14 @@ def test_a_linked_dataset_takes_images_and_sex_from_the_one_it_links_to(warehous
 
 def test_a_linked_dataset_without_images_counts_the_images_of_its_studies(warehouse):
     """CheXpert Plus publishes no images: its split statistics count CheXpert's images of its studies."""
-    expected = dict(_rows(warehouse, """
+    expected = dict(
+        _rows(
+            warehouse,
+            """
         SELECT s.split, count(*) FROM images i JOIN studies s ON s.study_id = i.study_id
-        WHERE i.dataset = 'chexpert' AND s.dataset = 'chexpert_plus' GROUP BY ALL"""))
+        WHERE i.dataset = 'chexpert' AND s.dataset = 'chexpert_plus' GROUP BY ALL""",
+        )
+    )
     got = dict(_rows(warehouse, "SELECT split, images FROM split_stats WHERE dataset = 'chexpert_plus'"))
     assert got == {split: expected.get(split, 0) for split in got} and sum(got.values()) > 0
     own = dict(_rows(warehouse, "SELECT split, count(*) FROM images WHERE dataset = 'nih_cxr14' GROUP BY ALL"))

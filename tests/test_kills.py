@@ -5,6 +5,7 @@ the new one when the kill came after its publish record), its source and derived
 Delta readers see nothing half-written, and the next ingest succeeds and removes what the killed
 one left behind.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -55,7 +56,8 @@ def kill_script(folder: Path, point: tuple[str, str, str], env: dict[str, str]) 
     module, _, cls = target.partition(":")
     folder.mkdir()
     script = folder / "kill.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import importlib, os
         from warehouse import Warehouse
         from warehouse.config import Settings
@@ -69,7 +71,8 @@ def kill_script(folder: Path, point: tuple[str, str, str], env: dict[str, str]) 
             os._exit(9)
         setattr(owner, {attribute!r}, dying)
         Warehouse(Settings.load(env={env!r})).ingest(["nih_cxr14"])
-    """))
+    """)
+    )
     return script
 
 
@@ -83,8 +86,12 @@ def test_a_killed_ingest_never_tears_the_dataset(point, tmp_path, cache_dir, raw
     assert _consistent(wh) == 300
     heads = {t: wh.store.delta(t).version() for t in ("images", "studies", "labels")}
 
-    env = {"CXR_WAREHOUSE": settings.warehouse, "CXR_CATALOG": str(settings.catalog), "CXR_CACHE": str(cache_dir),
-           "CXR_SOURCE_NIH_CXR14": str(large)}
+    env = {
+        "CXR_WAREHOUSE": settings.warehouse,
+        "CXR_CATALOG": str(settings.catalog),
+        "CXR_CACHE": str(cache_dir),
+        "CXR_SOURCE_NIH_CXR14": str(large),
+    }
     script = kill_script(tmp_path / "script", KILL_POINTS[point], env)
     proc = subprocess.run([sys.executable, str(script)], cwd=script.parent)
     assert proc.returncode == 9, f"the ingest was not killed at {point}"
@@ -118,9 +125,13 @@ def test_scratch_of_a_dead_process_is_swept(tmp_path):
 
     from warehouse.scratch import scratch_dir, sweep
 
-    dead = subprocess.run([sys.executable, "-c", "from warehouse.scratch import scratch_dir; "
-                           "print(scratch_dir('json'))"], capture_output=True, text=True, check=True,
-                          cwd=Path(__file__).parents[1]).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "from warehouse.scratch import scratch_dir; print(scratch_dir('json'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    ).stdout.strip()
     (Path(dead) / "chunk.json").write_text("{}")
     mine = scratch_dir("sort")
     removed = sweep()

@@ -6,6 +6,7 @@ positives-only NLP labels against the panel's YES/NO) and the first VinDr-CXR im
 each, Fleiss' kappa). The expected tables are built with the csv and gzip modules from the files the
 adapters read, and the harmonized findings from the vocabulary CSVs, never from the warehouse.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,8 +26,23 @@ from .test_derived_recount import finding
 VOCAB = Path(__file__).parents[1] / "warehouse" / "vocab"
 Z = 1.959963984540054
 VINDR_IMAGES = 1500
-COLUMNS = ("unit", "labeler_a", "labeler_b", "finding", "n", "tp", "fp", "fn", "tn", "prevalence_a",
-           "prevalence_b", "kappa", "mcc", "f1", "n_excluded_uncertain")
+COLUMNS = (
+    "unit",
+    "labeler_a",
+    "labeler_b",
+    "finding",
+    "n",
+    "tp",
+    "fp",
+    "fn",
+    "tn",
+    "prevalence_a",
+    "prevalence_b",
+    "kappa",
+    "mcc",
+    "f1",
+    "n_excluded_uncertain",
+)
 
 
 def parents() -> dict[str, str | None]:
@@ -100,23 +116,37 @@ def expected_pairs(a: dict, b: dict, unit: str, names: tuple[str, str]) -> dict[
             cells[(va, vb)] += 1
         tp, fp, fn, tn = cells[(1, 1)], cells[(1, 0)], cells[(0, 1)], cells[(0, 0)]
         n = tp + fp + fn + tn
-        if n == 0:   # every shared unit uncertain: no row
+        if n == 0:  # every shared unit uncertain: no row
             continue
         pa, pb = (tp + fp) / n, (tp + fn) / n
         po, pe = (tp + tn) / n, pa * pb + (1 - pa) * (1 - pb)
         margins = (tp + fp) * (fn + tn) * (tp + fn) * (fp + tn)
-        out[f] = {"unit": unit, "labeler_a": names[0], "labeler_b": names[1], "finding": f, "n": n,
-                  "tp": tp, "fp": fp, "fn": fn, "tn": tn, "prevalence_a": pa, "prevalence_b": pb,
-                  "kappa": (po - pe) / (1 - pe) if pe < 1 else None,
-                  "mcc": (tp * tn - fp * fn) / math.sqrt(margins) if margins else None,
-                  "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else None,
-                  "n_excluded_uncertain": excluded}
+        out[f] = {
+            "unit": unit,
+            "labeler_a": names[0],
+            "labeler_b": names[1],
+            "finding": f,
+            "n": n,
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "tn": tn,
+            "prevalence_a": pa,
+            "prevalence_b": pb,
+            "kappa": (po - pe) / (1 - pe) if pe < 1 else None,
+            "mcc": (tp * tn - fp * fn) / math.sqrt(margins) if margins else None,
+            "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else None,
+            "n_excluded_uncertain": excluded,
+        }
     return out
 
 
 def assert_agreement(wh: Warehouse, dataset: str, a: str, b: str, expected: dict[str, dict]) -> list[dict]:
-    got = wh.sql("SELECT * FROM label_agreement WHERE dataset = $d AND statistic = 'cohen' "
-                 "AND labeler_a = $a AND labeler_b = $b", {"d": dataset, "a": a, "b": b}).to_pylist()
+    got = wh.sql(
+        "SELECT * FROM label_agreement WHERE dataset = $d AND statistic = 'cohen' "
+        "AND labeler_a = $a AND labeler_b = $b",
+        {"d": dataset, "a": a, "b": b},
+    ).to_pylist()
     assert {r["finding"] for r in got} == set(expected), f"{dataset} {a} vs {b}: findings compared"
     for r in got:
         want = expected[r["finding"]]
@@ -186,13 +216,23 @@ def test_mimic_chexpert_negbio_and_radiologist_equal_recount(wh, raw):
         "negbio": chexpert_style(gz_dicts(folder / "mimic-cxr-2.0.0-negbio.csv.gz"), "negbio", 2),
         "radiologist": chexpert_style(gz_dicts(folder / "mimic-cxr-2.1.0-test-set-labeled.csv"), "radiologist", 1),
     }
-    got = assert_agreement(wh, "mimic_cxr", "chexpert", "negbio",
-                           expected_pairs(sets["chexpert"], sets["negbio"], "study", ("chexpert", "negbio")))
-    assert len(got) == 14 and sum(r["n_excluded_uncertain"] for r in got) > 0   # the sample has uncertain labels
-    assert sum(r["kappa_low"] is not None for r in got) >= 5                   # and (made) disagreements
+    got = assert_agreement(
+        wh,
+        "mimic_cxr",
+        "chexpert",
+        "negbio",
+        expected_pairs(sets["chexpert"], sets["negbio"], "study", ("chexpert", "negbio")),
+    )
+    assert len(got) == 14 and sum(r["n_excluded_uncertain"] for r in got) > 0  # the sample has uncertain labels
+    assert sum(r["kappa_low"] is not None for r in got) >= 5  # and (made) disagreements
     for other in ("chexpert", "negbio"):
-        assert_agreement(wh, "mimic_cxr", other, "radiologist",
-                         expected_pairs(sets[other], sets["radiologist"], "study", (other, "radiologist")))
+        assert_agreement(
+            wh,
+            "mimic_cxr",
+            other,
+            "radiologist",
+            expected_pairs(sets[other], sets["radiologist"], "study", (other, "radiologist")),
+        )
 
 
 def test_nih_labels_against_the_google_radiologists_equal_recount(wh, raw):
@@ -233,13 +273,22 @@ def test_vindr_readers_fleiss_kappa_equals_recount(wh, raw):
         if finding(r["class_name"], "radiologist"):
             positive[(r["image_id"], finding(r["class_name"], "radiologist"))].add(r["rad_id"])
     assert len(readers) == VINDR_IMAGES and {len(s) for s in readers.values()} == {3}
-    got = {r["finding"]: r for r in wh.sql(
-        "SELECT * FROM label_agreement WHERE dataset = 'vindr_cxr' AND statistic = 'fleiss'").to_pylist()}
+    got = {
+        r["finding"]: r
+        for r in wh.sql(
+            "SELECT * FROM label_agreement WHERE dataset = 'vindr_cxr' AND statistic = 'fleiss'"
+        ).to_pylist()
+    }
     assert set(got) == {f for _, f in positive}
     for f, r in got.items():
         counts = [len(positive.get((image, f), ())) for image in readers]
         assert (r["unit"], r["labeler_a"], r["labeler_b"], r["n"], r["n_readers"]) == (
-            "image", "radiologist", None, VINDR_IMAGES, 3)
+            "image",
+            "radiologist",
+            None,
+            VINDR_IMAGES,
+            3,
+        )
         assert r["prevalence_a"] == pytest.approx(sum(counts) / (3 * len(counts)), abs=1e-12)
         expected = fleiss(counts, 3) if 0 < sum(counts) < 3 * len(counts) else None
         assert r["kappa"] == pytest.approx(expected, abs=1e-12), f
@@ -247,7 +296,7 @@ def test_vindr_readers_fleiss_kappa_equals_recount(wh, raw):
     # the jackknife interval of one finding, leaving each image out in turn
     f = "cardiomegaly"
     counts = [len(positive.get((image, f), ())) for image in readers]
-    loo = [fleiss(counts[:i] + counts[i + 1:], 3) for i in range(len(counts))]
+    loo = [fleiss(counts[:i] + counts[i + 1 :], 3) for i in range(len(counts))]
     mean = sum(loo) / len(loo)
     se = math.sqrt((len(loo) - 1) / len(loo) * sum((k - mean) ** 2 for k in loo))
     assert got[f]["kappa_low"] == pytest.approx(got[f]["kappa"] - Z * se, abs=1e-9)
@@ -289,8 +338,10 @@ def test_intervals_bracket_the_estimates_and_follow_the_documented_formulas(wh):
     assert (r["mcc_low"], r["mcc_high"]) == pytest.approx((math.tanh(z - half), math.tanh(z + half)), abs=1e-12)
     # F1 as a ratio of multinomial counts: numerical delta method, not the closed form the SQL uses
     n, tp, fp, fn = r["n"], r["tp"], r["fp"], r["fn"]
+
     def f1(a, b, c):
         return 2 * a / (2 * a + b + c)
+
     h = 1e-6
     grad = [(f1(tp + h * (i == 0), fp + h * (i == 1), fn + h * (i == 2)) - f1(tp, fp, fn)) / h * n for i in range(3)]
     probs = [tp / n, fp / n, fn / n]
@@ -299,8 +350,9 @@ def test_intervals_bracket_the_estimates_and_follow_the_documented_formulas(wh):
 
 
 def test_label_agreement_is_catalogued_with_a_version_per_dataset(wh):
-    described = wh.sql("SELECT column_name, description FROM catalog_columns "
-                       "WHERE table_name = 'label_agreement'").to_pylist()
+    described = wh.sql(
+        "SELECT column_name, description FROM catalog_columns WHERE table_name = 'label_agreement'"
+    ).to_pylist()
     assert {"kappa_low", "mcc", "f1_high", "n_excluded_uncertain"} <= {r["column_name"] for r in described}
     assert all(r["description"] for r in described)
     versions = wh.sql("SELECT delta_versions FROM catalog_tables WHERE table_name = 'label_agreement'").to_pylist()
@@ -335,12 +387,22 @@ def test_matching_rules_on_hand_made_labels():
         ("plus", "i3", "lung_lesion", "Nodule or mass", 0, "radiologist", None),
     ]
     names = ("dataset", "image_id", "finding", "raw_label", "value", "labeler", "method")
-    table = pa.Table.from_pylist([dict(zip(names, r)) | {"study_id": "s" + r[1], "reader": None} for r in rows],
-                                 schema=pa.schema([("dataset", pa.string()), ("study_id", pa.string()),
-                                                   ("image_id", pa.string()), ("finding", pa.string()),
-                                                   ("raw_label", pa.string()), ("value", pa.int8()),
-                                                   ("labeler", pa.string()), ("method", pa.string()),
-                                                   ("reader", pa.string())]))
+    table = pa.Table.from_pylist(
+        [dict(zip(names, r)) | {"study_id": "s" + r[1], "reader": None} for r in rows],
+        schema=pa.schema(
+            [
+                ("dataset", pa.string()),
+                ("study_id", pa.string()),
+                ("image_id", pa.string()),
+                ("finding", pa.string()),
+                ("raw_label", pa.string()),
+                ("value", pa.int8()),
+                ("labeler", pa.string()),
+                ("method", pa.string()),
+                ("reader", pa.string()),
+            ]
+        ),
+    )
     con = duckdb.connect()
     con.register("labels", table)
     con.register("finding_hierarchy", findings.hierarchy().to_arrow())
@@ -349,13 +411,20 @@ def test_matching_rules_on_hand_made_labels():
     by = {(r["labeler_a"], r["method_a"], r["labeler_b"], r["dataset_b"], r["finding"]): r for r in got}
     report = by[("chexbert", "report", "chexpert", "base", "pleural_effusion")]
     # i1 both; i2 and i4 chexbert only (chexpert: 0, and no row on i4); i5 chexpert only; i3 uncertain; i6 unshared
-    assert (report["unit"], report["n"], report["tp"], report["fp"], report["fn"], report["tn"],
-            report["n_excluded_uncertain"]) == ("image", 4, 1, 2, 1, 0, 1)
+    assert (
+        report["unit"],
+        report["n"],
+        report["tp"],
+        report["fp"],
+        report["fn"],
+        report["tn"],
+        report["n_excluded_uncertain"],
+    ) == ("image", 4, 1, 2, 1, 0, 1)
     # by hand: po 1/4, pa 3/4, pb 2/4, pe 1/2
     assert (report["kappa"], report["mcc"], report["f1"]) == pytest.approx((-0.5, -2 / math.sqrt(12), 0.4))
     only_i1 = by[("chexbert", "findings", "chexpert", "base", "pleural_effusion")]
     assert (only_i1["n"], only_i1["tp"], only_i1["kappa_low"], only_i1["f1_low"]) == (1, 1, None, None)
     assert not any(k[4] in ("cardiomegaly", "lung_lesion") and k[2] == "chexpert" for k in by)  # one side only
-    rolled = by[("nih_nlp", None, "radiologist", "plus", "lung_lesion")]   # x / y qualify, do not split
+    rolled = by[("nih_nlp", None, "radiologist", "plus", "lung_lesion")]  # x / y qualify, do not split
     assert (rolled["n"], rolled["tp"], rolled["fp"], rolled["fn"], rolled["tn"]) == (3, 1, 1, 0, 1)
     assert {k[4] for k in by if k[:2] == ("nih_nlp", None) and k[2] == "radiologist"} == {"lung_lesion"}

@@ -3,6 +3,7 @@
 Expected numbers come from the generator's truth dict (counted while writing, independently of
 the adapter) or from the raw files read with csv / gzip / zipfile in this file.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,10 +19,10 @@ import polars as pl
 import pytest
 
 from warehouse import Warehouse
+from warehouse.samples.mimic_cxr import write_samples
 from warehouse.sources import get_adapter
 from warehouse.sources.base import SourceError, SourceFolder
 from warehouse.sources.mimic_reports import sections
-from warehouse.samples.mimic_cxr import write_samples
 
 from .conftest import make_settings
 from .test_emitted_columns import ethnicity_of_mixed, race
@@ -94,8 +95,11 @@ def test_counts_per_split_match_truth(sample, tables):
         assert images.height == truth["images_per_split"][mimic_name], split
         assert studies.height == truth["studies_per_split"][mimic_name], split
         assert studies["patient_id"].n_unique() == truth["patients_per_split"][mimic_name], split
-    assert (tables["patients"].height, tables["studies"].height, tables["images"].height) == \
-           (truth["patients"], truth["studies"], truth["images"])
+    assert (tables["patients"].height, tables["studies"].height, tables["images"].height) == (
+        truth["patients"],
+        truth["studies"],
+        truth["images"],
+    )
     views = Counter(tables["images"]["view_source"].fill_null("").to_list())
     assert views == Counter(truth["view_positions"])
 
@@ -107,21 +111,29 @@ def test_ids_are_kept_as_written(sample, tables):
     image = tables["images"].filter(pl.col("image_id") == first["dicom_id"]).row(0, named=True)
     assert (image["study_id"], image["patient_id"]) == (first["study_id"], first["subject_id"])
     assert (image["width"], image["height"]) == (int(first["Columns"]), int(first["Rows"]))
-    assert image["path"] == f"files/p{first['subject_id'][:2]}/p{first['subject_id']}/s{first['study_id']}/" \
-                            f"{first['dicom_id']}.jpg"
+    assert (
+        image["path"] == f"files/p{first['subject_id'][:2]}/p{first['subject_id']}/s{first['study_id']}/"
+        f"{first['dicom_id']}.jpg"
+    )
     study = tables["studies"].filter(pl.col("study_id") == first["study_id"]).row(0, named=True)
     assert study["study_date"].strftime("%Y%m%d") == first["StudyDate"]
 
 
 def test_joins_keys_and_no_patient_in_two_splits(tables):
-    images, studies, patients, reports, labels = (tables[n] for n in ("images", "studies", "patients", "reports",
-                                                                        "labels"))
+    images, studies, patients, reports, labels = (
+        tables[n] for n in ("images", "studies", "patients", "reports", "labels")
+    )
     assert images.join(studies, on=["study_id", "patient_id", "split"], how="anti").is_empty()
     assert studies.join(patients, on="patient_id", how="anti").is_empty()
     assert reports.join(studies, on=["study_id", "patient_id"], how="anti").is_empty()
     assert labels.join(studies, on="study_id", how="anti").is_empty()
-    for frame, key in ((images, ["image_id"]), (studies, ["study_id"]), (patients, ["patient_id"]),
-                       (reports, ["study_id"]), (labels, ["study_id", "image_id", "labeler", "raw_label"])):
+    for frame, key in (
+        (images, ["image_id"]),
+        (studies, ["study_id"]),
+        (patients, ["patient_id"]),
+        (reports, ["study_id"]),
+        (labels, ["study_id", "image_id", "labeler", "raw_label"]),
+    ):
         assert not frame.select(key).is_duplicated().any(), key
     assert studies.group_by("patient_id").agg(pl.col("split").n_unique()).filter(pl.col("split") > 1).is_empty()
     assert set(images["view_position"]) <= {"PA", "AP", "LATERAL", "LL", "UNKNOWN", "OTHER"}
@@ -143,8 +155,9 @@ def test_label_counts_per_labeler_match_truth(sample, tables):
         assert own["study_id"].n_unique() == truth[f"{truth_name}_rows"], labeler
     opacity = labels.filter(pl.col("raw_label") == "Airspace Opacity")
     assert not opacity.is_empty() and set(opacity["finding"]) == {"lung_opacity"}
-    assert set(labels.filter(pl.col("labeler") == "radiologist")["study_id"]) <= \
-           set(tables["studies"].filter(pl.col("split") == "test")["study_id"])
+    assert set(labels.filter(pl.col("labeler") == "radiologist")["study_id"]) <= set(
+        tables["studies"].filter(pl.col("split") == "test")["study_id"]
+    )
 
 
 def test_studies_without_label_rows_match_truth(sample, tables):
@@ -162,7 +175,7 @@ def test_label_columns_are_joined_by_name(sample, tables, tmp_path):
     folder = copy_without(root, tmp_path / "shuffled", "files", ZIP, "mimiciv")
     name = "mimic-cxr-2.0.0-chexpert.csv.gz"
     rows = gz_rows(root / name)
-    columns = list(rows[0])[::-1]                       # every label column in another place
+    columns = list(rows[0])[::-1]  # every label column in another place
     with gzip.open(folder / name, "wt", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
@@ -193,7 +206,8 @@ def test_report_sections_match_truth(sample, tables):
     assert neither == truth["reports_with_neither_findings_nor_impression"]
     raw = zip_texts(root / ZIP)
     assert dict(zip(reports["source_file"], reports["full_text"])) == {
-        f"{ZIP}:{name}": data.decode("utf-8") for name, data in raw.items()}
+        f"{ZIP}:{name}": data.decode("utf-8") for name, data in raw.items()
+    }
     assert (reports["tokens_impression"] == reports["impression"].str.split(" ").list.len()).all()
     assert set(reports["language"]) == {"en"}
 
@@ -202,7 +216,7 @@ def test_odd_reports_keep_full_text_and_null_sections(sample, tables):
     _, truth = sample
     reports = tables["reports"]
     by_study = {row["study_id"]: row for row in reports.iter_rows(named=True)}
-    for _, study in truth["studies_without_label_rows"]:          # only EXAMINATION / INDICATION / COMPARISON
+    for _, study in truth["studies_without_label_rows"]:  # only EXAMINATION / INDICATION / COMPARISON
         row = by_study[str(study)]
         assert row["findings"] is None and row["impression"] is None and row["tokens_findings"] is None
         assert row["indication"] and "INDICATION:" in row["full_text"]
@@ -212,25 +226,40 @@ def test_odd_reports_keep_full_text_and_null_sections(sample, tables):
         row = by_study[str(study)]
         addendum, report = row["full_text"].split("_" * 20, 1)
         assert "FINAL ADDENDUM" in addendum and "FINAL REPORT" in report
-        first_words = " ".join(addendum.split()[2:8])            # after the FINAL ADDENDUM title
+        first_words = " ".join(addendum.split()[2:8])  # after the FINAL ADDENDUM title
         assert all(first_words not in (row[s] or "") for s in ("indication", "comparison", "findings", "impression"))
 
 
-@pytest.mark.parametrize("report, expected", [
-    ("plain text, no header at all\n more text\n", {}),
-    (" FINDINGS:  Lungs clear.\n", {"findings": "Lungs clear."}),     # header on the first line
-    ("\n CHEST, PA AND LATERAL: \n \n Heart normal.\n \n IMPRESSION:  Normal.\n",
-     {"findings": "Heart normal.", "impression": "Normal."}),
-    ("\n CLINICAL HISTORY:  Cough.\n FINDINGS AND IMPRESSION:  No acute process.\n",
-     {"indication": "Cough.", "impression": "No acute process."}),
-    ("\n REASON FOR EXAMINATION:  Fever.\n COMPARISONS:  None.\n CONCLUSION:  Clear.\n TECHNIQUE:  PA.\n",
-     {"indication": "Fever.", "comparison": "None.", "impression": "Clear."}),
-    ("\n FINDINGS: \n \n IMPRESSION: \n \n", {}),                      # headers without text
-    ("\n IMPRESSION:  Effusion.\n \n ____________________________________\n"
-     "                                 FINAL ADDENDUM\n IMPRESSION:  Called Dr. ___.\n", {"impression": "Effusion."}),
-    ("                                 FINAL ADDENDUM\n IMPRESSION:  Revised.\n ______________________________\n"
-     " FINDINGS:  Clear.\n", {"findings": "Clear."}),        # addendum first, report untitled
-])
+@pytest.mark.parametrize(
+    "report, expected",
+    [
+        ("plain text, no header at all\n more text\n", {}),
+        (" FINDINGS:  Lungs clear.\n", {"findings": "Lungs clear."}),  # header on the first line
+        (
+            "\n CHEST, PA AND LATERAL: \n \n Heart normal.\n \n IMPRESSION:  Normal.\n",
+            {"findings": "Heart normal.", "impression": "Normal."},
+        ),
+        (
+            "\n CLINICAL HISTORY:  Cough.\n FINDINGS AND IMPRESSION:  No acute process.\n",
+            {"indication": "Cough.", "impression": "No acute process."},
+        ),
+        (
+            "\n REASON FOR EXAMINATION:  Fever.\n COMPARISONS:  None.\n CONCLUSION:  Clear.\n TECHNIQUE:  PA.\n",
+            {"indication": "Fever.", "comparison": "None.", "impression": "Clear."},
+        ),
+        ("\n FINDINGS: \n \n IMPRESSION: \n \n", {}),  # headers without text
+        (
+            "\n IMPRESSION:  Effusion.\n \n ____________________________________\n"
+            "                                 FINAL ADDENDUM\n IMPRESSION:  Called Dr. ___.\n",
+            {"impression": "Effusion."},
+        ),
+        (
+            "                                 FINAL ADDENDUM\n IMPRESSION:  Revised.\n ______________________________\n"
+            " FINDINGS:  Clear.\n",
+            {"findings": "Clear."},
+        ),  # addendum first, report untitled
+    ],
+)
 def test_sectioner_on_odd_reports(report, expected):
     assert sections(report) == {s: expected.get(s) for s in ("indication", "comparison", "findings", "impression")}
 
@@ -252,7 +281,7 @@ def _corrupt_member(path: Path, member: str) -> None:
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(member)
     data = bytearray(path.read_bytes())
-    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
     start = info.header_offset + 30 + name_length + extra_length
     for offset in range(start + info.compress_size // 3, start + info.compress_size // 3 + 8):
         data[offset] ^= 0xFF
@@ -282,7 +311,7 @@ def test_a_file_that_is_not_a_zip_is_named(sample, tmp_path):
     folder = copy_without(root, tmp_path / "notzip", "files", ZIP)
     (folder / ZIP).write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(SourceError, match=r"mimic-cxr-reports\.zip: is not a readable zip"):
-        get_adapter("mimic_cxr").read(SourceFolder(str(folder)))     # before any batch is asked for
+        get_adapter("mimic_cxr").read(SourceFolder(str(folder)))  # before any batch is asked for
 
 
 def test_bad_values_are_quarantined_with_line_and_column(sample, tmp_path):
@@ -293,14 +322,14 @@ def test_bad_values_are_quarantined_with_line_and_column(sample, tmp_path):
         lines = handle.readlines()
     fields = lines[3].split(",")
     bad_date_image = fields[0]
-    lines[3] = ",".join(fields[:7] + ["21801345"] + fields[8:])       # record 3: month 13
+    lines[3] = ",".join(fields[:7] + ["21801345"] + fields[8:])  # record 3: month 13
     fields = lines[5].split(",")
-    lines[5] = ",".join(fields[:5] + ["tall"] + fields[6:])           # record 5: Rows is not a number
+    lines[5] = ",".join(fields[:5] + ["tall"] + fields[6:])  # record 5: Rows is not a number
     with gzip.open(folder / name, "wt", encoding="utf-8", newline="") as handle:
         handle.writelines(lines)
     labels = "mimic-cxr-2.0.0-negbio.csv.gz"
     rows = gz_rows(root / labels)
-    rows[0]["Edema"], rows[1]["Edema"] = "0.5", "2.0"                 # unstorable / stored for the checks
+    rows[0]["Edema"], rows[1]["Edema"] = "0.5", "2.0"  # unstorable / stored for the checks
     with gzip.open(folder / labels, "wt", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
@@ -366,13 +395,23 @@ def test_demographics_match_truth_and_raw_files(sample, read):
     # harmonized (docs/datasets.md "Race and ethnicity"); no admission: recorded field, nothing said -> unknown
     harmonized = dict(patients.select("patient_id", "race").iter_rows())
     assert harmonized == {p: race(got_race.get(p), mixed=True) for p in patients["patient_id"]}
-    assert set(harmonized.values()) <= {"white", "black", "asian", "american_indian_alaska_native",
-                                        "native_hawaiian_pacific_islander", "other", "multiple", "unknown"}
+    assert set(harmonized.values()) <= {
+        "white",
+        "black",
+        "asian",
+        "american_indian_alaska_native",
+        "native_hawaiian_pacific_islander",
+        "other",
+        "multiple",
+        "unknown",
+    }
     ethnicities = dict(patients.select("patient_id", "ethnicity").iter_rows())
     assert ethnicities == {p: ethnicity_of_mixed(got_race.get(p)) for p in patients["patient_id"]}
     n, m = mimic_iv["linked_cxr_patients"], truth["patients"]
-    assert any(f"MIMIC-IV 3.1 demographics for {100 * n / m:.1f}% of CXR patients ({n} of {m})" in note
-               for note in result.notes)
+    assert any(
+        f"MIMIC-IV 3.1 demographics for {100 * n / m:.1f}% of CXR patients ({n} of {m})" in note
+        for note in result.notes
+    )
     assert any(f"race: {mimic_iv['patients_with_conflicting_race']} of" in note for note in result.notes)
 
 
@@ -410,8 +449,10 @@ def test_ingest_and_query(sample, cache_dir, tmp_path):
     wh.ingest(["mimic_cxr"], say=lambda m: None)
     count = lambda sql: wh.sql(sql).column(0)[0].as_py()
     assert count("SELECT count(*) FROM reports WHERE dataset = 'mimic_cxr'") == truth["reports"]
-    assert count("SELECT count(*) FROM images WHERE dataset = 'mimic_cxr' AND split = 'valid'") == \
-           truth["images_per_split"]["validate"]
+    assert (
+        count("SELECT count(*) FROM images WHERE dataset = 'mimic_cxr' AND split = 'valid'")
+        == truth["images_per_split"]["validate"]
+    )
     assert count("SELECT rows_rejected FROM ingest_runs") == 0
 
     impression = re.compile(r"\n (?:IMPRESSION|IMPRESSON|CONCLUSION):\s(.*?)(?=\n [A-Z ()/,-]+:\s|\Z)", re.S)
@@ -427,8 +468,12 @@ def test_ingest_and_query(sample, cache_dir, tmp_path):
     """).to_pylist()
     assert {row["study_id"] for row in got} == expected != set()
     # every such study carries a CheXpert or NegBio Pneumothorax label, as the labelers read the impression
-    labelled = wh.sql("""
+    labelled = (
+        wh.sql("""
         SELECT DISTINCT study_id FROM labels
         WHERE dataset = 'mimic_cxr' AND finding = 'pneumothorax' AND labeler IN ('chexpert', 'negbio')
-    """).column(0).to_pylist()
+    """)
+        .column(0)
+        .to_pylist()
+    )
     assert expected <= set(labelled)

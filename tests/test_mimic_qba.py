@@ -3,6 +3,7 @@
 Expected rows come from the native files read here with the json module (not through the adapter)
 and from the generator's truth counts (grades, splits, fine-tuning and pre-training sets).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -45,8 +46,9 @@ def warehouse(sample, tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setattr(qba_stream, "CHUNK_BYTES", 64 << 10)
     cache = tmp_path_factory.mktemp("cache")
-    wh = Warehouse(make_settings(tmp_path_factory.mktemp("wh"), cache, mimic_qba=root / "mimic_qba",
-                                 mimic_cxr=root / "mimic_cxr"))
+    wh = Warehouse(
+        make_settings(tmp_path_factory.mktemp("wh"), cache, mimic_qba=root / "mimic_qba", mimic_cxr=root / "mimic_cxr")
+    )
     try:
         wh.ingest(["mimic_qba"], say=lambda m: None)
     finally:
@@ -88,11 +90,13 @@ def test_every_question_answer_and_box_exactly_once(sample, warehouse):
 
     questions = _rows(warehouse, "SELECT study_id, question_id FROM qa_questions WHERE dataset = 'mimic_qba'")
     assert sorted(questions) == sorted(native["questions"])
-    answers = _rows(warehouse, "SELECT study_id, question_id, answer_id, parent_answer_id, answer_level, text "
-                               "FROM qa_answers")
+    answers = _rows(
+        warehouse, "SELECT study_id, question_id, answer_id, parent_answer_id, answer_level, text FROM qa_answers"
+    )
     assert sorted(answers, key=str) == sorted(native["answers"], key=str)
-    boxes = _rows(warehouse, "SELECT study_id, question_id, answer_id, image_id, box_index, x1, y1, x2, y2 "
-                             "FROM qa_answer_boxes")
+    boxes = _rows(
+        warehouse, "SELECT study_id, question_id, answer_id, image_id, box_index, x1, y1, x2, y2 FROM qa_answer_boxes"
+    )
     assert sorted(boxes) == sorted(native["boxes"])
 
 
@@ -104,10 +108,13 @@ def test_levels_types_and_num_answers(sample, warehouse):
     assert by_type == {k: v for k, v in truth["sub_answers"]["by_type"].items() if v}
     by_question_type = dict(_rows(warehouse, "SELECT question_type, count(*) FROM qa_questions GROUP BY 1"))
     assert by_question_type == {k: v for k, v in truth["questions"]["by_type"].items() if v}
-    mismatched = _rows(warehouse, """
+    mismatched = _rows(
+        warehouse,
+        """
         SELECT q.study_id, q.question_id FROM qa_questions q
         LEFT JOIN (SELECT study_id, question_id, count(*) AS n FROM qa_answers GROUP BY ALL) a USING (study_id, question_id)
-        WHERE q.num_answers IS DISTINCT FROM a.n""")
+        WHERE q.num_answers IS DISTINCT FROM a.n""",
+    )
     assert mismatched == []
     # ... and equals what the dataset's own question metadata says
     root, _ = sample
@@ -121,8 +128,9 @@ def test_quality_filters_return_the_generated_counts(sample, warehouse):
     _, truth = sample
     by_grade = dict(_rows(warehouse, "SELECT quality_grade, count(*) FROM qa_questions GROUP BY 1"))
     assert by_grade == {k: v for k, v in truth["questions"]["by_grade"].items() if v}
-    fine, pre = _rows(warehouse, "SELECT count(*) FILTER (fine_tuning), count(*) FILTER (pre_training) "
-                                 "FROM qa_questions")[0]
+    fine, pre = _rows(
+        warehouse, "SELECT count(*) FILTER (fine_tuning), count(*) FILTER (pre_training) FROM qa_questions"
+    )[0]
     assert (fine, pre) == (truth["fine_tuning_questions"], truth["pre_training_questions"])
 
 
@@ -130,8 +138,10 @@ def test_splits_follow_mimic_cxr(sample, warehouse):
     _, truth = sample
     by_split = dict(_rows(warehouse, "SELECT split, count(*) FROM qa_questions GROUP BY 1"))
     assert by_split == {SPLIT_WORDS[k]: v for k, v in truth["questions"]["by_split"].items() if v}
-    leaks = _rows(warehouse, "SELECT patient_id FROM studies WHERE dataset = 'mimic_qba' "
-                             "GROUP BY 1 HAVING count(DISTINCT split) > 1")
+    leaks = _rows(
+        warehouse,
+        "SELECT patient_id FROM studies WHERE dataset = 'mimic_qba' GROUP BY 1 HAVING count(DISTINCT split) > 1",
+    )
     assert leaks == []
 
 
@@ -139,10 +149,12 @@ def test_ids_join_the_mimic_cxr_partition(sample, warehouse):
     root, truth = sample
     assert _rows(warehouse, "SELECT count(*) FROM studies WHERE dataset = 'mimic_qba'")[0][0] == truth["studies"]
     assert _rows(warehouse, "SELECT count(*) FROM images WHERE dataset = 'mimic_qba'")[0][0] == truth["images"]
-    cxr_studies = {r["study_id"] for r in pq.read_table(root / "mimic_qba" / "metadata" / "study_metadata.parquet")
-                   .to_pylist()}
-    assert {s for (s,) in _rows(warehouse, "SELECT DISTINCT study_id FROM qa_questions")} == \
-        {s.removeprefix("s") for s in cxr_studies}
+    cxr_studies = {
+        r["study_id"] for r in pq.read_table(root / "mimic_qba" / "metadata" / "study_metadata.parquet").to_pylist()
+    }
+    assert {s for (s,) in _rows(warehouse, "SELECT DISTINCT study_id FROM qa_questions")} == {
+        s.removeprefix("s") for s in cxr_studies
+    }
     orphans = _rows(warehouse, "SELECT b.image_id FROM qa_answer_boxes b ANTI JOIN images i USING (image_id)")
     assert orphans == []
 
@@ -162,15 +174,27 @@ def test_scene_graph_labels(sample, warehouse):
                     key = (doc["study_id"][1:], entity)
                     if key not in expected or rank[value] > rank[expected[key]]:
                         expected[key] = value
-    got = {(s, e): v for s, e, v in _rows(warehouse, "SELECT study_id, raw_label, value FROM labels "
-                                                     "WHERE labeler = 'qba_scene_graph'")}
+    got = {
+        (s, e): v
+        for s, e, v in _rows(
+            warehouse, "SELECT study_id, raw_label, value FROM labels WHERE labeler = 'qba_scene_graph'"
+        )
+    }
     assert got == expected
-    unmapped = {r for (r,) in _rows(warehouse, "SELECT DISTINCT raw_label FROM labels "
-                                               "WHERE labeler = 'qba_scene_graph' AND finding IS NULL")}
-    assert unmapped <= {"ECG leads", "overlying external object", "patient rotation", "motion artifact"}, \
+    unmapped = {
+        r
+        for (r,) in _rows(
+            warehouse, "SELECT DISTINCT raw_label FROM labels WHERE labeler = 'qba_scene_graph' AND finding IS NULL"
+        )
+    }
+    assert unmapped <= {"ECG leads", "overlying external object", "patient rotation", "motion artifact"}, (
         "only the entities finding_map leaves unmapped on purpose have no finding"
-    mapped = dict(_rows(warehouse, "SELECT raw_label, any_value(finding) FROM labels "
-                                   "WHERE labeler = 'qba_scene_graph' GROUP BY ALL"))
+    )
+    mapped = dict(
+        _rows(
+            warehouse, "SELECT raw_label, any_value(finding) FROM labels WHERE labeler = 'qba_scene_graph' GROUP BY ALL"
+        )
+    )
     expected = {"enlarged cardiac silhouette": "cardiomegaly", "PICC line": "picc", "pulmonary edema": "edema"}
     assert {k: v for k, v in mapped.items() if k in expected} == {k: v for k, v in expected.items() if k in mapped}
 
@@ -186,8 +210,9 @@ def test_qa_tables_are_laid_out_by_split_and_sorted_for_pruning(warehouse):
 
 def test_members_without_the_archive_prefix_are_read(tmp_path, cache_dir):
     truth = _write(tmp_path, member_prefix=False, exports=False)
-    wh = Warehouse(make_settings(tmp_path, cache_dir, mimic_qba=tmp_path / "mimic_qba",
-                                 mimic_cxr=tmp_path / "mimic_cxr"))
+    wh = Warehouse(
+        make_settings(tmp_path, cache_dir, mimic_qba=tmp_path / "mimic_qba", mimic_cxr=tmp_path / "mimic_cxr")
+    )
     wh.ingest(["mimic_qba"], say=lambda m: None)
     assert wh.sql("SELECT count(*) FROM qa_questions").column(0)[0].as_py() == truth["questions"]["total"]
 
@@ -211,8 +236,9 @@ def test_corrupt_member_is_named_and_nothing_is_published(sample, tmp_path, cach
 
 def test_member_leaving_the_dataset_is_refused_by_name(tmp_path, cache_dir):
     _write(tmp_path, exports=False, evil_member=True)
-    wh = Warehouse(make_settings(tmp_path, cache_dir, mimic_qba=tmp_path / "mimic_qba",
-                                 mimic_cxr=tmp_path / "mimic_cxr"))
+    wh = Warehouse(
+        make_settings(tmp_path, cache_dir, mimic_qba=tmp_path / "mimic_qba", mimic_cxr=tmp_path / "mimic_cxr")
+    )
     with pytest.raises(SourceError, match=r"\.\./\.\./evil\.qa\.json.*leaves the dataset"):
         wh.ingest(["mimic_qba"], say=lambda m: None)
     assert not (tmp_path / "warehouse" / "qa_questions" / "dataset=mimic_qba" / "_manifest.json").exists()

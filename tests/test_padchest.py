@@ -3,6 +3,7 @@
 Expected numbers come from the raw file, recounted here with the csv module and ast (not the
 adapter's regex parsing), and from the published row count.
 """
+
 from __future__ import annotations
 
 import ast
@@ -10,7 +11,7 @@ import csv
 import gzip
 import re
 from collections import Counter, defaultdict
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import polars as pl
@@ -33,7 +34,7 @@ def _raw_rows(path: Path) -> tuple[list[str], list[dict]]:
         return header, [dict(zip(header, row)) for row in reader]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _label_list(text: str) -> tuple | None:
     """The Python list literal, parsed the slow and sure way (cached: many rows repeat a list)."""
     try:
@@ -125,8 +126,17 @@ def test_label_counts_equal_raw_recount(result, raw):
         for label in {x.strip() for x in labels or []} - {""}:
             studies_with[label] += 1
     got = dict(result.tables["labels"].group_by("raw_label").len().iter_rows())
-    for label in ("normal", "cardiomegaly", "pleural effusion", "pneumonia", "exclude", "suboptimal study",
-                  "COPD signs", "unchanged", "NSG tube"):
+    for label in (
+        "normal",
+        "cardiomegaly",
+        "pleural effusion",
+        "pneumonia",
+        "exclude",
+        "suboptimal study",
+        "COPD signs",
+        "unchanged",
+        "NSG tube",
+    ):
         assert got[label] == studies_with[label], label
     assert got == dict(studies_with)
     labels = result.tables["labels"]
@@ -154,8 +164,9 @@ def test_locations_of_physician_sentences_equal_raw(result, raw):
             for item in items:
                 if not item.startswith("loc "):
                     locs[item] += [w for w in where if w not in locs[item]]
-        expected[r["StudyID"]] = {label: locs.get(label) or None for label in
-                                  {x.strip() for x in _label_list(r["Labels"]) or []} - {""}}
+        expected[r["StudyID"]] = {
+            label: locs.get(label) or None for label in {x.strip() for x in _label_list(r["Labels"]) or []} - {""}
+        }
     labels = result.tables["labels"].filter(pl.col("method") == "Physician")
     got = defaultdict(dict)
     for study, label, locations in labels.select("study_id", "raw_label", "locations").iter_rows():
@@ -187,8 +198,13 @@ def test_age_and_sex(result, raw):
     first = studies.filter(pl.col("study_id") == row["StudyID"]).row(0, named=True)
     assert first["age_years"] == int(row["StudyDate_DICOM"][:4]) - float(row["PatientBirth"])
     assert first["age_source"] == row["PatientBirth"]
-    sexes = dict(result.tables["patients"].group_by("sex_source", "sex").len().select(
-        pl.concat_str("sex_source", "sex", separator="->"), "len").iter_rows())
+    sexes = dict(
+        result.tables["patients"]
+        .group_by("sex_source", "sex")
+        .len()
+        .select(pl.concat_str("sex_source", "sex", separator="->"), "len")
+        .iter_rows()
+    )
     assert set(sexes) == {"M->M", "F->F", "O->U", "nan->U"}
 
 
@@ -205,27 +221,56 @@ def test_reports_are_spanish_full_text_only(result, raw):
 
 # --- small samples cut from the real file ------------------------------------------------------
 
+
 def _sample_rows(raw, n: int = 30) -> list[dict]:
     """The first n real rows plus crafted rows for the odd cases."""
     rows = [dict(r) for r in raw["rows"][:n]]
     template = dict(raw["rows"][0])
 
     def crafted(i: int, **changes) -> dict:
-        row = dict(template, **{"": str(n + i), "StudyID": f"9990{i}", "PatientID": f"8880{i}",
-                                "ImageID": f"9990{i}_abc.png", "ReportID": f"777{i}"})
+        row = dict(
+            template,
+            **{
+                "": str(n + i),
+                "StudyID": f"9990{i}",
+                "PatientID": f"8880{i}",
+                "ImageID": f"9990{i}_abc.png",
+                "ReportID": f"777{i}",
+            },
+        )
         row.update(changes)
         return row
 
-    rows.append(crafted(1, MethodLabel="RNN_model",
-                        Labels="['cardiomegaly', ' pleural effusion', '', 'heart insufficiency']",
-                        LabelsLocalizationsBySentence="['cardiomegaly', ' pleural effusion', 'loc cardiac', "
-                                                      "'loc left', '', 'loc bilateral', 'heart insufficiency', "
-                                                      "'loc cardiac', 'exclude']"))
-    rows.append(crafted(2, MethodLabel="Physician", Labels="['unchanged', 'vascular hilar enlargement', ' unchanged']",
-                        LabelsLocalizationsBySentence="[nan, ['unchanged'], [], ['vascular hilar enlargement', "
-                                                      "'loc hilar', 'loc right'], ['normal']]"))
-    rows.append(crafted(3, Labels="nan", Localizations="nan", LabelsLocalizationsBySentence="nan", Report="nan",
-                        PatientSex_DICOM="nan", Projection="UNK"))
+    rows.append(
+        crafted(
+            1,
+            MethodLabel="RNN_model",
+            Labels="['cardiomegaly', ' pleural effusion', '', 'heart insufficiency']",
+            LabelsLocalizationsBySentence="['cardiomegaly', ' pleural effusion', 'loc cardiac', "
+            "'loc left', '', 'loc bilateral', 'heart insufficiency', "
+            "'loc cardiac', 'exclude']",
+        )
+    )
+    rows.append(
+        crafted(
+            2,
+            MethodLabel="Physician",
+            Labels="['unchanged', 'vascular hilar enlargement', ' unchanged']",
+            LabelsLocalizationsBySentence="[nan, ['unchanged'], [], ['vascular hilar enlargement', "
+            "'loc hilar', 'loc right'], ['normal']]",
+        )
+    )
+    rows.append(
+        crafted(
+            3,
+            Labels="nan",
+            Localizations="nan",
+            LabelsLocalizationsBySentence="nan",
+            Report="nan",
+            PatientSex_DICOM="nan",
+            Projection="UNK",
+        )
+    )
     rows.append(crafted(4, StudyDate_DICOM="2014131", Report=" informe con\nsalto de linea ."))
     return rows
 
@@ -233,7 +278,7 @@ def _sample_rows(raw, n: int = 30) -> list[dict]:
 def _write_csv(folder: Path, header: list[str], rows: list[dict], *, gz: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (FILE + (".gz" if gz else ""))
-    with (gzip.open(path, "wt", newline="") if gz else open(path, "w", newline="")) as f:
+    with gzip.open(path, "wt", newline="") if gz else open(path, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         writer.writerows([r[c] for c in header] for r in rows)
@@ -243,12 +288,16 @@ def _write_csv(folder: Path, header: list[str], rows: list[dict], *, gz: bool = 
 def test_sample_odd_rows(tmp_path, raw):
     _write_csv(tmp_path / "pc", raw["header"], _sample_rows(raw))
     result = get_adapter("padchest").read(SourceFolder(str(tmp_path / "pc")))
-    labels = {(s, l): (m, loc) for s, l, m, loc in result.tables["labels"].select(
-        "study_id", "raw_label", "method", "locations").iter_rows()}
+    labels = {
+        (s, label): (m, loc)
+        for s, label, m, loc in result.tables["labels"]
+        .select("study_id", "raw_label", "method", "locations")
+        .iter_rows()
+    }
     assert labels[("99901", "cardiomegaly")] == ("RNN_model", ["loc cardiac", "loc left"])
     assert labels[("99901", "pleural effusion")] == ("RNN_model", ["loc cardiac", "loc left"])
     assert labels[("99901", "heart insufficiency")] == ("RNN_model", ["loc cardiac"])
-    assert {l for s, l in labels if s == "99901"} == {"cardiomegaly", "pleural effusion", "heart insufficiency"}
+    assert {label for s, label in labels if s == "99901"} == {"cardiomegaly", "pleural effusion", "heart insufficiency"}
     assert labels[("99902", "unchanged")] == ("Physician", None)
     assert labels[("99902", "vascular hilar enlargement")] == ("Physician", ["loc hilar", "loc right"])
     assert not any(s == "99903" for s, _ in labels)
@@ -268,7 +317,7 @@ def test_sample_odd_rows(tmp_path, raw):
 
 def test_wrong_header_and_missing_file(tmp_path, raw):
     header = list(raw["header"])
-    header[header.index("labelCUIS")] = "LabelCUIS"   # the README's spelling, not the file's
+    header[header.index("labelCUIS")] = "LabelCUIS"  # the README's spelling, not the file's
     rows = [{("LabelCUIS" if k == "labelCUIS" else k): v for k, v in r.items()} for r in raw["rows"][:3]]
     _write_csv(tmp_path / "pc", header, rows, gz=False)
     with pytest.raises(SourceError, match=r"PADCHEST.*\.csv, line 1.*unexpected header"):
@@ -294,7 +343,8 @@ def test_ingest_end_to_end(tmp_path, cache_dir, raw):
     expected = Counter()
     for r in sample:
         if r["Projection"] in ("PA", "AP", "AP_horizontal") and "cardiomegaly" in {
-                x.strip() for x in _label_list(r["Labels"]) or []}:
+            x.strip() for x in _label_list(r["Labels"]) or []
+        }:
             expected[r["PatientSex_DICOM"] if r["PatientSex_DICOM"] in ("M", "F") else "U"] += 1
     assert {r["sex"]: r["images"] for r in rows} == dict(expected) and expected
     bad_labels = sum(_label_list(r["Labels"]) is None for r in sample)

@@ -4,10 +4,12 @@ Real data: NIH ChestX-ray14 and CheXpert metadata pass every gate and publish. P
 (a duplicate image id, an age of 400, an image whose study is missing) fail the named check,
 are not published, and the catalog keeps answering with the previous good data.
 """
+
 from __future__ import annotations
 
 import gzip
 import json
+from datetime import UTC
 from pathlib import Path
 
 import dagster as dg
@@ -71,16 +73,23 @@ def test_real_metadata_passes_every_gate_and_publishes(gated_warehouse, raw_file
         assert run.checks_failed == [] and run.checks_passed == len(_check_keys())
     counts = {r["dataset"]: r["n"] for r in wh.sql("SELECT dataset, count(*) AS n FROM images GROUP BY 1").to_pylist()}
     assert counts == {"nih_cxr14": 112_120, "chexpert": 223_414}
-    recorded = wh.sql("SELECT dataset, status, engine, checks_passed, checks_failed FROM ingest_runs "
-                      "ORDER BY dataset").to_pylist()
+    recorded = wh.sql(
+        "SELECT dataset, status, engine, checks_passed, checks_failed FROM ingest_runs ORDER BY dataset"
+    ).to_pylist()
     assert [(r["dataset"], r["status"], r["engine"], r["checks_failed"]) for r in recorded] == [
-        ("chexpert", "published", "dagster", 0), ("nih_cxr14", "published", "dagster", 0)]
+        ("chexpert", "published", "dagster", 0),
+        ("nih_cxr14", "published", "dagster", 0),
+    ]
     stats = wh.sql("SELECT dataset, split, studies, images, patients FROM split_stats ORDER BY 1").to_pylist()
     assert stats == [
         {"dataset": "chexpert", "split": "train", "studies": 187_641, "images": 223_414, "patients": 64_540},
-        {"dataset": "nih_cxr14", "split": "unassigned", "studies": 112_120, "images": 112_120, "patients": 30_805}]
-    female_share = wh.sql("SELECT percent FROM demographics WHERE dataset='nih_cxr14' AND attribute='sex' "
-                          "AND bucket='F'").column(0)[0].as_py()
+        {"dataset": "nih_cxr14", "split": "unassigned", "studies": 112_120, "images": 112_120, "patients": 30_805},
+    ]
+    female_share = (
+        wh.sql("SELECT percent FROM demographics WHERE dataset='nih_cxr14' AND attribute='sex' AND bucket='F'")
+        .column(0)[0]
+        .as_py()
+    )
     assert female_share == _nih_female_patient_percent(raw_files["nih_entry"])
 
 
@@ -90,11 +99,16 @@ def test_materializations_carry_metadata_people_read(gated_warehouse, tmp_path, 
     from pipelines.resources import WarehouseResource
 
     wh, _ = gated_warehouse
-    result = dg.materialize([*INGEST_ASSETS, *QUALITY_CHECKS], partition_key="nih_cxr14",
-                            resources={"warehouse": WarehouseResource.from_settings(wh.settings)},
-                            run_config=runner.QUIET)
-    by_asset = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
-                for e in result.get_asset_materialization_events()}
+    result = dg.materialize(
+        [*INGEST_ASSETS, *QUALITY_CHECKS],
+        partition_key="nih_cxr14",
+        resources={"warehouse": WarehouseResource.from_settings(wh.settings)},
+        run_config=runner.QUIET,
+    )
+    by_asset = {
+        e.materialization.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     staged = by_asset["staged/images"]
     # 397,566 rows of the NIH files themselves plus 17,504 Google 2019 radiologist labels
     assert staged["rows staged"].value == 397_566 + 17_504 and staged["rows rejected"].value == 0
@@ -110,7 +124,9 @@ def test_materializations_carry_metadata_people_read(gated_warehouse, tmp_path, 
     evaluations = result.get_asset_check_evaluations()
     assert evaluations and {e.partition for e in evaluations} == {"nih_cxr14"}, "each evaluation shows its partition"
     on = {e.check_name: e.asset_key.to_user_string() for e in evaluations}
-    assert on["studies__age_years_in_range"] == "staged/studies" and on["labels__finding_in_vocabulary"] == "staged/labels"
+    assert (
+        on["studies__age_years_in_range"] == "staged/studies" and on["labels__finding_in_vocabulary"] == "staged/labels"
+    )
     assert on["integrity__label_image_exists"] == "staged/labels" and on["volume__no_shrink"] == "staged/images"
 
 
@@ -126,7 +142,7 @@ def _duplicate_image(lines, folder):
     return [*lines, lines[5]]
 
 
-SPLIT_IMAGES = "00000001"       # patient 1: three images in the first rows of the real file
+SPLIT_IMAGES = "00000001"  # patient 1: three images in the first rows of the real file
 
 
 def _patient_in_two_splits(lines, folder):
@@ -182,7 +198,9 @@ def test_image_whose_study_is_missing_blocks_publishing(good_then_defect, monkey
 
     def read_losing_a_study(self, src, progress=None, related=None):
         result = real_read(self, src, progress, related)
-        result.tables["studies"] = result.tables["studies"].filter(result.tables["studies"]["study_id"] != "00000003_001")
+        result.tables["studies"] = result.tables["studies"].filter(
+            result.tables["studies"]["study_id"] != "00000003_001"
+        )
         return result
 
     monkeypatch.setattr(NihCxr14, "read", read_losing_a_study)
@@ -214,9 +232,13 @@ def test_check_results_name_the_offending_rows(tmp_path, cache_dir, raw_files):
     from pipelines.checks import QUALITY_CHECKS
     from pipelines.resources import WarehouseResource
 
-    result = dg.materialize([*INGEST_ASSETS, *QUALITY_CHECKS], partition_key="nih_cxr14", raise_on_error=False,
-                            resources={"warehouse": WarehouseResource.from_settings(settings)},
-                            run_config=runner.QUIET)
+    result = dg.materialize(
+        [*INGEST_ASSETS, *QUALITY_CHECKS],
+        partition_key="nih_cxr14",
+        raise_on_error=False,
+        resources={"warehouse": WarehouseResource.from_settings(settings)},
+        run_config=runner.QUIET,
+    )
     assert not result.success and result.is_node_untouched("tables")
     failed = {e.check_name: e for e in result.get_asset_check_evaluations() if not e.passed}
     assert set(failed) == {"integrity__patient_in_one_split"}
@@ -224,16 +246,16 @@ def test_check_results_name_the_offending_rows(tmp_path, cache_dir, raw_files):
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.metadata["unexpected rows"].value == 1
     example = evaluation.metadata["examples (json)"].value[0]
-    assert example == {"patient_id": "1", "splits": ["test", "train"]}   # the file's Patient ID column
+    assert example == {"patient_id": "1", "splits": ["test", "train"]}  # the file's Patient ID column
 
 
 # --- schedule and sensor -----------------------------------------------------------------------
 def test_daily_schedule_requests_every_dataset():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pipelines.automation import daily_ingest
 
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 23, 3, tzinfo=timezone.utc))
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 23, 3, tzinfo=UTC))
     requests = list(daily_ingest(context))
     assert [r.partition_key for r in requests] == list(DATASETS)
     assert {r.run_key for r in requests} == {f"{d}:2026-11-23" for d in DATASETS}
@@ -257,13 +279,13 @@ def test_sensor_requests_only_changed_datasets(tmp_path, cache_dir, public_data,
 
     configured = {"nih_cxr14", "chexpert"}
     requested, cursor = tick(None)
-    assert configured <= set(requested)          # nothing published yet: every prepared dataset is due
+    assert configured <= set(requested)  # nothing published yet: every prepared dataset is due
     requested, cursor = tick(cursor)
-    assert requested == []                       # nothing changed
+    assert requested == []  # nothing changed
     lines = (nih / "Data_Entry_2017_v2020.csv").read_text().splitlines(keepends=True)
     (nih / "Data_Entry_2017_v2020.csv").write_text("".join(lines[:-1]))
     requested, cursor = tick(cursor)
-    assert requested == ["nih_cxr14"]            # exactly the dataset whose file changed
+    assert requested == ["nih_cxr14"]  # exactly the dataset whose file changed
     assert json.loads(cursor)["chexpert"] == json.loads(tick(None)[1])["chexpert"]
 
 

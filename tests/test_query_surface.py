@@ -1,5 +1,6 @@
 """User SQL cannot harm the warehouse: every refused statement, through `cxr sql` and `Warehouse.sql`,
 leaves the published files and the catalog byte-identical. (warehouse/confine.py has the unit tests.)"""
+
 from __future__ import annotations
 
 import hashlib
@@ -91,15 +92,21 @@ def test_a_runaway_query_stops_at_the_time_limit(small_warehouse):
 
 
 def test_ctrl_c_stops_cxr_sql_with_one_line(small_warehouse):
-    env = dict(os.environ, CXR_WAREHOUSE=small_warehouse.settings.warehouse,
-               CXR_CATALOG=str(small_warehouse.settings.catalog))
-    proc = subprocess.Popen([sys.executable, "-m", "warehouse.cli", "sql",
-                             "SELECT count(*) FROM range(1000000) a, range(1000000) b"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(
+        os.environ, CXR_WAREHOUSE=small_warehouse.settings.warehouse, CXR_CATALOG=str(small_warehouse.settings.catalog)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "warehouse.cli", "sql", "SELECT count(*) FROM range(1000000) a, range(1000000) b"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3)
     sent = time.perf_counter()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=20)
     assert time.perf_counter() - sent < 2, "stopped within a second or so"
     assert proc.returncode == 130
     assert err.strip() == "interrupted", err

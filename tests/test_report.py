@@ -5,6 +5,7 @@ reports, races and three splits) is built once; the report is written through th
 Chromium. Every number in its HTML tables is compared with the derived tables, and NIH's and CheXpert's with
 counts taken here from the raw CSV rows with the csv module.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,14 +26,36 @@ from .test_cli import cxr
 NIH_ROWS, CHEXPERT_ROWS = 2000, 1500
 SHOTS = Path("/tmp/shots")
 # raw label -> harmonized finding, as the datasets' documentation names them (a few, checked by hand)
-NIH_FINDINGS = {"Effusion": "pleural_effusion", "Cardiomegaly": "cardiomegaly", "Atelectasis": "atelectasis",
-                "Infiltration": "infiltration", "Pneumothorax": "pneumothorax"}
-CHEXPERT_FINDINGS = {"Pleural Effusion": "pleural_effusion", "Cardiomegaly": "cardiomegaly",
-                     "Atelectasis": "atelectasis", "Edema": "edema", "Consolidation": "consolidation"}
+NIH_FINDINGS = {
+    "Effusion": "pleural_effusion",
+    "Cardiomegaly": "cardiomegaly",
+    "Atelectasis": "atelectasis",
+    "Infiltration": "infiltration",
+    "Pneumothorax": "pneumothorax",
+}
+CHEXPERT_FINDINGS = {
+    "Pleural Effusion": "pleural_effusion",
+    "Cardiomegaly": "cardiomegaly",
+    "Atelectasis": "atelectasis",
+    "Edema": "edema",
+    "Consolidation": "consolidation",
+}
 CHEXPERT_LABELS = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-    "Fracture", "Support Devices")
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +94,9 @@ def _number(text: str):
 
 def _table(page, key: str) -> list[dict]:
     """A table's rows as {column: (value, coverage note)}."""
-    return [{col: (_number(v) if col != "split" else v, note) for col, (v, note) in row.items()}
-            for row in page.tables[key]]
+    return [
+        {col: (_number(v) if col != "split" else v, note) for col, (v, note) in row.items()} for row in page.tables[key]
+    ]
 
 
 # --- the page as a browser opens it ---------------------------------------------------------------------
@@ -116,8 +140,10 @@ def test_split_statistics_equal_split_stats(page, built):
             assert shown[f"mean_tokens_{s}"][0] == (None if mean is None else round(mean, 2))
     # coverage beside the means: reports that have the section, out of the split's reports (plain SQL here)
     mimic = {row["split"][0]: row for row in _table(page, "mimic_cxr.split_statistics")}
-    sections = wh.sql("SELECT s.split, count(r.tokens_findings) AS have, count(*) AS reports FROM reports r "
-                      "JOIN studies s USING (dataset, study_id) WHERE r.dataset = 'mimic_cxr' GROUP BY 1").to_pylist()
+    sections = wh.sql(
+        "SELECT s.split, count(r.tokens_findings) AS have, count(*) AS reports FROM reports r "
+        "JOIN studies s USING (dataset, study_id) WHERE r.dataset = 'mimic_cxr' GROUP BY 1"
+    ).to_pylist()
     assert sections
     for r in sections:
         assert mimic[r["split"]]["mean_tokens_findings"][1] == f"{r['have']:,} of {r['reports']:,}"
@@ -127,10 +153,13 @@ def test_demographics_equal_the_derived_table(page, built):
     rows = built["wh"].sql("SELECT * FROM demographics").to_pylist()
     assert rows
     for r in rows:
-        if r["bucket"] == "not_recorded" and all(x["bucket"] == "not_recorded" for x in rows
-                                                  if x["dataset"] == r["dataset"] and x["attribute"] == r["attribute"]):
+        if r["bucket"] == "not_recorded" and all(
+            x["bucket"] == "not_recorded"
+            for x in rows
+            if x["dataset"] == r["dataset"] and x["attribute"] == r["attribute"]
+        ):
             assert f"{r['dataset']}.demographics_{r['attribute']}" not in page.tables
-            continue   # shown as one line: not recorded by the source
+            continue  # shown as one line: not recorded by the source
         shown = {row["split"][0]: row for row in _table(page, f"{r['dataset']}.demographics_{r['attribute']}")}
         value, note = shown[r["split"]][r["bucket"]]
         count = r["n_studies"] if r["attribute"] == "age_bucket" else r["n_patients"]
@@ -155,8 +184,9 @@ def test_nih_numbers_equal_the_raw_csv(page, built):
     assert len(shown) == 1, "the subset has no split files: one split"
     for sex in ("M", "F"):
         assert shown[0][sex] == (round(100 * sexes[sex] / len(sex_of), 1), f"{sexes[sex]:,}")
-    prevalence = {row["finding"][0]: row for row in page.tables["nih_cxr14.label_prevalence"]
-                  if row["labeler"][0] == "nih_nlp"}
+    prevalence = {
+        row["finding"][0]: row for row in page.tables["nih_cxr14.label_prevalence"] if row["labeler"][0] == "nih_nlp"
+    }
     for raw_name, finding in NIH_FINDINGS.items():
         positive = sum(raw_name in r["labels"] for r in raw)
         cells = prevalence[finding]
@@ -178,14 +208,17 @@ def test_chexpert_numbers_equal_the_raw_csv(page, built):
     ages = {}
     for s, r in zip(study, raw):
         ages[s] = int(r["Age"])
-    buckets = Counter("0-20" if a < 20 else "20-40" if a < 40 else "40-60" if a < 60 else "60-80" if a < 80
-                      else "80+" for a in ages.values())
+    buckets = Counter(
+        "0-20" if a < 20 else "20-40" if a < 40 else "40-60" if a < 60 else "60-80" if a < 80 else "80+"
+        for a in ages.values()
+    )
     shown = _table(page, "chexpert.demographics_age_bucket")[0]
     for bucket, count in buckets.items():
         assert shown[bucket] == (round(100 * count / len(ages), 1), f"{count:,}"), bucket
     labelled = [r for r in raw if any(r[c] != "" for c in CHEXPERT_LABELS)]
-    prevalence = {row["finding"][0]: row for row in page.tables["chexpert.label_prevalence"]
-                  if row["labeler"][0] == "chexpert"}
+    prevalence = {
+        row["finding"][0]: row for row in page.tables["chexpert.label_prevalence"] if row["labeler"][0] == "chexpert"
+    }
     for raw_name, finding in CHEXPERT_FINDINGS.items():
         positive = sum(r[raw_name] == "1.0" for r in raw)
         uncertain = sum(r[raw_name] == "-1.0" for r in raw)
@@ -209,8 +242,9 @@ def test_every_table_has_its_csv_and_markdown(page, built):
 def test_about_and_agreement(page, built):
     cite = built["wh"].sql("SELECT citation FROM catalog_datasets WHERE dataset = 'chexpert'").column(0)[0].as_py()
     assert cite and cite in page.text
-    has_view = built["wh"].sql("SELECT count(*) FROM duckdb_views() WHERE view_name = 'label_agreement'"
-                               ).column(0)[0].as_py()
+    has_view = (
+        built["wh"].sql("SELECT count(*) FROM duckdb_views() WHERE view_name = 'label_agreement'").column(0)[0].as_py()
+    )
     if has_view:
         assert any(k.endswith(".label_agreement") for k in page.tables)
     else:
@@ -240,8 +274,9 @@ def test_cohort_report_shows_the_attrition_flow(cohort):
         a = attrition[int(b["step"])]
         assert _number(b["big"]) == int(a["images" if b["kind"] == "main" else "units_removed"]), b
     shown = seen.tables["cohort.chexpert_competition.attrition"]
-    assert [(_number(r["images"][0]), _number(r["studies"][0]), _number(r["patients"][0])) for r in shown] == \
-        [(int(a["images"]), int(a["studies"]), int(a["patients"])) for a in attrition]
+    assert [(_number(r["images"][0]), _number(r["studies"][0]), _number(r["patients"][0])) for r in shown] == [
+        (int(a["images"]), int(a["studies"]), int(a["patients"])) for a in attrition
+    ]
 
 
 def test_cohort_split_balance_and_table1(cohort):
@@ -259,8 +294,9 @@ def test_cohort_split_balance_and_table1(cohort):
         for finding in provenance["findings"]:
             labelled = [r[finding] for r in rows if r[finding] is not None]
             if labelled:
-                assert _number(balance[split][f"{finding}_positive_percent"][0]) == \
-                    round(100 * sum(v == 1 for v in labelled) / len(labelled), 1)
+                assert _number(balance[split][f"{finding}_positive_percent"][0]) == round(
+                    100 * sum(v == 1 for v in labelled) / len(labelled), 1
+                )
     assert [r["level"][0] for r in seen.tables["cohort.chexpert_competition.table1"]] == ["", "mean (SD)"]
     assert seen.tables["cohort.chexpert_competition.table1"][1]["train"][0] == "61.5 (17.2)"
     assert all(n > 0 for n in seen.chart_marks.values()) and len(seen.chart_marks) >= 3
@@ -284,12 +320,16 @@ def test_stats_demographics_prints_table_2(built):
 def test_stats_labels_prints_the_prevalence(built):
     out = cxr(built["wh"], "stats", "--labels", "-d", "chexpert").stdout
     # recounted with plain SQL over the labels of the images, not through the report's query
-    rows = built["wh"].sql("""
+    rows = (
+        built["wh"]
+        .sql("""
         WITH img AS (SELECT DISTINCT image_id, finding, value FROM image_labels
                      WHERE dataset = 'chexpert' AND labeler = 'chexpert' AND finding IS NOT NULL)
         SELECT finding, count(DISTINCT image_id) FILTER (WHERE value = 1) AS pos,
                (SELECT count(DISTINCT image_id) FROM img) AS base
-        FROM img GROUP BY finding""").to_pylist()
+        FROM img GROUP BY finding""")
+        .to_pylist()
+    )
     assert rows
     for r in rows:
         assert f"{100 * r['pos'] / r['base']:.1f} (of {r['base']:,}" in out, r
@@ -310,20 +350,28 @@ def test_labeler_agreement_is_rendered_when_the_catalog_has_it(built, tmp_path):
     catalog = tmp_path / "catalog.duckdb"
     shutil.copy(built["wh"].settings.catalog, catalog)
     con = duckdb.connect(str(catalog))
-    con.execute("DROP VIEW IF EXISTS label_agreement")   # the real derived table, replaced by one planted row
+    con.execute("DROP VIEW IF EXISTS label_agreement")  # the real derived table, replaced by one planted row
     con.execute("""CREATE TABLE label_agreement AS SELECT * FROM (VALUES
         ('nih_cxr14', 'image', 'nih_nlp', 'radiologist', 'pneumothorax', 'kappa', 810, 3, 0.052, 0.061,
          0.7312, 0.70, 0.76, 0.7401, 0.71, 0.77, 0.7523, 0.72, 0.78, 4))
         t(dataset, unit, labeler_a, labeler_b, finding, statistic, n, n_readers, prevalence_a, prevalence_b, kappa,
           kappa_low, kappa_high, mcc, mcc_low, mcc_high, f1, f1_low, f1_high, n_excluded_uncertain)""")
     con.close()
-    wh = Warehouse(make_settings(tmp_path, built["wh"].settings.cache,
-                                 env={"CXR_WAREHOUSE": str(built["wh"].settings.warehouse),
-                                      "CXR_CATALOG": str(catalog)}))
+    wh = Warehouse(
+        make_settings(
+            tmp_path,
+            built["wh"].settings.cache,
+            env={"CXR_WAREHOUSE": str(built["wh"].settings.warehouse), "CXR_CATALOG": str(catalog)},
+        )
+    )
     cxr(wh, "report", "--out", str(tmp_path / "out"), "-d", "nih_cxr14")
     with (tmp_path / "out" / "tables" / "nih_cxr14.label_agreement.csv").open(newline="") as f:
         row = next(csv.DictReader(f))
-    assert (row["finding"], row["n"], row["kappa"], row["kappa coverage"]) == ("pneumothorax", "810", "0.7312",
-                                                                               "0.70–0.76")
+    assert (row["finding"], row["n"], row["kappa"], row["kappa coverage"]) == (
+        "pneumothorax",
+        "810",
+        "0.7312",
+        "0.70–0.76",
+    )
     html = (tmp_path / "out" / "report.html").read_text()
     assert "0.731" in html and "not computed (the catalog has no label_agreement" not in html

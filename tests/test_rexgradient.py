@@ -3,6 +3,7 @@
 Expected numbers come from the generator's truth dict (counted while writing) or from reading the
 written files with the csv and json modules here, never from the adapter itself.
 """
+
 from __future__ import annotations
 
 import csv
@@ -121,14 +122,20 @@ def test_ids_and_paths_come_from_the_files(sample, tables):
                 sop = path.rsplit("/", 1)[1].removesuffix(".png")
                 expected[sop] = (key, path.removeprefix("../"), view, shape[1], shape[0])
         got = images.filter(pl.col("split") == split)
-        assert {r["image_id"]: (r["study_id"], r["path"], r["view_source"], r["width"], r["height"])
-                for r in got.iter_rows(named=True)} == expected
+        assert {
+            r["image_id"]: (r["study_id"], r["path"], r["view_source"], r["width"], r["height"])
+            for r in got.iter_rows(named=True)
+        } == expected
     assert images["path"].str.starts_with("deid_png/").all()
 
 
 def test_keys_are_unique_and_every_row_has_its_parent(tables):
-    for name, key in (("patients", "patient_id"), ("studies", "study_id"), ("images", "image_id"),
-                      ("reports", "study_id")):
+    for name, key in (
+        ("patients", "patient_id"),
+        ("studies", "study_id"),
+        ("images", "image_id"),
+        ("reports", "study_id"),
+    ):
         assert tables[name][key].is_unique().all(), name
     studies = tables["studies"]
     assert tables["images"].join(studies, on=["study_id", "patient_id", "split"], how="anti").is_empty()
@@ -184,7 +191,8 @@ def test_absent_sections_are_null_and_full_text_joins_the_present_ones(sample, t
                 else:
                     assert got[section.lower()] == value.strip()
             assert got["full_text"] == "\n\n".join(
-                f"{s.upper()}: {row[s].strip()}" for s in SECTIONS if present(row[s]))
+                f"{s.upper()}: {row[s].strip()}" for s in SECTIONS if present(row[s])
+            )
             assert got["language"] == "en" and got["source_file"].endswith(f"metadata/{split}_metadata.csv")
     assert {"", "None"} <= set(spellings), spellings  # blank and the literal 'None' both occur
 
@@ -237,7 +245,7 @@ def test_truncated_json_is_quarantined_with_its_path(sample, tmp_path):
     text = json_path.read_text()
     keys = list(json.loads(text))
     cut = text.index(json.dumps(keys[3]))  # the 4th study's entry and everything after it are lost
-    json_path.write_text(text[:cut + 30])
+    json_path.write_text(text[: cut + 30])
 
     result = read(root)
     rejected = result.rejected()
@@ -255,7 +263,7 @@ def test_bad_image_entries_are_quarantined_and_the_rest_kept(sample, tmp_path):
     json_path = root / "metadata" / "valid_metadata_view_position.json"
     doc = json.loads(json_path.read_text())
     first, second, third = list(doc)[:3]
-    doc[first]["ImageViewPosition"].append("PA")           # lists no longer aligned
+    doc[first]["ImageViewPosition"].append("PA")  # lists no longer aligned
     doc[second]["ImagePath"][0] = "deid_png/somewhere/else.png"
     doc[third]["ImageShape"][0] = "2500x2048"
     json_path.write_text(json.dumps(doc))
@@ -306,15 +314,21 @@ def test_gzipped_copies_read_the_same(sample, tables, tmp_path):
         path.unlink()
     result = read(root)
     for name, frame in tables.items():
-        assert result.tables[name].drop("source_file", strict=False).equals(
-            frame.drop("source_file", strict=False)), name
+        assert result.tables[name].drop("source_file", strict=False).equals(frame.drop("source_file", strict=False)), (
+            name
+        )
 
 
 # --- the streaming JSON reader ---------------------------------------------------------------
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64, 1 << 20])
 def test_streamed_members_equal_json_load_whatever_the_buffer_size(chunk):
-    doc = {"a": {"ImagePath": ["../deid_png/x \\\"q\\\".png"], "n": 12345678901234567890, "f": -1.5e-3},
-           "é\u2028": [None, True, False, {"nested": "}{,:"}], "num": 1234567, "": "", "s": "\\"}
+    doc = {
+        "a": {"ImagePath": ["../deid_png/x \\\"q\\\".png"], "n": 12345678901234567890, "f": -1.5e-3},
+        "é\u2028": [None, True, False, {"nested": "}{,:"}],
+        "num": 1234567,
+        "": "",
+        "s": "\\",
+    }
     data = ("\ufeff" + json.dumps(doc, indent=2, ensure_ascii=False)).encode("utf-8")
     assert dict(json_object_members(io.BytesIO(data), chunk=chunk)) == doc
     assert list(json_object_members(io.BytesIO(b" { } "), chunk=chunk)) == []
@@ -331,18 +345,31 @@ def test_ingest_and_split_stats_give_the_truths_mean_tokens(sample, tmp_path, ca
     root, truth = sample
     wh = Warehouse(make_settings(tmp_path, cache_dir, rexgradient=root))
     wh.ingest(["rexgradient"], say=lambda m: None)
-    stats = {r["split"]: r for r in wh.sql(named_query("stats", "split_stats").sql).to_pylist()
-             if r["dataset"] == "rexgradient"}
+    stats = {
+        r["split"]: r
+        for r in wh.sql(named_query("stats", "split_stats").sql).to_pylist()
+        if r["dataset"] == "rexgradient"
+    }
     assert list(stats) == list(SPLITS)
     for split in SPLITS:
         expected = truth["splits"][split]
         got = stats[split]
         assert (got["studies"], got["images"], got["patients"]) == (
-            expected["studies"], expected["images"], expected["patients"])
+            expected["studies"],
+            expected["images"],
+            expected["patients"],
+        )
         for section in SECTIONS:
             counted = expected["sections"][section]
             assert got[f"mean_tokens_{section.lower()}"] == pytest.approx(
-                counted["tokens"] / counted["studies_present"], rel=1e-12), (split, section)
-    orphans = wh.sql("SELECT count(*) AS n FROM images i ANTI JOIN studies s USING (dataset, study_id) "
-                     "WHERE i.dataset = 'rexgradient'").column(0)[0].as_py()
+                counted["tokens"] / counted["studies_present"], rel=1e-12
+            ), (split, section)
+    orphans = (
+        wh.sql(
+            "SELECT count(*) AS n FROM images i ANTI JOIN studies s USING (dataset, study_id) "
+            "WHERE i.dataset = 'rexgradient'"
+        )
+        .column(0)[0]
+        .as_py()
+    )
     assert orphans == 0

@@ -3,6 +3,7 @@
 Both sides are exercised: the warehouse root on S3 (Delta commits through delta-rs, queries through
 DuckDB's registered fsspec filesystem) and a dataset's source files on S3.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,38 +31,50 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def s3_server():
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
     while True:
         try:
             urllib.request.urlopen(url, timeout=1)
             break
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:
             if time.time() > deadline or proc.poll() is not None:
                 proc.kill()
-                raise RuntimeError("moto server did not start")
+                raise RuntimeError("moto server did not start") from None
             time.sleep(0.2)
     import boto3
 
-    boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test",
-                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    boto3.client(
+        "s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+    ).create_bucket(Bucket=BUCKET)
     yield url
     proc.terminate()
     proc.wait(timeout=10)
 
 
-SECRET = "cxr-test-secret-4f1d9a"   # moto takes any credentials; a unique one can be searched for
+SECRET = "cxr-test-secret-4f1d9a"  # moto takes any credentials; a unique one can be searched for
 
 
 @pytest.fixture
 def s3_settings(s3_server, tmp_path, cache_dir, request):
-    options = {"endpoint_url": s3_server, "key": "cxr-test-key", "secret": SECRET,
-               "client_kwargs": {"region_name": "us-east-1"}}
-    prefix = "".join(c if c.isalnum() else "-" for c in request.node.name)   # no glob characters in paths
-    env = {"CXR_WAREHOUSE": f"s3://{BUCKET}/{prefix}", "CXR_CATALOG": str(tmp_path / "catalog.duckdb"),
-           "CXR_CACHE": str(cache_dir), "CXR_STORAGE_OPTIONS": json.dumps(options)}
+    options = {
+        "endpoint_url": s3_server,
+        "key": "cxr-test-key",
+        "secret": SECRET,
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
+    prefix = "".join(c if c.isalnum() else "-" for c in request.node.name)  # no glob characters in paths
+    env = {
+        "CXR_WAREHOUSE": f"s3://{BUCKET}/{prefix}",
+        "CXR_CATALOG": str(tmp_path / "catalog.duckdb"),
+        "CXR_CACHE": str(cache_dir),
+        "CXR_STORAGE_OPTIONS": json.dumps(options),
+    }
     return Settings.load(env=env, cwd=tmp_path)
 
 
@@ -77,7 +90,7 @@ def test_warehouse_root_on_s3(s3_settings, public_data):
     views = wh.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'images'").column(0)[0].as_py()
     assert f"s3://{BUCKET}/" in views
 
-    wh.ingest(["nih_cxr14"], say=lambda m: None)   # a second commit replaces the partition
+    wh.ingest(["nih_cxr14"], say=lambda m: None)  # a second commit replaces the partition
     dt = DeltaTable(wh.store.table_uri("images"), storage_options=wh.store.delta_options)
     writes = [h for h in dt.history() if h.get("cxr.dataset") == "nih_cxr14"]
     assert len(writes) == 2
@@ -124,8 +137,9 @@ def test_dataset_source_on_s3(s3_server, s3_settings, public_data):
     wh = Warehouse(settings)
     wh.ingest(["chexpert"], say=lambda m: None)
     assert wh.sql("SELECT count(*) FROM images").column(0)[0].as_py() == 223_414
-    fingerprint = wh.sql("SELECT source_fingerprint, source_location FROM catalog_datasets "
-                         "WHERE dataset='chexpert'").to_pylist()[0]
+    fingerprint = wh.sql(
+        "SELECT source_fingerprint, source_location FROM catalog_datasets WHERE dataset='chexpert'"
+    ).to_pylist()[0]
     assert fingerprint["source_location"] == f"s3://{source}" and fingerprint["source_fingerprint"]
 
 
@@ -135,8 +149,13 @@ S3_KILL_POINTS = ("staging", "writing the first table's files", "between table c
 
 
 def _s3_env(settings, cache_dir, source) -> dict[str, str]:
-    return {"CXR_WAREHOUSE": settings.warehouse, "CXR_CATALOG": str(settings.catalog), "CXR_CACHE": str(cache_dir),
-            "CXR_STORAGE_OPTIONS": json.dumps(settings.storage_options), "CXR_SOURCE_NIH_CXR14": str(source)}
+    return {
+        "CXR_WAREHOUSE": settings.warehouse,
+        "CXR_CATALOG": str(settings.catalog),
+        "CXR_CACHE": str(cache_dir),
+        "CXR_STORAGE_OPTIONS": json.dumps(settings.storage_options),
+        "CXR_SOURCE_NIH_CXR14": str(source),
+    }
 
 
 @pytest.mark.parametrize("point", S3_KILL_POINTS)
@@ -167,9 +186,13 @@ def test_a_killed_ingest_on_s3_never_tears_the_dataset(point, s3_settings, cache
     assert not fs.find(f"{root}/_staging/nih_cxr14"), "the killed run's staging is removed from the bucket"
     for table in ("images", "studies", "labels"):
         dt = DeltaTable(again.store.table_uri(table), storage_options=again.store.delta_options)
-        referenced = {fs._strip_protocol(u) for v in range(dt.version() + 1)
-                      for u in DeltaTable(again.store.table_uri(table), version=v,
-                                          storage_options=again.store.delta_options).file_uris()}
+        referenced = {
+            fs._strip_protocol(u)
+            for v in range(dt.version() + 1)
+            for u in DeltaTable(
+                again.store.table_uri(table), version=v, storage_options=again.store.delta_options
+            ).file_uris()
+        }
         on_bucket = {p for p in fs.find(f"{root}/{table}") if p.endswith(".parquet")}
         assert on_bucket <= referenced, f"{table}: files no version names were left in the bucket"
 
@@ -186,7 +209,10 @@ def test_a_shrinking_dataset_on_s3_is_blocked_unless_allowed(s3_settings, raw_fi
     with pytest.raises(IngestBlocked, match="volume__no_shrink"):
         wh.ingest(["nih_cxr14"])
     assert wh.sql("SELECT count(*) FROM images").column(0)[0].as_py() == 500
-    assert wh.sql("SELECT status FROM ingest_runs ORDER BY started_at").column(0).to_pylist() == ["published", "blocked"]
+    assert wh.sql("SELECT status FROM ingest_runs ORDER BY started_at").column(0).to_pylist() == [
+        "published",
+        "blocked",
+    ]
     wh.ingest(["nih_cxr14"], allow_shrink=True)
     assert wh.sql("SELECT count(*) FROM images").column(0)[0].as_py() == 300
 
@@ -203,18 +229,30 @@ def test_credentials_never_reach_storage_logs_or_dagster(s3_settings, cache_dir,
     home.mkdir()
     shutil.copy(repo / "dagster.yaml", home / "dagster.yaml")
     source = nih_subset(raw_files, tmp_path / "src", 300)
-    env = {**_s3_env(s3_settings, cache_dir, source), "DAGSTER_HOME": str(home), "PATH": "/usr/bin:/bin",
-           "HOME": str(tmp_path), **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {})}
+    env = {
+        **_s3_env(s3_settings, cache_dir, source),
+        "DAGSTER_HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+    }
     cxr = Path(sys.executable).with_name("cxr")
     ingest = subprocess.run([str(cxr), "ingest", "-d", "nih_cxr14"], env=env, capture_output=True, cwd=home)
     assert ingest.returncode == 0, ingest.stderr.decode()[-2000:]
-    query = subprocess.run([str(cxr), "sql", "SELECT count(*) AS n FROM images", "--format", "json"], env=env,
-                           capture_output=True, cwd=home)
+    query = subprocess.run(
+        [str(cxr), "sql", "SELECT count(*) AS n FROM images", "--format", "json"],
+        env=env,
+        capture_output=True,
+        cwd=home,
+    )
     assert json.loads(query.stdout) == [{"n": 300}]
 
     wh = Warehouse(s3_settings)
-    searched = {"cxr ingest output": ingest.stdout + ingest.stderr, "cxr sql output": query.stdout + query.stderr,
-                "catalog file": s3_settings.catalog.read_bytes()}
+    searched = {
+        "cxr ingest output": ingest.stdout + ingest.stderr,
+        "cxr sql output": query.stdout + query.stderr,
+        "catalog file": s3_settings.catalog.read_bytes(),
+    }
     searched |= {f"s3://{p}": wh.store.fs.cat_file(p) for p in wh.store.fs.find(wh.store.root)}
     dagster_files = [p for p in home.rglob("*") if p.is_file()]
     assert any(p.suffix == ".db" for p in dagster_files), "Dagster recorded its runs in this instance"

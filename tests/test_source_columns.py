@@ -7,6 +7,7 @@ Each adapter declares, once, where each native column goes (its module's SOURCE_
 that every declared destination is a real schema column, and that the keys the adapter actually emits in
 source_attributes are the ones it declared.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,19 +23,41 @@ import pytest
 
 from warehouse import schema
 from warehouse.samples.defaults import write as write_sample
-from warehouse.sources import chexpert, chexpert_plus, get_adapter, iu_xray, mimic_cxr, mimic_qba, nih_cxr14, \
-    padchest, rexgradient, rsna_pneumonia, siim_pneumothorax, vindr_cxr
+from warehouse.sources import (
+    chexpert,
+    chexpert_plus,
+    get_adapter,
+    iu_xray,
+    mimic_cxr,
+    mimic_qba,
+    nih_cxr14,
+    padchest,
+    rexgradient,
+    rsna_pneumonia,
+    siim_pneumothorax,
+    vindr_cxr,
+)
 from warehouse.sources.base import SourceFolder
 
-MODULES = {"nih_cxr14": nih_cxr14, "chexpert": chexpert, "padchest": padchest, "iu_xray": iu_xray,
-           "mimic_cxr": mimic_cxr, "mimic_qba": mimic_qba, "rexgradient": rexgradient,
-           "chexpert_plus": chexpert_plus}
+MODULES = {
+    "nih_cxr14": nih_cxr14,
+    "chexpert": chexpert,
+    "padchest": padchest,
+    "iu_xray": iu_xray,
+    "mimic_cxr": mimic_cxr,
+    "mimic_qba": mimic_qba,
+    "rexgradient": rexgradient,
+    "chexpert_plus": chexpert_plus,
+}
 ATTRIBUTE_TABLES = ("patients", "studies", "images")
 
 
 def _open(path: Path):
-    return gzip.open(path, "rt", newline="", encoding="utf-8") if path.suffix == ".gz" else \
-        open(path, newline="", encoding="utf-8")
+    return (
+        gzip.open(path, "rt", newline="", encoding="utf-8")
+        if path.suffix == ".gz"
+        else open(path, newline="", encoding="utf-8")
+    )
 
 
 def csv_header(path: Path) -> list[str]:
@@ -67,16 +90,18 @@ def assert_declared(module, file: str, header: list[str]) -> None:
     """Every native column has a declared destination, and every destination is a schema column."""
     fields = module.SOURCE_FIELDS[file]
     undeclared = [c for c in header if c not in fields]
-    assert not undeclared, f"{module.__name__}: {file} columns neither mapped nor kept in source_attributes: " \
-                           f"{undeclared}"
+    assert not undeclared, (
+        f"{module.__name__}: {file} columns neither mapped nor kept in source_attributes: {undeclared}"
+    )
     for column, where in fields.items():
         for dest in destinations(where):
             if dest in getattr(module, "MARKERS", (getattr(module, "EMPTY", None),)):
                 continue
             dest = dest.removeprefix("linked:chexpert.")
             table, _, name = dest.partition(".")
-            assert table in schema.TABLES and name in schema.TABLES[table].column_names, \
+            assert table in schema.TABLES and name in schema.TABLES[table].column_names, (
                 f"{module.__name__}: {file} column {column!r} goes to {dest!r}, which is not a schema column"
+            )
 
 
 def assert_empty_columns(module, file: str, path: Path) -> None:
@@ -100,8 +125,12 @@ def emitted_keys(tables: dict[str, pl.DataFrame]) -> dict[str, set[str]]:
 
 def declared_keys(module, table: str) -> set[str]:
     rename = getattr(module, "ATTRIBUTE_KEYS", {})
-    return {rename.get(c, c) for fields in module.SOURCE_FIELDS.values() for c, where in fields.items()
-            if f"{table}.source_attributes" in destinations(where)}
+    return {
+        rename.get(c, c)
+        for fields in module.SOURCE_FIELDS.values()
+        for c, where in fields.items()
+        if f"{table}.source_attributes" in destinations(where)
+    }
 
 
 def assert_emitted_declared(module, tables: dict[str, pl.DataFrame], extra_ok=lambda key: False) -> dict:
@@ -124,10 +153,13 @@ def read(dataset: str, folder: Path, related: dict | None = None) -> dict[str, p
 
 # --- public data ----------------------------------------------------------------------------------
 
+
 def test_nih_every_column_is_kept(public_data, tmp_path):
     root = Path(public_data.root) / "nih_cxr14"
-    for file, path in (("Data_Entry_2017_v2020.csv", root / "Data_Entry_2017_v2020.csv.gz"),
-                       ("BBox_List_2017.csv", root / "BBox_List_2017.csv.gz")):
+    for file, path in (
+        ("Data_Entry_2017_v2020.csv", root / "Data_Entry_2017_v2020.csv.gz"),
+        ("BBox_List_2017.csv", root / "BBox_List_2017.csv.gz"),
+    ):
         assert_declared(nih_cxr14, file, csv_header(path))
     assert_empty_columns(nih_cxr14, "BBox_List_2017.csv", root / "BBox_List_2017.csv.gz")
     google = root / "google2019_nih-chest-xray-labels.csv.gz"
@@ -166,17 +198,23 @@ def test_padchest_every_column_is_kept_and_attributes_are_the_declared_ones(publ
         record = dict(zip(header, row))
         by_study.setdefault(record["StudyID"], record)
     got = dict(zip(studies["study_id"], studies["manufacturer"]))
-    assert all(got[s] == (r["Manufacturer_DICOM"] if r["Manufacturer_DICOM"] != "nan" else None)
-               for s, r in by_study.items() if s in got)
+    assert all(
+        got[s] == (r["Manufacturer_DICOM"] if r["Manufacturer_DICOM"] != "nan" else None)
+        for s, r in by_study.items()
+        if s in got
+    )
     assert studies["manufacturer"].null_count() < studies.height
     pediatric = dict(zip(studies["study_id"], studies["pediatric"]))
-    assert all(pediatric[s] == {"PED": True, "No": False}.get(r["Pediatric"]) for s, r in by_study.items()
-               if s in pediatric)
+    assert all(
+        pediatric[s] == {"PED": True, "No": False}.get(r["Pediatric"]) for s, r in by_study.items() if s in pediatric
+    )
     images = tables["images"]
     methods = dict(zip(images["image_id"], images["projection_method"]))
     assert all(methods[r[1].removesuffix(".png")] == r[header.index("MethodProjection")] for r in rows)
-    cuis = {s: dict((e["key"], e["value"]) for e in (a or [])).get("labelCUIS")
-            for s, a in zip(studies["study_id"], studies["source_attributes"].to_list())}
+    cuis = {
+        s: dict((e["key"], e["value"]) for e in (a or [])).get("labelCUIS")
+        for s, a in zip(studies["study_id"], studies["source_attributes"].to_list())
+    }
     assert all(cuis[s] == (r["labelCUIS"] or None) for s, r in by_study.items() if s in cuis)
 
 
@@ -195,7 +233,8 @@ def test_iu_every_metadata_column_is_kept_and_pixel_spacing_is_filled(public_dat
         values = [float(v.strip(" '")) for v in text.strip("[]").split(",")] if text else [None, None]
         spacing[r["imageid"]] = values
     images = tables["images"].with_columns(
-        pl.col("image_id").str.replace(iu_xray.SPLIT_IMAGE_ID, "${1}_${2}").alias("_meta"))
+        pl.col("image_id").str.replace(iu_xray.SPLIT_IMAGE_ID, "${1}_${2}").alias("_meta")
+    )
     compared = 0
     for meta, x, y in zip(images["_meta"], images["pixel_spacing_x"], images["pixel_spacing_y"]):
         if meta in spacing and spacing[meta][0] is not None:
@@ -206,6 +245,7 @@ def test_iu_every_metadata_column_is_kept_and_pixel_spacing_is_filled(public_dat
 
 
 # --- generated samples of the credentialed datasets ------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory, cache_dir):
@@ -221,8 +261,7 @@ def test_mimic_cxr_every_metadata_and_mimic_iv_patients_column_is_kept(samples):
     patients_file = next(root.glob("mimiciv/*/hosp/patients.csv.gz"))
     assert_declared(mimic_cxr, "patients.csv", csv_header(patients_file))
     tables = read("mimic_cxr", root)
-    keys = assert_emitted_declared(
-        mimic_cxr, tables, extra_ok=lambda k: k in mimic_cxr.ADMISSION_ATTRIBUTES)
+    keys = assert_emitted_declared(mimic_cxr, tables, extra_ok=lambda k: k in mimic_cxr.ADMISSION_ATTRIBUTES)
     assert "anchor_year_group" in keys["patients"] and "admissions.insurance" in keys["patients"]
     studies = tables["studies"]
     assert studies["study_time"].null_count() < studies.height and studies["procedure"].null_count() < studies.height
@@ -246,8 +285,11 @@ def test_rexgradient_every_column_is_kept(samples):
     root = samples / "rexgradient" / "metadata"
     for split in rexgradient.SPLITS:
         assert_declared(rexgradient, f"{split}_metadata.csv", csv_header(root / f"{split}_metadata.csv"))
-        assert_declared(rexgradient, f"{split}_metadata_view_position.json",
-                        json_image_fields(root / f"{split}_metadata_view_position.json"))
+        assert_declared(
+            rexgradient,
+            f"{split}_metadata_view_position.json",
+            json_image_fields(root / f"{split}_metadata_view_position.json"),
+        )
     tables = read("rexgradient", samples / "rexgradient")
     keys = assert_emitted_declared(rexgradient, tables)
     assert {"AccessionNumber", "StudyInstanceUid"} <= keys["studies"]
@@ -266,12 +308,17 @@ def test_chexpert_plus_every_column_is_kept(samples):
 def test_expert_label_sets_every_column_is_kept(public_data):
     root = Path(public_data.root)
     assert_declared(vindr_cxr, vindr_cxr.FILE, csv_header(root / "vindr_cxr" / f"{vindr_cxr.FILE}.gz"))
-    assert_declared(siim_pneumothorax, siim_pneumothorax.FILE,
-                    csv_header(root / "siim_pneumothorax" / f"{siim_pneumothorax.FILE}.gz"))
+    assert_declared(
+        siim_pneumothorax,
+        siim_pneumothorax.FILE,
+        csv_header(root / "siim_pneumothorax" / f"{siim_pneumothorax.FILE}.gz"),
+    )
     headers = root / "rsna_pneumonia" / f"{rsna_pneumonia.HEADERS_FILE}.gz"
     assert_declared(rsna_pneumonia, rsna_pneumonia.HEADERS_FILE, csv_header(headers))
-    with zipfile.ZipFile(root / "rsna_pneumonia" / f"{rsna_pneumonia.LABELS_FILE}.zip") as z, \
-            z.open(rsna_pneumonia.LABELS_FILE) as f:
+    with (
+        zipfile.ZipFile(root / "rsna_pneumonia" / f"{rsna_pneumonia.LABELS_FILE}.zip") as z,
+        z.open(rsna_pneumonia.LABELS_FILE) as f,
+    ):
         assert_declared(rsna_pneumonia, rsna_pneumonia.LABELS_FILE, next(csv.reader(io.TextIOWrapper(f))))
 
 
@@ -280,13 +327,16 @@ def test_rsna_dicom_header_fields_land_in_the_images(public_data):
     root = Path(public_data.root) / "rsna_pneumonia"
     tables = read("rsna_pneumonia", root)
     assert_emitted_declared(rsna_pneumonia, tables)
-    kept = [c for c, where in rsna_pneumonia.SOURCE_FIELDS[rsna_pneumonia.HEADERS_FILE].items()
-            if where == "images.source_attributes"]
+    kept = [
+        c
+        for c, where in rsna_pneumonia.SOURCE_FIELDS[rsna_pneumonia.HEADERS_FILE].items()
+        if where == "images.source_attributes"
+    ]
     with gzip.open(root / f"{rsna_pneumonia.HEADERS_FILE}.gz", "rt", newline="") as f:
         raw = {r["PatientID"]: r for r in csv.DictReader(f)}
     images = tables["images"].select("image_id", "patient_orientation", "source_attributes").to_dicts()
     assert len(images) == len(raw) > 20_000
-    for image in images[:: 97]:
+    for image in images[::97]:
         row = raw[image["image_id"]]
         got = {e["key"]: e["value"] for e in image["source_attributes"] or []}
         assert got == {c: row[c] for c in kept if row[c] != ""}, image["image_id"]

@@ -3,16 +3,16 @@ a catalog that survives a move, and readers that need no project code.
 
 Fixtures are cut from the real NIH file (its first rows), so each ingest takes seconds.
 """
+
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import shutil
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -26,8 +26,18 @@ from warehouse.store import Store
 
 from .conftest import make_settings, nih_subset
 
-NIH_TABLES = ("patients", "studies", "images", "labels", "boxes", "quarantine",
-              "split_stats", "demographics", "image_labels", "label_agreement")
+NIH_TABLES = (
+    "patients",
+    "studies",
+    "images",
+    "labels",
+    "boxes",
+    "quarantine",
+    "split_stats",
+    "demographics",
+    "image_labels",
+    "label_agreement",
+)
 
 
 def csv_counts(folder: Path) -> dict[str, int]:
@@ -42,8 +52,11 @@ def count(wh: Warehouse, table: str, dataset: str = "nih_cxr14") -> int:
 
 
 def digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -53,7 +66,7 @@ def two_versions(tmp_path, cache_dir, raw_files):
     large = nih_subset(raw_files, tmp_path / "src-500", 500)
     first = Warehouse(make_settings(tmp_path, cache_dir, nih_cxr14=small))
     first.ingest(["nih_cxr14"])
-    between = datetime.now(timezone.utc)
+    between = datetime.now(UTC)
     second = Warehouse(make_settings(tmp_path, cache_dir, nih_cxr14=large))
     second.ingest(["nih_cxr14"])
     return second, csv_counts(small), csv_counts(large), between
@@ -64,8 +77,9 @@ def test_reingest_is_one_delta_commit_per_table_and_time_travels(two_versions, m
 
     wh, small, large, between = two_versions
     assert count(wh, "images") == large["images"] and count(wh, "patients") == large["patients"]
-    runs = wh.sql("SELECT run_id, versions, warehouse_version FROM ingest_runs WHERE status = 'published' "
-                  "ORDER BY started_at").to_pylist()
+    runs = wh.sql(
+        "SELECT run_id, versions, warehouse_version FROM ingest_runs WHERE status = 'published' ORDER BY started_at"
+    ).to_pylist()
     assert len(runs) == 2
     for table in NIH_TABLES:
         history = DeltaTable(wh.store.table_uri(table)).history()
@@ -81,11 +95,24 @@ def test_reingest_is_one_delta_commit_per_table_and_time_travels(two_versions, m
 
     monkeypatch.setenv("CXR_WAREHOUSE", wh.settings.warehouse)
     monkeypatch.setenv("CXR_CATALOG", str(wh.settings.catalog))
-    assert main(["sql", "SELECT count(*) AS n FROM images", "--format", "csv", "--as-of", str(first_version),
-                 "--out", str(wh.settings.catalog.parent / "n.csv")]) == 0
+    assert (
+        main(
+            [
+                "sql",
+                "SELECT count(*) AS n FROM images",
+                "--format",
+                "csv",
+                "--as-of",
+                str(first_version),
+                "--out",
+                str(wh.settings.catalog.parent / "n.csv"),
+            ]
+        )
+        == 0
+    )
     assert (wh.settings.catalog.parent / "n.csv").read_text().split() == ["n", str(small["images"])]
     assert count(Warehouse(wh.settings, as_of=between.isoformat()), "images") == small["images"]
-    assert count(Warehouse(wh.settings, as_of=datetime.now(timezone.utc)), "images") == large["images"]
+    assert count(Warehouse(wh.settings, as_of=datetime.now(UTC)), "images") == large["images"]
 
 
 def test_plain_readers_get_the_catalog_counts(two_versions):
@@ -145,11 +172,14 @@ def test_a_publish_killed_between_commits_leaves_the_previous_version(tmp_path, 
     wh = Warehouse(settings)
     wh.ingest(["nih_cxr14"])
     before = {t: count(wh, t) for t in NIH_TABLES}
-    adopted = {r["table_name"]: r["delta_version"] for r in
-               wh.sql("SELECT table_name, delta_version FROM catalog_partitions").to_pylist()}
+    adopted = {
+        r["table_name"]: r["delta_version"]
+        for r in wh.sql("SELECT table_name, delta_version FROM catalog_partitions").to_pylist()
+    }
     script = tmp_path / "script" / "kill.py"
     script.parent.mkdir()
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os
         from warehouse import Warehouse
         from warehouse.config import Settings
@@ -165,7 +195,8 @@ def test_a_publish_killed_between_commits_leaves_the_previous_version(tmp_path, 
         settings = Settings.load(env={{"CXR_WAREHOUSE": {settings.warehouse!r}, "CXR_CATALOG": {str(settings.catalog)!r},
                                       "CXR_CACHE": {str(cache_dir)!r}, "CXR_SOURCE_NIH_CXR14": {str(large)!r}}})
         Warehouse(settings).ingest(["nih_cxr14"])
-    """))
+    """)
+    )
     proc = subprocess.run([sys.executable, str(script)], cwd=script.parent)
     assert proc.returncode == 9
     wh.refresh_catalog()
@@ -173,7 +204,7 @@ def test_a_publish_killed_between_commits_leaves_the_previous_version(tmp_path, 
     for table, version in adopted.items():
         old = DeltaTable(wh.store.table_uri(table), version=version).to_pyarrow_dataset()
         assert old.count_rows(filter=pa.compute.field("dataset") == "nih_cxr14") == before[table], table
-    wh.ingest(["iu_xray"])   # another dataset's publish and catalog rebuild
+    wh.ingest(["iu_xray"])  # another dataset's publish and catalog rebuild
     assert {t: count(wh, t) for t in NIH_TABLES} == before
     assert count(wh, "images", "iu_xray") > 0
     Warehouse(make_settings(tmp_path, cache_dir, nih_cxr14=large)).ingest(["nih_cxr14"])
@@ -189,7 +220,7 @@ def test_a_planted_defect_blocks_the_library_ingest(tmp_path, cache_dir, raw_fil
     wh.ingest(["nih_cxr14"])
     published = digest(Path(wh.settings.warehouse) / "images")
     lines = (src / "Data_Entry_2017_v2020.csv").read_text().splitlines(keepends=True)
-    lines.append(lines[1])                      # the same image twice: images__key_unique must fail
+    lines.append(lines[1])  # the same image twice: images__key_unique must fail
     (src / "Data_Entry_2017_v2020.csv").write_text("".join(lines))
     with pytest.raises(IngestBlocked, match="images__key_unique"):
         wh.ingest(["nih_cxr14"])
@@ -219,8 +250,12 @@ def test_vacuum_keeps_what_a_retained_publish_names(tmp_path, cache_dir, raw_fil
     from deltalake import DeltaTable
 
     for n in (100, 200):
-        settings = make_settings(tmp_path, cache_dir, env={"CXR_RETENTION_HOURS": "0"},
-                                 nih_cxr14=nih_subset(raw_files, tmp_path / f"src-{n}", n))
+        settings = make_settings(
+            tmp_path,
+            cache_dir,
+            env={"CXR_RETENTION_HOURS": "0"},
+            nih_cxr14=nih_subset(raw_files, tmp_path / f"src-{n}", n),
+        )
         assert settings.retention_hours == 0
         Warehouse(settings).ingest(["nih_cxr14"])
     wh = Warehouse(settings)
@@ -240,9 +275,18 @@ def test_the_catalog_opens_in_duckdb_1x(tmp_path, cache_dir, raw_files):
     wh.ingest(["nih_cxr14"])
     version = subprocess.run([cli, "--version"], capture_output=True, text=True).stdout
     assert version.startswith("v1."), version
-    out = subprocess.run([cli, "-readonly", "-csv", str(wh.settings.catalog), "-c",
-                          "SELECT count(*) FROM images; SELECT count(*) FROM catalog_tables"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            cli,
+            "-readonly",
+            "-csv",
+            str(wh.settings.catalog),
+            "-c",
+            "SELECT count(*) FROM images; SELECT count(*) FROM catalog_tables",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["count_star()", "50", "count_star()", str(len(TABLES))]
 
@@ -256,20 +300,54 @@ def test_streamed_tables_are_staged_in_chunks(tmp_path):
     from warehouse.sources.quarantine import QUARANTINE_COLUMNS
 
     store = Store(str(tmp_path / "wh"))
-    result = SourceResult(tables={
-        "patients": pl.DataFrame({"patient_id": ["1", "2"], "sex": ["F", "M"]}),
-        "studies": pl.DataFrame({"study_id": ["a", "b"], "patient_id": ["1", "2"], "split": ["train", "test"]}),
-        "images": pl.DataFrame({"image_id": ["a", "b"], "study_id": ["a", "b"], "patient_id": ["1", "2"],
-                                "split": ["train", "test"], "view_position": ["PA", "AP"]}),
-    })
+    result = SourceResult(
+        tables={
+            "patients": pl.DataFrame({"patient_id": ["1", "2"], "sex": ["F", "M"]}),
+            "studies": pl.DataFrame({"study_id": ["a", "b"], "patient_id": ["1", "2"], "split": ["train", "test"]}),
+            "images": pl.DataFrame(
+                {
+                    "image_id": ["a", "b"],
+                    "study_id": ["a", "b"],
+                    "patient_id": ["1", "2"],
+                    "split": ["train", "test"],
+                    "view_position": ["PA", "AP"],
+                }
+            ),
+        }
+    )
 
     def chunks():
         for i in range(3):
-            yield "labels", pl.DataFrame({"study_id": ["a", "b"], "image_id": ["a", "b"], "finding": ["x", "x"],
-                                          "raw_label": [f"L{i}", f"L{i}"], "value": [1, 0], "labeler": ["nih_nlp"] * 2})
-        result.quarantine.append(pl.DataFrame([{"target_table": "labels", "source_file": "f", "row_number": 9,
-                                                "line_number": 10, "column_name": "", "value": None,
-                                                "reason": "bad", "raw_record": "x"}], schema=QUARANTINE_COLUMNS))
+            yield (
+                "labels",
+                pl.DataFrame(
+                    {
+                        "study_id": ["a", "b"],
+                        "image_id": ["a", "b"],
+                        "finding": ["x", "x"],
+                        "raw_label": [f"L{i}", f"L{i}"],
+                        "value": [1, 0],
+                        "labeler": ["nih_nlp"] * 2,
+                    }
+                ),
+            )
+        result.quarantine.append(
+            pl.DataFrame(
+                [
+                    {
+                        "target_table": "labels",
+                        "source_file": "f",
+                        "row_number": 9,
+                        "line_number": 10,
+                        "column_name": "",
+                        "value": None,
+                        "reason": "bad",
+                        "raw_record": "x",
+                    }
+                ],
+                schema=QUARANTINE_COLUMNS,
+            )
+        )
 
     result.batches = chunks()
     staged = stage_dataset(store, ReadDataset("nih_cxr14", "src", result, "f" * 64, [], 0.0), run_id="r")

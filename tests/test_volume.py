@@ -1,5 +1,6 @@
 """Volume gates: a dataset that comes out empty, shrinks past the allowed share, or misses a known
 release's counts is blocked, and the message names the table and the difference."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,8 +29,9 @@ def test_shrink_is_measured_per_table_against_the_last_publish():
     assert all(o.passed for o in ok), "19 % fewer images is inside the 20 % default"
     bad = {o.name: o for o in quality.volume_gate("nih_cxr14", {"images": 790, "labels": 2000}, [], previous)}
     assert not bad["no_shrink"].passed and bad["no_shrink"].blocking
-    assert bad["no_shrink"].sample == [{"table": "images", "published": 1000, "staged": 790, "lost": 210,
-                                        "lost_percent": 21.0}]
+    assert bad["no_shrink"].sample == [
+        {"table": "images", "published": 1000, "staged": 790, "lost": 210, "lost_percent": 21.0}
+    ]
     empty = {o.name: o for o in quality.volume_gate("iu_xray", {"images": 0, "studies": 0, "quarantine": 3}, [], None)}
     assert not empty["not_empty"].passed and empty["no_shrink"].passed
 
@@ -42,7 +44,8 @@ def test_a_known_release_must_give_its_known_counts():
     short = {**rows, "images": rows["images"] - 7}
     outcome = {o.name: o for o in quality.volume_gate("chexpert", short, files, None)}["expected_counts"]
     assert not outcome.passed
-    assert outcome.sample == [{"table": "images", "release": release["release"], "expected": 223_414,
-                               "staged": 223_407, "difference": -7}]
+    assert outcome.sample == [
+        {"table": "images", "release": release["release"], "expected": 223_414, "staged": 223_407, "difference": -7}
+    ]
     # another file (a user's own copy, a subset) is not held to the release's counts
     assert all(o.passed for o in quality.volume_gate("chexpert", short, [{"file": "train.csv", "sha256": "x"}], None))

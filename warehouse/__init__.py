@@ -3,10 +3,11 @@
 `from warehouse import Warehouse` is the Python entry point. Submodules are imported lazily so
 that the query path stays fast (no Dagster, no Great Expectations, no polars unless asked).
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["Warehouse", "Settings"]
+__all__ = ["Settings", "Warehouse"]
 
 
 def __getattr__(name: str):

@@ -8,14 +8,16 @@ it names stay for the retention period.
 `Warehouse(as_of=…)` answers as the warehouse was at a past version (an integer: the publish
 log's version) or time: it builds a catalog of that moment in a temporary folder.
 """
+
 from __future__ import annotations
 
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -52,7 +54,7 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-PROGRESS_AFTER_MS = 1000     # a query shorter than this never shows a bar (CXR_PROGRESS_AFTER_MS)
+PROGRESS_AFTER_MS = 1000  # a query shorter than this never shows a bar (CXR_PROGRESS_AFTER_MS)
 
 
 def progress_settings() -> dict[str, str]:
@@ -63,8 +65,13 @@ def progress_settings() -> dict[str, str]:
 
 
 class Warehouse:
-    def __init__(self, settings: Settings | None = None, *, as_of: int | datetime | str | None = None,
-                 notice: Callable[[str], None] = _stderr):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        as_of: int | datetime | str | None = None,
+        notice: Callable[[str], None] = _stderr,
+    ):
         from .publish_log import parse_as_of
 
         self.settings = settings or Settings.load()
@@ -97,16 +104,19 @@ class Warehouse:
 
         `progress` turns on DuckDB's progress bar (drawn on stdout for queries over PROGRESS_AFTER_MS):
         for a person at a terminal, never when stdout is data."""
-        from .confine import Limits, confined_connection
+        from .confine import confined_connection
         from .views import PLANNER_SETTINGS
 
         path = self.catalog_path
         if self.as_of is None:
             self.ensure_catalog()
         return confined_connection(
-            path, readable=[self.store.url(self.store.root)],
+            path,
+            readable=[self.store.url(self.store.root)],
             filesystems=[] if self.store.local else [self.store.fs],
-            limits=self.limits, settings={**PLANNER_SETTINGS, **(progress_settings() if progress else {})})
+            limits=self.limits,
+            settings={**PLANNER_SETTINGS, **(progress_settings() if progress else {})},
+        )
 
     @property
     def limits(self):
@@ -123,14 +133,18 @@ class Warehouse:
     def ensure_catalog(self) -> None:
         """Build the catalog when there is none, or when the one there names another warehouse root."""
         if not self.store.exists():
-            raise StaleCatalog(f"the warehouse root {self.settings.warehouse} does not exist; check CXR_WAREHOUSE "
-                               "(or `warehouse` in cxr.toml), or run `cxr ingest` to create it")
+            raise StaleCatalog(
+                f"the warehouse root {self.settings.warehouse} does not exist; check CXR_WAREHOUSE "
+                "(or `warehouse` in cxr.toml), or run `cxr ingest` to create it"
+            )
         meta = built_for(self.settings.catalog)
         if meta is not None and meta.get("warehouse_root") == self.store.root_url:
             return
         if meta is not None:
-            self.notice(f"cxr: the catalog {self.settings.catalog} was built for {meta.get('warehouse_root')!r}, "
-                        f"not {self.store.root_url!r}; rebuilding it (`cxr catalog rebuild`)")
+            self.notice(
+                f"cxr: the catalog {self.settings.catalog} was built for {meta.get('warehouse_root')!r}, "
+                f"not {self.store.root_url!r}; rebuilding it (`cxr catalog rebuild`)"
+            )
         self.refresh_catalog()
 
     def sql(self, query: str, params: list | dict | None = None) -> "pa.Table":
@@ -157,11 +171,20 @@ class Warehouse:
         from .catalog import build_catalog
         from .sources import DATASETS, dataset_info
 
-        return build_catalog(self.store, path, datasets=[dataset_info(d) for d in DATASETS],
-                             as_of=self.as_of if path != self.settings.catalog else None)
+        return build_catalog(
+            self.store,
+            path,
+            datasets=[dataset_info(d) for d in DATASETS],
+            as_of=self.as_of if path != self.settings.catalog else None,
+        )
 
-    def ingest(self, datasets: list[str] | None = None, say: Callable[[str], None] = lambda m: None, *,
-               allow_shrink: bool = False) -> "list[IngestResult]":
+    def ingest(
+        self,
+        datasets: list[str] | None = None,
+        say: Callable[[str], None] = lambda m: None,
+        *,
+        allow_shrink: bool = False,
+    ) -> "list[IngestResult]":
         """Ingest datasets through the gated path (stage, gate, derive, commit), then rebuild the catalog.
 
         Raises the first error, or IngestBlocked naming the failed checks, after every dataset was tried.
@@ -170,21 +193,21 @@ class Warehouse:
         from .sources import DATASETS
 
         if self.as_of is not None:
-            raise StaleCatalog("a Warehouse opened as of a past version is read-only; open it without as_of "
-                               "to ingest")
+            raise StaleCatalog("a Warehouse opened as of a past version is read-only; open it without as_of to ingest")
         results, errors = [], []
         for dataset in datasets or DATASETS:
             try:
-                results.append(GatedIngest(self.settings, self.store, dataset, say=say,
-                                           allow_shrink=allow_shrink).run())
-            except Exception as e:  # noqa: BLE001 - one dataset's failure must not stop the others
+                results.append(
+                    GatedIngest(self.settings, self.store, dataset, say=say, allow_shrink=allow_shrink).run()
+                )
+            except Exception as e:
                 errors.append(e)
         self.refresh_catalog()
         if errors:
             raise errors[0]
         blocked = [r for r in results if r.status != "published"]
         if blocked:
-            raise IngestBlocked("; ".join(f"{r.dataset} was not published (the previous version stays): "
-                                          f"{r.message}" for r in blocked))
+            raise IngestBlocked(
+                "; ".join(f"{r.dataset} was not published (the previous version stays): {r.message}" for r in blocked)
+            )
         return results
-

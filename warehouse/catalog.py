@@ -14,12 +14,13 @@ instead of reading another location (warehouse.api).
 The file is written in DuckDB's v1.0 storage format, so DuckDB 1.x clients (the `duckdb` CLI)
 open it too.
 """
+
 from __future__ import annotations
 
 import os
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -38,7 +39,7 @@ STORAGE_COMPATIBILITY = "v1.0.0"
 @dataclass(frozen=True)
 class CatalogSummary:
     path: Path
-    tables: dict[str, int]          # table -> rows
+    tables: dict[str, int]  # table -> rows
     partitions: int
     warehouse_version: int | None
 
@@ -62,19 +63,24 @@ def adopted_partitions(store: Store, publishes: dict[str, publish_log.Publish]) 
     for dataset, publish in sorted(publishes.items()):
         for table, version in sorted(publish.versions.items()):
             if table in schema.TABLES:
-                parts.append(Partition(table, dataset, version, store.partition_files(table, dataset, version),
-                                       publish))
+                parts.append(
+                    Partition(table, dataset, version, store.partition_files(table, dataset, version), publish)
+                )
     return parts
 
 
-def build_catalog(store: Store, path: Path, *, datasets: list[DatasetInfo],
-                  as_of: int | datetime | None = None) -> CatalogSummary:
+def build_catalog(
+    store: Store, path: Path, *, datasets: list[DatasetInfo], as_of: int | datetime | None = None
+) -> CatalogSummary:
     """Rebuild the catalog file at `path` from the complete publishes (now, or as of a past version)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     publishes = publish_log.adopted(store, as_of)
-    log_version = publish_log.current_version(store) if as_of is None else max(
-        (p.warehouse_version for p in publishes.values()), default=None)
+    log_version = (
+        publish_log.current_version(store)
+        if as_of is None
+        else max((p.warehouse_version for p in publishes.values()), default=None)
+    )
     parts = adopted_partitions(store, publishes)
     by_table: dict[str, list[Partition]] = {}
     for p in parts:
@@ -87,7 +93,9 @@ def build_catalog(store: Store, path: Path, *, datasets: list[DatasetInfo],
         for name, spec in schema.TABLES.items():
             chosen = by_table.get(name, [])
             files = [f["url"] for p in chosen for f in p.files]
-            columns = set().union(*(store.columns_at(name, v) for v in {p.version for p in chosen})) if chosen else set()
+            columns = (
+                set().union(*(store.columns_at(name, v) for v in {p.version for p in chosen})) if chosen else set()
+            )
             relations[name] = [delta_files_sql(spec, files, columns)]
         create_views(con, relations)
         _create(con, "catalog_meta", _meta_table(store, log_version, as_of))
@@ -112,8 +120,9 @@ def build_catalog(store: Store, path: Path, *, datasets: list[DatasetInfo],
         raise
     con.close()
     os.replace(tmp, path)
-    return CatalogSummary(path, {name: sum(p.rows for p in by_table.get(name, [])) for name in schema.TABLES},
-                          len(parts), log_version)
+    return CatalogSummary(
+        path, {name: sum(p.rows for p in by_table.get(name, [])) for name in schema.TABLES}, len(parts), log_version
+    )
 
 
 def remove_debris(path: Path) -> list[Path]:
@@ -138,45 +147,86 @@ def _create(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> None:
 
 def _meta_table(store: Store, log_version: int | None, as_of) -> pa.Table:
     meta = {
-        "warehouse_root": store.root_url, "warehouse_version": "" if log_version is None else str(log_version),
-        "as_of": "" if as_of is None else str(as_of), "schema_version": str(schema.SCHEMA_VERSION),
-        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "warehouse_root": store.root_url,
+        "warehouse_version": "" if log_version is None else str(log_version),
+        "as_of": "" if as_of is None else str(as_of),
+        "schema_version": str(schema.SCHEMA_VERSION),
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return pa.table({"key": list(meta), "value": list(meta.values())})
 
 
 def _partitions_table(parts: list[Partition]) -> pa.Table:
-    return pa.Table.from_pylist([{
-        "table_name": p.table, "dataset": p.dataset, "delta_version": p.version, "rows": p.rows,
-        "files": len(p.files), "bytes": sum(f["bytes"] for f in p.files),
-        "published_at": p.publish.published_at.isoformat(timespec="seconds"), "run_id": p.publish.run_id,
-        "warehouse_version": p.publish.warehouse_version, "source_fingerprint": p.publish.source_fingerprint,
-        "schema_version": p.publish.schema_version,
-    } for p in parts], schema=pa.schema([
-        ("table_name", pa.string()), ("dataset", pa.string()), ("delta_version", pa.int64()), ("rows", pa.int64()),
-        ("files", pa.int32()), ("bytes", pa.int64()), ("published_at", pa.string()), ("run_id", pa.string()),
-        ("warehouse_version", pa.int64()), ("source_fingerprint", pa.string()), ("schema_version", pa.int32()),
-    ]))
+    return pa.Table.from_pylist(
+        [
+            {
+                "table_name": p.table,
+                "dataset": p.dataset,
+                "delta_version": p.version,
+                "rows": p.rows,
+                "files": len(p.files),
+                "bytes": sum(f["bytes"] for f in p.files),
+                "published_at": p.publish.published_at.isoformat(timespec="seconds"),
+                "run_id": p.publish.run_id,
+                "warehouse_version": p.publish.warehouse_version,
+                "source_fingerprint": p.publish.source_fingerprint,
+                "schema_version": p.publish.schema_version,
+            }
+            for p in parts
+        ],
+        schema=pa.schema(
+            [
+                ("table_name", pa.string()),
+                ("dataset", pa.string()),
+                ("delta_version", pa.int64()),
+                ("rows", pa.int64()),
+                ("files", pa.int32()),
+                ("bytes", pa.int64()),
+                ("published_at", pa.string()),
+                ("run_id", pa.string()),
+                ("warehouse_version", pa.int64()),
+                ("source_fingerprint", pa.string()),
+                ("schema_version", pa.int32()),
+            ]
+        ),
+    )
 
 
 def _tables_table(by_table: dict[str, list[Partition]], heads: dict[str, int | None]) -> pa.Table:
     rows = []
     for name, spec in schema.TABLES.items():
         parts = by_table.get(name, [])
-        rows.append({
-            "table_name": name, "description": spec.description, "key": list(spec.key),
-            "derived": spec.derived, "rows": sum(p.rows for p in parts), "partitions": len(parts),
-            "datasets": sorted(p.dataset for p in parts),
-            "delta_versions": {p.dataset: p.version for p in parts} or None,
-            "delta_head": heads.get(name),
-            "last_ingest": max((p.publish.published_at.isoformat(timespec="seconds") for p in parts), default=None),
-        })
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("table_name", pa.string()), ("description", pa.string()), ("key", pa.list_(pa.string())),
-        ("derived", pa.bool_()), ("rows", pa.int64()), ("partitions", pa.int32()),
-        ("datasets", pa.list_(pa.string())), ("delta_versions", pa.map_(pa.string(), pa.int64())),
-        ("delta_head", pa.int64()), ("last_ingest", pa.string()),
-    ]))
+        rows.append(
+            {
+                "table_name": name,
+                "description": spec.description,
+                "key": list(spec.key),
+                "derived": spec.derived,
+                "rows": sum(p.rows for p in parts),
+                "partitions": len(parts),
+                "datasets": sorted(p.dataset for p in parts),
+                "delta_versions": {p.dataset: p.version for p in parts} or None,
+                "delta_head": heads.get(name),
+                "last_ingest": max((p.publish.published_at.isoformat(timespec="seconds") for p in parts), default=None),
+            }
+        )
+    return pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("table_name", pa.string()),
+                ("description", pa.string()),
+                ("key", pa.list_(pa.string())),
+                ("derived", pa.bool_()),
+                ("rows", pa.int64()),
+                ("partitions", pa.int32()),
+                ("datasets", pa.list_(pa.string())),
+                ("delta_versions", pa.map_(pa.string(), pa.int64())),
+                ("delta_head", pa.int64()),
+                ("last_ingest", pa.string()),
+            ]
+        ),
+    )
 
 
 def _columns_table() -> pa.Table:
@@ -184,48 +234,100 @@ def _columns_table() -> pa.Table:
     for name, spec in schema.TABLES.items():
         for position, column in enumerate(spec.columns, start=1):
             allowed = schema.VOCABULARIES.get(column.vocabulary) if column.vocabulary else None
-            rows.append({
-                "table_name": name, "column_name": column.name, "position": position,
-                "type": schema.duckdb_type(column.type), "nullable": column.nullable,
-                "is_key": column.name in spec.key or column.name == "dataset",
-                "vocabulary": column.vocabulary, "allowed_values": [str(v) for v in allowed] if allowed else None,
-                "description": column.description,
-            })
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("table_name", pa.string()), ("column_name", pa.string()), ("position", pa.int32()), ("type", pa.string()),
-        ("nullable", pa.bool_()), ("is_key", pa.bool_()), ("vocabulary", pa.string()),
-        ("allowed_values", pa.list_(pa.string())), ("description", pa.string()),
-    ]))
+            rows.append(
+                {
+                    "table_name": name,
+                    "column_name": column.name,
+                    "position": position,
+                    "type": schema.duckdb_type(column.type),
+                    "nullable": column.nullable,
+                    "is_key": column.name in spec.key or column.name == "dataset",
+                    "vocabulary": column.vocabulary,
+                    "allowed_values": [str(v) for v in allowed] if allowed else None,
+                    "description": column.description,
+                }
+            )
+    return pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("table_name", pa.string()),
+                ("column_name", pa.string()),
+                ("position", pa.int32()),
+                ("type", pa.string()),
+                ("nullable", pa.bool_()),
+                ("is_key", pa.bool_()),
+                ("vocabulary", pa.string()),
+                ("allowed_values", pa.list_(pa.string())),
+                ("description", pa.string()),
+            ]
+        ),
+    )
 
 
 def _datasets_table(datasets: list[DatasetInfo], publishes: dict[str, publish_log.Publish]) -> pa.Table:
     rows = []
     for info in datasets:
         p = publishes.get(info.id)
-        rows.append({
-            "dataset": info.id, "name": info.name, "version": info.version, "access": info.access,
-            "citation": info.citation, "homepage": info.homepage, "licence": info.licence,
-            "licence_url": info.licence_url, "licence_note": info.licence_note or None, "bibtex": info.bibtex or None,
-            "source_location": p.source_location if p else None,
-            "default_data": info.default_data, "tables": list(info.tables), "links_to": info.links_to,
-            "source_fingerprint": p.source_fingerprint if p else None,
-            "last_ingest": p.published_at.isoformat(timespec="seconds") if p else None,
-            "run_id": p.run_id if p else None, "warehouse_version": p.warehouse_version if p else None,
-            "ingested": p is not None,
-            "notes": list(p.notes) if p else None,
-        })
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("dataset", pa.string()), ("name", pa.string()), ("version", pa.string()), ("access", pa.string()),
-        ("citation", pa.string()), ("homepage", pa.string()), ("licence", pa.string()), ("licence_url", pa.string()),
-        ("licence_note", pa.string()), ("bibtex", pa.string()), ("source_location", pa.string()),
-        ("default_data", pa.string()), ("tables", pa.list_(pa.string())), ("links_to", pa.string()),
-        ("source_fingerprint", pa.string()), ("last_ingest", pa.string()), ("run_id", pa.string()),
-        ("warehouse_version", pa.int64()), ("ingested", pa.bool_()), ("notes", pa.list_(pa.string())),
-    ]))
+        rows.append(
+            {
+                "dataset": info.id,
+                "name": info.name,
+                "version": info.version,
+                "access": info.access,
+                "citation": info.citation,
+                "homepage": info.homepage,
+                "licence": info.licence,
+                "licence_url": info.licence_url,
+                "licence_note": info.licence_note or None,
+                "bibtex": info.bibtex or None,
+                "source_location": p.source_location if p else None,
+                "default_data": info.default_data,
+                "tables": list(info.tables),
+                "links_to": info.links_to,
+                "source_fingerprint": p.source_fingerprint if p else None,
+                "last_ingest": p.published_at.isoformat(timespec="seconds") if p else None,
+                "run_id": p.run_id if p else None,
+                "warehouse_version": p.warehouse_version if p else None,
+                "ingested": p is not None,
+                "notes": list(p.notes) if p else None,
+            }
+        )
+    return pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("dataset", pa.string()),
+                ("name", pa.string()),
+                ("version", pa.string()),
+                ("access", pa.string()),
+                ("citation", pa.string()),
+                ("homepage", pa.string()),
+                ("licence", pa.string()),
+                ("licence_url", pa.string()),
+                ("licence_note", pa.string()),
+                ("bibtex", pa.string()),
+                ("source_location", pa.string()),
+                ("default_data", pa.string()),
+                ("tables", pa.list_(pa.string())),
+                ("links_to", pa.string()),
+                ("source_fingerprint", pa.string()),
+                ("last_ingest", pa.string()),
+                ("run_id", pa.string()),
+                ("warehouse_version", pa.int64()),
+                ("ingested", pa.bool_()),
+                ("notes", pa.list_(pa.string())),
+            ]
+        ),
+    )
 
 
 def _vocabularies_table() -> pa.Table:
-    return pa.Table.from_pylist([
-        {"vocabulary": name, "position": i, "value": str(value)}
-        for name, values in schema.VOCABULARIES.items() for i, value in enumerate(values, start=1)
-    ], schema=pa.schema([("vocabulary", pa.string()), ("position", pa.int32()), ("value", pa.string())]))
+    return pa.Table.from_pylist(
+        [
+            {"vocabulary": name, "position": i, "value": str(value)}
+            for name, values in schema.VOCABULARIES.items()
+            for i, value in enumerate(values, start=1)
+        ],
+        schema=pa.schema([("vocabulary", pa.string()), ("position", pa.int32()), ("value", pa.string())]),
+    )

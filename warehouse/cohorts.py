@@ -46,6 +46,7 @@ values as they are; the uncertainty policy only recodes the manifest's finding c
 ignore (U-Ignore: -1 -> NULL), zeros (U-Zeros: -1 -> 0), ones (U-Ones: -1 -> 1). An unmentioned
 finding is NULL under every policy.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,17 +55,19 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .errors import CxrError
 from .queries import SQL_ROOT
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
     from .api import Warehouse
 
 COHORT_ROOT = SQL_ROOT / "cohorts"
@@ -76,14 +79,25 @@ MANIFEST_FORMATS = ("parquet", "csv", "jsonl")
 # Which labeler's value a finding takes when several label the same unit: first in this list wins.
 # A radiologist's read over any NLP labeler; the CheXpert labeler over its successors and the rest.
 LABELER_PRECEDENCE: tuple[str, ...] = (
-    "radiologist", "chexpert", "chexbert", "negbio", "nih_nlp", "padchest", "mesh", "qba_scene_graph",
+    "radiologist",
+    "chexpert",
+    "chexbert",
+    "negbio",
+    "nih_nlp",
+    "padchest",
+    "mesh",
+    "qba_scene_graph",
 )
 # The policies as SQL over a value v (CheXpert's U-Ignore, U-Zeros and U-Ones).
-_RECODE = {"ignore": "CASE WHEN {v} = -1 THEN NULL ELSE {v} END",
-           "zeros": "CASE WHEN {v} = -1 THEN 0 ELSE {v} END",
-           "ones": "CASE WHEN {v} = -1 THEN 1 ELSE {v} END"}
-AGE_BUCKET_SQL = ("CASE WHEN {a} IS NULL THEN 'unknown' WHEN {a} < 20 THEN '0-20' WHEN {a} < 40 THEN '20-40' "
-                  "WHEN {a} < 60 THEN '40-60' WHEN {a} < 80 THEN '60-80' ELSE '80+' END")
+_RECODE = {
+    "ignore": "CASE WHEN {v} = -1 THEN NULL ELSE {v} END",
+    "zeros": "CASE WHEN {v} = -1 THEN 0 ELSE {v} END",
+    "ones": "CASE WHEN {v} = -1 THEN 1 ELSE {v} END",
+}
+AGE_BUCKET_SQL = (
+    "CASE WHEN {a} IS NULL THEN 'unknown' WHEN {a} < 20 THEN '0-20' WHEN {a} < 40 THEN '20-40' "
+    "WHEN {a} < 60 THEN '40-60' WHEN {a} < 80 THEN '60-80' ELSE '80+' END"
+)
 
 
 class CohortError(CxrError):
@@ -97,8 +111,16 @@ def vocabularies() -> dict[str, tuple[str, ...]]:
     from .sources import DATASETS
 
     found = _finding_ids()
-    return {"finding": found, "ancestor": found, "descendant": found, "view_position": schema.VIEW_POSITIONS,
-            "sex": schema.SEX, "split": schema.SPLITS, "labeler": schema.LABELERS, "dataset": DATASETS}
+    return {
+        "finding": found,
+        "ancestor": found,
+        "descendant": found,
+        "view_position": schema.VIEW_POSITIONS,
+        "sex": schema.SEX,
+        "split": schema.SPLITS,
+        "labeler": schema.LABELERS,
+        "dataset": DATASETS,
+    }
 
 
 @lru_cache(maxsize=1)
@@ -112,12 +134,20 @@ def _finding_ids() -> tuple[str, ...]:
 
 
 _VOCAB_COLUMNS = ("finding", "ancestor", "descendant", "view_position", "sex", "split", "labeler", "dataset")
-_MAYBE = re.compile(r"\b(?:" + "|".join(_VOCAB_COLUMNS) + r")\b\s*(?:=|<>|!=|\bIN\b)|=\s*\w*\.?\b(?:"
-                    + "|".join(_VOCAB_COLUMNS) + r")\b|\blabels\s*\[", re.IGNORECASE)
+_MAYBE = re.compile(
+    r"\b(?:"
+    + "|".join(_VOCAB_COLUMNS)
+    + r")\b\s*(?:=|<>|!=|\bIN\b)|=\s*\w*\.?\b(?:"
+    + "|".join(_VOCAB_COLUMNS)
+    + r")\b|\blabels\s*\[",
+    re.IGNORECASE,
+)
 
 
-_HINTS = {("view_position", "frontal"): ("PA", "AP", "AP_SUPINE"),
-          ("view_position", "lateral"): ("LATERAL", "LL", "RL")}
+_HINTS = {
+    ("view_position", "frontal"): ("PA", "AP", "AP_SUPINE"),
+    ("view_position", "lateral"): ("LATERAL", "LL", "RL"),
+}
 
 
 def closest(column: str, value: str, n: int = 3) -> list[str]:
@@ -139,8 +169,7 @@ def vocabulary_problem(column: str, value) -> str | None:
     if vocab is None or value is None or str(value) in vocab:
         return None
     extra = " (or use is_frontal)" if (column, str(value).lower()) == ("view_position", "frontal") else ""
-    return (f"{value!r} is not a valid {column}; closest valid values: {', '.join(closest(column, value))}"
-            f"{extra}")
+    return f"{value!r} is not a valid {column}; closest valid values: {', '.join(closest(column, value))}{extra}"
 
 
 def literal_problems(sql: str, params: dict | None = None) -> list[str]:
@@ -148,13 +177,13 @@ def literal_problems(sql: str, params: dict | None = None) -> list[str]:
     `col = 'x'`, `'x' = col`, `col <> 'x'`, `col IN ('x', …)`, the same with `$param`s (given `params`),
     and `labels['x']` map lookups (a finding). SQL that sqlglot cannot parse yields no problems."""
     if not _MAYBE.search(sql):
-        return []                          # no comparison with a vocabulary column: skip the parser
+        return []  # no comparison with a vocabulary column: skip the parser
     import sqlglot
     from sqlglot import exp
 
     try:
         trees = sqlglot.parse(sql, dialect="duckdb")
-    except Exception:  # noqa: BLE001 - the check is advisory; DuckDB reports syntax errors itself
+    except Exception:
         return []
     vocab = _VOCAB_COLUMNS
     params = params or {}
@@ -194,10 +223,23 @@ def literal_problems(sql: str, params: dict | None = None) -> list[str]:
 
 
 # --- the definition -----------------------------------------------------------------------------------
-_SCALAR_TYPES: dict[str, Callable[[str], object]] = {"INTEGER": int, "BIGINT": int, "DOUBLE": float, "FLOAT": float, "VARCHAR": str, "BOOLEAN": bool,
-                 "DATE": date.fromisoformat}
-_VOCAB_TYPES = {"FINDING": "finding", "VIEW_POSITION": "view_position", "SEX": "sex", "SPLIT": "split",
-                "LABELER": "labeler", "DATASET": "dataset"}
+_SCALAR_TYPES: dict[str, Callable[[str], object]] = {
+    "INTEGER": int,
+    "BIGINT": int,
+    "DOUBLE": float,
+    "FLOAT": float,
+    "VARCHAR": str,
+    "BOOLEAN": bool,
+    "DATE": date.fromisoformat,
+}
+_VOCAB_TYPES = {
+    "FINDING": "finding",
+    "VIEW_POSITION": "view_position",
+    "SEX": "sex",
+    "SPLIT": "split",
+    "LABELER": "labeler",
+    "DATASET": "dataset",
+}
 _HEADER_KEYS = ("name", "description", "unit", "datasets", "findings", "uncertain", "split", "param", "rule")
 _PARAM = re.compile(r"^(\w+)\s+([A-Za-z_]+(?:\[\])?)\s*(?:=\s*(.*?))?\s*(?:--\s*(.*))?$")
 
@@ -280,12 +322,14 @@ class Cohort:
         path = Path(name_or_path)
         if path.suffix == ".sql" and path.exists():
             return cls.parse(path.read_text(), path)
-        packaged = COHORT_ROOT / f"{name_or_path}.sql"   # a Traversable: a wheel's copy need not be plain files
+        packaged = COHORT_ROOT / f"{name_or_path}.sql"  # a Traversable: a wheel's copy need not be plain files
         if not packaged.is_file():
             known = _cohort_names()
             near = difflib.get_close_matches(str(name_or_path), known, n=1)
-            raise CohortError(f"no cohort {str(name_or_path)!r}{f' (did you mean {near[0]}?)' if near else ''}; "
-                              f"known: {', '.join(known)} (or give a .sql file)")
+            raise CohortError(
+                f"no cohort {str(name_or_path)!r}{f' (did you mean {near[0]}?)' if near else ''}; "
+                f"known: {', '.join(known)} (or give a .sql file)"
+            )
         return cls.parse(packaged.read_text(), Path(str(packaged)))
 
     @classmethod
@@ -293,7 +337,7 @@ class Cohort:
         where = path or "cohort"
         fields: dict[str, str] = {}
         params: list[Param] = []
-        rules: list[list] = []          # [name, doc, sql lines]
+        rules: list[list] = []  # [name, doc, sql lines]
         last = None
         for number, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()
@@ -306,13 +350,16 @@ class Cohort:
                 if key == "param":
                     pm = _PARAM.match(value)
                     if not pm:
-                        raise CohortError(f"{where}, line {number}: write a parameter as "
-                                          "`-- param: name TYPE = default  -- doc`")
+                        raise CohortError(
+                            f"{where}, line {number}: write a parameter as `-- param: name TYPE = default  -- doc`"
+                        )
                     pname, ptype, pdefault, pdoc = pm.groups()
                     ptype = ptype.upper()
                     if ptype.removesuffix("[]") not in {**_SCALAR_TYPES, **_VOCAB_TYPES}:
-                        raise CohortError(f"{where}, line {number}: unknown parameter type {ptype}; known: "
-                                          f"{', '.join([*_SCALAR_TYPES, *_VOCAB_TYPES])} (each also as TYPE[])")
+                        raise CohortError(
+                            f"{where}, line {number}: unknown parameter type {ptype}; known: "
+                            f"{', '.join([*_SCALAR_TYPES, *_VOCAB_TYPES])} (each also as TYPE[])"
+                        )
                     p = Param(pname, ptype, None, (pdoc or "").strip())
                     params.append(Param(pname, ptype, p.convert(pdefault or "NULL"), p.doc))
                 elif key == "rule":
@@ -325,7 +372,7 @@ class Cohort:
             if stripped.startswith("--"):
                 if not rules and last == "description" and stripped[2:].strip():
                     fields["description"] += " " + stripped[2:].strip()
-                continue                       # any other comment, in the header or inside a rule
+                continue  # any other comment, in the header or inside a rule
             if not stripped:
                 last = None if not rules else last
                 continue
@@ -350,13 +397,22 @@ class Cohort:
         policy = fields.get("uncertain", "ignore").lower()
         if policy not in POLICIES:
             raise CohortError(f"{where}: `-- uncertain:` must be one of {', '.join(POLICIES)}, not {policy!r}")
-        cohort = cls(name=fields.get("name") or (path.stem if path else "cohort"),
-                     description=fields.get("description", ""), unit=unit, rules=tuple(parsed),
-                     params=tuple(params), findings=_words(fields.get("findings", "")),
-                     datasets=_words(fields.get("datasets", "")), uncertain=policy,
-                     split=fields.get("split") or "split", text=text, path=path)
-        cohort.check_names([f for f in cohort.findings if not f.startswith("$")],
-                           {p.name: p.default for p in params}, where=str(where))
+        cohort = cls(
+            name=fields.get("name") or (path.stem if path else "cohort"),
+            description=fields.get("description", ""),
+            unit=unit,
+            rules=tuple(parsed),
+            params=tuple(params),
+            findings=_words(fields.get("findings", "")),
+            datasets=_words(fields.get("datasets", "")),
+            uncertain=policy,
+            split=fields.get("split") or "split",
+            text=text,
+            path=path,
+        )
+        cohort.check_names(
+            [f for f in cohort.findings if not f.startswith("$")], {p.name: p.default for p in params}, where=str(where)
+        )
         return cohort
 
     # -- checks
@@ -366,8 +422,10 @@ class Cohort:
         known = {p.name: p for p in self.params}
         unknown = sorted(set(given) - set(known))
         if unknown:
-            raise CohortError(f"cohort {self.name} has no parameter {', '.join(unknown)}; "
-                              f"its parameters: {', '.join(known) or 'none'}")
+            raise CohortError(
+                f"cohort {self.name} has no parameter {', '.join(unknown)}; "
+                f"its parameters: {', '.join(known) or 'none'}"
+            )
         return {name: (p.convert(given[name]) if name in given else p.default) for name, p in known.items()}
 
     def check_names(self, findings, params: dict, *, where: str | None = None) -> None:
@@ -387,8 +445,9 @@ class Cohort:
 
     # -- SQL
     def _mask(self) -> str:
-        return " + ".join(f"(CASE WHEN coalesce(({r.sql}), false) THEN {1 << i} ELSE 0 END)::BIGINT"
-                          for i, r in enumerate(self.rules))
+        return " + ".join(
+            f"(CASE WHEN coalesce(({r.sql}), false) THEN {1 << i} ELSE 0 END)::BIGINT" for i, r in enumerate(self.rules)
+        )
 
     def _counts_sql(self, source: str) -> str:
         """The attrition counts in one SELECT over `source`, a relation with the unit's keys and `mask`."""
@@ -407,41 +466,77 @@ class Cohort:
             cols.append(f"count(*) FILTER (WHERE mask = {full & ~(1 << i)})")
         study_key = "NULL" if self.unit == "patient" else "dataset || chr(31) || study_id"
         extra = {"image": "", "study": "n_images, ", "patient": "n_images, n_studies, "}[self.unit]
-        return (f"WITH masked AS (SELECT {study_key} AS study_key, dataset || chr(31) || patient_id AS patient_key, "
-                f"{extra}mask FROM {source})\nSELECT {', '.join(cols)} FROM masked")
+        return (
+            f"WITH masked AS (SELECT {study_key} AS study_key, dataset || chr(31) || patient_id AS patient_key, "
+            f"{extra}mask FROM {source})\nSELECT {', '.join(cols)} FROM masked"
+        )
 
     def attrition_sql(self, linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba")) -> str:
         """One scan: every rule's boolean per unit as one bitmask, then the counts after each rule."""
-        return (f"WITH {base_ctes(self.unit, self.datasets, linked)}, units AS (SELECT *, {self._mask()} AS mask "
-                f"FROM base u)\n" + self._counts_sql("units").removeprefix("WITH "))
+        return (
+            f"WITH {base_ctes(self.unit, self.datasets, linked)}, units AS (SELECT *, {self._mask()} AS mask "
+            f"FROM base u)\n" + self._counts_sql("units").removeprefix("WITH ")
+        )
 
-    def units_sql(self, findings, policy: str, image_roots: dict[str, str],
-                  linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba")) -> str:
+    def units_sql(
+        self,
+        findings,
+        policy: str,
+        image_roots: dict[str, str],
+        linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba"),
+    ) -> str:
         """Every unit with its manifest columns and `mask`, every rule's boolean (bit i for rule i): the one
         scan a run reads; the manifest is the units whose mask has every bit, the attrition counts the rest."""
         pivots = "".join(f", {_RECODE[policy].format(v=_label_of(f))} AS \"{_pivot_name(f)}\"" for f in findings)
         if self.unit == "image":
             ids = "image_id, view_position, is_frontal, path, " + _absolute("path", image_roots) + " AS absolute_path"
         elif self.unit == "study":
-            ids = ("n_images, n_frontal, image_ids, view_positions, paths, "
-                   f"list_transform(paths, lambda p: {_absolute('p', image_roots)}) AS absolute_paths")
+            ids = (
+                "n_images, n_frontal, image_ids, view_positions, paths, "
+                f"list_transform(paths, lambda p: {_absolute('p', image_roots)}) AS absolute_paths"
+            )
         else:
-            ids = ("n_studies, n_images, n_frontal, study_ids, image_ids, splits, paths, "
-                   f"list_transform(paths, lambda p: {_absolute('p', image_roots)}) AS absolute_paths")
+            ids = (
+                "n_studies, n_images, n_frontal, study_ids, image_ids, splits, paths, "
+                f"list_transform(paths, lambda p: {_absolute('p', image_roots)}) AS absolute_paths"
+            )
         study = "" if self.unit == "patient" else "study_id, "
-        return (f"WITH {base_ctes(self.unit, self.datasets, linked)}, ruled AS (\n"
-                f"  SELECT u.*, {self._mask()} AS mask, ({self.split}) AS _split FROM base u\n)\n"
-                f"SELECT dataset, also_in, patient_id, {study}_split AS split, split AS official_split, sex, "
-                f"age_years, {ids}{pivots}, mask\nFROM ruled\n"
-                f"ORDER BY dataset, patient_id{', study_id' if study else ''}{', image_id' if self.unit == 'image' else ''}")
+        return (
+            f"WITH {base_ctes(self.unit, self.datasets, linked)}, ruled AS (\n"
+            f"  SELECT u.*, {self._mask()} AS mask, ({self.split}) AS _split FROM base u\n)\n"
+            f"SELECT dataset, also_in, patient_id, {study}_split AS split, split AS official_split, sex, "
+            f"age_years, {ids}{pivots}, mask\nFROM ruled\n"
+            f"ORDER BY dataset, patient_id{', study_id' if study else ''}{', image_id' if self.unit == 'image' else ''}"
+        )
 
     # -- running
-    def run(self, warehouse: "Warehouse", params: dict | None = None, out_dir: Path | str | None = None, *,
-            findings: list[str] | None = None, uncertain: str | None = None, split: str = "official",
-            seed: int = 0, allow_leakage: bool = False, fmt: str = "parquet",
-            say: Callable[[str], None] = lambda m: None) -> "CohortRun":
-        return run_cohort(self, warehouse, params, out_dir, findings=findings, uncertain=uncertain, split=split,
-                          seed=seed, allow_leakage=allow_leakage, fmt=fmt, say=say)
+    def run(
+        self,
+        warehouse: "Warehouse",
+        params: dict | None = None,
+        out_dir: Path | str | None = None,
+        *,
+        findings: list[str] | None = None,
+        uncertain: str | None = None,
+        split: str = "official",
+        seed: int = 0,
+        allow_leakage: bool = False,
+        fmt: str = "parquet",
+        say: Callable[[str], None] = lambda m: None,
+    ) -> "CohortRun":
+        return run_cohort(
+            self,
+            warehouse,
+            params,
+            out_dir,
+            findings=findings,
+            uncertain=uncertain,
+            split=split,
+            seed=seed,
+            allow_leakage=allow_leakage,
+            fmt=fmt,
+            say=say,
+        )
 
 
 def _label_of(finding: str) -> str:
@@ -477,8 +572,9 @@ def list_cohorts() -> list[Cohort]:
 
 
 # --- the base relation ---------------------------------------------------------------------------------
-def base_ctes(unit: str, datasets: tuple[str, ...] = (), linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba")
-              ) -> str:
+def base_ctes(
+    unit: str, datasets: tuple[str, ...] = (), linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba")
+) -> str:
     """CTEs ending in `base`: one row per unit, linked datasets folded (see the module docstring).
 
     `linked` are the datasets that link to another (catalog_datasets.links_to): only their labels can name
@@ -532,8 +628,7 @@ def base_ctes(unit: str, datasets: tuple[str, ...] = (), linked: tuple[str, ...]
   LEFT JOIN pat p ON p.family = i.family AND p.patient_id = i.patient_id
 )"""
     key = {"image": "image_id", "study": "study_id", "patient": "patient_id"}[unit]
-    source = ("lab l" if unit == "image" else
-              "lab l JOIN unit_img i ON i.family = l.family AND i.image_id = l.image_id")
+    source = "lab l" if unit == "image" else "lab l JOIN unit_img i ON i.family = l.family AND i.image_id = l.image_id"
     ctes += f""", lab_unit AS (
   SELECT l.family, {'l' if unit == 'image' else 'i'}.{key}, l.finding, arg_min(l.value, l.pick) AS value
   FROM {source}
@@ -593,7 +688,7 @@ class CohortRun:
     manifest: pa.Table
     provenance: dict
     files: dict[str, Path] = field(default_factory=dict)
-    demographics: dict = field(default_factory=dict, repr=False)   # (dataset, patient) -> (race, ethnicity)
+    demographics: dict = field(default_factory=dict, repr=False)  # (dataset, patient) -> (race, ethnicity)
     _table1: object | None = field(default=None, repr=False)
 
     @property
@@ -615,27 +710,39 @@ def parse_split(text: str) -> tuple[float, float, float] | None:
     except ValueError:
         parts = ()
     if kind != "patient" or len(parts) != 3 or any(p < 0 for p in parts) or abs(sum(parts) - 1) > 1e-6:
-        raise CohortError(f"--split is `official` or `patient:TRAIN,VALID,TEST` with fractions summing to 1 "
-                          f"(e.g. patient:0.8,0.1,0.1), not {text!r}")
+        raise CohortError(
+            f"--split is `official` or `patient:TRAIN,VALID,TEST` with fractions summing to 1 "
+            f"(e.g. patient:0.8,0.1,0.1), not {text!r}"
+        )
     return parts
 
 
 def patient_split(dataset: str, patient_id: str, seed: int, ratios: tuple[float, float, float]) -> str:
     """train, valid or test from sha256(f'{seed}:{dataset}:{patient_id}'): the same patient, the same split."""
     digest = hashlib.sha256(f"{seed}:{dataset}:{patient_id}".encode()).digest()
-    x = int.from_bytes(digest[:8], "big") / 2 ** 64
+    x = int.from_bytes(digest[:8], "big") / 2**64
     if x < ratios[0]:
         return "train"
     return "valid" if x < ratios[0] + ratios[1] else "test"
 
 
-def run_cohort(cohort: Cohort, warehouse: "Warehouse", params: dict | None = None,
-               out_dir: Path | str | None = None, *, findings: list[str] | None = None,
-               uncertain: str | None = None, split: str = "official", seed: int = 0,
-               allow_leakage: bool = False, fmt: str = "parquet",
-               say: Callable[[str], None] = lambda m: None) -> CohortRun:
+def run_cohort(
+    cohort: Cohort,
+    warehouse: "Warehouse",
+    params: dict | None = None,
+    out_dir: Path | str | None = None,
+    *,
+    findings: list[str] | None = None,
+    uncertain: str | None = None,
+    split: str = "official",
+    seed: int = 0,
+    allow_leakage: bool = False,
+    fmt: str = "parquet",
+    say: Callable[[str], None] = lambda m: None,
+) -> CohortRun:
     import pyarrow as pa
-    started = datetime.now(timezone.utc)
+
+    started = datetime.now(UTC)
     clock = time.perf_counter()
     if fmt not in MANIFEST_FORMATS:
         raise CohortError(f"unknown manifest format {fmt!r}; known: {', '.join(MANIFEST_FORMATS)}")
@@ -645,7 +752,7 @@ def run_cohort(cohort: Cohort, warehouse: "Warehouse", params: dict | None = Non
     ratios = parse_split(split)
     values = cohort.resolve(params)
     header: list[str] = []
-    for f in cohort.findings:          # `$name` in the findings header is a FINDING or FINDING[] parameter
+    for f in cohort.findings:  # `$name` in the findings header is a FINDING or FINDING[] parameter
         value = values.get(f[1:]) if f.startswith("$") else f
         header += [str(v) for v in value] if isinstance(value, list) else [str(value)] if value else []
     chosen = list(dict.fromkeys([*header, *(findings or [])]))
@@ -665,39 +772,66 @@ def run_cohort(cohort: Cohort, warehouse: "Warehouse", params: dict | None = Non
     attrition = _attrition_rows(cohort, row)
 
     if ratios is not None:
-        assigned = [patient_split(d, p, seed, ratios) for d, p in
-                    zip(manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist())]
-        manifest = manifest.set_column(manifest.schema.get_field_index("split"), "split",
-                                       pa.array(assigned, pa.string()))
+        assigned = [
+            patient_split(d, p, seed, ratios)
+            for d, p in zip(manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist())
+        ]
+        manifest = manifest.set_column(
+            manifest.schema.get_field_index("split"), "split", pa.array(assigned, pa.string())
+        )
     _check_leakage(cohort, manifest, allow_leakage, ratios is not None)
 
-    datasets = sorted(set(manifest["dataset"].to_pylist()) |
-                      {d for ds in manifest["also_in"].to_pylist() for d in ds or []})
+    datasets = sorted(
+        set(manifest["dataset"].to_pylist()) | {d for ds in manifest["also_in"].to_pylist() for d in ds or []}
+    )
     provenance = {
-        "cohort": cohort.name, "description": cohort.description, "unit": cohort.unit,
-        "file": str(cohort.path) if cohort.path else None, "sql": cohort.text,
+        "cohort": cohort.name,
+        "description": cohort.description,
+        "unit": cohort.unit,
+        "file": str(cohort.path) if cohort.path else None,
+        "sql": cohort.text,
         "rules": [{"name": r.name, "sql": r.sql} for r in cohort.rules],
         "parameters": {k: (v.isoformat() if isinstance(v, date) else v) for k, v in values.items()},
-        "findings": chosen, "uncertain": policy, "labeler_precedence": list(LABELER_PRECEDENCE),
-        "split": split, "seed": seed if ratios is not None else None, "allow_leakage": allow_leakage,
+        "findings": chosen,
+        "uncertain": policy,
+        "labeler_precedence": list(LABELER_PRECEDENCE),
+        "split": split,
+        "seed": seed if ratios is not None else None,
+        "allow_leakage": allow_leakage,
         "datasets": datasets,
-        "delta_versions": {t: {d: v for d, v in by.items() if d in datasets}
-                           for t, by in catalog["versions"].items() if any(d in datasets for d in by)},
-        "source_fingerprints": {d: catalog["datasets"].get(d, {}).get("source_fingerprint") or "unknown"
-                                for d in datasets},
-        "citations": {d: {"text": catalog["datasets"].get(d, {}).get("citation") or "unknown",
-                          "bibtex": catalog["datasets"].get(d, {}).get("bibtex") or "unknown"} for d in datasets},
-        "licences": {d: {k: catalog["datasets"].get(d, {}).get(k) or ("unknown" if k in ("licence", "access") else None)
-                         for k in ("licence", "licence_url", "access", "licence_note")} for d in datasets},
+        "delta_versions": {
+            t: {d: v for d, v in by.items() if d in datasets}
+            for t, by in catalog["versions"].items()
+            if any(d in datasets for d in by)
+        },
+        "source_fingerprints": {
+            d: catalog["datasets"].get(d, {}).get("source_fingerprint") or "unknown" for d in datasets
+        },
+        "citations": {
+            d: {
+                "text": catalog["datasets"].get(d, {}).get("citation") or "unknown",
+                "bibtex": catalog["datasets"].get(d, {}).get("bibtex") or "unknown",
+            }
+            for d in datasets
+        },
+        "licences": {
+            d: {
+                k: catalog["datasets"].get(d, {}).get(k) or ("unknown" if k in ("licence", "access") else None)
+                for k in ("licence", "licence_url", "access", "licence_note")
+            }
+            for d in datasets
+        },
         "schema_version": catalog["meta"].get("schema_version"),
         "warehouse_version": catalog["meta"].get("warehouse_version"),
         "project_version": _project_version(),
         "run_at": started.isoformat(timespec="seconds"),
-        "seconds": None, "rows": manifest.num_rows,
+        "seconds": None,
+        "rows": manifest.num_rows,
         "attrition": attrition,
     }
-    result = CohortRun(cohort, Path(out_dir) if out_dir else None, values, attrition, manifest, provenance,
-                       demographics=recorded)
+    result = CohortRun(
+        cohort, Path(out_dir) if out_dir else None, values, attrition, manifest, provenance, demographics=recorded
+    )
     provenance["manifest_sha256"] = manifest_hash(manifest)
     if out_dir is not None:
         from . import croissant
@@ -710,8 +844,13 @@ def run_cohort(cohort: Cohort, warehouse: "Warehouse", params: dict | None = Non
             from .table1 import write as write_table1
 
             result.files.update(write_table1(result.table1, out, cohort.name))
-        document = croissant.describe(result.files["manifest"], manifest.schema, provenance, catalog["datasets"],
-                                      manifest_descriptions(cohort.unit, chosen, policy))
+        document = croissant.describe(
+            result.files["manifest"],
+            manifest.schema,
+            provenance,
+            catalog["datasets"],
+            manifest_descriptions(cohort.unit, chosen, policy),
+        )
         result.files["croissant"] = croissant.write(out / "croissant.json", document)
     provenance["seconds"] = round(time.perf_counter() - clock, 3)
     if out_dir is not None:
@@ -744,17 +883,36 @@ def _used(sql: str, values: dict) -> dict:
 
 
 def _attrition_rows(cohort: Cohort, row: tuple) -> list[dict]:
-    rows = [{"step": 0, "rule": "all", "sql": "", "images": row[0], "studies": row[1], "patients": row[2],
-             "units_removed": 0, "removed_by_this_rule_alone": 0}]
+    rows = [
+        {
+            "step": 0,
+            "rule": "all",
+            "sql": "",
+            "images": row[0],
+            "studies": row[1],
+            "patients": row[2],
+            "units_removed": 0,
+            "removed_by_this_rule_alone": 0,
+        }
+    ]
     unit_index = UNITS.index(cohort.unit)
     for i, r in enumerate(cohort.rules):
         base = 3 + i * 4
-        images, studies, patients, alone = row[base:base + 4]
+        images, studies, patients, alone = row[base : base + 4]
         before = (rows[-1]["images"], rows[-1]["studies"], rows[-1]["patients"])[unit_index]
         now = (images, studies, patients)[unit_index]
-        rows.append({"step": i + 1, "rule": r.name, "sql": " ".join(r.sql.split()), "images": images,
-                     "studies": studies, "patients": patients, "units_removed": before - now,
-                     "removed_by_this_rule_alone": alone})
+        rows.append(
+            {
+                "step": i + 1,
+                "rule": r.name,
+                "sql": " ".join(r.sql.split()),
+                "images": images,
+                "studies": studies,
+                "patients": patients,
+                "units_removed": before - now,
+                "removed_by_this_rule_alone": alone,
+            }
+        )
     return rows
 
 
@@ -762,27 +920,32 @@ def _check_leakage(cohort: Cohort, manifest, allow: bool, assigned: bool) -> Non
     """A patient in more than one split is an error naming examples, unless allowed."""
     split_of: dict[tuple, list] = {}
     if cohort.unit == "patient" and not assigned:
-        for d, p, s in zip(manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist(),
-                           manifest["splits"].to_pylist()):
+        for d, p, s in zip(
+            manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist(), manifest["splits"].to_pylist()
+        ):
             if len(s or []) > 1:
                 split_of[(d, p)] = sorted(s)
     else:
         seen: dict[tuple, set] = {}
-        for d, p, s in zip(manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist(),
-                           manifest["split"].to_pylist()):
+        for d, p, s in zip(
+            manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist(), manifest["split"].to_pylist()
+        ):
             seen.setdefault((d, p), set()).add(str(s))
         split_of = {k: sorted(v) for k, v in seen.items() if len(v) > 1}
     if split_of and not allow:
         examples = "; ".join(f"{d}:{p} in {', '.join(s)}" for (d, p), s in sorted(split_of.items())[:5])
-        raise CohortError(f"cohort {cohort.name}: {len(split_of):,} patient(s) are in more than one split, "
-                          f"e.g. {examples}. Assign patient-level splits (--split patient:0.8,0.1,0.1) or pass "
-                          "--allow-leakage")
+        raise CohortError(
+            f"cohort {cohort.name}: {len(split_of):,} patient(s) are in more than one split, "
+            f"e.g. {examples}. Assign patient-level splits (--split patient:0.8,0.1,0.1) or pass "
+            "--allow-leakage"
+        )
 
 
 def _catalog_facts(warehouse: "Warehouse", con) -> dict:
     versions: dict[str, dict[str, int]] = {}
     for table, dataset, version in warehouse.run(
-            con, "SELECT table_name, dataset, delta_version FROM catalog_partitions ORDER BY ALL").fetchall():
+        con, "SELECT table_name, dataset, delta_version FROM catalog_partitions ORDER BY ALL"
+    ).fetchall():
         versions.setdefault(table, {})[dataset] = version
     # every column, so a catalog built before the licence columns existed still runs (they read as unknown)
     result = warehouse.run(con, "SELECT * FROM catalog_datasets")
@@ -803,8 +966,9 @@ def manifest_hash(manifest) -> str:
     con = duckdb.connect(config={"threads": 2})
     try:
         con.register("m", manifest)
-        digest = con.execute(f"SELECT coalesce(sha256(string_agg(to_json(m)::VARCHAR, chr(10) ORDER BY {order})), "
-                             f"sha256('')) FROM m").fetchone()
+        digest = con.execute(
+            f"SELECT coalesce(sha256(string_agg(to_json(m)::VARCHAR, chr(10) ORDER BY {order})), sha256('')) FROM m"
+        ).fetchone()
         assert digest is not None, "an aggregate query returns one row"
         return digest[0]
     finally:
@@ -817,36 +981,48 @@ def manifest_descriptions(unit: str, findings: list[str], policy: str) -> dict[s
     text = {
         "dataset": "The dataset the unit is taken from (for linked datasets, the one the others link to).",
         "also_in": "Other datasets that hold or label the same unit under the same ids.",
-        "patient_id": "Patient id as the source writes it.", "study_id": "Study id as the source writes it.",
+        "patient_id": "Patient id as the source writes it.",
+        "study_id": "Study id as the source writes it.",
         "image_id": "Image id as the source writes it.",
         "split": "The cohort's split: the official split, or the seeded patient-level split when assigned.",
-        "official_split": "The source's own split.", "sex": "F, M or U (unknown).",
+        "official_split": "The source's own split.",
+        "sex": "F, M or U (unknown).",
         "age_years": "Age in years at the study (at the first study for patients).",
         "view_position": "PA, AP, AP_SUPINE, LATERAL, LL, RL, OTHER or UNKNOWN.",
-        "is_frontal": "PA, AP or AP supine.", "path": "Image path relative to the dataset's root.",
+        "is_frontal": "PA, AP or AP supine.",
+        "path": "Image path relative to the dataset's root.",
         "absolute_path": "Image path under the configured image root of the dataset (null without one).",
-        "n_images": f"Images of the {unit}.", "n_frontal": f"Frontal images of the {unit}.",
-        "n_studies": "Studies of the patient.", "image_ids": f"The {unit}'s image ids.",
-        "study_ids": "The patient's study ids.", "splits": "Every official split the patient's images are in.",
-        "view_positions": "View of each image, in image_ids order.", "paths": "Relative path of each image.",
+        "n_images": f"Images of the {unit}.",
+        "n_frontal": f"Frontal images of the {unit}.",
+        "n_studies": "Studies of the patient.",
+        "image_ids": f"The {unit}'s image ids.",
+        "study_ids": "The patient's study ids.",
+        "splits": "Every official split the patient's images are in.",
+        "view_positions": "View of each image, in image_ids order.",
+        "paths": "Relative path of each image.",
         "absolute_paths": "Absolute path of each image (null without an image root).",
     }
     for f in findings:
-        text[f] = (f"{f}: 1 positive, 0 negative, -1 uncertain after the {policy!r} policy, null when unstated; "
-                   f"one value per {unit} chosen by labeler precedence over its {plural}' labels.")
+        text[f] = (
+            f"{f}: 1 positive, 0 negative, -1 uncertain after the {policy!r} policy, null when unstated; "
+            f"one value per {unit} chosen by labeler precedence over its {plural}' labels."
+        )
     return text
 
 
 def _race_and_ethnicity(warehouse: "Warehouse", con) -> dict[tuple[str, str], tuple]:
     """(dataset, patient_id) -> (race, ethnicity) for the patients whose dataset, or one linked to it, records
     them (CheXpert Plus's for CheXpert's patients); the dataset is the one the others link to, as in the manifest."""
-    rows = warehouse.run(con, """
+    rows = warehouse.run(
+        con,
+        """
         SELECT coalesce(d.links_to, p.dataset) AS dataset, p.patient_id,
                any_value(p.race) FILTER (WHERE p.race <> 'not_recorded') AS race,
                any_value(p.ethnicity) FILTER (WHERE p.ethnicity <> 'not_recorded') AS ethnicity
         FROM patients p JOIN catalog_datasets d ON d.dataset = p.dataset
         WHERE p.race <> 'not_recorded' OR p.ethnicity <> 'not_recorded'
-        GROUP BY ALL""").fetchall()
+        GROUP BY ALL""",
+    ).fetchall()
     return {(d, p): (r, e) for d, p, r, e in rows}
 
 

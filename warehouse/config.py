@@ -36,6 +36,7 @@ Configuration is strict: an unknown CXR_* variable, an unknown cxr.toml key or a
 (in CXR_SOURCE_<ID>, CXR_IMAGES_<ID>, [sources] or [images]) is a ConfigError that suggests the right name, because a typo
 would otherwise be ignored silently (a misspelt source meant ingesting the default data instead).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -48,22 +49,36 @@ from pathlib import Path
 from .errors import CxrError
 
 DEFAULT_DATA_DIR = "cxr-data"
-DEFAULT_RETENTION_HOURS = 168.0   # a week, Delta Lake's own default for retired files
-DEFAULT_QUERY_TIMEOUT = 300.0     # seconds a user query may run
-DEFAULT_QUERY_MEMORY = "4GB"      # DuckDB memory limit of a user query
+DEFAULT_RETENTION_HOURS = 168.0  # a week, Delta Lake's own default for retired files
+DEFAULT_QUERY_TIMEOUT = 300.0  # seconds a user query may run
+DEFAULT_QUERY_MEMORY = "4GB"  # DuckDB memory limit of a user query
 
 # Every CXR_* variable the project reads, in one place: any other CXR_* name is a typo and an error.
 ENV_VARS: tuple[str, ...] = (
-    "CXR_WAREHOUSE", "CXR_CATALOG", "CXR_CACHE", "CXR_CONFIG", "CXR_STORAGE_OPTIONS", "CXR_RETENTION_HOURS",
-    "CXR_QUERY_TIMEOUT", "CXR_QUERY_MEMORY",
-    "CXR_PUBLIC_WHEEL",   # read by warehouse.fetch, not by Settings
-    "CXR_PROGRESS_AFTER_MS",   # read by warehouse.api, not by Settings
+    "CXR_WAREHOUSE",
+    "CXR_CATALOG",
+    "CXR_CACHE",
+    "CXR_CONFIG",
+    "CXR_STORAGE_OPTIONS",
+    "CXR_RETENTION_HOURS",
+    "CXR_QUERY_TIMEOUT",
+    "CXR_QUERY_MEMORY",
+    "CXR_PUBLIC_WHEEL",  # read by warehouse.fetch, not by Settings
+    "CXR_PROGRESS_AFTER_MS",  # read by warehouse.api, not by Settings
 )
-SOURCE_PREFIX = "CXR_SOURCE_"   # + an upper-case dataset id from warehouse.sources.DATASETS
-IMAGES_PREFIX = "CXR_IMAGES_"   # + an upper-case dataset id: where that dataset's image files are
+SOURCE_PREFIX = "CXR_SOURCE_"  # + an upper-case dataset id from warehouse.sources.DATASETS
+IMAGES_PREFIX = "CXR_IMAGES_"  # + an upper-case dataset id: where that dataset's image files are
 # Every top-level cxr.toml key.
 FILE_KEYS: tuple[str, ...] = (
-    "warehouse", "catalog", "cache", "sources", "images", "storage_options", "retention_hours", "query_timeout", "query_memory",
+    "warehouse",
+    "catalog",
+    "cache",
+    "sources",
+    "images",
+    "storage_options",
+    "retention_hours",
+    "query_timeout",
+    "query_memory",
 )
 
 
@@ -83,7 +98,7 @@ class Settings:
     catalog: Path
     cache: Path
     sources: dict[str, str] = field(default_factory=dict)
-    images: dict[str, str] = field(default_factory=dict)   # dataset id -> image root (cohort manifests)
+    images: dict[str, str] = field(default_factory=dict)  # dataset id -> image root (cohort manifests)
     storage_options: dict = field(default_factory=dict)
     config_file: Path | None = None
     retention_hours: float = DEFAULT_RETENTION_HOURS
@@ -122,12 +137,16 @@ class Settings:
                 storage_options.update(json.loads(env["CXR_STORAGE_OPTIONS"]))
             except json.JSONDecodeError as e:
                 raise ConfigError(f"CXR_STORAGE_OPTIONS is not valid JSON: {e}") from None
-        retention = _number(pick("CXR_RETENTION_HOURS", "retention_hours", DEFAULT_RETENTION_HOURS),
-                            "retention_hours (CXR_RETENTION_HOURS)")
-        timeout = _number(pick("CXR_QUERY_TIMEOUT", "query_timeout", DEFAULT_QUERY_TIMEOUT),
-                          "query_timeout (CXR_QUERY_TIMEOUT)")
+        retention = _number(
+            pick("CXR_RETENTION_HOURS", "retention_hours", DEFAULT_RETENTION_HOURS),
+            "retention_hours (CXR_RETENTION_HOURS)",
+        )
+        timeout = _number(
+            pick("CXR_QUERY_TIMEOUT", "query_timeout", DEFAULT_QUERY_TIMEOUT), "query_timeout (CXR_QUERY_TIMEOUT)"
+        )
         return cls(
-            retention_hours=retention, query_timeout=timeout,
+            retention_hours=retention,
+            query_timeout=timeout,
             query_memory=str(pick("CXR_QUERY_MEMORY", "query_memory", DEFAULT_QUERY_MEMORY)),
             warehouse=_absolute(warehouse, base),
             catalog=_absolute_path(catalog, base),
@@ -194,17 +213,22 @@ def _check_names(env: dict[str, str], file_conf: dict, config_file: Path | None)
             dataset = name.removeprefix(prefix).lower()
             if dataset not in ids:
                 near = source_vars if prefix == SOURCE_PREFIX else image_vars
-                problems.append(f"{name} names no known dataset {dataset!r}{_did_you_mean(name, near)}; "
-                                f"known dataset ids: {', '.join(ids)}")
+                problems.append(
+                    f"{name} names no known dataset {dataset!r}{_did_you_mean(name, near)}; "
+                    f"known dataset ids: {', '.join(ids)}"
+                )
         else:
-            problems.append(f"unknown environment variable {name}"
-                            f"{_did_you_mean(name, [*ENV_VARS, *source_vars, *image_vars])}; "
-                            f"known: {', '.join(ENV_VARS)}, {SOURCE_PREFIX}<DATASET>, {IMAGES_PREFIX}<DATASET>")
+            problems.append(
+                f"unknown environment variable {name}"
+                f"{_did_you_mean(name, [*ENV_VARS, *source_vars, *image_vars])}; "
+                f"known: {', '.join(ENV_VARS)}, {SOURCE_PREFIX}<DATASET>, {IMAGES_PREFIX}<DATASET>"
+            )
     where = config_file or "cxr.toml"
     for key in file_conf:
         if key not in FILE_KEYS:
-            problems.append(f"{where}: unknown key {key!r}{_did_you_mean(key, FILE_KEYS)}; "
-                            f"known: {', '.join(FILE_KEYS)}")
+            problems.append(
+                f"{where}: unknown key {key!r}{_did_you_mean(key, FILE_KEYS)}; known: {', '.join(FILE_KEYS)}"
+            )
     for table in ("sources", "images", "storage_options"):
         if table in file_conf and not isinstance(file_conf[table], dict):
             problems.append(f"{where}: {table} must be a table ([{table}]), not {file_conf[table]!r}")
@@ -212,8 +236,10 @@ def _check_names(env: dict[str, str], file_conf: dict, config_file: Path | None)
         named = file_conf.get(table)
         for dataset in named if isinstance(named, dict) else ():
             if dataset not in ids:
-                problems.append(f"{where}: [{table}] names no known dataset {dataset!r}"
-                                f"{_did_you_mean(dataset, ids)}; known dataset ids: {', '.join(ids)}")
+                problems.append(
+                    f"{where}: [{table}] names no known dataset {dataset!r}"
+                    f"{_did_you_mean(dataset, ids)}; known dataset ids: {', '.join(ids)}"
+                )
     if problems:
         raise ConfigError("\n".join(problems))
 

@@ -19,6 +19,7 @@ fetching), so the budget counts the time spent inside DuckDB, in `execute` and i
 the time the caller spends between fetches (printing rows, say). Each call runs on a worker thread so
 the deadline and Ctrl-C both stop the query through `con.interrupt()`; DuckDB's own calls ignore SIGINT.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,9 +50,14 @@ class Limits:
     timeout_seconds: float = 300.0
 
 
-def confined_connection(catalog: Path, *, readable: Sequence[str], filesystems: Sequence = (),
-                        limits: Limits = Limits(), settings: dict[str, str] | None = None
-                        ) -> duckdb.DuckDBPyConnection:
+def confined_connection(
+    catalog: Path,
+    *,
+    readable: Sequence[str],
+    filesystems: Sequence = (),
+    limits: Limits = Limits(),
+    settings: dict[str, str] | None = None,
+) -> duckdb.DuckDBPyConnection:
     """In-memory DuckDB with the catalog attached read-only, reading only `readable` dirs, settings locked.
 
     `readable` are folders (local paths or URLs such as s3://bucket/root) the catalog's views read;
@@ -60,15 +66,21 @@ def confined_connection(catalog: Path, *, readable: Sequence[str], filesystems: 
     the catalog's views want, see warehouse.views.PLANNER_SETTINGS).
     """
     spill = Path(tempfile.gettempdir()) / f"cxr-duckdb-{os.getpid()}-{secrets.token_hex(4)}"
-    con = duckdb.connect(":memory:", config={
-        "memory_limit": limits.memory_limit, "threads": limits.threads,
-        # DuckDB creates this only when a query spills and removes it on close; the default for an
-        # in-memory database is ./.tmp in whatever folder the user runs from.
-        "temp_directory": str(spill),
-        "autoinstall_known_extensions": False, "autoload_known_extensions": False,
-        "allow_community_extensions": False, "allow_unsigned_extensions": False,
-        "allow_persistent_secrets": False,
-    })
+    con = duckdb.connect(
+        ":memory:",
+        config={
+            "memory_limit": limits.memory_limit,
+            "threads": limits.threads,
+            # DuckDB creates this only when a query spills and removes it on close; the default for an
+            # in-memory database is ./.tmp in whatever folder the user runs from.
+            "temp_directory": str(spill),
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+            "allow_unsigned_extensions": False,
+            "allow_persistent_secrets": False,
+        },
+    )
     try:
         for fs in filesystems:
             con.register_filesystem(fs)
@@ -91,8 +103,9 @@ def check_statements(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     _vetted(con, sql)
 
 
-def run(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence | dict | None = None, *,
-        timeout_seconds: float) -> ConfinedResult:
+def run(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence | dict | None = None, *, timeout_seconds: float
+) -> ConfinedResult:
     """Check every statement, then run them in order under one time budget; fetch from what is returned.
 
     Nothing runs unless all statements pass. Parameters go to the last statement.
@@ -138,6 +151,7 @@ class ConfinedResult:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "Arrow output on a DB-API result", UserWarning)
                 return self._con.to_arrow_table(batch_size)
+
         return self._guard(read)
 
     def to_arrow_reader(self, batch_size: int = 1_000_000):
@@ -155,6 +169,7 @@ class ConfinedResult:
                     yield self._guard(reader.read_next_batch)
                 except StopIteration:
                     return
+
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
     def _guard(self, fn: Callable[..., T], *args: Any) -> T:
@@ -167,7 +182,7 @@ class ConfinedResult:
         def work():
             try:
                 box["value"] = fn(*args)
-            except BaseException as e:  # noqa: BLE001 - handed to the calling thread
+            except BaseException as e:
                 box["error"] = e
             finally:
                 done.set()
@@ -200,8 +215,9 @@ class ConfinedResult:
             self._con.interrupt()
 
     def _timeout(self) -> QueryTimeout:
-        return QueryTimeout(f"query stopped after {self._limit:g} s (limit set by CXR_QUERY_TIMEOUT; "
-                            "raise it or narrow the query)")
+        return QueryTimeout(
+            f"query stopped after {self._limit:g} s (limit set by CXR_QUERY_TIMEOUT; raise it or narrow the query)"
+        )
 
 
 # --- the statement check -------------------------------------------------------------------
@@ -261,7 +277,7 @@ def _explained(con: duckdb.DuckDBPyConnection, text: str) -> str:
     was checked even if this scanner reads comments differently from DuckDB.
     """
     i = _skip(text, 0)
-    if text[i:i + 7].upper() != "EXPLAIN":
+    if text[i : i + 7].upper() != "EXPLAIN":
         raise QueryRefused("EXPLAIN is refused: write it as EXPLAIN [ANALYZE] SELECT ...")
     i = _skip(text, i + 7)
     prefix = "EXPLAIN "
@@ -269,11 +285,12 @@ def _explained(con: duckdb.DuckDBPyConnection, text: str) -> str:
         prefix, i = "EXPLAIN ANALYZE ", _skip(text, word.end())
     inner = _single(con, text[i:])
     if inner is None and (opts := _OPTIONS.match(text, i)) and opts.group(1).count("'") % 2 == 0:
-        prefix, inner = f"EXPLAIN ({opts.group(1)}) ", _single(con, text[_skip(text, opts.end()):])
+        prefix, inner = f"EXPLAIN ({opts.group(1)}) ", _single(con, text[_skip(text, opts.end()) :])
     if inner is None or _type(inner) != duckdb.StatementType.SELECT:
         what = _label(inner) if inner is not None else "anything but one SELECT"
-        raise QueryRefused(f"EXPLAIN of {what} is refused: only a SELECT can be explained here "
-                           "(EXPLAIN ANALYZE runs the statement)")
+        raise QueryRefused(
+            f"EXPLAIN of {what} is refused: only a SELECT can be explained here (EXPLAIN ANALYZE runs the statement)"
+        )
     rebuilt = prefix + inner.query
     again = con.extract_statements(rebuilt)
     if len(again) != 1 or _type(again[0]) != duckdb.StatementType.EXPLAIN:

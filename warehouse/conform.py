@@ -5,14 +5,15 @@ column or an extra column is an adapter bug and raises). Whether the *values* ho
 contract (vocabularies, ranges, uniqueness) is the quality checks' job, so values pass through
 unchanged and a bad one fails a check instead of disappearing here.
 """
+
 from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
 
 from .errors import CxrError
-
-from .schema import ATTRIBUTES, Table, table as table_def
+from .schema import ATTRIBUTES, Table
+from .schema import table as table_def
 
 
 class ConformError(CxrError, ValueError):
@@ -20,9 +21,16 @@ class ConformError(CxrError, ValueError):
 
 
 _POLARS_TYPES = {
-    pa.string(): pl.String, pa.float64(): pl.Float64, pa.float32(): pl.Float32, pa.int64(): pl.Int64,
-    pa.int32(): pl.Int32, pa.int16(): pl.Int16, pa.int8(): pl.Int8, pa.bool_(): pl.Boolean,
-    pa.date32(): pl.Date, pa.list_(pa.string()): pl.List(pl.String),
+    pa.string(): pl.String,
+    pa.float64(): pl.Float64,
+    pa.float32(): pl.Float32,
+    pa.int64(): pl.Int64,
+    pa.int32(): pl.Int32,
+    pa.int16(): pl.Int16,
+    pa.int8(): pl.Int8,
+    pa.bool_(): pl.Boolean,
+    pa.date32(): pl.Date,
+    pa.list_(pa.string()): pl.List(pl.String),
     # polars has no map type: a map is a list of {key, value} structs until it becomes Arrow (to_arrow_map)
     ATTRIBUTES: pl.List(pl.Struct({"key": pl.String, "value": pl.String})),
 }
@@ -33,8 +41,9 @@ def polars_type(arrow_type: pa.DataType):
     return _POLARS_TYPES[arrow_type]
 
 
-def conform(table_name: str, frame: pl.DataFrame, dataset: str, *, sort: bool = True,
-            origin: str | None = None) -> pa.Table:
+def conform(
+    table_name: str, frame: pl.DataFrame, dataset: str, *, sort: bool = True, origin: str | None = None
+) -> pa.Table:
     """Canonical Arrow table for `table_name`, with `dataset` filled in and (by default) rows in key order.
 
     `origin` is the dataset the image files come from (the linked one, for a dataset that links to
@@ -78,9 +87,15 @@ def to_arrow_map(column: pa.ChunkedArray) -> pa.ChunkedArray:
     if column.type == ATTRIBUTES:
         return column
     column = column.cast(_ENTRY)
-    chunks = [pa.MapArray.from_arrays(chunk.offsets, chunk.values.field("key"), chunk.values.field("value"),
-                                      mask=chunk.is_null() if chunk.null_count else None)
-              for chunk in column.chunks]
+    chunks = [
+        pa.MapArray.from_arrays(
+            chunk.offsets,
+            chunk.values.field("key"),
+            chunk.values.field("value"),
+            mask=chunk.is_null() if chunk.null_count else None,
+        )
+        for chunk in column.chunks
+    ]
     return pa.chunked_array(chunks, ATTRIBUTES)
 
 

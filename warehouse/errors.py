@@ -2,6 +2,7 @@
 
 Anything else that escapes is a bug in this project and keeps its traceback.
 """
+
 from __future__ import annotations
 
 
@@ -12,7 +13,7 @@ class CxrError(Exception):
 class UnknownName(CxrError, KeyError):
     """A table, column, dataset or query name that does not exist; the message lists the known ones."""
 
-    def __str__(self) -> str:           # KeyError would quote the whole message
+    def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0]) if self.args else ""
 
 

@@ -10,6 +10,7 @@ Spelling, for programs: a missing value is an empty CSV field and JSON `null`; b
 lower-case hex; NaN and infinities are `nan`/`inf` in CSV and `null` in JSON, which has no
 spelling for them; dates and times are ISO 8601 (`2020-01-02 03:04:05`).
 """
+
 from __future__ import annotations
 
 import sys
@@ -52,7 +53,7 @@ def _to_stream(con, select: str, options: str, out: BinaryIO) -> int:
         return _copy(con, f"COPY ({select}) TO '{STDOUT}' ({options})")
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="cxr-export-") as scratch:   # an in-process capture, say
+    with tempfile.TemporaryDirectory(prefix="cxr-export-") as scratch:  # an in-process capture, say
         path = Path(scratch) / "out"
         rows = _copy(con, f"COPY ({select}) TO '{_quote(str(path))}' ({options})")
         with path.open("rb") as f:
@@ -94,8 +95,13 @@ def _column(field: pa.Field, fmt: str) -> str:
 
 
 def _nested(kind: pa.DataType) -> bool:
-    return (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
-            or pa.types.is_struct(kind) or pa.types.is_map(kind))
+    return (
+        pa.types.is_list(kind)
+        or pa.types.is_large_list(kind)
+        or pa.types.is_fixed_size_list(kind)
+        or pa.types.is_struct(kind)
+        or pa.types.is_map(kind)
+    )
 
 
 def _finite_floats(name: str, kind: pa.DataType) -> str:

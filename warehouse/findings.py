@@ -14,9 +14,10 @@ qualifiers first; otherwise the lookup key must equal the row's raw label. A raw
 not cover, or covers with an empty finding (unmapped on purpose, with a note why), gets finding
 NULL: never an id outside the vocabulary. The catalog lists them in `catalog_unmapped_labels`.
 """
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import polars as pl
@@ -26,8 +27,10 @@ _SEP = "\x1f"
 
 
 def _csv(name: str, strings: tuple[str, ...] = ()) -> pl.DataFrame:
-    return pl.read_csv(resources.files("warehouse.vocab").joinpath(name).read_bytes(),
-                       schema_overrides=dict.fromkeys(strings, pl.String))
+    return pl.read_csv(
+        resources.files("warehouse.vocab").joinpath(name).read_bytes(),
+        schema_overrides=dict.fromkeys(strings, pl.String),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -92,8 +95,9 @@ def hierarchy() -> pl.DataFrame:
         while node is not None:
             rows.append((node, finding, depth))
             node, depth = parent[node], depth + 1
-    return pl.DataFrame(rows, schema={"ancestor": pl.String, "descendant": pl.String, "depth": pl.Int16},
-                        orient="row").sort("ancestor", "depth", "descendant")
+    return pl.DataFrame(
+        rows, schema={"ancestor": pl.String, "descendant": pl.String, "depth": pl.Int16}, orient="row"
+    ).sort("ancestor", "depth", "descendant")
 
 
 def descendants(finding: str) -> set[str]:
@@ -110,7 +114,7 @@ def ancestors(finding: str) -> list[str]:
     return closure["ancestor"].to_list()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tables(labeler: str):
     """Per scope (own labeler, then `*`): exact keys, qualifier rows and codes, each -> finding or None."""
     table = mapping()
@@ -170,8 +174,9 @@ def finding_of(raw_labels, labeler: str) -> dict[str, str | None]:
     return {raw: _lookup(raw, raw, None, labeler) for raw in raw_labels}
 
 
-def with_findings(frame: pl.DataFrame, labeler: str, raw: str = "raw_label", out: str = "finding",
-                  cui: str | None = None) -> pl.DataFrame:
+def with_findings(
+    frame: pl.DataFrame, labeler: str, raw: str = "raw_label", out: str = "finding", cui: str | None = None
+) -> pl.DataFrame:
     """Add the harmonized finding column, looking each distinct (code, raw label) up once.
 
     `raw` is the lookup key (IU passes a key derived from the MeSH term); the full term, for qualifier
@@ -183,6 +188,7 @@ def with_findings(frame: pl.DataFrame, labeler: str, raw: str = "raw_label", out
     distinct = frame.select(columns).unique()
     lookup = {}
     for row in distinct.iter_rows(named=True):
-        lookup[_SEP.join(row[c] or "" for c in columns)] = _lookup(row[raw], row[term], row[cui] if cui else None,
-                                                                   labeler)
+        lookup[_SEP.join(row[c] or "" for c in columns)] = _lookup(
+            row[raw], row[term], row[cui] if cui else None, labeler
+        )
     return frame.with_columns(combo.replace_strict(lookup, default=None, return_dtype=pl.String).alias(out))

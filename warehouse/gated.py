@@ -10,11 +10,12 @@ the same staged rows) as one Delta commit each, and only then appends the datase
 record the catalog adopts. A run killed between two commits leaves no record: the catalog keeps
 answering with the previous complete publish, whose table versions stay readable by time travel.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import publish_log, quality
 from .config import Settings
@@ -43,7 +44,7 @@ class IngestBlocked(CxrError):
 class IngestResult:
     dataset: str
     run_id: str
-    status: str                          # published | blocked | failed
+    status: str  # published | blocked | failed
     rows: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
     versions: dict[str, int] = field(default_factory=dict)
@@ -63,9 +64,18 @@ def check_name(outcome: quality.CheckOutcome) -> str:
 
 
 class GatedIngest:
-    def __init__(self, settings: Settings, store: Store, dataset: str, *, run_id: str | None = None,
-                 engine: str = "library", say: Say = _quiet, allow_shrink: bool = False,
-                 max_shrink: float = quality.DEFAULT_MAX_SHRINK):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        dataset: str,
+        *,
+        run_id: str | None = None,
+        engine: str = "library",
+        say: Say = _quiet,
+        allow_shrink: bool = False,
+        max_shrink: float = quality.DEFAULT_MAX_SHRINK,
+    ):
         dataset_info(dataset)  # an unknown id fails here, with the known ones named
         self.settings, self.store, self.dataset = settings, store, dataset
         self.run_id = run_id or new_run_id()
@@ -100,15 +110,22 @@ class GatedIngest:
         """The volume gates: not empty, no shrink past the allowed share, a known release's counts."""
         staged = self.staged()
         previous = publish_log.adopted(self.store).get(self.dataset)
-        return quality.volume_gate(self.dataset, staged.rows, staged.files, previous.rows if previous else None,
-                                   max_shrink=self.max_shrink, allow_shrink=self.allow_shrink)
+        return quality.volume_gate(
+            self.dataset,
+            staged.rows,
+            staged.files,
+            previous.rows if previous else None,
+            max_shrink=self.max_shrink,
+            allow_shrink=self.allow_shrink,
+        )
 
     def publish(self, *, checks_passed: int, checks_failed: int = 0) -> IngestResult:
         """Derive, commit every table, then record the dataset-level publish; the staging goes."""
         staged = self.staged()
         if checks_failed:
-            raise IngestBlocked(f"{self.dataset}: refusing to publish run {self.run_id}: {checks_failed} blocking "
-                                "checks failed")
+            raise IngestBlocked(
+                f"{self.dataset}: refusing to publish run {self.run_id}: {checks_failed} blocking checks failed"
+            )
         derived = self._derive(staged)
         versions: dict[str, int] = {}
         for name, partition in [*staged.partitions.items(), *derived.items()]:
@@ -116,18 +133,39 @@ class GatedIngest:
             versions[name] = self.store.commit(partition)
         rows = {**staged.rows, **{name: p.rows for name, p in derived.items()}}
         warehouse_version = publish_log.record(
-            self.store, dataset=self.dataset, run_id=self.run_id, versions=versions, rows=rows,
-            source_fingerprint=staged.fingerprint, source_location=staged.location, engine=self.engine,
-            notes=staged.notes)
+            self.store,
+            dataset=self.dataset,
+            run_id=self.run_id,
+            versions=versions,
+            rows=rows,
+            source_fingerprint=staged.fingerprint,
+            source_location=staged.location,
+            engine=self.engine,
+            notes=staged.notes,
+        )
         self.store.discard_staging(self.dataset, self.run_id)
-        result = IngestResult(self.dataset, self.run_id, "published", rows, staged.rejected, versions,
-                              warehouse_version, seconds=self._elapsed())
+        result = IngestResult(
+            self.dataset,
+            self.run_id,
+            "published",
+            rows,
+            staged.rejected,
+            versions,
+            warehouse_version,
+            seconds=self._elapsed(),
+        )
         self._record(result, staged, checks_passed=checks_passed)
         self.vacuum(list(versions))
         return result
 
-    def block(self, *, outcomes: list[quality.CheckOutcome] = (), checks_passed: int = 0,
-              failed: list[str] = (), error: str | None = None) -> IngestResult:
+    def block(
+        self,
+        *,
+        outcomes: Sequence[quality.CheckOutcome] = (),
+        checks_passed: int = 0,
+        failed: Sequence[str] = (),
+        error: str | None = None,
+    ) -> IngestResult:
         """End a run that will not publish: drop its staged files, keep the published data, say why."""
         try:
             staged = self.staged()
@@ -137,9 +175,16 @@ class GatedIngest:
         status = "failed" if error else "blocked"
         failed = list(failed) or [check_name(o) for o in outcomes if not o.passed and o.blocking]
         message = error or ("failed checks: " + ", ".join(failed) if failed else None)
-        result = IngestResult(self.dataset, self.run_id, status, staged.rows if staged else {},
-                              staged.rejected if staged else 0, outcomes=list(outcomes), message=message,
-                              seconds=self._elapsed())
+        result = IngestResult(
+            self.dataset,
+            self.run_id,
+            status,
+            staged.rows if staged else {},
+            staged.rejected if staged else 0,
+            outcomes=list(outcomes),
+            message=message,
+            seconds=self._elapsed(),
+        )
         self._record(result, staged, checks_passed=checks_passed, checks_failed=len(failed))
         return result
 
@@ -179,23 +224,39 @@ class GatedIngest:
         hours = self.settings.retention_hours
         cutoff = time.time() - hours * 3600
         retained = publish_log.publishes(self.store)
-        latest = {p.dataset: p for p in retained}   # oldest first, so the last one of each dataset wins
+        latest = {p.dataset: p for p in retained}  # oldest first, so the last one of each dataset wins
         for table in tables:
-            keep = {p.versions[table] for p in retained
-                    if table in p.versions and (p.published_at.timestamp() >= cutoff or latest.get(p.dataset) == p)}
+            keep = {
+                p.versions[table]
+                for p in retained
+                if table in p.versions and (p.published_at.timestamp() >= cutoff or latest.get(p.dataset) == p)
+            }
             self.store.vacuum(table, retention_hours=hours, keep_versions=sorted(keep))
 
-    def _record(self, result: IngestResult, staged: StagedDataset | None, *, checks_passed: int,
-                checks_failed: int = 0) -> None:
+    def _record(
+        self, result: IngestResult, staged: StagedDataset | None, *, checks_passed: int, checks_failed: int = 0
+    ) -> None:
         rows = dict(result.rows)
-        record_run(self.store, {
-            "run_id": self.run_id, "dataset": self.dataset, "engine": self.engine, "status": result.status,
-            "started_at": self.started_at, "finished_at": now_iso(), "seconds": round(result.seconds, 3),
-            "rows_written": sum(n for t, n in rows.items() if t != "quarantine" and t not in DERIVED_NAMES),
-            "rows_rejected": result.rejected, "tables": rows, "versions": result.versions,
-            "warehouse_version": result.warehouse_version, "checks_passed": checks_passed,
-            "checks_failed": checks_failed, "message": result.message,
-        })
+        record_run(
+            self.store,
+            {
+                "run_id": self.run_id,
+                "dataset": self.dataset,
+                "engine": self.engine,
+                "status": result.status,
+                "started_at": self.started_at,
+                "finished_at": now_iso(),
+                "seconds": round(result.seconds, 3),
+                "rows_written": sum(n for t, n in rows.items() if t != "quarantine" and t not in DERIVED_NAMES),
+                "rows_rejected": result.rejected,
+                "tables": rows,
+                "versions": result.versions,
+                "warehouse_version": result.warehouse_version,
+                "checks_passed": checks_passed,
+                "checks_failed": checks_failed,
+                "message": result.message,
+            },
+        )
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._started

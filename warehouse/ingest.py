@@ -4,25 +4,26 @@ Staging writes every table the dataset feeds (and its quarantine) under the run'
 folder; `warehouse.gated.GatedIngest` then gates, derives and commits them. Nothing here is
 visible to a reader of the warehouse.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Callable
 
 import polars as pl
 
 from .config import Settings
 from .conform import conform, empty
 from .fetch import fetch_public
-from .sources import dataset_info, get_adapter
-from .sources.base import SourceFolder, SourceResult
 from .recluster import recluster
 from .schema import table as table_def
+from .sources import dataset_info, get_adapter
+from .sources.base import SourceFolder, SourceResult
 from .store import STAGING_RECORD, StagedPartition, Store, StoreError
 
 Say = Callable[[str], None]
@@ -52,7 +53,7 @@ class StagedDataset:
     fingerprint: str
     location: str | None = None
     notes: list[str] = field(default_factory=list)
-    files: list[dict] = field(default_factory=list)     # the source files read, as fingerprinted
+    files: list[dict] = field(default_factory=list)  # the source files read, as fingerprinted
     started_at: str | None = None
     seconds: float | None = None
 
@@ -84,8 +85,9 @@ def declared_files(adapter, src: SourceFolder, related: dict[str, SourceFolder])
     linked_files = getattr(adapter, "linked_source_files", None)
     if linked_files:
         for linked_id, folder in related.items():
-            files += [{**entry, "file": f"{linked_id}:{entry['file']}"}
-                      for entry in folder.fingerprint(linked_files(folder))]
+            files += [
+                {**entry, "file": f"{linked_id}:{entry['file']}"} for entry in folder.fingerprint(linked_files(folder))
+            ]
     return files
 
 
@@ -116,8 +118,11 @@ def stage_dataset(store: Store, read: ReadDataset, *, run_id: str, say: Say = _q
     whole = [name for name in info.tables if read.result.batches is None or name in frames]
 
     def stage(name: str, frame: pl.DataFrame | None) -> StagedPartition:
-        table = conform(name, frame, read.dataset, origin=info.links_to) if frame is not None and frame.width \
+        table = (
+            conform(name, frame, read.dataset, origin=info.links_to)
+            if frame is not None and frame.width
             else empty(name)
+        )
         return store.stage(name, read.dataset, table, run_id=run_id)
 
     staged: dict[str, StagedPartition] = {}
@@ -130,7 +135,7 @@ def stage_dataset(store: Store, read: ReadDataset, *, run_id: str, say: Say = _q
                 try:
                     staged[futures[future]] = future.result()
                     say(f"staging {futures[future]}")
-                except BaseException as e:  # noqa: BLE001 - raised after the pool has drained
+                except BaseException as e:
                     failures.append(e)
             if failures:
                 raise failures[0]
@@ -147,13 +152,22 @@ def stage_dataset(store: Store, read: ReadDataset, *, run_id: str, say: Say = _q
         raise
     # several bad values of one source row are one rejected row
     rejected_rows = rejected.unique(["source_file", "line_number", "row_number"]).height
-    return StagedDataset(read.dataset, run_id, staged, rejected_rows, read.fingerprint, read.location,
-                         list(read.result.notes), read.files)
+    return StagedDataset(
+        read.dataset,
+        run_id,
+        staged,
+        rejected_rows,
+        read.fingerprint,
+        read.location,
+        list(read.result.notes),
+        read.files,
+    )
 
 
 def _stage_batches(store: Store, read: ReadDataset, *, run_id: str, say: Say) -> dict:
     """Write streamed chunks as they arrive: one open writer per table, bounded memory."""
     writers = {}
+    assert read.result.batches is not None, "called only for a dataset that streams"
     for name, frame in read.result.batches:
         if name not in writers:
             writers[name] = store.writer(name, read.dataset, run_id)
@@ -169,11 +183,20 @@ def _stage_batches(store: Store, read: ReadDataset, *, run_id: str, say: Say) ->
 
 def save_staged(store: Store, staged: StagedDataset) -> None:
     """Record what this run staged, in the run's own staging folder: the gates and the publish read exactly it."""
-    doc = {"dataset": staged.dataset, "run_id": staged.run_id, "started_at": staged.started_at,
-           "seconds": staged.seconds, "rejected": staged.rejected, "fingerprint": staged.fingerprint,
-           "location": staged.location, "notes": staged.notes, "files": staged.files,
-           "partitions": {name: {"files": p.files, "rows": p.rows, "extra": p.extra}
-                          for name, p in staged.partitions.items()}}
+    doc = {
+        "dataset": staged.dataset,
+        "run_id": staged.run_id,
+        "started_at": staged.started_at,
+        "seconds": staged.seconds,
+        "rejected": staged.rejected,
+        "fingerprint": staged.fingerprint,
+        "location": staged.location,
+        "notes": staged.notes,
+        "files": staged.files,
+        "partitions": {
+            name: {"files": p.files, "rows": p.rows, "extra": p.extra} for name, p in staged.partitions.items()
+        },
+    }
     path = f"{store.staging_dir(staged.dataset, staged.run_id)}/{STAGING_RECORD}"
     store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     store.fs.pipe_file(path, json.dumps(doc, indent=1, sort_keys=True).encode())
@@ -184,12 +207,26 @@ def load_staged(store: Store, dataset: str, run_id: str) -> StagedDataset:
     try:
         doc = json.loads(store.fs.cat_file(path))
     except FileNotFoundError:
-        raise StoreError(f"run {run_id} staged nothing for {dataset} (no {path}); stage and publish in one run, "
-                         "so the quality gates check what is published") from None
-    partitions = {name: StagedPartition(store, name, dataset, run_id, p["files"], p["rows"], p.get("extra", {}))
-                  for name, p in doc["partitions"].items()}
-    return StagedDataset(dataset, run_id, partitions, doc["rejected"], doc["fingerprint"], doc.get("location"),
-                         doc["notes"], doc.get("files", []), doc.get("started_at"), doc.get("seconds"))
+        raise StoreError(
+            f"run {run_id} staged nothing for {dataset} (no {path}); stage and publish in one run, "
+            "so the quality gates check what is published"
+        ) from None
+    partitions = {
+        name: StagedPartition(store, name, dataset, run_id, p["files"], p["rows"], p.get("extra", {}))
+        for name, p in doc["partitions"].items()
+    }
+    return StagedDataset(
+        dataset,
+        run_id,
+        partitions,
+        doc["rejected"],
+        doc["fingerprint"],
+        doc.get("location"),
+        doc["notes"],
+        doc.get("files", []),
+        doc.get("started_at"),
+        doc.get("seconds"),
+    )
 
 
 def current_fingerprint(settings: Settings, dataset_id: str) -> str | None:
@@ -197,6 +234,7 @@ def current_fingerprint(settings: Settings, dataset_id: str) -> str | None:
 
     None when the dataset has no configured source and its default data is not prepared yet.
     """
+
     def prepared(dataset: str) -> SourceFolder | None:
         location = settings.source_for(dataset)
         if location is None:
@@ -211,7 +249,8 @@ def current_fingerprint(settings: Settings, dataset_id: str) -> str | None:
         return None
     adapter = get_adapter(dataset_id)
     linked = adapter.info.links_to
-    related = {linked: folder for folder in [prepared(linked)] if folder} if linked else {}
+    folder = prepared(linked) if linked else None
+    related = {linked: folder} if linked and folder else {}
     return fingerprint_of(declared_files(adapter, src, related))
 
 

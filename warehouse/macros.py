@@ -13,6 +13,7 @@ under its default policy; a finding given by a FINDING parameter is the column `
 `finding_value`).
 Image roots are not known to the catalog, so absolute paths are NULL there; `cxr cohort run` has them.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,7 +30,7 @@ _PARAM = re.compile(r"\$(\w+)\b")
 
 @dataclass(frozen=True)
 class MacroParam:
-    name: str              # as the query file names it
+    name: str  # as the query file names it
     type: str
     default: object
     doc: str = ""
@@ -37,11 +38,11 @@ class MacroParam:
 
 @dataclass(frozen=True)
 class MacroQuery:
-    group: str             # cohorts | stats
+    group: str  # cohorts | stats
     name: str
     description: str
     params: tuple[MacroParam, ...]
-    sql: str               # with $params
+    sql: str  # with $params
 
 
 def named_queries(linked: tuple[str, ...]) -> list[MacroQuery]:
@@ -50,16 +51,23 @@ def named_queries(linked: tuple[str, ...]) -> list[MacroQuery]:
 
     found = []
     for c in list_cohorts():
-        found.append(MacroQuery("cohorts", c.name, c.description,
-                                tuple(MacroParam(p.name, p.type, p.default, p.doc) for p in c.params),
-                                _cohort_sql(c, linked)))
+        found.append(
+            MacroQuery(
+                "cohorts",
+                c.name,
+                c.description,
+                tuple(MacroParam(p.name, p.type, p.default, p.doc) for p in c.params),
+                _cohort_sql(c, linked),
+            )
+        )
     for path in sorted((SQL_ROOT / "stats").iterdir(), key=lambda p: p.name):
         if not path.name.endswith(".sql"):
             continue
         q = named_query("stats", path.name.removesuffix(".sql"))
         names = sorted(set(_PARAM.findall(q.sql)), key=q.sql.index)
-        found.append(MacroQuery("stats", q.name, q.description,
-                                tuple(MacroParam(n, "VARCHAR", None) for n in names), q.sql))
+        found.append(
+            MacroQuery("stats", q.name, q.description, tuple(MacroParam(n, "VARCHAR", None) for n in names), q.sql)
+        )
     return found
 
 
@@ -69,7 +77,7 @@ def _cohort_sql(cohort, linked: tuple[str, ...]) -> str:
         if not f.startswith("$"):
             findings.append(f)
         elif any(p.name == f[1:] and p.type == "FINDING" for p in cohort.params):
-            findings.append(f)             # pivoted as labels[$param] into <param>_value
+            findings.append(f)  # pivoted as labels[$param] into <param>_value
     full = (1 << len(cohort.rules)) - 1
     units = cohort.units_sql(findings, cohort.uncertain, {}, linked)
     return f"SELECT * EXCLUDE (mask) FROM (\n{units}\n) WHERE mask = {full}"
@@ -98,8 +106,10 @@ def _public_macro(con: duckdb.DuckDBPyConnection, q: MacroQuery, inner: str) -> 
         public = [(f"only_{p.name}" if p.name in renamed else p.name, p) for p in q.params]
         signature = ", ".join(f"{n} := {literal(p.default)}" for n, p in public)
         try:
-            con.execute(f'CREATE OR REPLACE MACRO "{q.name}"({signature}) AS TABLE '
-                        f'SELECT * FROM "{inner}"({", ".join(n for n, _ in public)})')
+            con.execute(
+                f'CREATE OR REPLACE MACRO "{q.name}"({signature}) AS TABLE '
+                f'SELECT * FROM "{inner}"({", ".join(n for n, _ in public)})'
+            )
             return public
         except duckdb.BinderException as e:
             m = re.search(r"Conflicting column names for column (\w+)", str(e))
@@ -114,19 +124,33 @@ def register(con: duckdb.DuckDBPyConnection, linked: tuple[str, ...]) -> pa.Tabl
     for q in named_queries(linked):
         inner = f"_cxr_{q.name}_body"
         body = _PARAM.sub(lambda m: f"_cxr_p_{m.group(1)}", q.sql)
-        con.execute(f'CREATE OR REPLACE MACRO "{inner}"({", ".join(f"_cxr_p_{p.name}" for p in q.params)}) '
-                    f"AS TABLE {body}")
+        con.execute(
+            f'CREATE OR REPLACE MACRO "{inner}"({", ".join(f"_cxr_p_{p.name}" for p in q.params)}) AS TABLE {body}'
+        )
         public = _public_macro(con, q, inner)
-        rows.append({
-            "query": q.name, "kind": q.group, "description": q.description,
-            "parameters": [{"name": n, "type": p.type, "default": literal(p.default), "doc": p.doc}
-                           for n, p in public],
-            "call": f"SELECT * FROM {q.name}({', '.join(f'{n} := {literal(p.default)}' for n, p in public)})",
-            "sql": q.sql,
-        })
+        rows.append(
+            {
+                "query": q.name,
+                "kind": q.group,
+                "description": q.description,
+                "parameters": [
+                    {"name": n, "type": p.type, "default": literal(p.default), "doc": p.doc} for n, p in public
+                ],
+                "call": f"SELECT * FROM {q.name}({', '.join(f'{n} := {literal(p.default)}' for n, p in public)})",
+                "sql": q.sql,
+            }
+        )
     param = pa.struct([("name", pa.string()), ("type", pa.string()), ("default", pa.string()), ("doc", pa.string())])
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("query", pa.string()), ("kind", pa.string()), ("description", pa.string()),
-        ("parameters", pa.list_(param)), ("call", pa.string()),
-        ("sql", pa.string()),
-    ]))
+    return pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("query", pa.string()),
+                ("kind", pa.string()),
+                ("description", pa.string()),
+                ("parameters", pa.list_(param)),
+                ("call", pa.string()),
+                ("sql", pa.string()),
+            ]
+        ),
+    )

@@ -10,11 +10,12 @@ local disk and on object storage alike, and its Delta version is the warehouse's
 travel (`--as-of 12` or `--as-of 2026-12-01T10:00:00Z`) reads the log as it was, then the table
 versions it names.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 
@@ -23,18 +24,20 @@ from .schema import SCHEMA_VERSION
 from .store import Store
 
 LOG_TABLE = "_publish_log"
-LOG_SCHEMA = pa.schema([
-    pa.field("dataset", pa.string(), nullable=False),
-    pa.field("run_id", pa.string(), nullable=False),
-    pa.field("published_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("versions", pa.string(), nullable=False),     # JSON {table: Delta version}
-    pa.field("rows", pa.string()),                          # JSON {table: rows}
-    pa.field("source_fingerprint", pa.string()),
-    pa.field("source_location", pa.string()),
-    pa.field("engine", pa.string()),
-    pa.field("schema_version", pa.int32()),
-    pa.field("notes", pa.string()),                         # JSON [what the source folder lacked, ...]
-])
+LOG_SCHEMA = pa.schema(
+    [
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("published_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("versions", pa.string(), nullable=False),  # JSON {table: Delta version}
+        pa.field("rows", pa.string()),  # JSON {table: rows}
+        pa.field("source_fingerprint", pa.string()),
+        pa.field("source_location", pa.string()),
+        pa.field("engine", pa.string()),
+        pa.field("schema_version", pa.int32()),
+        pa.field("notes", pa.string()),  # JSON [what the source folder lacked, ...]
+    ]
+)
 
 
 class AsOfError(CxrError):
@@ -52,26 +55,51 @@ class Publish:
     source_location: str | None
     engine: str | None
     schema_version: int | None
-    warehouse_version: int            # the log's Delta version that added this row
-    notes: tuple[str, ...] = ()       # the adapter's notes at ingest: what the source folder held or lacked
+    warehouse_version: int  # the log's Delta version that added this row
+    notes: tuple[str, ...] = ()  # the adapter's notes at ingest: what the source folder held or lacked
 
 
-def record(store: Store, *, dataset: str, run_id: str, versions: dict[str, int], rows: dict[str, int],
-           source_fingerprint: str | None, source_location: str | None, engine: str,
-           notes: list[str] | None = None) -> int:
+def record(
+    store: Store,
+    *,
+    dataset: str,
+    run_id: str,
+    versions: dict[str, int],
+    rows: dict[str, int],
+    source_fingerprint: str | None,
+    source_location: str | None,
+    engine: str,
+    notes: list[str] | None = None,
+) -> int:
     """Append the publish of one dataset; returns the new warehouse version."""
     from deltalake import CommitProperties, write_deltalake
 
-    row = pa.Table.from_pylist([{
-        "dataset": dataset, "run_id": run_id, "published_at": datetime.now(timezone.utc),
-        "versions": json.dumps(versions, sort_keys=True), "rows": json.dumps(rows, sort_keys=True),
-        "source_fingerprint": source_fingerprint, "source_location": source_location, "engine": engine,
-        "schema_version": SCHEMA_VERSION, "notes": json.dumps(list(notes or [])),
-    }], schema=LOG_SCHEMA)
+    row = pa.Table.from_pylist(
+        [
+            {
+                "dataset": dataset,
+                "run_id": run_id,
+                "published_at": datetime.now(UTC),
+                "versions": json.dumps(versions, sort_keys=True),
+                "rows": json.dumps(rows, sort_keys=True),
+                "source_fingerprint": source_fingerprint,
+                "source_location": source_location,
+                "engine": engine,
+                "schema_version": SCHEMA_VERSION,
+                "notes": json.dumps(list(notes or [])),
+            }
+        ],
+        schema=LOG_SCHEMA,
+    )
     # schema_mode="merge": a log written before `notes` existed gains the column on this append
-    write_deltalake(store.table_uri(LOG_TABLE), row, mode="append", storage_options=store.delta_options or None,
-                    schema_mode="merge",
-                    commit_properties=CommitProperties(custom_metadata={"cxr.dataset": dataset, "cxr.run_id": run_id}))
+    write_deltalake(
+        store.table_uri(LOG_TABLE),
+        row,
+        mode="append",
+        storage_options=store.delta_options or None,
+        schema_mode="merge",
+        commit_properties=CommitProperties(custom_metadata={"cxr.dataset": dataset, "cxr.run_id": run_id}),
+    )
     return store.version_of_commit(LOG_TABLE, dataset, run_id)
 
 
@@ -91,17 +119,26 @@ def publishes(store: Store, as_of: int | datetime | None = None) -> list[Publish
         head = dt.version()
         try:
             dt.load_as_version(as_of)
-        except Exception as e:  # noqa: BLE001 - delta-rs raises a generic error for an unknown version
+        except Exception as e:
             raise AsOfError(f"the warehouse has no version {as_of!r} (it has versions 0 to {head}): {e}") from None
     log_version = _row_versions(dt)
     rows = pa.table(dt.to_pyarrow_dataset().to_table()).to_pylist()
-    found = [Publish(
-        dataset=r["dataset"], run_id=r["run_id"], published_at=r["published_at"],
-        versions={k: int(v) for k, v in json.loads(r["versions"]).items()},
-        rows={k: int(v) for k, v in json.loads(r["rows"] or "{}").items()},
-        source_fingerprint=r["source_fingerprint"], source_location=r["source_location"], engine=r["engine"],
-        schema_version=r["schema_version"], warehouse_version=log_version.get((r["run_id"], r["dataset"]), -1),
-        notes=tuple(json.loads(r.get("notes") or "[]"))) for r in rows]
+    found = [
+        Publish(
+            dataset=r["dataset"],
+            run_id=r["run_id"],
+            published_at=r["published_at"],
+            versions={k: int(v) for k, v in json.loads(r["versions"]).items()},
+            rows={k: int(v) for k, v in json.loads(r["rows"] or "{}").items()},
+            source_fingerprint=r["source_fingerprint"],
+            source_location=r["source_location"],
+            engine=r["engine"],
+            schema_version=r["schema_version"],
+            warehouse_version=log_version.get((r["run_id"], r["dataset"]), -1),
+            notes=tuple(json.loads(r.get("notes") or "[]")),
+        )
+        for r in rows
+    ]
     return sorted(found, key=lambda p: (p.warehouse_version, p.published_at))
 
 
@@ -115,8 +152,11 @@ def adopted(store: Store, as_of: int | datetime | None = None) -> dict[str, Publ
 
 def _row_versions(dt) -> dict[tuple[str, str], int]:
     """(run id, dataset) -> the log version whose commit appended its row (from the commit info)."""
-    return {(entry["cxr.run_id"], entry.get("cxr.dataset")): int(entry["version"]) for entry in dt.history()
-            if entry.get("cxr.run_id") and entry["version"] <= dt.version()}
+    return {
+        (entry["cxr.run_id"], entry.get("cxr.dataset")): int(entry["version"])
+        for entry in dt.history()
+        if entry.get("cxr.run_id") and entry["version"] <= dt.version()
+    }
 
 
 def parse_as_of(text: str | None) -> int | datetime | None:
@@ -128,6 +168,7 @@ def parse_as_of(text: str | None) -> int | datetime | None:
     try:
         stamp = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise AsOfError(f"--as-of {text!r} is neither a warehouse version (an integer) nor an ISO time "
-                        "such as 2026-12-01T10:00:00Z") from None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+        raise AsOfError(
+            f"--as-of {text!r} is neither a warehouse version (an integer) nor an ISO time such as 2026-12-01T10:00:00Z"
+        ) from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)

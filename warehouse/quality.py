@@ -10,22 +10,22 @@ GX takes pandas frames. A table larger than GX_MAX_ROWS is validated on a reprod
 (said in the outcome), and its key uniqueness is then computed in SQL over every row, since a
 sample cannot prove uniqueness. GX is imported only when a validation runs: it costs seconds.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
+from functools import cache, lru_cache
 
 import duckdb
 
 from . import findings, schema
 from .resources import data_folder
+from .store import Store
 from .suite_structure import generated_overlap, structural_expectations
 from .views import create_views, register_store, staged_files_sql
-from .store import Store
 
 EXPECTATIONS_ROOT = data_folder("expectations")
 GX_MAX_ROWS = 1_000_000
@@ -37,9 +37,9 @@ SAMPLE_ROWS = 20
 class CheckOutcome:
     table: str
     name: str
-    kind: str                 # expectation | integrity
+    kind: str  # expectation | integrity
     passed: bool
-    blocking: bool            # a failure keeps the partition from being published
+    blocking: bool  # a failure keeps the partition from being published
     description: str
     unexpected_count: int = 0
     unexpected_percent: float | None = None
@@ -50,14 +50,16 @@ class CheckOutcome:
 
 
 # --- suites --------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def suite(table: str) -> dict:
     path = EXPECTATIONS_ROOT / f"{table}.json"
     doc = json.loads(path.read_text())
     restated = generated_overlap(table, doc["expectations"])
     if restated:
-        raise ValueError(f"{path}: {', '.join(restated)} restate the schema; the structural expectations are "
-                         "generated from warehouse/schema.py (warehouse/suite_structure.py)")
+        raise ValueError(
+            f"{path}: {', '.join(restated)} restate the schema; the structural expectations are "
+            "generated from warehouse/schema.py (warehouse/suite_structure.py)"
+        )
     doc["expectations"] = structural_expectations(table) + doc["expectations"]
     for expectation in doc["expectations"]:  # "value_set": {"$vocabulary": "findings"} -> the ids of findings.csv
         ref = expectation["kwargs"].get("value_set")
@@ -75,8 +77,10 @@ def suite_tables() -> list[str]:
 
 def expectation_checks(table: str) -> list[tuple[str, bool, str]]:
     """(check name, blocking, description) of each expectation, without importing GX."""
-    return [(e["meta"]["name"], e.get("severity", "critical") == "critical", _describe(e))
-            for e in suite(table)["expectations"]]
+    return [
+        (e["meta"]["name"], e.get("severity", "critical") == "critical", _describe(e))
+        for e in suite(table)["expectations"]
+    ]
 
 
 def _describe(expectation: dict) -> str:
@@ -109,10 +113,15 @@ def integrity_checks() -> tuple[IntegrityCheck, ...]:
             continue
         header = dict(re.findall(r"^-- (\w+):\s*(.*)$", block, flags=re.MULTILINE))
         sql = "\n".join(line for line in block.splitlines() if not line.startswith("--")).strip().rstrip(";")
-        checks.append(IntegrityCheck(
-            name=header["check"], requires=tuple(t.strip() for t in header["requires"].split(",")),
-            blocking=header.get("severity", "critical") == "critical", description=header.get("description", ""),
-            sql=sql))
+        checks.append(
+            IntegrityCheck(
+                name=header["check"],
+                requires=tuple(t.strip() for t in header["requires"].split(",")),
+                blocking=header.get("severity", "critical") == "critical",
+                description=header.get("description", ""),
+                sql=sql,
+            )
+        )
     return tuple(checks)
 
 
@@ -134,13 +143,32 @@ def run_integrity(con: duckdb.DuckDBPyConnection, fed: set[str], tables: set[str
             continue
         missing = [t for t in check.requires if t not in fed]
         if missing:
-            outcomes.append(CheckOutcome(check.table, check.name, "integrity", True, check.blocking,
-                                         check.description, note=f"not applicable: no {', '.join(missing)} staged"))
+            outcomes.append(
+                CheckOutcome(
+                    check.table,
+                    check.name,
+                    "integrity",
+                    True,
+                    check.blocking,
+                    check.description,
+                    note=f"not applicable: no {', '.join(missing)} staged",
+                )
+            )
             continue
         count = scalar(con, f"SELECT count(*) FROM ({check.sql})")
         sample = _records(con, f"SELECT * FROM ({check.sql}) LIMIT {SAMPLE_ROWS}") if count else []
-        outcomes.append(CheckOutcome(check.table, check.name, "integrity", count == 0, check.blocking,
-                                     check.description, unexpected_count=int(count), sample=sample))
+        outcomes.append(
+            CheckOutcome(
+                check.table,
+                check.name,
+                "integrity",
+                count == 0,
+                check.blocking,
+                check.description,
+                unexpected_count=int(count),
+                sample=sample,
+            )
+        )
     return outcomes
 
 
@@ -168,13 +196,16 @@ def _plain(value):
 
 
 # --- GX ------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _validation_definition(table: str):
     import great_expectations as gx
 
     context = _gx_context()
-    batch = context.data_sources.add_pandas(f"staged_{table}").add_dataframe_asset(table) \
+    batch = (
+        context.data_sources.add_pandas(f"staged_{table}")
+        .add_dataframe_asset(table)
         .add_batch_definition_whole_dataframe("partition")
+    )
     doc = suite(table)
     gx_suite = context.suites.add(gx.ExpectationSuite(name=table, expectations=doc["expectations"], meta=doc["meta"]))
     return gx.ValidationDefinition(name=f"{table}_gate", data=batch, suite=gx_suite)
@@ -196,27 +227,43 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str) -> list[CheckOutc
     """Run the table's GX suite over its staged rows (or a reproducible sample of them)."""
     total = scalar(con, f'SELECT count(*) FROM "{table}"')
     sampled = total > GX_MAX_ROWS
-    query = f'SELECT * FROM "{table}"' + (f" USING SAMPLE reservoir({GX_MAX_ROWS} ROWS) REPEATABLE (42)"
-                                          if sampled else "")
+    query = f'SELECT * FROM "{table}"' + (
+        f" USING SAMPLE reservoir({GX_MAX_ROWS} ROWS) REPEATABLE (42)" if sampled else ""
+    )
     frame = _widened(con.sql(query).to_arrow_table().to_pandas().reset_index(drop=True))
     result = _validation_definition(table).run(
         batch_parameters={"dataframe": frame},
-        result_format={"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_ROWS,
-                       "return_unexpected_index_query": False})
+        result_format={
+            "result_format": "COMPLETE",
+            "partial_unexpected_count": SAMPLE_ROWS,
+            "return_unexpected_index_query": False,
+        },
+    )
     by_name = {r.expectation_config.meta["name"]: r for r in result.results}
     outcomes = []
     for name, blocking, description in expectation_checks(table):
         r = by_name[name]
         details = r.result or {}
         positions = (details.get("unexpected_index_list") or [])[:SAMPLE_ROWS]
-        sample = [{k: _plain(v) for k, v in row.items()}
-                  for row in frame.iloc[positions].to_dict(orient="records")] if positions else []
+        sample = (
+            [{k: _plain(v) for k, v in row.items()} for row in frame.iloc[positions].to_dict(orient="records")]
+            if positions
+            else []
+        )
         outcome = CheckOutcome(
-            table, name, "expectation", bool(r.success), blocking, description,
+            table,
+            name,
+            "expectation",
+            bool(r.success),
+            blocking,
+            description,
             unexpected_count=int(details.get("unexpected_count") or 0),
             unexpected_percent=_plain(details.get("unexpected_percent")),
-            observed=_plain(details.get("observed_value")), sample=sample, evaluated_rows=len(frame),
-            note=f"validated on a reproducible sample of {len(frame):,} of {total:,} rows" if sampled else None)
+            observed=_plain(details.get("observed_value")),
+            sample=sample,
+            evaluated_rows=len(frame),
+            note=f"validated on a reproducible sample of {len(frame):,} of {total:,} rows" if sampled else None,
+        )
         if r.exception_info and _raised(r.exception_info):
             outcome.passed, outcome.note = False, f"expectation could not run: {_raised(r.exception_info)}"
         outcomes.append(outcome)
@@ -230,7 +277,7 @@ def _widened(frame):
     those dtypes vectorized (`expect_column_values_to_be_between` calls a Python function per row otherwise)."""
     import numpy as np
 
-    wider = {}
+    wider: dict[str, type] = {}
     for name, dtype in frame.dtypes.items():
         if isinstance(dtype, np.dtype) and dtype.kind in "iu" and dtype != np.int64 and dtype.itemsize < 8:
             wider[name] = np.int64
@@ -271,9 +318,18 @@ def expectation_gate(con: duckdb.DuckDBPyConnection, table: str, fed: set[str], 
     """The table's suite on the staged rows; a table the dataset does not feed passes with a note."""
     if table in fed:
         return validate_table(con, table)
-    return [CheckOutcome(table, name, "expectation", True, blocking, description,
-                         note=f"not applicable: {dataset} does not feed {table}")
-            for name, blocking, description in expectation_checks(table)]
+    return [
+        CheckOutcome(
+            table,
+            name,
+            "expectation",
+            True,
+            blocking,
+            description,
+            note=f"not applicable: {dataset} does not feed {table}",
+        )
+        for name, blocking, description in expectation_checks(table)
+    ]
 
 
 def gate_staged(store: Store, files_by_table: dict[str, list[str]], dataset: str) -> list[CheckOutcome]:
@@ -288,7 +344,7 @@ def gate_staged(store: Store, files_by_table: dict[str, list[str]], dataset: str
 
 
 # --- volume gates: a dataset that comes out empty, shrinks, or misses its release's known counts -------
-DEFAULT_MAX_SHRINK = 0.2        # a table may lose at most this share of its rows against the last publish
+DEFAULT_MAX_SHRINK = 0.2  # a table may lose at most this share of its rows against the last publish
 EXPECTED_COUNTS = EXPECTATIONS_ROOT / "expected_counts.csv"
 VOLUME_CHECKS = (
     ("not_empty", "the dataset's tables are not all empty (an empty source is a broken source)"),
@@ -301,12 +357,19 @@ VOLUME_CHECKS = (
 def expected_counts() -> tuple[dict, ...]:
     import csv
 
-    with EXPECTED_COUNTS.open(newline="") as f:
-        return tuple(dict(r, rows=int(r["rows"])) for r in csv.DictReader(f))
+    text = EXPECTED_COUNTS.read_text()  # a Traversable (the wheel's copy) opens without newline=
+    return tuple(dict(r, rows=int(r["rows"])) for r in csv.DictReader(text.splitlines()))
 
 
-def volume_gate(dataset: str, rows: dict[str, int], files: list[dict], previous: dict[str, int] | None, *,
-                max_shrink: float = DEFAULT_MAX_SHRINK, allow_shrink: bool = False) -> list[CheckOutcome]:
+def volume_gate(
+    dataset: str,
+    rows: dict[str, int],
+    files: list[dict],
+    previous: dict[str, int] | None,
+    *,
+    max_shrink: float = DEFAULT_MAX_SHRINK,
+    allow_shrink: bool = False,
+) -> list[CheckOutcome]:
     """The volume checks on one run's staged row counts, against the last publish and the known releases.
 
     `files` are the source files read (name and sha256, as fingerprinted): the expected counts of a
@@ -316,23 +379,45 @@ def volume_gate(dataset: str, rows: dict[str, int], files: list[dict], previous:
     described = dict(VOLUME_CHECKS)
 
     def outcome(name: str, offending: list[dict], note: str | None = None) -> CheckOutcome:
-        return CheckOutcome("volume", name, "volume", not offending, True, described[name],
-                            unexpected_count=len(offending), sample=offending[:SAMPLE_ROWS], note=note)
+        return CheckOutcome(
+            "volume",
+            name,
+            "volume",
+            not offending,
+            True,
+            described[name],
+            unexpected_count=len(offending),
+            sample=offending[:SAMPLE_ROWS],
+            note=note,
+        )
 
     empty = [] if any(data.values()) else [{"table": t, "rows": 0} for t in sorted(data)]
     shrunk = []
     for table, before in sorted((previous or {}).items()):
         now = data.get(table)
         if now is not None and before and (before - now) / before > max_shrink:
-            shrunk.append({"table": table, "published": before, "staged": now, "lost": before - now,
-                           "lost_percent": round(100 * (before - now) / before, 1)})
+            shrunk.append(
+                {
+                    "table": table,
+                    "published": before,
+                    "staged": now,
+                    "lost": before - now,
+                    "lost_percent": round(100 * (before - now) / before, 1),
+                }
+            )
     note = None
     if shrunk and allow_shrink:
         shrunk, note = [], "shrink allowed by --allow-shrink"
     read = {(f.get("file"), f.get("sha256")) for f in files}
-    wrong = [{"table": e["table"], "release": e["release"], "expected": e["rows"], "staged": data.get(e["table"], 0),
-              "difference": data.get(e["table"], 0) - e["rows"]}
-             for e in expected_counts() if e["dataset"] == dataset and (e["file"], e["sha256"]) in read
-             and data.get(e["table"], 0) != e["rows"]]
-    return [outcome("not_empty", empty), outcome("no_shrink", shrunk, note),
-            outcome("expected_counts", wrong)]
+    wrong = [
+        {
+            "table": e["table"],
+            "release": e["release"],
+            "expected": e["rows"],
+            "staged": data.get(e["table"], 0),
+            "difference": data.get(e["table"], 0) - e["rows"],
+        }
+        for e in expected_counts()
+        if e["dataset"] == dataset and (e["file"], e["sha256"]) in read and data.get(e["table"], 0) != e["rows"]
+    ]
+    return [outcome("not_empty", empty), outcome("no_shrink", shrunk, note), outcome("expected_counts", wrong)]

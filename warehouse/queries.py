@@ -3,6 +3,7 @@
 The header (`-- name:`, `-- description:`, `-- parameters:`) documents the query where it lives;
 the SQL stays plain SQL that runs against the catalog's views.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

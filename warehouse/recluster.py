@@ -6,6 +6,7 @@ nothing. DuckDB's external sort (spilling to a temporary folder past its memory 
 staged files in the table's `sort_by` order, one sub-partition at a time; the writer then cuts row
 groups that each cover a narrow range of the leading sort keys.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -31,8 +32,9 @@ def recluster(store: Store, staged: StagedPartition) -> StagedPartition:
     base = staged.folder
     writer = PartitionWriter(store, table, staged.dataset, staged.run_id, first_file_index=len(staged.files))
     spill = scratch_dir("sort")
-    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(spill),
-                                 "preserve_insertion_order": True})
+    con = duckdb.connect(
+        config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(spill), "preserve_insertion_order": True}
+    )
     try:
         if not store.local:
             con.register_filesystem(store.fs)

@@ -6,6 +6,7 @@ out here. The data dictionary draws its entity-relationship diagram from these d
 tests/test_relations.py checks each one against the schema. The integrity checks that enforce the
 references on the data are SQL (expectations/integrity.sql).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -16,10 +17,10 @@ from . import schema
 
 @dataclass(frozen=True)
 class Reference:
-    table: str                      # the referring table
-    columns: tuple[str, ...]        # its columns, in the order of the referenced key
-    to_table: str                   # the referenced table
-    to_columns: tuple[str, ...]     # the referenced table's key columns
+    table: str  # the referring table
+    columns: tuple[str, ...]  # its columns, in the order of the referenced key
+    to_table: str  # the referenced table
+    to_columns: tuple[str, ...]  # the referenced table's key columns
 
     @property
     def label(self) -> str:

@@ -5,6 +5,7 @@ worktree or a scratch copy is what runs. A wheel ships them inside the package a
 `warehouse/sql/` and `warehouse/expectations/` (pyproject's package-dir mapping), read through
 importlib.resources.
 """
+
 from __future__ import annotations
 
 from importlib import resources

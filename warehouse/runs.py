@@ -3,10 +3,11 @@
 A record says what ran, when, how it ended (`published`, `blocked` by a gate, or `failed` with
 its error), the rows it wrote and rejected, and the Delta version of every table it committed.
 """
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 
@@ -15,17 +16,29 @@ from .store import Store
 RUNS_DIR = "_runs"
 STATUSES = ("published", "blocked", "failed")
 
-RUN_FIELDS = pa.schema([
-    ("run_id", pa.string()), ("dataset", pa.string()), ("engine", pa.string()), ("status", pa.string()),
-    ("started_at", pa.string()), ("finished_at", pa.string()), ("seconds", pa.float64()),
-    ("rows_written", pa.int64()), ("rows_rejected", pa.int64()), ("tables", pa.string()),
-    ("versions", pa.string()), ("warehouse_version", pa.int64()),
-    ("checks_passed", pa.int32()), ("checks_failed", pa.int32()), ("message", pa.string()),
-])
+RUN_FIELDS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("dataset", pa.string()),
+        ("engine", pa.string()),
+        ("status", pa.string()),
+        ("started_at", pa.string()),
+        ("finished_at", pa.string()),
+        ("seconds", pa.float64()),
+        ("rows_written", pa.int64()),
+        ("rows_rejected", pa.int64()),
+        ("tables", pa.string()),
+        ("versions", pa.string()),
+        ("warehouse_version", pa.int64()),
+        ("checks_passed", pa.int32()),
+        ("checks_failed", pa.int32()),
+        ("message", pa.string()),
+    ]
+)
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def record_run(store: Store, record: dict) -> None:

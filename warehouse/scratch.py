@@ -4,6 +4,7 @@ A killed ingest cannot remove its own scratch (QBA's JSON chunks, a sort's spill
 every folder is named `cxr-<kind>-<pid>-<random>` and the next ingest sweeps the folders whose
 process is gone.
 """
+
 from __future__ import annotations
 
 import os

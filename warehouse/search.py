@@ -5,6 +5,7 @@ labels the map gives as their synonyms), the raw labels the warehouse's labels h
 dataset registry, and the named queries and cohorts. A match in a name ranks above one in a
 description; an exact name above a prefix above a substring.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,7 +21,7 @@ LISTS = ("raw labels", "values")  # text fields that are comma-separated lists
 class Entry:
     kind: str
     name: str
-    text: tuple[tuple[str, str], ...]    # (what, text) searched beside the name, e.g. ("description", "…")
+    text: tuple[tuple[str, str], ...]  # (what, text) searched beside the name, e.g. ("description", "…")
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,15 @@ def entries(con: duckdb.DuckDBPyConnection) -> list[Entry]:
     from .cohorts import list_cohorts
     from .queries import list_queries, parameters
 
-    found = [Entry("table", r["table_name"], (("description", r["description"]),))
-             for r in _rows(con, "SELECT table_name, description FROM catalog_tables")]
-    for r in _rows(con, "SELECT table_name, column_name, type, description, allowed_values FROM catalog_columns "
-                        "ORDER BY table_name, position"):
+    found = [
+        Entry("table", r["table_name"], (("description", r["description"]),))
+        for r in _rows(con, "SELECT table_name, description FROM catalog_tables")
+    ]
+    for r in _rows(
+        con,
+        "SELECT table_name, column_name, type, description, allowed_values FROM catalog_columns "
+        "ORDER BY table_name, position",
+    ):
         text = [("description", r["description"])]
         if r["allowed_values"]:
             text.append(("values", ", ".join(r["allowed_values"])))
@@ -60,14 +66,25 @@ def entries(con: duckdb.DuckDBPyConnection) -> list[Entry]:
         if r["parent"]:
             text.append(("under", r["parent"]))
         found.append(Entry("finding", r["finding"], tuple(text)))
-    for r in _rows(con, "SELECT raw_label, dataset, labeler, any_value(finding) AS finding, count(*) AS n "
-                        "FROM labels GROUP BY ALL ORDER BY raw_label, dataset, labeler"):
+    for r in _rows(
+        con,
+        "SELECT raw_label, dataset, labeler, any_value(finding) AS finding, count(*) AS n "
+        "FROM labels GROUP BY ALL ORDER BY raw_label, dataset, labeler",
+    ):
         target = f"→ {r['finding']}" if r["finding"] else "→ no finding (unmapped)"
-        found.append(Entry("raw label", r["raw_label"],
-                           (("in", f"{r['dataset']} · {r['labeler']} {target}, {r['n']:,} row{'s' if r['n'] != 1 else ''}"),)))
+        found.append(
+            Entry(
+                "raw label",
+                r["raw_label"],
+                (("in", f"{r['dataset']} · {r['labeler']} {target}, {r['n']:,} row{'s' if r['n'] != 1 else ''}"),),
+            )
+        )
     for r in _rows(con, "SELECT * FROM catalog_datasets ORDER BY dataset"):
-        text = [(k, v if isinstance(v, str) else ", ".join(map(str, v)))
-                for k, v in r.items() if k != "dataset" and v and isinstance(v, (str, list))]
+        text = [
+            (k, v if isinstance(v, str) else ", ".join(map(str, v)))
+            for k, v in r.items()
+            if k != "dataset" and v and isinstance(v, (str, list))
+        ]
         found.append(Entry("dataset", r["dataset"], tuple(text)))
     for q in list_queries():
         text = [("description", q.description)]
@@ -97,10 +114,10 @@ def _score(entry: Entry, term: str) -> Match | None:
     spaced = t.replace("_", " ")
     if t in (name, short) or spaced in (name.replace("_", " "), short.replace("_", " ")):
         return Match(entry.kind, entry.name, _window(first, 0, 0), 100)
-    for what, text in entry.text:    # a synonym or allowed value named exactly
+    for what, text in entry.text:  # a synonym or allowed value named exactly
         if what in LISTS and t in (item.strip().lower() for item in text.split(",")):
             return Match(entry.kind, entry.name, f"{what}: {_window(text, text.lower().find(t), len(t))}", 90)
-    own = short if entry.kind == "column" else name     # a column is not found by its table's name
+    own = short if entry.kind == "column" else name  # a column is not found by its table's name
     if own.startswith(t) or short.startswith(t):
         return Match(entry.kind, entry.name, _window(first, 0, 0), 80)
     if t in own:
@@ -110,8 +127,9 @@ def _score(entry: Entry, term: str) -> Match | None:
         at = low.find(t)
         if at >= 0:
             whole = re.search(rf"(?<![a-z0-9_]){re.escape(t)}(?![a-z0-9_])", low) is not None
-            return Match(entry.kind, entry.name, f"{what}: {_window(text, at, len(t))}",
-                         (40 if whole else 30) - min(i, 5))
+            return Match(
+                entry.kind, entry.name, f"{what}: {_window(text, at, len(t))}", (40 if whole else 30) - min(i, 5)
+            )
     if t in name:
         return Match(entry.kind, entry.name, _window(first, 0, 0), 15)
     words = t.split()

@@ -6,6 +6,7 @@ committed in the same publish as its source tables: `split_stats` can never desc
 another version. A dataset that links to another (CheXpert Plus to CheXpert) reads the linked
 dataset's rows from its newest complete publish.
 """
+
 from __future__ import annotations
 
 import duckdb
@@ -18,8 +19,12 @@ from .store import Store
 from .views import create_views, delta_files_sql, register_store, staged_files_sql
 
 # table -> sql/stats/<name>.sql
-DERIVED = {"split_stats": "split_stats", "demographics": "demographics", "image_labels": "image_labels",
-           "label_agreement": "label_agreement"}
+DERIVED = {
+    "split_stats": "split_stats",
+    "demographics": "demographics",
+    "image_labels": "image_labels",
+    "label_agreement": "label_agreement",
+}
 
 
 def derive_connection(store: Store, staged_files: dict[str, list[str]], linked=None) -> duckdb.DuckDBPyConnection:

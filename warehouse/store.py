@@ -12,6 +12,7 @@ dataset's partition (an overwrite with a predicate). Each commit carries the dat
 its commit info, so a table's history says which run wrote what. Old versions stay until the
 retention vacuum, which keeps every version a publish record in the retention window names.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,8 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import IO
 
 import fsspec
 import pyarrow as pa
@@ -28,15 +30,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import CxrError
-from .schema import Table, table as table_def
+from .schema import Table
+from .schema import table as table_def
 from .scratch import process_alive
 
 ROW_GROUP_ROWS = 128 * 1024
 FILE_ROWS = 4 * 1024 * 1024
 STAGING_DIR = "_staging"
-STAGING_RECORD = "staged.json"     # what a run staged, written in its staging folder
-STAGING_OWNER = "owner.json"       # which processes are running it
-STALE_STAGING_SECONDS = 6 * 3600   # a staging folder this old belongs to no live run
+STAGING_RECORD = "staged.json"  # what a run staged, written in its staging folder
+STAGING_OWNER = "owner.json"  # which processes are running it
+STALE_STAGING_SECONDS = 6 * 3600  # a staging folder this old belongs to no live run
 
 
 class StoreError(CxrError):
@@ -79,7 +82,7 @@ class StagedPartition:
     table: str
     dataset: str
     run_id: str
-    files: list[dict]               # {"path": relative to the staged table folder, "rows": n, "bytes": n}
+    files: list[dict]  # {"path": relative to the staged table folder, "rows": n, "bytes": n}
     rows: int
     extra: dict = field(default_factory=dict)
 
@@ -94,13 +97,23 @@ class StagedPartition:
 class PartitionWriter:
     """Streams record batches into the staged Parquet files of one table of one run."""
 
-    def __init__(self, store: "Store", table: Table, dataset: str, run_id: str, *, file_rows: int = FILE_ROWS,
-                 row_group_rows: int = ROW_GROUP_ROWS, first_file_index: int = 0, folder: str | None = None):
+    def __init__(
+        self,
+        store: "Store",
+        table: Table,
+        dataset: str,
+        run_id: str,
+        *,
+        file_rows: int = FILE_ROWS,
+        row_group_rows: int = ROW_GROUP_ROWS,
+        first_file_index: int = 0,
+        folder: str | None = None,
+    ):
         self.store, self.table, self.dataset, self.run_id = store, table, dataset, run_id
         self.folder = folder or store.staged_table_dir(dataset, run_id, table.name)
         self.file_rows, self.row_group_rows = file_rows, row_group_rows
         self.schema = table.schema
-        self._open: dict[str | None, tuple[pq.ParquetWriter, object, str, int]] = {}
+        self._open: dict[str | None, tuple[pq.ParquetWriter, IO[bytes], str, int]] = {}
         self._counter = first_file_index  # a rewrite of staged files names its files after the old ones
         self.files: list[dict] = []
 
@@ -136,8 +149,9 @@ class PartitionWriter:
             path = f"{self.folder}/{rel}"
             self.store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             handle = self.store.fs.open(path, "wb")
-            writer = pq.ParquetWriter(handle, self.schema, compression="lz4", write_statistics=True,
-                                      use_dictionary=True)
+            writer = pq.ParquetWriter(
+                handle, self.schema, compression="lz4", write_statistics=True, use_dictionary=True
+            )
             self._open[sub] = (writer, handle, rel, 0)
         return self._open[sub]
 
@@ -217,8 +231,15 @@ class Store:
 
     def staged_from_writer(self, writer: PartitionWriter, *, extra: dict | None = None) -> StagedPartition:
         files = writer.close()
-        return StagedPartition(self, writer.table.name, writer.dataset, writer.run_id, files,
-                               sum(f["rows"] for f in files), dict(extra or {}))
+        return StagedPartition(
+            self,
+            writer.table.name,
+            writer.dataset,
+            writer.run_id,
+            files,
+            sum(f["rows"] for f in files),
+            dict(extra or {}),
+        )
 
     def discard_staging(self, dataset: str, run_id: str) -> None:
         self.remove_tree(self.staging_dir(dataset, run_id))
@@ -244,7 +265,7 @@ class Store:
         """
         now = time.time() if now is None else now
         base = f"{self.root}/{STAGING_DIR}/{dataset}"
-        removed = []
+        removed: list[str] = []
         try:
             entries = self.fs.ls(base, detail=True)
         except FileNotFoundError:
@@ -264,8 +285,11 @@ class Store:
         """Data files a dead run wrote into a table but never committed (a commit it had made stays)."""
         removed = []
         for table in self._tables_with_partition(dataset):
-            written = [p for p in self.fs.find(f"{self.root}/{table}/dataset={dataset}")
-                       if p.rsplit("/", 1)[-1].startswith(f"part-{run_id}-")]
+            written = [
+                p
+                for p in self.fs.find(f"{self.root}/{table}/dataset={dataset}")
+                if p.rsplit("/", 1)[-1].startswith(f"part-{run_id}-")
+            ]
             if not written:
                 continue
             committed = {self.fs._strip_protocol(u) for u in self.delta(table).file_uris()}
@@ -308,10 +332,19 @@ class Store:
         dt = self.ensure_table(spec)
         actions = self._write_data_files(staged, spec)
         dt.create_write_transaction(
-            actions, mode="overwrite", schema=spec.schema, partition_by=partition_columns(spec),
+            actions,
+            mode="overwrite",
+            schema=spec.schema,
+            partition_by=partition_columns(spec),
             partition_filters=[("dataset", "=", staged.dataset)],
-            commit_properties=CommitProperties(custom_metadata={
-                "cxr.dataset": staged.dataset, "cxr.run_id": staged.run_id, "cxr.rows": str(staged.rows)}))
+            commit_properties=CommitProperties(
+                custom_metadata={
+                    "cxr.dataset": staged.dataset,
+                    "cxr.run_id": staged.run_id,
+                    "cxr.rows": str(staged.rows),
+                }
+            ),
+        )
         return self.version_of_commit(spec.name, staged.dataset, staged.run_id)
 
     def _write_data_files(self, staged: StagedPartition, spec: Table) -> list:
@@ -325,8 +358,9 @@ class Store:
         for n, f in enumerate(staged.files):
             source = f"{staged.folder}/{f['path']}"
             if not self.fs.exists(source):
-                raise StoreError(f"cannot commit {staged.table}/dataset={staged.dataset}: staged file {source} "
-                                 "is missing")
+                raise StoreError(
+                    f"cannot commit {staged.table}/dataset={staged.dataset}: staged file {source} is missing"
+                )
             values: dict[str, str | None] = {"dataset": staged.dataset}
             sub = f"dataset={staged.dataset}"
             if spec.subpartition:
@@ -337,8 +371,9 @@ class Store:
             stats = _Stats(data_schema)
             self.fs.makedirs(f"{table_dir}/{sub}", exist_ok=True)
             with self.fs.open(source, "rb") as src, self.fs.open(f"{table_dir}/{rel}", "wb") as out:
-                with pq.ParquetWriter(out, data_schema, compression="zstd", compression_level=3,
-                                      write_statistics=True) as writer:
+                with pq.ParquetWriter(
+                    out, data_schema, compression="zstd", compression_level=3, write_statistics=True
+                ) as writer:
                     for batch in pq.ParquetFile(src).iter_batches(batch_size=ROW_GROUP_ROWS):
                         batch = pa.Table.from_batches([batch]).select(data_schema.names).cast(data_schema)
                         writer.write_table(batch, row_group_size=ROW_GROUP_ROWS)
@@ -362,9 +397,15 @@ class Store:
         if DeltaTable.is_deltatable(uri, storage_options=self.delta_options or None):
             return self.delta(spec.name)
         try:
-            DeltaTable.create(uri, schema=spec.schema, partition_by=partition_columns(spec), mode="ignore",
-                              name=spec.name, description=spec.description,
-                              storage_options=self.delta_options or None)
+            DeltaTable.create(
+                uri,
+                schema=spec.schema,
+                partition_by=partition_columns(spec),
+                mode="ignore",
+                name=spec.name,
+                description=spec.description,
+                storage_options=self.delta_options or None,
+            )
         except Exception as e:  # another run created it at the same moment
             if not DeltaTable.is_deltatable(uri, storage_options=self.delta_options or None):
                 raise StoreError(f"cannot create Delta table {uri}: {e}") from e
@@ -399,8 +440,14 @@ class Store:
         mask = pc.equal(actions.column("partition.dataset"), dataset)
         chosen = actions.filter(mask).select(["path", "num_records", "size_bytes"]).to_pylist()
         base = f"{self.root}/{table}"
-        return [{"url": self.url(f"{base}/{a['path']}"), "rows": int(a["num_records"] or 0),
-                 "bytes": int(a["size_bytes"] or 0)} for a in sorted(chosen, key=lambda a: a["path"])]
+        return [
+            {
+                "url": self.url(f"{base}/{a['path']}"),
+                "rows": int(a["num_records"] or 0),
+                "bytes": int(a["size_bytes"] or 0),
+            }
+            for a in sorted(chosen, key=lambda a: a["path"])
+        ]
 
     def read_staged(self, table: str, staged: StagedPartition) -> pa.Table:
         """A staged table's rows (for previews and tests)."""
@@ -427,10 +474,15 @@ class Store:
             return spec.schema.empty_table()
         filesystem = None if self.local else pa.fs.PyFileSystem(pa.fs.FSSpecHandler(self.fs))
         paths = files if self.local else [self.fs._strip_protocol(f) for f in files]
-        data = pads.dataset(paths, format="parquet", filesystem=filesystem,
-                            partitioning=pads.partitioning(flavor="hive", schema=pa.schema(
-                                [(c, pa.string()) for c in partition_columns(spec)])),
-                            partition_base_dir=self.fs._strip_protocol(self.table_uri(table))).to_table()
+        data = pads.dataset(
+            paths,
+            format="parquet",
+            filesystem=filesystem,
+            partitioning=pads.partitioning(
+                flavor="hive", schema=pa.schema([(c, pa.string()) for c in partition_columns(spec)])
+            ),
+            partition_base_dir=self.fs._strip_protocol(self.table_uri(table)),
+        ).to_table()
         return data.select([c for c in spec.column_names if c in data.column_names])
 
     # --- housekeeping --------------------------------------------------------------------
@@ -439,8 +491,12 @@ class Store:
         dt = self.delta(table)
         if dt is None:
             return []
-        return dt.vacuum(retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False,
-                         keep_versions=sorted(set(keep_versions)) or None)
+        return dt.vacuum(
+            retention_hours=int(retention_hours),
+            dry_run=False,
+            enforce_retention_duration=False,
+            keep_versions=sorted(set(keep_versions)) or None,
+        )
 
 
 class _Stats:
@@ -449,8 +505,14 @@ class _Stats:
     def __init__(self, schema: pa.Schema):
         self.rows = 0
         self.nulls = {f.name: 0 for f in schema}
-        self.ranged = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
-                       or pa.types.is_string(f.type) or pa.types.is_date(f.type)]
+        self.ranged = [
+            f.name
+            for f in schema
+            if pa.types.is_integer(f.type)
+            or pa.types.is_floating(f.type)
+            or pa.types.is_string(f.type)
+            or pa.types.is_date(f.type)
+        ]
         self.low: dict = {}
         self.high: dict = {}
 
@@ -471,8 +533,11 @@ class _Stats:
         def usable(v) -> bool:  # long strings would need truncation rules; NaN has no order
             return not (isinstance(v, str) and len(v) > 64) and not (isinstance(v, float) and v != v)
 
-        low = {k: str(v) if hasattr(v, "isoformat") else v for k, v in self.low.items()
-               if usable(v) and usable(self.high[k])}
+        low = {
+            k: str(v) if hasattr(v, "isoformat") else v
+            for k, v in self.low.items()
+            if usable(v) and usable(self.high[k])
+        }
         high = {k: str(self.high[k]) if hasattr(self.high[k], "isoformat") else self.high[k] for k in low}
         return json.dumps({"numRecords": self.rows, "minValues": low, "maxValues": high, "nullCount": self.nulls})
 
@@ -488,7 +553,7 @@ def _modified(fs, path: str, *, fallback: str | None = None) -> float:
         return _modified(fs, fallback) if fallback else 0.0
     stamp = info.get("mtime") or info.get("LastModified") or info.get("created")
     if isinstance(stamp, datetime):
-        return stamp.replace(tzinfo=stamp.tzinfo or timezone.utc).timestamp()
+        return stamp.replace(tzinfo=stamp.tzinfo or UTC).timestamp()
     try:
         return float(stamp)
     except (TypeError, ValueError):

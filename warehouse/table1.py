@@ -14,6 +14,7 @@ patients' race and ethnicity where a dataset records them. Rows:
 SMD columns compare each pair of splits (tableone's `smd=True`: Cohen's d with the pooled SD for continuous
 rows, Yang and Dalton's multinomial form for categorical ones).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ NOT_STATED = "not stated"
 
 @dataclass
 class Table1:
-    frame: pd.DataFrame           # tableone's table: MultiIndex rows (variable, level), one column per group
-    groups: list[str]               # the splits, in column order
+    frame: pd.DataFrame  # tableone's table: MultiIndex rows (variable, level), one column per group
+    groups: list[str]  # the splits, in column order
 
     def to_csv(self, path: Path) -> Path:
         self.frame.to_csv(path)
@@ -44,28 +45,30 @@ class Table1:
 
         frame = self.frame.reset_index()
         header = ["variable", "level", *[c[1] if isinstance(c, tuple) else c for c in self.frame.columns]]
-        rows = [["" if pd.isna(v) else str(v).replace("|", "\\|") for v in row]
-                for row in frame.values.tolist()]
+        rows = [["" if pd.isna(v) else str(v).replace("|", "\\|") for v in row] for row in frame.values.tolist()]
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         path.write_text(f"# Table 1: {title}\n\n" + "\n".join(lines) + "\n")
         return path
 
 
-def unit_frame(manifest, findings: list[str], demographics: dict[tuple[str, str], tuple] | None = None
-               ) -> pd.DataFrame:
+def unit_frame(manifest, findings: list[str], demographics: dict[tuple[str, str], tuple] | None = None) -> pd.DataFrame:
     """One row per unit with the columns Table 1 describes; `demographics` maps (dataset, patient_id) to
     (race, ethnicity) for the datasets that record them."""
     import pandas as pd
 
     columns = manifest.column_names
     n = manifest.num_rows
-    frame = pd.DataFrame({
-        "split": [s if s is not None else "none" for s in manifest["split"].to_pylist()],
-        "patient": [f"{d}\x1f{p}" for d, p in zip(manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist())],
-        AGE_MEAN: pd.array(manifest["age_years"].to_pylist(), dtype="Float64").astype(float),
-        "Sex": manifest["sex"].to_pylist(),
-    })
+    frame = pd.DataFrame(
+        {
+            "split": [s if s is not None else "none" for s in manifest["split"].to_pylist()],
+            "patient": [
+                f"{d}\x1f{p}" for d, p in zip(manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist())
+            ],
+            AGE_MEAN: pd.array(manifest["age_years"].to_pylist(), dtype="Float64").astype(float),
+            "Sex": manifest["sex"].to_pylist(),
+        }
+    )
     frame[AGE_MEDIAN] = frame[AGE_MEAN]
     if demographics:
         keys = list(zip(manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist()))
@@ -94,19 +97,31 @@ def build(frame: pd.DataFrame, findings: list[str]) -> Table1:
     groups = sorted(frame["split"].unique())
     grouped = len(groups) > 1
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # tableone warns about normality tests and small cells
-        table = TableOne(frame, columns=columns, categorical=categorical, continuous=[AGE_MEAN, AGE_MEDIAN],
-                         nonnormal=[AGE_MEDIAN], groupby="split" if grouped else None, smd=grouped,
-                         overall=True, missing=True, pval=False, decimals=1, order={
-                             c: sorted(frame[c].dropna().unique(), key=lambda v: (v in (NOT_STATED, NOT_RECORDED),
-                                                                                     str(v)))
-                             for c in categorical})
+        warnings.simplefilter("ignore")  # tableone warns about normality tests and small cells
+        table = TableOne(
+            frame,
+            columns=columns,
+            categorical=categorical,
+            continuous=[AGE_MEAN, AGE_MEDIAN],
+            nonnormal=[AGE_MEDIAN],
+            groupby="split" if grouped else None,
+            smd=grouped,
+            overall=True,
+            missing=True,
+            pval=False,
+            decimals=1,
+            order={
+                c: sorted(frame[c].dropna().unique(), key=lambda v: (v in (NOT_STATED, NOT_RECORDED), str(v)))
+                for c in categorical
+            },
+        )
     out = table.tableone.copy()
     patients = {"Overall": frame["patient"].nunique()}
     for g in groups:
         patients[g] = frame.loc[frame["split"] == g, "patient"].nunique()
-    row = pd.DataFrame([[""] * len(out.columns)], columns=out.columns,
-                       index=pd.MultiIndex.from_tuples([("patients", "")]))
+    row = pd.DataFrame(
+        [[""] * len(out.columns)], columns=out.columns, index=pd.MultiIndex.from_tuples([("patients", "")])
+    )
     for col in out.columns:
         name = col[1] if isinstance(col, tuple) else col
         if name in patients:

@@ -7,6 +7,7 @@ gives the same number in SQL (`len(string_split_regex(trim(x), '\\s+'))`), polar
 Absent sections (null, empty, whitespace-only) have no token count (null), so means over a
 split are means over the reports that have the section.
 """
+
 from __future__ import annotations
 
 import re
@@ -62,7 +63,7 @@ class SectionRules:
             if section is None:
                 continue
             end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-            body = " ".join(text[match.end():end].split())
+            body = " ".join(text[match.end() : end].split())
             if body:
                 found.setdefault(section, []).append(body)
         return {s: (" ".join(found[s]) if s in found else None) for s in SECTIONS}

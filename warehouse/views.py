@@ -17,6 +17,7 @@ benchmarks/cohort_queries.py compares every query of a battery with native table
 A column that the chosen table versions do not have yet (written before the schema grew) reads
 as a typed NULL, so older partitions survive a growing schema.
 """
+
 from __future__ import annotations
 
 import duckdb
@@ -38,8 +39,10 @@ def _literal(text: str) -> str:
 
 
 def _projection(table: schema.Table, present: set[str]) -> str:
-    return ", ".join(f'"{c.name}"' if c.name in present
-                     else f'CAST(NULL AS {schema.duckdb_type(c.type)}) AS "{c.name}"' for c in table.columns)
+    return ", ".join(
+        f'"{c.name}"' if c.name in present else f'CAST(NULL AS {schema.duckdb_type(c.type)}) AS "{c.name}"'
+        for c in table.columns
+    )
 
 
 def empty_sql(table: schema.Table) -> str:
@@ -53,8 +56,10 @@ def delta_files_sql(table: schema.Table, files: list[str], columns: set[str]) ->
     hive_types = ", ".join(f"'{c}': 'VARCHAR'" for c in partition_columns(table))
     listing = ", ".join(_literal(f) for f in files)
     present = set(columns) | set(partition_columns(table))
-    return (f"SELECT {_projection(table, present)} FROM read_parquet([{listing}], hive_partitioning = true, "
-            f"hive_types = {{{hive_types}}}, union_by_name = true)")
+    return (
+        f"SELECT {_projection(table, present)} FROM read_parquet([{listing}], hive_partitioning = true, "
+        f"hive_types = {{{hive_types}}}, union_by_name = true)"
+    )
 
 
 def staged_files_sql(table: schema.Table, files: list[str]) -> str:

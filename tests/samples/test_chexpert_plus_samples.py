@@ -1,4 +1,5 @@
 """The CheXpert Plus sample must look like the real release, link to CheXpert, and agree with its truth."""
+
 from __future__ import annotations
 
 import csv
@@ -13,25 +14,64 @@ import pytest
 from warehouse.samples.chexpert_plus import write_samples
 
 HEADER = [
-    "path_to_image", "path_to_dcm", "frontal_lateral", "ap_pa", "deid_patient_id", "patient_report_date_order",
-    "report", "section_narrative", "section_clinical_history", "section_history", "section_comparison",
-    "section_technique", "section_procedure_comments", "section_findings", "section_impression",
-    "section_end_of_impression", "section_summary", "section_accession_number", "age", "sex", "race",
-    "ethnicity", "interpreter_needed", "insurance_type", "recent_bmi", "deceased", "split",
+    "path_to_image",
+    "path_to_dcm",
+    "frontal_lateral",
+    "ap_pa",
+    "deid_patient_id",
+    "patient_report_date_order",
+    "report",
+    "section_narrative",
+    "section_clinical_history",
+    "section_history",
+    "section_comparison",
+    "section_technique",
+    "section_procedure_comments",
+    "section_findings",
+    "section_impression",
+    "section_end_of_impression",
+    "section_summary",
+    "section_accession_number",
+    "age",
+    "sex",
+    "race",
+    "ethnicity",
+    "interpreter_needed",
+    "insurance_type",
+    "recent_bmi",
+    "deceased",
+    "split",
 ]
 SECTIONS = HEADER[7:18]
-LABELS = {"No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-          "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-          "Fracture", "Support Devices"}
+LABELS = {
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+}
 LABEL_FILES = ("findings_fixed.json", "impression_fixed.json", "report_fixed.json")
 PATIENT_COLUMNS = ("race", "ethnicity", "interpreter_needed", "insurance_type", "recent_bmi", "deceased", "sex")
 AGE_BUCKETS = ("0-20", "20-40", "40-60", "60-80", "80+", "unknown")
-ANONYMIZED = ("This report has been anonymized. All dates are offset from the actual dates by a fixed "
-              "interval associated with the patient.")
+ANONYMIZED = (
+    "This report has been anonymized. All dates are offset from the actual dates by a fixed "
+    "interval associated with the patient."
+)
 PATH_RE = re.compile(r"^(train|valid)/(patient\d{5})/(study\d+)/view\d+_(frontal|lateral)\.jpg$")
-CHEXPERT_HEADER = ("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
-                   "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
-                   "Pleural Effusion,Pleural Other,Fracture,Support Devices")
+CHEXPERT_HEADER = (
+    "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
+    "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
+    "Pleural Effusion,Pleural Other,Fracture,Support Devices"
+)
 # A few real-format CheXpert v1.0 train.csv rows (studies listed newest first, as the real file does).
 CHEXPERT_ROWS = [
     "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg,Female,68,Frontal,AP,1.0,,,,,,,,,0.0,,,,1.0",
@@ -50,7 +90,11 @@ def expected_images() -> dict[str, dict]:
     for line in CHEXPERT_ROWS:
         path, sex, age, view, ap_pa = line.split(",")[:5]
         images[path.removeprefix("CheXpert-v1.0-small/")] = {
-            "sex": sex, "age": f"{float(age)}", "frontal_lateral": view, "ap_pa": ap_pa}
+            "sex": sex,
+            "age": f"{float(age)}",
+            "frontal_lateral": view,
+            "ap_pa": ap_pa,
+        }
     return images
 
 
@@ -96,7 +140,8 @@ def study_key(path: str) -> tuple[str, str]:
 def test_layout_and_exact_header(sample):
     root, _ = sample
     assert sorted(all_files(root)) == sorted(
-        ["df_chexpert_plus_240401.csv"] + [f"chexbert_labels/{name}" for name in LABEL_FILES])
+        ["df_chexpert_plus_240401.csv"] + [f"chexbert_labels/{name}" for name in LABEL_FILES]
+    )
     with (root / "df_chexpert_plus_240401.csv").open(encoding="utf-8", newline="") as handle:
         assert next(csv.reader(handle)) == HEADER
 
@@ -183,8 +228,17 @@ def test_reports_have_headers_sections_and_the_anonymization_line(sample):
     assert any(not row["section_findings"] for row in rows)
     assert any(row["section_findings"] for row in rows)
     headers = Counter(header for row in rows for header in re.findall(r"^([A-Z][A-Z ]+):", row["report"], re.M))
-    assert {"NARRATIVE", "HISTORY", "CLINICAL HISTORY", "COMPARISON", "TECHNIQUE", "FINDINGS", "IMPRESSION",
-            "SUMMARY", "ACCESSION NUMBER"} <= set(headers)
+    assert {
+        "NARRATIVE",
+        "HISTORY",
+        "CLINICAL HISTORY",
+        "COMPARISON",
+        "TECHNIQUE",
+        "FINDINGS",
+        "IMPRESSION",
+        "SUMMARY",
+        "ACCESSION NUMBER",
+    } <= set(headers)
 
 
 def test_label_files_are_json_lines_one_record_per_image(sample):
@@ -208,8 +262,13 @@ def test_labels_follow_the_text_they_were_read_from(sample):
         for row, record in zip(rows, read_labels(root, name)):
             if not row[column].strip():
                 assert all(record[label] is None for label in LABELS)
-    keywords = {"Pleural Effusion": ("effusion",), "Pneumothorax": ("pneumothorax",), "Fracture": ("fracture",),
-                "Cardiomegaly": ("cardiomegaly", "cardiac silhouette is enlarged"), "Lung Lesion": ("nodul",)}
+    keywords = {
+        "Pleural Effusion": ("effusion",),
+        "Pneumothorax": ("pneumothorax",),
+        "Fracture": ("fracture",),
+        "Cardiomegaly": ("cardiomegaly", "cardiac silhouette is enlarged"),
+        "Lung Lesion": ("nodul",),
+    }
     for row, record in zip(rows, read_labels(root, "report_fixed.json")):
         for label, words in keywords.items():
             if record[label] == 1.0:
@@ -238,13 +297,17 @@ def test_truth_agrees_with_a_recount_of_the_files(sample):
         for column in SECTIONS:
             texts = [row[column] for row in studies if row[column].strip()]
             assert expected["sections"][column] == {
-                "studies_present": len(texts), "tokens": sum(len(text.split()) for text in texts)}
-        assert expected["sex"] == {sex: sum(row["sex"] == sex for row in studies)
-                                   for sex in ("Female", "Male", "Unknown")}
+                "studies_present": len(texts),
+                "tokens": sum(len(text.split()) for text in texts),
+            }
+        assert expected["sex"] == {
+            sex: sum(row["sex"] == sex for row in studies) for sex in ("Female", "Male", "Unknown")
+        }
         ages = Counter(bucket(row["age"]) for row in studies)
         assert expected["age_bucket"] == {name: ages[name] for name in AGE_BUCKETS}
     for name in LABEL_FILES:
         records = read_labels(root, name)
-        assert truth["label_positives"][name] == {label: sum(record[label] == 1.0 for record in records)
-                                                  for label in truth["label_positives"][name]}
+        assert truth["label_positives"][name] == {
+            label: sum(record[label] == 1.0 for record in records) for label in truth["label_positives"][name]
+        }
     json.dumps(truth)  # serializable

@@ -3,6 +3,7 @@
 Everything is re-read here with csv / gzip / zipfile only, never through the generator's own
 helpers, so a drift in file layout or in the truth dict shows up as a failing recount.
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,40 +41,89 @@ EXPECTED_HEADERS = {
     "admit_provider_id,admission_location,discharge_location,insurance,language,marital_status,race,"
     "edregtime,edouttime,hospital_expire_flag",
 }
-TEST_SET_LABELS = {"No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Airspace Opacity",
-                   "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-                   "Pleural Other", "Fracture", "Support Devices"}
-PATHOLOGIES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-               "Lung Lesion", "Lung Opacity", "Pleural Effusion", "Pleural Other", "Pneumonia", "Pneumothorax")
+TEST_SET_LABELS = {
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Lesion",
+    "Airspace Opacity",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+}
+PATHOLOGIES = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+)
 # Words a labelled section must contain when a labeler gave the label any value.
 LABEL_WORDS = {
-    "Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly|heart|cardiac", "Consolidation": "consolidation",
-    "Edema": "edema", "Enlarged Cardiomediastinum": "mediastin", "Fracture": "fracture", "Lung Lesion": "nodul",
-    "Lung Opacity": "opacity", "Pleural Effusion": "effusion", "Pleural Other": "pleural thickening",
-    "Pneumonia": "pneumonia", "Pneumothorax": "pneumothorax", "Support Devices": "tube|catheter|line|pacemaker",
+    "Atelectasis": "atelectasis",
+    "Cardiomegaly": "cardiomegaly|heart|cardiac",
+    "Consolidation": "consolidation",
+    "Edema": "edema",
+    "Enlarged Cardiomediastinum": "mediastin",
+    "Fracture": "fracture",
+    "Lung Lesion": "nodul",
+    "Lung Opacity": "opacity",
+    "Pleural Effusion": "effusion",
+    "Pleural Other": "pleural thickening",
+    "Pneumonia": "pneumonia",
+    "Pneumothorax": "pneumothorax",
+    "Support Devices": "tube|catheter|line|pacemaker",
 }
 
 # Our reading of mimic-code's section_parser.py: the official header regex, the header spellings
 # its normalizer maps that this generator emits, and its last-paragraph fallback.
 HEADER = re.compile(r"\n ([A-Z ()/,-]+):\s")
-NORMALIZED_HEADERS = {"impresson": "impression", "conclusion": "impression", "comparisons": "comparison",
-                      "clinical history": "history", "reason for examination": "indication",
-                      "reason for exam": "indication"}
-KNOWN_SECTIONS = {"preamble", "examination", "indication", "technique", "comparison", "history",
-                  "findings", "impression", "notification", "last_paragraph"}
+NORMALIZED_HEADERS = {
+    "impresson": "impression",
+    "conclusion": "impression",
+    "comparisons": "comparison",
+    "clinical history": "history",
+    "reason for examination": "indication",
+    "reason for exam": "indication",
+}
+KNOWN_SECTIONS = {
+    "preamble",
+    "examination",
+    "indication",
+    "technique",
+    "comparison",
+    "history",
+    "findings",
+    "impression",
+    "notification",
+    "last_paragraph",
+}
 
 
 def section_text(text: str) -> list[tuple[str, str]]:
     match = HEADER.search(text)
     if match is None:
         return [("full report", text)]
-    sections = [("preamble", text[:match.start(1)])]
+    sections = [("preamble", text[: match.start(1)])]
     while match:
         name = match.group(1).lower().strip()
         start = match.end()
         newline = text[start:].find("\n")
         match = HEADER.search(text, start + max(newline, 0))
-        sections.append((NORMALIZED_HEADERS.get(name, name), text[start:match.start() if match else len(text)]))
+        sections.append((NORMALIZED_HEADERS.get(name, name), text[start : match.start() if match else len(text)]))
     sections = [(name, body) for name, body in sections if name not in ("impression", "findings") or body.strip()]
     names = {name for name, _ in sections}
     if not names & {"impression", "findings"} and "\n \n" in sections[-1][1]:
@@ -147,8 +197,9 @@ def test_mimic_iv_switch_leaves_mimic_cxr_bytes_alone(tmp_path):
     assert without_iv["mimic_iv"] is None and not (tmp_path / "without" / "mimiciv").exists()
     cxr_files = {name: data for name, data in all_files(tmp_path / "with").items() if not name.startswith("mimiciv/")}
     assert cxr_files == all_files(tmp_path / "without")
-    assert {k: v for k, v in with_iv.items() if k not in ("mimic_iv", "files")} == \
-           {k: v for k, v in without_iv.items() if k not in ("mimic_iv", "files")}
+    assert {k: v for k, v in with_iv.items() if k not in ("mimic_iv", "files")} == {
+        k: v for k, v in without_iv.items() if k not in ("mimic_iv", "files")
+    }
 
 
 def test_truth_is_json_serializable(sample):
@@ -161,7 +212,11 @@ def test_truth_is_json_serializable(sample):
 
 def test_release_files_are_all_there(sample):
     root, truth = sample
-    expected = set(EXPECTED_HEADERS) | {"mimic-cxr-2.1.0-test-set-labeled.csv", "IMAGE_FILENAMES", "mimic-cxr-reports.zip"}
+    expected = set(EXPECTED_HEADERS) | {
+        "mimic-cxr-2.1.0-test-set-labeled.csv",
+        "IMAGE_FILENAMES",
+        "mimic-cxr-reports.zip",
+    }
     assert set(truth["files"]) == expected
     assert all((root / name).is_file() for name in expected)
 
@@ -191,8 +246,10 @@ def test_split_covers_metadata_and_no_subject_spans_two_splits(sample):
     split_by_dicom = {row["dicom_id"]: row for row in split}
     assert len(split_by_dicom) == len(split) == len(metadata)
     for row in metadata:
-        assert (split_by_dicom[row["dicom_id"]]["study_id"], split_by_dicom[row["dicom_id"]]["subject_id"]) == \
-               (row["study_id"], row["subject_id"])
+        assert (split_by_dicom[row["dicom_id"]]["study_id"], split_by_dicom[row["dicom_id"]]["subject_id"]) == (
+            row["study_id"],
+            row["subject_id"],
+        )
     splits_of_subject = defaultdict(set)
     for row in split:
         splits_of_subject[row["subject_id"]].add(row["split"])
@@ -203,7 +260,9 @@ def test_split_covers_metadata_and_no_subject_spans_two_splits(sample):
 def test_split_file_helper_matches_full_release(sample, tmp_path):
     root, _ = sample
     write_split_file(tmp_path, plan_mimic_cohort(PATIENTS, SEED))
-    assert (tmp_path / "mimic-cxr-2.0.0-split.csv.gz").read_bytes() == (root / "mimic-cxr-2.0.0-split.csv.gz").read_bytes()
+    assert (tmp_path / "mimic-cxr-2.0.0-split.csv.gz").read_bytes() == (
+        root / "mimic-cxr-2.0.0-split.csv.gz"
+    ).read_bytes()
 
 
 def test_explicit_cohort_drives_the_files(tmp_path):
@@ -216,8 +275,13 @@ def test_explicit_cohort_drives_the_files(tmp_path):
 
 def test_metadata_values_look_like_mimic(sample):
     root, _ = sample
-    view_codes = {"PA": {"postero-anterior"}, "AP": {"antero-posterior"}, "LATERAL": {"lateral", "left lateral"},
-                  "LL": {"left lateral"}, "": {""}}
+    view_codes = {
+        "PA": {"postero-anterior"},
+        "AP": {"antero-posterior"},
+        "LATERAL": {"lateral", "left lateral"},
+        "LL": {"left lateral"},
+        "": {""},
+    }
     for row in read_gz_rows(root / "mimic-cxr-2.0.0-metadata.csv.gz"):
         assert re.fullmatch(r"([0-9a-f]{8}-){4}[0-9a-f]{8}", row["dicom_id"])
         assert re.fullmatch(r"1\d{7}", row["subject_id"]) and re.fullmatch(r"5\d{7}", row["study_id"])
@@ -244,8 +308,9 @@ def test_record_list_and_image_filenames_match_metadata(sample):
 def test_reports_zip_matches_study_list(sample):
     root, truth = sample
     studies = read_gz_rows(root / "cxr-study-list.csv.gz")
-    assert all(row["path"] == f"files/p{row['subject_id'][:2]}/p{row['subject_id']}/s{row['study_id']}.txt"
-               for row in studies)
+    assert all(
+        row["path"] == f"files/p{row['subject_id'][:2]}/p{row['subject_id']}/s{row['study_id']}.txt" for row in studies
+    )
     with zipfile.ZipFile(root / "mimic-cxr-reports.zip") as archive:
         names = archive.namelist()
     members = [name for name in names if not name.endswith("/")]
@@ -322,9 +387,11 @@ def test_label_values_are_mentioned_in_the_section_the_labelers_read(sample):
     reports = read_reports(root)
     for labeler in ("chexpert", "negbio"):
         for row in read_gz_rows(root / f"mimic-cxr-2.0.0-{labeler}.csv.gz"):
-            text = labelled_text(section_text(reports[f"files/p{row['subject_id'][:2]}/p{row['subject_id']}/s{row['study_id']}.txt"]))
+            text = labelled_text(
+                section_text(reports[f"files/p{row['subject_id'][:2]}/p{row['subject_id']}/s{row['study_id']}.txt"])
+            )
             assert text is not None
-            words_in_text = " ".join(text.lower().split())   # undo the 79-column wrapping
+            words_in_text = " ".join(text.lower().split())  # undo the 79-column wrapping
             for label, words in LABEL_WORDS.items():
                 if row[label]:
                     assert re.search(words, words_in_text), (labeler, row["study_id"], label, text)
@@ -339,7 +406,9 @@ def test_label_files_match_truth(sample):
     negbio = read_gz_rows(root / "mimic-cxr-2.0.0-negbio.csv.gz")
     assert len(chexpert) == truth["chexpert_rows"] and len(negbio) == truth["negbio_rows"]
     keys = lambda rows: {(int(row["subject_id"]), int(row["study_id"])) for row in rows}
-    all_studies = {(int(row["subject_id"]), int(row["study_id"])) for row in read_gz_rows(root / "cxr-study-list.csv.gz")}
+    all_studies = {
+        (int(row["subject_id"]), int(row["study_id"])) for row in read_gz_rows(root / "cxr-study-list.csv.gz")
+    }
     assert all_studies - keys(negbio) == {tuple(pair) for pair in truth["studies_without_label_rows"]}
     assert keys(negbio) - keys(chexpert) == {tuple(pair) for pair in truth["studies_without_chexpert_row"]} != set()
     for name, rows in (("chexpert", chexpert), ("negbio", negbio)):
@@ -347,7 +416,12 @@ def test_label_files_match_truth(sample):
             assert sum(row[label] == "1.0" for row in rows) == positives, (name, label)
             assert sum(row[label] == "-1.0" for row in rows) == truth["uncertain"][name][label], (name, label)
         for row in rows:
-            assert {value for key, value in row.items() if key not in ("subject_id", "study_id")} <= {"1.0", "0.0", "-1.0", ""}
+            assert {value for key, value in row.items() if key not in ("subject_id", "study_id")} <= {
+                "1.0",
+                "0.0",
+                "-1.0",
+                "",
+            }
             assert row["No Finding"] in ("1.0", "")
             assert (row["No Finding"] == "1.0") == all(row[label] in ("0.0", "") for label in PATHOLOGIES)
 
@@ -372,8 +446,11 @@ def test_split_counts_match_truth(sample):
         assert len(rows) == truth["images_per_split"][name]
         assert len({row["study_id"] for row in rows}) == truth["studies_per_split"][name]
         assert len({row["subject_id"] for row in rows}) == truth["patients_per_split"][name]
-    assert (len(split), len({r["study_id"] for r in split}), len({r["subject_id"] for r in split})) == \
-           (truth["images"], truth["studies"], truth["patients"])
+    assert (len(split), len({r["study_id"] for r in split}), len({r["subject_id"] for r in split})) == (
+        truth["images"],
+        truth["studies"],
+        truth["patients"],
+    )
     assert truth["reports"] == truth["studies"]
 
 
@@ -397,7 +474,9 @@ def test_mimic_iv_demographics_match_truth(sample):
     races = defaultdict(set)
     for row in admissions:
         races[row["subject_id"]].add(row["race"])
-        assert row["hospital_expire_flag"] in ("0", "1") and (row["deathtime"] != "") == (row["hospital_expire_flag"] == "1")
+        assert row["hospital_expire_flag"] in ("0", "1") and (row["deathtime"] != "") == (
+            row["hospital_expire_flag"] == "1"
+        )
         assert row["admittime"] < row["dischtime"]
     conflicting = sorted(int(subject) for subject, values in races.items() if len(values) > 1 and subject in linked)
     assert conflicting == mimic_iv["conflicting_race_subject_ids"]
@@ -407,7 +486,12 @@ def test_mimic_iv_demographics_match_truth(sample):
         assert row["gender"] in ("F", "M") and re.fullmatch(r"20\d\d - 20\d\d", row["anchor_year_group"])
         assert 18 <= int(row["anchor_age"]) <= 89 or row["anchor_age"] == "91"
         assert row["dod"] == "" or re.fullmatch(r"2\d{3}-\d\d-\d\d", row["dod"])
-    ages = [int(patients[row["subject_id"]]["anchor_age"]) + int(row["StudyDate"]) // 10000
-            - int(patients[row["subject_id"]]["anchor_year"]) for row in metadata if row["subject_id"] in linked]
+    ages = [
+        int(patients[row["subject_id"]]["anchor_age"])
+        + int(row["StudyDate"]) // 10000
+        - int(patients[row["subject_id"]]["anchor_year"])
+        for row in metadata
+        if row["subject_id"] in linked
+    ]
     assert 18 <= min(ages) == mimic_iv["age_at_study_min"]
     assert max(ages) == mimic_iv["age_at_study_max"]

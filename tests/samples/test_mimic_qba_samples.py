@@ -1,4 +1,5 @@
 """Tests for the MIMIC-Ext-CXR-QBA sample generator: format, consistency, truth and exports."""
+
 from __future__ import annotations
 
 import csv
@@ -18,18 +19,65 @@ from warehouse.samples.mimic_qba import GRADES, LEVEL_COLUMNS, LEVEL_INDEX, LEVE
 
 SMALL = dict(patients=5, seed=3, questions_per_study=20)
 
-QUESTION_KEYS = ["question_id", "question_type", "question_strategy", "variables", "obs_ids",
-                 "contains_report_answers", "contains_template_answers", "extraction_quality",
-                 "question_img_localization_quality", "question", "answers", "question_quality"]
-ANSWER_KEYS = ["answer_id", "answer_type", "answer_level", "text", "name_tag", "laterality", "regions",
-               "obs_entities", "obs_entities_parents", "obs_categories", "obs_subcategories", "certainty",
-               "positiveness", "modifiers", "localization", "sub_answers", "from_report", "extraction_quality",
-               "answer_quality"]
-LOCALIZATION_KEYS = ["image_id", "localization_reference_ids", "bboxes", "instance_mask_ids",
-                     "missing_localization", "is_fallback", "localization_quality"]
-SCENE_GRAPH_KEYS = ["patient_id", "study_id", "sentences", "top_level_obs_ids", "observations", "indication",
-                    "regions", "located_at_relations", "obs_relations", "obs_sent_relations",
-                    "region_region_relations", "study_quality", "study_img_localization_quality"]
+QUESTION_KEYS = [
+    "question_id",
+    "question_type",
+    "question_strategy",
+    "variables",
+    "obs_ids",
+    "contains_report_answers",
+    "contains_template_answers",
+    "extraction_quality",
+    "question_img_localization_quality",
+    "question",
+    "answers",
+    "question_quality",
+]
+ANSWER_KEYS = [
+    "answer_id",
+    "answer_type",
+    "answer_level",
+    "text",
+    "name_tag",
+    "laterality",
+    "regions",
+    "obs_entities",
+    "obs_entities_parents",
+    "obs_categories",
+    "obs_subcategories",
+    "certainty",
+    "positiveness",
+    "modifiers",
+    "localization",
+    "sub_answers",
+    "from_report",
+    "extraction_quality",
+    "answer_quality",
+]
+LOCALIZATION_KEYS = [
+    "image_id",
+    "localization_reference_ids",
+    "bboxes",
+    "instance_mask_ids",
+    "missing_localization",
+    "is_fallback",
+    "localization_quality",
+]
+SCENE_GRAPH_KEYS = [
+    "patient_id",
+    "study_id",
+    "sentences",
+    "top_level_obs_ids",
+    "observations",
+    "indication",
+    "regions",
+    "located_at_relations",
+    "obs_relations",
+    "obs_sent_relations",
+    "region_region_relations",
+    "study_quality",
+    "study_img_localization_quality",
+]
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +195,12 @@ def test_positive_observation_answers_its_finding_question(sample):
     checked = 0
     for doc in _qa_docs(root):
         graph = graphs[doc["study_id"]]
-        positive = {e for o in graph["observations"].values() if o["child_level"] == 0 and o["positiveness"] == "pos"
-                    for e in o["obs_entities"]}
+        positive = {
+            e
+            for o in graph["observations"].values()
+            if o["child_level"] == 0 and o["positiveness"] == "pos"
+            for e in o["obs_entities"]
+        }
         for question in doc["questions"]:
             if question["question_type"] == "has_finding":
                 finding = question["variables"]["finding"]
@@ -185,14 +237,37 @@ def test_answer_metadata_equals_flattened_sub_answers(sample):
                 for image_id, loc in a["localization"].items():
                     expected_images[key + (image_id,)] = (bool(loc["bboxes"]), loc["localization_quality"])
     answers = _level(root, "answer")
-    got = {(r[0], r[1], r[2], r[3]): (r[4], r[5], r[6], r[7]) for r in answers[
-        ["patient_id", "study_id", "question_id", "answer_id", "answer.answer_type", "answer.answer_level",
-         "answer.from_report", "answer.quality.rating"]].itertuples(index=False)}
+    got = {
+        (r[0], r[1], r[2], r[3]): (r[4], r[5], r[6], r[7])
+        for r in answers[
+            [
+                "patient_id",
+                "study_id",
+                "question_id",
+                "answer_id",
+                "answer.answer_type",
+                "answer.answer_level",
+                "answer.from_report",
+                "answer.quality.rating",
+            ]
+        ].itertuples(index=False)
+    }
     assert got == expected
     images = _level(root, "answer_image")
-    got_images = {tuple(r[:5]): (r[5], r[6]) for r in images[
-        ["patient_id", "study_id", "question_id", "answer_id", "image_id", "answer_img.has_bboxes",
-         "answer_img.quality.localization_quality"]].itertuples(index=False)}
+    got_images = {
+        tuple(r[:5]): (r[5], r[6])
+        for r in images[
+            [
+                "patient_id",
+                "study_id",
+                "question_id",
+                "answer_id",
+                "image_id",
+                "answer_img.has_bboxes",
+                "answer_img.quality.localization_quality",
+            ]
+        ].itertuples(index=False)
+    }
     assert got_images == expected_images
 
 
@@ -249,20 +324,24 @@ def test_truth_matches_recount(sample):
     assert truth["patients"] == SMALL["patients"]
     assert truth["images"] == sum(len(s.images) for s in cohort)
     assert truth["questions"]["total"] == len(questions)
-    assert truth["questions"]["by_split"] == {s: sum(split_of[d["study_id"]] == s for d, _ in questions)
-                                              for s in ("train", "validate", "test")}
+    assert truth["questions"]["by_split"] == {
+        s: sum(split_of[d["study_id"]] == s for d, _ in questions) for s in ("train", "validate", "test")
+    }
     assert truth["questions"]["by_type"] == dict(Counter(q["question_id"][:-4] for _, q in questions))
     by_grade = Counter(labels[q["question_quality"]["rating"]] for _, q in questions)
     assert truth["questions"]["by_grade"] == {g: by_grade.get(g, 0) for g in ("A++", "A+", "A", "B", "C", "D")} | {
-        "unrated": by_grade.get("UNRATED", 0)}
+        "unrated": by_grade.get("UNRATED", 0)
+    }
     assert truth["sub_answers"]["total"] == len(answers)
     assert truth["sub_answers"]["by_level"] == {str(k): v for k, v in sorted(Counter(d for _, d in answers).items())}
-    assert truth["sub_answers"]["by_type"] == {t: sum(a["answer_type"] == t for a, _ in answers)
-                                               for t in ("main_answer", "details", "related_information")}
+    assert truth["sub_answers"]["by_type"] == {
+        t: sum(a["answer_type"] == t for a, _ in answers) for t in ("main_answer", "details", "related_information")
+    }
     assert truth["answer_boxes"] == sum(len(loc["bboxes"]) for a, _ in answers for loc in a["localization"].values())
     for key, minimum in (("fine_tuning_questions", 3), ("pre_training_questions", 2)):
-        assert truth[key] == sum(q["question_quality"]["rating"] >= minimum and d["study_id"] in frontal_studies
-                                 for d, q in questions)
+        assert truth[key] == sum(
+            q["question_quality"]["rating"] >= minimum and d["study_id"] in frontal_studies for d, q in questions
+        )
     assert truth["observations"]["total"] == len(observations)
     assert truth["observations"]["by_positiveness"] == dict(Counter(o["positiveness"] for o in observations))
     assert truth["metadata_rows"] == {level: len(_level(root, level)) for level in LEVELS}
@@ -271,8 +350,10 @@ def test_truth_matches_recount(sample):
 
 def test_exports_hold_only_their_grades_and_frontal_images(sample):
     root, truth = sample
-    grade = {(r.study_id, r.question_id): r.rating for r in _level(root, "question").rename(
-        columns={"question.quality.rating": "rating"}).itertuples()}
+    grade = {
+        (r.study_id, r.question_id): r.rating
+        for r in _level(root, "question").rename(columns={"question.quality.rating": "rating"}).itertuples()
+    }
     views = _level(root, "image").set_index("image_id")["image.view_position"].to_dict()
     for name, minimum in (("A_frontal", 3), ("B_frontal", 2)):
         export = root / "exports" / name
@@ -299,9 +380,11 @@ def test_exports_hold_only_their_grades_and_frontal_images(sample):
 def test_q1m_subsets_sample_min_of_cap_and_available(tmp_path, monkeypatch):
     monkeypatch.setattr(mimic_qba, "Q1M_SIZE", 10)
     truth = write_samples(tmp_path, **SMALL)
-    for subset, source in (("A_frontal/metadata/q1M", "A_frontal/metadata"),
-                           ("B_frontal/metadata/q1M", "B_frontal/metadata"),
-                           ("A_frontal/metadata/App_q1M", "A_frontal/metadata/App")):
+    for subset, source in (
+        ("A_frontal/metadata/q1M", "A_frontal/metadata"),
+        ("B_frontal/metadata/q1M", "B_frontal/metadata"),
+        ("A_frontal/metadata/App_q1M", "A_frontal/metadata/App"),
+    ):
         sampled = _level(tmp_path, "question", f"exports/{subset}")
         available = _level(tmp_path, "question", f"exports/{source}")
         assert len(sampled) == min(10, len(available)) == truth["exports"][subset]["questions"]
@@ -314,8 +397,9 @@ def test_q1m_subsets_sample_min_of_cap_and_available(tmp_path, monkeypatch):
 def test_corrupt_and_evil_members(tmp_path):
     cohort = plan_mimic_cohort(2, 5)
     target = f"s{cohort[0].study_id}"
-    write_samples(tmp_path, cohort=cohort, questions_per_study=5, exports=False, corrupt_member=target,
-                  evil_member=True)
+    write_samples(
+        tmp_path, cohort=cohort, questions_per_study=5, exports=False, corrupt_member=target, evil_member=True
+    )
     with zipfile.ZipFile(tmp_path / "qa.zip") as zf:
         names = zf.namelist()
         assert "qa/../../evil.qa.json" in names

@@ -1,4 +1,5 @@
 """The ReXGradient-160K sample must look like the real HF repository and agree with its own truth."""
+
 from __future__ import annotations
 
 import csv
@@ -13,23 +14,55 @@ from warehouse.samples.rexgradient import write_samples
 
 SPLITS = ("train", "valid", "test")
 EXPECTED_FILES = sorted(
-    [f"metadata/{split}_metadata{suffix}" for split in SPLITS
-     for suffix in (".csv", ".json", "_view_position.json")]
+    [f"metadata/{split}_metadata{suffix}" for split in SPLITS for suffix in (".csv", ".json", "_view_position.json")]
     + ["metadata/interstitial_pattern_bbox.json"]
 )
 CSV_HEADER = [
-    "id", "StudyDate", "PatientID", "AccessionNumber", "StudyInstanceUid", "PatientSex", "PatientAge",
-    "EthnicGroup", "PatientWeight", "InstitutionName", "Manufacturer",
-    "Indication", "Comparison", "Findings", "Impression",
+    "id",
+    "StudyDate",
+    "PatientID",
+    "AccessionNumber",
+    "StudyInstanceUid",
+    "PatientSex",
+    "PatientAge",
+    "EthnicGroup",
+    "PatientWeight",
+    "InstitutionName",
+    "Manufacturer",
+    "Indication",
+    "Comparison",
+    "Findings",
+    "Impression",
 ]
 JSON_FIELDS = ["ImagePath", "ImageModality", "ImageShape", "ImageBodyPart"] + CSV_HEADER[1:]
 GRDN = r"GRDN[A-Z0-9]{12}"
 UID = r"1\.2\.826\.0\.1\.3680043\.8\.498\.[1-9]\d{37}"
 KEY_RE = re.compile(rf"^p({GRDN})_a({GRDN})_s({UID})$")
 PATH_RE = re.compile(rf"^\.\./deid_png/({GRDN})/({GRDN})/studies/({UID})/series/{UID}/instances/{UID}\.png$")
-VIEWS = {"PA", "AP", "POSTERO_ANTERIOR", "ANTERO_POSTERIOR", "LATERAL", "LAT", "LL", "AP AXIAL", "DECUBITUS",
-         "ERECT", "SUPINE", "OBLIQUE", "UNKNOWN", "N/A", None, "OTHER", "PICC LINE", "KUB", "RAO", "LAO",
-         "RPO", "LPO"}
+VIEWS = {
+    "PA",
+    "AP",
+    "POSTERO_ANTERIOR",
+    "ANTERO_POSTERIOR",
+    "LATERAL",
+    "LAT",
+    "LL",
+    "AP AXIAL",
+    "DECUBITUS",
+    "ERECT",
+    "SUPINE",
+    "OBLIQUE",
+    "UNKNOWN",
+    "N/A",
+    None,
+    "OTHER",
+    "PICC LINE",
+    "KUB",
+    "RAO",
+    "LAO",
+    "RPO",
+    "LPO",
+}
 AGE_BUCKETS = ("0-20", "20-40", "40-60", "60-80", "80+")
 TABLE1_MEAN_TOKENS = {"Indication": 5.11, "Comparison": 2.65, "Findings": 32.27, "Impression": 11.17}
 
@@ -109,8 +142,11 @@ def test_keys_paths_and_per_image_lists_agree(sample):
     for split in SPLITS:
         for key, record in read_json(root, f"{split}_metadata_view_position.json").items():
             patient, accession, study_uid = KEY_RE.match(key).groups()
-            assert (record["PatientID"], record["AccessionNumber"], record["StudyInstanceUid"]) == \
-                (patient, accession, study_uid)
+            assert (record["PatientID"], record["AccessionNumber"], record["StudyInstanceUid"]) == (
+                patient,
+                accession,
+                study_uid,
+            )
             n_images = len(record["ImagePath"])
             assert 1 <= n_images <= 4
             image_counts[n_images] += 1
@@ -145,9 +181,12 @@ def test_value_formats(sample):
 
 def test_absent_sections_use_the_real_spellings(sample):
     root, _ = sample
-    values = [record[section] for split in SPLITS
-              for record in read_json(root, f"{split}_metadata.json").values()
-              for section in ("Indication", "Comparison", "Findings", "Impression")]
+    values = [
+        record[section]
+        for split in SPLITS
+        for record in read_json(root, f"{split}_metadata.json").values()
+        for section in ("Indication", "Comparison", "Findings", "Impression")
+    ]
     assert None in values and "" in values
     assert any(isinstance(value, str) and value.lower() == "none" for value in values)
 
@@ -191,7 +230,9 @@ def test_truth_agrees_with_a_recount_of_the_files(sample):
         for section in ("Indication", "Comparison", "Findings", "Impression"):
             texts = [row[section] for row in rows if present(row[section])]
             assert expected["sections"][section] == {
-                "studies_present": len(texts), "tokens": sum(len(text.split()) for text in texts)}
+                "studies_present": len(texts),
+                "tokens": sum(len(text.split()) for text in texts),
+            }
         assert expected["sex"] == {sex: sum(row["PatientSex"] == sex for row in rows) for sex in ("M", "F", "O", "")}
         ages = Counter(bucket(row["PatientAge"]) for row in rows)
         assert expected["age_bucket"] == {name: ages[name] for name in AGE_BUCKETS}
@@ -202,8 +243,9 @@ def test_truth_agrees_with_a_recount_of_the_files(sample):
 
 def test_interstitial_boxes_are_label_studio_rectangles_on_train_images(sample):
     root, truth = sample
-    train_paths = {path for record in read_json(root, "train_metadata_view_position.json").values()
-                   for path in record["ImagePath"]}
+    train_paths = {
+        path for record in read_json(root, "train_metadata_view_position.json").values() for path in record["ImagePath"]
+    }
     tasks = read_json(root, "interstitial_pattern_bbox.json")
     boxes = [result for task in tasks for annotation in task["annotations"] for result in annotation["result"]]
     assert len(boxes) == truth["interstitial_boxes"] > 0
@@ -211,8 +253,8 @@ def test_interstitial_boxes_are_label_studio_rectangles_on_train_images(sample):
     for box in boxes:
         value = box["value"]
         assert box["type"] == "rectanglelabels" and value["rectanglelabels"]
-        assert 0 <= value["x"] and value["x"] + value["width"] <= 100
-        assert 0 <= value["y"] and value["y"] + value["height"] <= 100
+        assert value["x"] >= 0 and value["x"] + value["width"] <= 100
+        assert value["y"] >= 0 and value["y"] + value["height"] <= 100
 
 
 def test_report_lengths_and_demographics_follow_the_paper(tmp_path):

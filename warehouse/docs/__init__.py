@@ -1,4 +1,5 @@
 """The data dictionary (`cxr catalog docs`): HTML and Markdown generated from the catalog and the schema."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ lines run left to right and rarely cross. A box lists the key and the referring 
 go from a referring column to the key it names, with crow's feet on the "many" side. Tables that
 neither refer nor are referred to (summaries, the quarantine) sit in a row of their own below.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ SOURCE_FILL, DERIVED_FILL = "#1e4f7a", "#2f6f62"
 @dataclass
 class Box:
     table: TableDoc
-    rows: list[tuple[str, str, str]]          # (marker, column, type)
+    rows: list[tuple[str, str, str]]  # (marker, column, type)
     hidden: int
     x: float = 0
     y: float = 0
@@ -76,16 +77,18 @@ def _layout(tables: list[TableDoc], refs: list[Reference]) -> tuple[list[Box], l
         columns[ranks[n]].append(n)
     order = {n: i for i, n in enumerate(joined)}
     centre: dict[str, float] = {}
-    for col in columns:      # order each column by the mean height of the tables it refers to
+    for col in columns:  # order each column by the mean height of the tables it refers to
+
         def weight(n: str) -> tuple[float, int]:
             ys = [centre[r.to_table] for r in refs if r.table == n and r.to_table in centre]
             return (sum(ys) / len(ys) if ys else 0.0, order[n])
+
         col.sort(key=weight)
         for i, n in enumerate(col):
             centre[n] = i
     heights = [sum(boxes[n].height for n in col) + GAP_Y * (len(col) - 1) for col in columns]
     tallest = max(heights, default=0)
-    top = MARGIN + 24 + LANE * (sum(_long(r, ranks) for r in refs) + 1)   # lanes for the long lines
+    top = MARGIN + 24 + LANE * (sum(_long(r, ranks) for r in refs) + 1)  # lanes for the long lines
     for i, col in enumerate(columns):
         y = top + (tallest - heights[i]) / 2
         for n in col:
@@ -110,49 +113,61 @@ def _edge(ref: Reference, boxes: dict[str, Box], lane: int | None) -> str:
     src, dst = boxes[ref.table], boxes[ref.to_table]
     y1 = src.row_y(ref.columns[-1] if ref.table == ref.to_table else ref.columns[0])
     title = f"<title>{escape(ref.table)}.({escape(ref.label)}) → {escape(ref.to_table)}</title>"
-    if src is dst:           # a table referring to itself: a loop on its right side
+    if src is dst:  # a table referring to itself: a loop on its right side
         x = src.x + BOX_W
         y2 = dst.row_y(ref.to_columns[-1])
-        return (f'<path class="edge" d="M{x},{y1} C{x + 34},{y1} {x + 34},{y2} {x},{y2}">{title}</path>'
-                f'<path class="foot" d="M{x},{y1 - 5} L{x + 9},{y1} L{x},{y1 + 5}"/>')
+        return (
+            f'<path class="edge" d="M{x},{y1} C{x + 34},{y1} {x + 34},{y2} {x},{y2}">{title}</path>'
+            f'<path class="foot" d="M{x},{y1 - 5} L{x + 9},{y1} L{x},{y1 + 5}"/>'
+        )
     x1, x2 = src.x, dst.x + BOX_W
     y2 = dst.row_y(ref.to_columns[0])
     bend = max(40.0, (x1 - x2) / 2)
     if lane is None:
         path = f"M{x1},{y1} C{x1 - bend},{y1} {x2 + bend},{y2} {x2},{y2}"
-    else:                    # over the top of the columns between, in a lane of its own
+    else:  # over the top of the columns between, in a lane of its own
         y = MARGIN + 24 + LANE * lane
         a, b = x1 - GAP_X / 2 + 8 * lane, x2 + GAP_X / 2 - 8 * lane
         r = 6
-        path = (f"M{x1},{y1} H{a + r} Q{a},{y1} {a},{y1 - r} V{y + r} Q{a},{y} {a - r},{y} H{b + r} "
-                f"Q{b},{y} {b},{y + r} V{y2 - r} Q{b},{y2} {b - r},{y2} H{x2}")
-    return (f'<path class="edge" d="{path}">{title}</path>'
-            f'<path class="foot" d="M{x1 - 10},{y1} L{x1},{y1 - 5} M{x1 - 10},{y1} L{x1},{y1 + 5} '
-            f'M{x1 - 10},{y1} L{x1},{y1}"/>'
-            f'<path class="foot" d="M{x2 + 7},{y2 - 5} L{x2 + 7},{y2 + 5}"/>')
+        path = (
+            f"M{x1},{y1} H{a + r} Q{a},{y1} {a},{y1 - r} V{y + r} Q{a},{y} {a - r},{y} H{b + r} "
+            f"Q{b},{y} {b},{y + r} V{y2 - r} Q{b},{y2} {b - r},{y2} H{x2}"
+        )
+    return (
+        f'<path class="edge" d="{path}">{title}</path>'
+        f'<path class="foot" d="M{x1 - 10},{y1} L{x1},{y1 - 5} M{x1 - 10},{y1} L{x1},{y1 + 5} '
+        f'M{x1 - 10},{y1} L{x1},{y1}"/>'
+        f'<path class="foot" d="M{x2 + 7},{y2 - 5} L{x2 + 7},{y2 + 5}"/>'
+    )
 
 
 def _draw_box(b: Box) -> str:
     t = b.table
     fill = DERIVED_FILL if t.derived else SOURCE_FILL
-    parts = [f'<a href="#table-{escape(t.name)}" class="erd-box" data-table="{escape(t.name)}">',
-             f'<title>{escape(t.name)}: {escape(t.description)}</title>',
-             f'<rect x="{b.x}" y="{b.y}" width="{BOX_W}" height="{b.height}" rx="7" class="box"/>',
-             (f'<path d="M{b.x},{b.y + HEAD_H} V{b.y + 7} Q{b.x},{b.y} {b.x + 7},{b.y} H{b.x + BOX_W - 7} '
-             f'Q{b.x + BOX_W},{b.y} {b.x + BOX_W},{b.y + 7} V{b.y + HEAD_H} Z" fill="{fill}"/>'),
-             f'<text x="{b.x + 12}" y="{b.y + 20}" class="head">{escape(t.name)}</text>',
-             (f'<text x="{b.x + BOX_W - 12}" y="{b.y + 20}" class="count" text-anchor="end">'
-             f'{t.total_rows:,} rows</text>')]
+    parts = [
+        f'<a href="#table-{escape(t.name)}" class="erd-box" data-table="{escape(t.name)}">',
+        f'<title>{escape(t.name)}: {escape(t.description)}</title>',
+        f'<rect x="{b.x}" y="{b.y}" width="{BOX_W}" height="{b.height}" rx="7" class="box"/>',
+        (
+            f'<path d="M{b.x},{b.y + HEAD_H} V{b.y + 7} Q{b.x},{b.y} {b.x + 7},{b.y} H{b.x + BOX_W - 7} '
+            f'Q{b.x + BOX_W},{b.y} {b.x + BOX_W},{b.y + 7} V{b.y + HEAD_H} Z" fill="{fill}"/>'
+        ),
+        f'<text x="{b.x + 12}" y="{b.y + 20}" class="head">{escape(t.name)}</text>',
+        (f'<text x="{b.x + BOX_W - 12}" y="{b.y + 20}" class="count" text-anchor="end">{t.total_rows:,} rows</text>'),
+    ]
     for i, (marker, name, type_) in enumerate(b.rows):
         y = b.y + HEAD_H + PAD / 2 + ROW_H * i + ROW_H / 2 + 4
-        parts.append(f'<text x="{b.x + 12}" y="{y}" class="mark">{escape(marker)}</text>'
-                     f'<text x="{b.x + 56}" y="{y}" class="col">{escape(name)}</text>'
-                     f'<text x="{b.x + BOX_W - 12}" y="{y}" class="type" text-anchor="end">'
-                     f'{escape(type_.lower())}</text>')
+        parts.append(
+            f'<text x="{b.x + 12}" y="{y}" class="mark">{escape(marker)}</text>'
+            f'<text x="{b.x + 56}" y="{y}" class="col">{escape(name)}</text>'
+            f'<text x="{b.x + BOX_W - 12}" y="{y}" class="type" text-anchor="end">'
+            f'{escape(type_.lower())}</text>'
+        )
     if b.hidden:
         y = b.y + HEAD_H + PAD / 2 + ROW_H * len(b.rows) + ROW_H / 2 + 4
-        parts.append(f'<text x="{b.x + 56}" y="{y}" class="more">+ {b.hidden} more column'
-                     f'{"s" if b.hidden != 1 else ""}</text>')
+        parts.append(
+            f'<text x="{b.x + 56}" y="{y}" class="more">+ {b.hidden} more column{"s" if b.hidden != 1 else ""}</text>'
+        )
     parts.append("</a>")
     return "".join(parts)
 
@@ -178,21 +193,29 @@ def erd_svg(tables: list[TableDoc] | tuple[TableDoc, ...], refs: list[Reference]
     tables, refs = list(tables), list(refs)
     joined, others, width, height = _layout(tables, refs)
     boxes = {b.table.name: b for b in joined + others}
-    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="erd" id="erd" viewBox="0 0 {width:.0f} {height:.0f}" '
-             f'width="{width:.0f}" height="{height:.0f}" role="img" '
-             f'aria-label="Entity-relationship diagram of the canonical tables">'),
-             f"<style>{STYLE}</style>",
-             (f'<text x="{MARGIN}" y="{MARGIN + 6}" class="caption">Lines join a referring column (crow\'s foot: '
-             f'many) to the key it names (bar: one); every join also matches dataset. PK = key within a dataset, '
-             f'FK = refers to another table.</text>')]
+    parts = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" class="erd" id="erd" viewBox="0 0 {width:.0f} {height:.0f}" '
+            f'width="{width:.0f}" height="{height:.0f}" role="img" '
+            f'aria-label="Entity-relationship diagram of the canonical tables">'
+        ),
+        f"<style>{STYLE}</style>",
+        (
+            f'<text x="{MARGIN}" y="{MARGIN + 6}" class="caption">Lines join a referring column (crow\'s foot: '
+            f'many) to the key it names (bar: one); every join also matches dataset. PK = key within a dataset, '
+            f'FK = refers to another table.</text>'
+        ),
+    ]
     ranks = {b.table.name: b.column for b in joined}
     lanes = iter(range(1, len(refs) + 1))
     parts += [_edge(r, boxes, next(lanes) if r.table != r.to_table and _long(r, ranks) else None) for r in refs]
     parts += [_draw_box(b) for b in joined]
     if others:
         top = min(b.y for b in others)
-        parts.append(f'<text x="{MARGIN}" y="{top - 14}" class="caption">Joined by dataset (and split) only: '
-                     f'summaries and the quarantine</text>')
+        parts.append(
+            f'<text x="{MARGIN}" y="{top - 14}" class="caption">Joined by dataset (and split) only: '
+            f'summaries and the quarantine</text>'
+        )
         parts += [_draw_box(b) for b in others]
     parts.append("</svg>")
     return "\n".join(parts)

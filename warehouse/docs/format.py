@@ -1,4 +1,5 @@
 """Cell formatting shared by the HTML and Markdown writers."""
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ Column descriptions, types and vocabularies come from catalog_columns, which the
 warehouse/schema.py, so a table added to the schema appears here with no change to this module.
 Non-null percentages are computed on every row, with one aggregate query per table grouped by dataset.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ class ColumnDoc:
     vocabulary: str | None
     allowed_values: tuple[str, ...]
     description: str
-    non_null: dict[str, float]      # dataset -> percent of its rows where the column is not null
+    non_null: dict[str, float]  # dataset -> percent of its rows where the column is not null
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class TableDoc:
     description: str
     key: tuple[str, ...]
     derived: bool
-    rows: dict[str, int]            # dataset -> rows (only datasets that have rows)
+    rows: dict[str, int]  # dataset -> rows (only datasets that have rows)
     columns: tuple[ColumnDoc, ...]
 
     @property
@@ -59,8 +60,8 @@ class FindingDoc:
     depth: int
     description: str
     children: tuple[str, ...]
-    mapped_from: tuple[tuple[str, str], ...]     # (map source, raw label) rows of finding_map
-    raw_labels: tuple[RawLabel, ...]             # what the labels table holds, per dataset
+    mapped_from: tuple[tuple[str, str], ...]  # (map source, raw label) rows of finding_map
+    raw_labels: tuple[RawLabel, ...]  # what the labels table holds, per dataset
 
     @property
     def rows(self) -> int:
@@ -74,16 +75,16 @@ class UnmappedLabel:
     raw_label: str
     rows: int
     positive: int
-    note: str | None                # why, when the map leaves it unmapped on purpose
+    note: str | None  # why, when the map leaves it unmapped on purpose
 
 
 @dataclass(frozen=True)
 class QueryDoc:
-    kind: str                       # "query" or "cohort"
+    kind: str  # "query" or "cohort"
     name: str
     group: str
     description: str
-    parameters: tuple[tuple[str, str, str, str], ...]   # (name, type, default, doc)
+    parameters: tuple[tuple[str, str, str, str], ...]  # (name, type, default, doc)
     path: str
 
 
@@ -93,9 +94,9 @@ class DocsModel:
     tables: tuple[TableDoc, ...]
     references: tuple[relations.Reference, ...]
     vocabularies: dict[str, tuple[str, ...]]
-    findings: tuple[FindingDoc, ...]            # depth-first, in the vocabulary file's order
+    findings: tuple[FindingDoc, ...]  # depth-first, in the vocabulary file's order
     unmapped: tuple[UnmappedLabel, ...]
-    dataset_columns: tuple[str, ...]            # every column catalog_datasets has, in order
+    dataset_columns: tuple[str, ...]  # every column catalog_datasets has, in order
     datasets: tuple[dict, ...]
     queries: tuple[QueryDoc, ...]
     generated_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -133,13 +134,30 @@ def _tables(con: duckdb.DuckDBPyConnection) -> list[TableDoc]:
     for t in _rows(con, "SELECT table_name, description, key, derived FROM catalog_tables"):
         name, cols = t["table_name"], by_table.get(t["table_name"], [])
         counts = non_null_counts(con, name, [c["column_name"] for c in cols])
-        columns = tuple(ColumnDoc(
-            name, c["column_name"], c["type"], c["nullable"], c["is_key"], c["vocabulary"],
-            tuple(c["allowed_values"] or ()), c["description"],
-            {d: 100.0 * n[c["column_name"]] / n["rows"] for d, n in sorted(counts.items()) if n["rows"]},
-        ) for c in cols)
-        docs.append(TableDoc(name, t["description"], tuple(t["key"]), t["derived"],
-                             {d: n["rows"] for d, n in sorted(counts.items())}, columns))
+        columns = tuple(
+            ColumnDoc(
+                name,
+                c["column_name"],
+                c["type"],
+                c["nullable"],
+                c["is_key"],
+                c["vocabulary"],
+                tuple(c["allowed_values"] or ()),
+                c["description"],
+                {d: 100.0 * n[c["column_name"]] / n["rows"] for d, n in sorted(counts.items()) if n["rows"]},
+            )
+            for c in cols
+        )
+        docs.append(
+            TableDoc(
+                name,
+                t["description"],
+                tuple(t["key"]),
+                t["derived"],
+                {d: n["rows"] for d, n in sorted(counts.items())},
+                columns,
+            )
+        )
     return docs
 
 
@@ -149,11 +167,15 @@ def _findings(con: duckdb.DuckDBPyConnection) -> list[FindingDoc]:
     for r in _rows(con, "SELECT source, raw_label, finding FROM finding_map WHERE finding IS NOT NULL"):
         mapped.setdefault(r["finding"], []).append((r["source"], r["raw_label"]))
     labels: dict[str, list[RawLabel]] = {}
-    for r in _rows(con, "SELECT finding, dataset, labeler, raw_label, count(*) AS n, count(*) FILTER (WHERE value = 1) "
-                        "AS pos FROM labels WHERE finding IS NOT NULL GROUP BY ALL ORDER BY finding, dataset, n DESC, "
-                        "labeler, raw_label"):
-        labels.setdefault(r["finding"], []).append(RawLabel(r["dataset"], r["labeler"], r["raw_label"], r["n"],
-                                                            r["pos"]))
+    for r in _rows(
+        con,
+        "SELECT finding, dataset, labeler, raw_label, count(*) AS n, count(*) FILTER (WHERE value = 1) "
+        "AS pos FROM labels WHERE finding IS NOT NULL GROUP BY ALL ORDER BY finding, dataset, n DESC, "
+        "labeler, raw_label",
+    ):
+        labels.setdefault(r["finding"], []).append(
+            RawLabel(r["dataset"], r["labeler"], r["raw_label"], r["n"], r["pos"])
+        )
     children: dict[str | None, list[str]] = {}
     for v in vocab:
         children.setdefault(v["parent"], []).append(v["finding"])
@@ -162,9 +184,17 @@ def _findings(con: duckdb.DuckDBPyConnection) -> list[FindingDoc]:
 
     def walk(finding: str, depth: int) -> None:
         v = by_id[finding]
-        ordered.append(FindingDoc(finding, v["parent"], depth, v["description"] or "",
-                                  tuple(children.get(finding, ())), tuple(mapped.get(finding, ())),
-                                  tuple(labels.get(finding, ()))))
+        ordered.append(
+            FindingDoc(
+                finding,
+                v["parent"],
+                depth,
+                v["description"] or "",
+                tuple(children.get(finding, ())),
+                tuple(mapped.get(finding, ())),
+                tuple(labels.get(finding, ())),
+            )
+        )
         for child in children.get(finding, ()):
             walk(child, depth + 1)
 
@@ -174,22 +204,40 @@ def _findings(con: duckdb.DuckDBPyConnection) -> list[FindingDoc]:
 
 
 def _unmapped(con: duckdb.DuckDBPyConnection) -> list[UnmappedLabel]:
-    notes = {(r["source"], r["raw_label"].lower()): r["note"] for r in _rows(
-        con, "SELECT source, raw_label, note FROM finding_map WHERE finding IS NULL")}
+    notes = {
+        (r["source"], r["raw_label"].lower()): r["note"]
+        for r in _rows(con, "SELECT source, raw_label, note FROM finding_map WHERE finding IS NULL")
+    }
     found = []
     for r in _rows(con, "SELECT * FROM catalog_unmapped_labels ORDER BY dataset, label_rows DESC, raw_label"):
         key = r["raw_label"].lower()
-        heading = key.split("/")[0].strip()     # a MeSH term with qualifiers: the heading's map row
-        note = next((notes[k] for k in ((r["labeler"], key), ("*", key), (r["labeler"], heading), ("*", heading))
-                     if k in notes), None)
-        found.append(UnmappedLabel(r["dataset"], r["labeler"], r["raw_label"], r["label_rows"], r["positive_rows"],
-                                   note))
+        heading = key.split("/")[0].strip()  # a MeSH term with qualifiers: the heading's map row
+        note = next(
+            (
+                notes[k]
+                for k in ((r["labeler"], key), ("*", key), (r["labeler"], heading), ("*", heading))
+                if k in notes
+            ),
+            None,
+        )
+        found.append(
+            UnmappedLabel(r["dataset"], r["labeler"], r["raw_label"], r["label_rows"], r["positive_rows"], note)
+        )
     return found
 
 
 def _queries() -> list[QueryDoc]:
-    docs = [QueryDoc("query", q.name, q.group, q.description, tuple((p, "", "", "") for p in parameters(q)),
-                     f"sql/{q.group}/{q.name}.sql") for q in list_queries()]
+    docs = [
+        QueryDoc(
+            "query",
+            q.name,
+            q.group,
+            q.description,
+            tuple((p, "", "", "") for p in parameters(q)),
+            f"sql/{q.group}/{q.name}.sql",
+        )
+        for q in list_queries()
+    ]
     for c in list_cohorts():
         params = tuple((p.name, p.type, "NULL" if p.default is None else repr(p.default), p.doc) for p in c.params)
         docs.append(QueryDoc("cohort", c.name, "cohorts", c.description, params, f"sql/cohorts/{c.name}.sql"))
@@ -210,6 +258,9 @@ def build_model(con: duckdb.DuckDBPyConnection) -> DocsModel:
         tables=tuple(tables),
         references=tuple(relations.references(t.name for t in tables)),
         vocabularies={k: tuple(v) for k, v in vocabularies.items()},
-        findings=tuple(_findings(con)), unmapped=tuple(_unmapped(con)),
-        dataset_columns=dataset_columns, datasets=datasets, queries=tuple(_queries()),
+        findings=tuple(_findings(con)),
+        unmapped=tuple(_unmapped(con)),
+        dataset_columns=dataset_columns,
+        datasets=datasets,
+        queries=tuple(_queries()),
     )

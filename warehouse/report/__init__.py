@@ -5,6 +5,7 @@ data.py reads the catalog, cohort.py a cohort folder, tables.py and charts.py tu
 SVG charts, page.py writes the HTML, files.py the Markdown and CSV. build.py puts them in order.
 Importing this package is cheap (`cxr stats --labels` uses its tables); Altair loads only for a report.
 """
+
 from __future__ import annotations
 
 

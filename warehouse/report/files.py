@@ -1,5 +1,6 @@
 """The report's tables as Markdown (one report.md, the tables in page order) and CSV (one file per table,
 raw values, with a `<column> coverage` column beside each column that has coverage notes)."""
+
 from __future__ import annotations
 
 import csv
@@ -32,12 +33,21 @@ def _md_cell(text: str) -> str:
 
 def table_markdown(t: ReportTable) -> str:
     labels = [(f"{c.group}: " if c.group else "") + c.label for c in t.columns]
-    lines = [f"#### {t.title}", "", "| " + " | ".join(_md_cell(x) for x in labels) + " |",
-             "|" + "|".join("---:" if c.kind != "text" else "---" for c in t.columns) + "|"]
+    lines = [
+        f"#### {t.title}",
+        "",
+        "| " + " | ".join(_md_cell(x) for x in labels) + " |",
+        "|" + "|".join("---:" if c.kind != "text" else "---" for c in t.columns) + "|",
+    ]
     for values, notes in zip(t.rows, t.notes):
-        lines.append("| " + " | ".join(
-            _md_cell(fmt(v, c.kind) + (f" ({note})" if note else "")) for c, v, note in zip(t.columns, values, notes))
-            + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                _md_cell(fmt(v, c.kind) + (f" ({note})" if note else ""))
+                for c, v, note in zip(t.columns, values, notes)
+            )
+            + " |"
+        )
     if t.caption:
         lines += ["", f"_{t.caption}_"]
     return "\n".join(lines) + "\n"

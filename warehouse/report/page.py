@@ -1,5 +1,6 @@
 """The HTML page: one self-contained file (inline CSS and SVG, no script, no external URL), with a sticky
 table of contents, right-aligned numbers and each number's coverage in small type beside it."""
+
 from __future__ import annotations
 
 import html
@@ -84,6 +85,7 @@ footer { color:var(--faint); font-size:12px; margin-top:30px; }
 @dataclass
 class Part:
     """A titled part of a section (its own entry in the table of contents)."""
+
     anchor: str
     title: str
     body: str
@@ -115,26 +117,39 @@ def table_html(t: ReportTable, heading: bool = True) -> str:
             cells.append(f'<th colspan="{span}">{esc(group or "")}</th>')
             i += span
         head.append(f'<tr class="groups">{"".join(cells)}</tr>')
-    head.append("<tr>" + "".join(f'<th class="{"num" if n else ""}">{esc(c.label)}</th>'
-                                 for c, n in zip(t.columns, numeric)) + "</tr>")
+    head.append(
+        "<tr>"
+        + "".join(f'<th class="{"num" if n else ""}">{esc(c.label)}</th>' for c, n in zip(t.columns, numeric))
+        + "</tr>"
+    )
     body = []
     for values, notes in zip(t.rows, t.notes):
         cells = []
         for c, v, note, num in zip(t.columns, values, notes, numeric):
             cov = f'<span class="cov">{esc(note)}</span>' if note else ""
-            cells.append(f'<td class="{"num" if num else ""}" data-col="{esc(c.name)}">'
-                         f'<span class="v">{esc(fmt(v, c.kind))}</span>{cov}</td>')
+            cells.append(
+                f'<td class="{"num" if num else ""}" data-col="{esc(c.name)}">'
+                f'<span class="v">{esc(fmt(v, c.kind))}</span>{cov}</td>'
+            )
         body.append("<tr>" + "".join(cells) + "</tr>")
     caption = f'<p class="caption">{esc(t.caption)}</p>' if t.caption else ""
     title = f"<h4>{esc(t.title)}</h4>" if heading else ""
-    return (f'{title}<div class="table-wrap"><table data-table="{esc(t.key)}">'
-            f'<thead>{"".join(head)}</thead><tbody>{"".join(body)}</tbody></table></div>{caption}')
+    return (
+        f'{title}<div class="table-wrap"><table data-table="{esc(t.key)}">'
+        f'<thead>{"".join(head)}</thead><tbody>{"".join(body)}</tbody></table></div>{caption}'
+    )
 
 
 def charts_html(charts: list[Chart]) -> str:
-    return '<div class="charts">' + "".join(
-        f'<figure class="chart{" wide" if c.wide else ""}" data-chart="{esc(c.key)}">'
-        f'<figcaption>{esc(c.title)}</figcaption>{c.svg}<p>{esc(c.caption)}</p></figure>' for c in charts) + "</div>"
+    return (
+        '<div class="charts">'
+        + "".join(
+            f'<figure class="chart{" wide" if c.wide else ""}" data-chart="{esc(c.key)}">'
+            f'<figcaption>{esc(c.title)}</figcaption>{c.svg}<p>{esc(c.caption)}</p></figure>'
+            for c in charts
+        )
+        + "</div>"
+    )
 
 
 def about_html(items: list[tuple[str, object]]) -> str:
@@ -154,17 +169,23 @@ def about_html(items: list[tuple[str, object]]) -> str:
 
 def page(title: str, subtitle: str, sections: list[Section], footer: str) -> str:
     toc = "".join(
-        f'<li><a href="#{s.anchor}">{esc(s.title)}</a><ol>' +
-        "".join(f'<li><a href="#{p.anchor}">{esc(p.title)}</a></li>' for p in s.parts) + "</ol></li>"
-        for s in sections)
+        f'<li><a href="#{s.anchor}">{esc(s.title)}</a><ol>'
+        + "".join(f'<li><a href="#{p.anchor}">{esc(p.title)}</a></li>' for p in s.parts)
+        + "</ol></li>"
+        for s in sections
+    )
     body = "".join(
         f'<section class="{s.kind}" id="{s.anchor}"><h2>{esc(s.title)}<span class="id">{esc(s.ident)}</span></h2>'
-        f'<p class="lede">{s.lede}</p>' +
-        "".join(f'<h3 id="{p.anchor}">{esc(p.title)}</h3>{p.body}' for p in s.parts) + "</section>"
-        for s in sections)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
-            f'<body><div class="layout"><nav class="toc"><div class="brand">{esc(title)}</div>'
-            f'<div class="sub">{esc(subtitle)}</div><ol>{toc}</ol></nav><main><header class="top">'
-            f'<h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>{body}<footer>{esc(footer)}</footer></main></div>'
-            f'</body></html>')
+        f'<p class="lede">{s.lede}</p>'
+        + "".join(f'<h3 id="{p.anchor}">{esc(p.title)}</h3>{p.body}' for p in s.parts)
+        + "</section>"
+        for s in sections
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+        f'<body><div class="layout"><nav class="toc"><div class="brand">{esc(title)}</div>'
+        f'<div class="sub">{esc(subtitle)}</div><ol>{toc}</ol></nav><main><header class="top">'
+        f'<h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>{body}<footer>{esc(footer)}</footer></main></div>'
+        f'</body></html>'
+    )

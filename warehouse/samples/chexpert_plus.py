@@ -18,6 +18,7 @@ Format evidence (docs/datasets.md section 3 plus two public dumps of real rows):
   they are raw slices of the report (leading newline/space, trailing " \\n" lines, 66-70 column hard
   wraps, upper-case numbered impressions) and that race is spelled e.g. "Black", "Pacific Islander".
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,18 +33,51 @@ from typing import TypeVar
 
 CSV_NAME = "df_chexpert_plus_240401.csv"
 COLUMNS = (
-    "path_to_image", "path_to_dcm", "frontal_lateral", "ap_pa", "deid_patient_id", "patient_report_date_order",
-    "report", "section_narrative", "section_clinical_history", "section_history", "section_comparison",
-    "section_technique", "section_procedure_comments", "section_findings", "section_impression",
-    "section_end_of_impression", "section_summary", "section_accession_number", "age", "sex", "race",
-    "ethnicity", "interpreter_needed", "insurance_type", "recent_bmi", "deceased", "split",
+    "path_to_image",
+    "path_to_dcm",
+    "frontal_lateral",
+    "ap_pa",
+    "deid_patient_id",
+    "patient_report_date_order",
+    "report",
+    "section_narrative",
+    "section_clinical_history",
+    "section_history",
+    "section_comparison",
+    "section_technique",
+    "section_procedure_comments",
+    "section_findings",
+    "section_impression",
+    "section_end_of_impression",
+    "section_summary",
+    "section_accession_number",
+    "age",
+    "sex",
+    "race",
+    "ethnicity",
+    "interpreter_needed",
+    "insurance_type",
+    "recent_bmi",
+    "deceased",
+    "split",
 )
 SECTION_COLUMNS = COLUMNS[7:18]
 # [U] key order: CheXbert's CONDITIONS order (No Finding last), after path_to_image.
 LABELS = (
-    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
-    "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
-    "Support Devices", "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+    "No Finding",
 )
 LABEL_FILES = {  # file -> the text scope CheXbert labelled
     "findings_fixed.json": "findings",
@@ -53,15 +87,24 @@ LABEL_FILES = {  # file -> the text scope CheXbert labelled
 SPLITS = ("train", "valid")
 AGE_BUCKETS = ("0-20", "20-40", "40-60", "60-80", "80+")
 SEX_VALUES = ("Female", "Male", "Unknown")
-ANONYMIZED = ("This report has been anonymized. All dates are offset from the actual dates by a fixed "
-              "interval associated with the patient.")
-ATTESTATION = ("I have personally reviewed the images for this examination and agreed with the report "
-               "transcribed above.")
+ANONYMIZED = (
+    "This report has been anonymized. All dates are offset from the actual dates by a fixed "
+    "interval associated with the patient."
+)
+ATTESTATION = "I have personally reviewed the images for this examination and agreed with the report transcribed above."
 FIRST_VALID_PATIENT = 64541  # valid patients are patient64541..patient64740, absent from train.csv
 
 # [U] value sets for the demographic columns; race/ethnicity spellings as seen in the ReXrank dump.
-_RACES = (("White", 50), ("Other", 16), ("Asian", 13), ("Unknown", 10), ("Black", 5.5),
-          ("Pacific Islander", 1.5), ("Native American", 0.5), ("Patient Refused", 1))
+_RACES = (
+    ("White", 50),
+    ("Other", 16),
+    ("Asian", 13),
+    ("Unknown", 10),
+    ("Black", 5.5),
+    ("Pacific Islander", 1.5),
+    ("Native American", 0.5),
+    ("Patient Refused", 1),
+)
 _ETHNICITIES = (("Non-Hispanic/Non-Latino", 78), ("Hispanic/Latino", 11), ("Unknown", 10), ("Patient Refused", 1))
 _INSURANCE = (("Private Insurance", 45), ("Medicare", 35), ("Medicaid", 15), ("Unknown", 5))
 _YES_NO_INTERPRETER = (("No", 90), ("Yes", 7), ("", 3))
@@ -78,6 +121,7 @@ POS, NEG, UNC = 1.0, 0.0, -1.0
 @dataclass(frozen=True)
 class Finding:
     """One abnormality: its findings sentence, impression sentence and what each says to CheXbert."""
+
     topic: str
     findings: str
     impression: str
@@ -86,64 +130,160 @@ class Finding:
 
 
 _FINDINGS = (
-    Finding("devices", "Endotracheal tube terminates 4.5 cm above the carina.",
-            "Endotracheal tube in standard position.", {"Support Devices": POS}, {"Support Devices": POS}),
-    Finding("devices", "Right internal jugular central venous catheter tip projects over the SVC.",
-            "Right IJ catheter tip in the SVC. No pneumothorax.",
-            {"Support Devices": POS}, {"Support Devices": POS, "Pneumothorax": NEG}),
-    Finding("devices", "Left chest wall pacemaker with leads in the right atrium and right ventricle.",
-            "Stable left chest wall pacemaker.", {"Support Devices": POS}, {"Support Devices": POS}),
-    Finding("devices", "Feeding tube courses below the diaphragm with tip in the stomach.",
-            "Feeding tube tip in the stomach.", {"Support Devices": POS}, {"Support Devices": POS}),
-    Finding("heart", "The cardiac silhouette is enlarged.", "Stable cardiomegaly.",
-            {"Cardiomegaly": POS}, {"Cardiomegaly": POS}),
-    Finding("heart", "Widening of the mediastinal contour, unchanged.", "Stable widened mediastinum.",
-            {"Enlarged Cardiomediastinum": POS}, {"Enlarged Cardiomediastinum": POS}),
-    Finding("lungs", "Patchy opacity in the left lower lobe.",
-            "Left lower lobe opacity may represent atelectasis or pneumonia.",
-            {"Lung Opacity": POS}, {"Lung Opacity": POS, "Atelectasis": UNC, "Pneumonia": UNC}),
-    Finding("lungs", "Increased interstitial markings and pulmonary vascular congestion.",
-            "Mild pulmonary edema.", {"Edema": UNC}, {"Edema": POS}),
-    Finding("lungs", "Dense consolidation in the right upper lobe with air bronchograms.",
-            "Right upper lobe consolidation, consistent with pneumonia.",
-            {"Consolidation": POS, "Lung Opacity": POS}, {"Consolidation": POS, "Pneumonia": POS}),
-    Finding("lungs", "Linear opacities at both lung bases, likely subsegmental atelectasis.",
-            "Bibasilar atelectasis.", {"Lung Opacity": POS, "Atelectasis": UNC}, {"Atelectasis": POS}),
-    Finding("lungs", "A 2 cm nodular opacity in the right upper lobe.",
-            "Right upper lobe nodule. Recommend CT for further evaluation.",
-            {"Lung Lesion": POS}, {"Lung Lesion": POS}),
-    Finding("pleura", "Small left pleural effusion.", "Small left pleural effusion.",
-            {"Pleural Effusion": POS}, {"Pleural Effusion": POS}),
-    Finding("pleura", "Blunting of the right costophrenic angle, possibly a small effusion.",
-            "Possible small right pleural effusion.", {"Pleural Effusion": UNC}, {"Pleural Effusion": UNC}),
-    Finding("pleura", "Small right apical pneumothorax.", "Small right apical pneumothorax.",
-            {"Pneumothorax": POS}, {"Pneumothorax": POS}),
-    Finding("pleura", "Pleural thickening at the left apex.", "Left apical pleural thickening, unchanged.",
-            {"Pleural Other": POS}, {"Pleural Other": POS}),
-    Finding("bones", "Healing fractures of the left fifth and sixth ribs.", "Left rib fractures.",
-            {"Fracture": POS}, {"Fracture": POS}),
+    Finding(
+        "devices",
+        "Endotracheal tube terminates 4.5 cm above the carina.",
+        "Endotracheal tube in standard position.",
+        {"Support Devices": POS},
+        {"Support Devices": POS},
+    ),
+    Finding(
+        "devices",
+        "Right internal jugular central venous catheter tip projects over the SVC.",
+        "Right IJ catheter tip in the SVC. No pneumothorax.",
+        {"Support Devices": POS},
+        {"Support Devices": POS, "Pneumothorax": NEG},
+    ),
+    Finding(
+        "devices",
+        "Left chest wall pacemaker with leads in the right atrium and right ventricle.",
+        "Stable left chest wall pacemaker.",
+        {"Support Devices": POS},
+        {"Support Devices": POS},
+    ),
+    Finding(
+        "devices",
+        "Feeding tube courses below the diaphragm with tip in the stomach.",
+        "Feeding tube tip in the stomach.",
+        {"Support Devices": POS},
+        {"Support Devices": POS},
+    ),
+    Finding(
+        "heart",
+        "The cardiac silhouette is enlarged.",
+        "Stable cardiomegaly.",
+        {"Cardiomegaly": POS},
+        {"Cardiomegaly": POS},
+    ),
+    Finding(
+        "heart",
+        "Widening of the mediastinal contour, unchanged.",
+        "Stable widened mediastinum.",
+        {"Enlarged Cardiomediastinum": POS},
+        {"Enlarged Cardiomediastinum": POS},
+    ),
+    Finding(
+        "lungs",
+        "Patchy opacity in the left lower lobe.",
+        "Left lower lobe opacity may represent atelectasis or pneumonia.",
+        {"Lung Opacity": POS},
+        {"Lung Opacity": POS, "Atelectasis": UNC, "Pneumonia": UNC},
+    ),
+    Finding(
+        "lungs",
+        "Increased interstitial markings and pulmonary vascular congestion.",
+        "Mild pulmonary edema.",
+        {"Edema": UNC},
+        {"Edema": POS},
+    ),
+    Finding(
+        "lungs",
+        "Dense consolidation in the right upper lobe with air bronchograms.",
+        "Right upper lobe consolidation, consistent with pneumonia.",
+        {"Consolidation": POS, "Lung Opacity": POS},
+        {"Consolidation": POS, "Pneumonia": POS},
+    ),
+    Finding(
+        "lungs",
+        "Linear opacities at both lung bases, likely subsegmental atelectasis.",
+        "Bibasilar atelectasis.",
+        {"Lung Opacity": POS, "Atelectasis": UNC},
+        {"Atelectasis": POS},
+    ),
+    Finding(
+        "lungs",
+        "A 2 cm nodular opacity in the right upper lobe.",
+        "Right upper lobe nodule. Recommend CT for further evaluation.",
+        {"Lung Lesion": POS},
+        {"Lung Lesion": POS},
+    ),
+    Finding(
+        "pleura",
+        "Small left pleural effusion.",
+        "Small left pleural effusion.",
+        {"Pleural Effusion": POS},
+        {"Pleural Effusion": POS},
+    ),
+    Finding(
+        "pleura",
+        "Blunting of the right costophrenic angle, possibly a small effusion.",
+        "Possible small right pleural effusion.",
+        {"Pleural Effusion": UNC},
+        {"Pleural Effusion": UNC},
+    ),
+    Finding(
+        "pleura",
+        "Small right apical pneumothorax.",
+        "Small right apical pneumothorax.",
+        {"Pneumothorax": POS},
+        {"Pneumothorax": POS},
+    ),
+    Finding(
+        "pleura",
+        "Pleural thickening at the left apex.",
+        "Left apical pleural thickening, unchanged.",
+        {"Pleural Other": POS},
+        {"Pleural Other": POS},
+    ),
+    Finding(
+        "bones",
+        "Healing fractures of the left fifth and sixth ribs.",
+        "Left rib fractures.",
+        {"Fracture": POS},
+        {"Fracture": POS},
+    ),
 )
 _NEGATIVE_FINDINGS = {  # topic -> (sentence, labels) used when no abnormality covers the topic
-    "heart": (("The cardiomediastinal silhouette is within normal limits.",
-               {"Enlarged Cardiomediastinum": NEG, "Cardiomegaly": NEG}),
-              ("Heart size is normal.", {"Cardiomegaly": NEG})),
-    "lungs": (("The lungs are clear.", {"Lung Opacity": NEG}),
-              ("No focal consolidation or pulmonary edema.", {"Consolidation": NEG, "Edema": NEG})),
-    "pleura": (("No pleural effusion or pneumothorax.", {"Pleural Effusion": NEG, "Pneumothorax": NEG}),
-               ("No pneumothorax.", {"Pneumothorax": NEG})),
-    "bones": (("No acute osseous abnormality.", {"Fracture": NEG}),
-              ("The visualized osseous structures are unremarkable.", {})),
+    "heart": (
+        (
+            "The cardiomediastinal silhouette is within normal limits.",
+            {"Enlarged Cardiomediastinum": NEG, "Cardiomegaly": NEG},
+        ),
+        ("Heart size is normal.", {"Cardiomegaly": NEG}),
+    ),
+    "lungs": (
+        ("The lungs are clear.", {"Lung Opacity": NEG}),
+        ("No focal consolidation or pulmonary edema.", {"Consolidation": NEG, "Edema": NEG}),
+    ),
+    "pleura": (
+        ("No pleural effusion or pneumothorax.", {"Pleural Effusion": NEG, "Pneumothorax": NEG}),
+        ("No pneumothorax.", {"Pneumothorax": NEG}),
+    ),
+    "bones": (
+        ("No acute osseous abnormality.", {"Fracture": NEG}),
+        ("The visualized osseous structures are unremarkable.", {}),
+    ),
 }
 Labelled = tuple[str, dict[str, float]]  # (sentence or phrase, CheXbert labels it implies)
 _NORMAL_IMPRESSIONS: tuple[Labelled, ...] = (
-    ("No acute cardiopulmonary process.", {}), ("No acute cardiopulmonary abnormality.", {}),
-    ("No evidence of pneumonia.", {"Pneumonia": NEG}), ("No significant interval change.", {}),
+    ("No acute cardiopulmonary process.", {}),
+    ("No acute cardiopulmonary abnormality.", {}),
+    ("No evidence of pneumonia.", {"Pneumonia": NEG}),
+    ("No significant interval change.", {}),
 )
 _REASONS: tuple[Labelled, ...] = (  # clinical history reasons; "rule out" phrasing is uncertain to CheXbert
-    ("ICU patient", {}), ("shortness of breath", {}), ("chest pain", {}), ("fever and cough", {}),
-    ("line placement", {"Support Devices": POS}), ("rule out pneumothorax", {"Pneumothorax": UNC}),
-    ("evaluate for pneumonia", {"Pneumonia": UNC}), ("status post CABG", {}), ("hypoxia", {}),
-    ("s/p fall, rib pain", {}), ("tube placement", {"Support Devices": POS}), ("post-op", {}),
+    ("ICU patient", {}),
+    ("shortness of breath", {}),
+    ("chest pain", {}),
+    ("fever and cough", {}),
+    ("line placement", {"Support Devices": POS}),
+    ("rule out pneumothorax", {"Pneumothorax": UNC}),
+    ("evaluate for pneumonia", {"Pneumonia": UNC}),
+    ("status post CABG", {}),
+    ("hypoxia", {}),
+    ("s/p fall, rib pain", {}),
+    ("tube placement", {"Support Devices": POS}),
+    ("post-op", {}),
 )
 _TOPIC_ORDER = ("devices", "lungs", "pleura", "heart", "bones")
 # [U] Stanford summary codes; only "2-ABNORMAL, PREVIOUSLY REPORTED" is documented.
@@ -154,7 +294,8 @@ _SUMMARY_ABNORMAL = (("2-ABNORMAL, PREVIOUSLY REPORTED", 70), ("4-POSSIBLE SIGNI
 @dataclass
 class Image:
     """One image row as known from CheXpert train.csv (or fabricated in its shape)."""
-    path: str          # train/patient00001/study1/view1_frontal.jpg
+
+    path: str  # train/patient00001/study1/view1_frontal.jpg
     frontal_lateral: str
     ap_pa: str
     sex: str
@@ -164,6 +305,7 @@ class Image:
 @dataclass
 class Patient:
     """A CheXpert patient with images grouped by study folder, in first-appearance order."""
+
     patient_id: str
     split: str
     linked: bool
@@ -173,6 +315,7 @@ class Patient:
 @dataclass
 class Report:
     """A report's full text, its section_* column values and CheXbert labels per scope."""
+
     text: str
     sections: dict[str, str]
     labels: dict[str, dict]
@@ -211,8 +354,11 @@ def _weighted(rng: random.Random, pairs: tuple[tuple[T, float], ...]) -> T:
 
 def _open_text(path: Path):
     """Open train.csv or train.csv.gz as text."""
-    return gzip.open(path, "rt", encoding="utf-8", newline="") if path.suffix == ".gz" else \
-        path.open(encoding="utf-8", newline="")
+    return (
+        gzip.open(path, "rt", encoding="utf-8", newline="")
+        if path.suffix == ".gz"
+        else path.open(encoding="utf-8", newline="")
+    )
 
 
 def _plus_path(chexpert_path: str) -> str:
@@ -222,7 +368,7 @@ def _plus_path(chexpert_path: str) -> str:
             return chexpert_path
         at = chexpert_path.find("/" + split)
         if at >= 0:
-            return chexpert_path[at + 1:]
+            return chexpert_path[at + 1 :]
     raise ValueError(f"not a CheXpert image path: {chexpert_path}")
 
 
@@ -235,7 +381,7 @@ def _read_chexpert_csv(path: Path) -> dict[str, list[list[str]]]:
         wanted = [header.index(name) for name in ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")]
         for row in reader:
             at = row[wanted[0]].find("patient")
-            patient_id = row[wanted[0]][at:at + len("patient00000")]
+            patient_id = row[wanted[0]][at : at + len("patient00000")]
             rows_by_patient.setdefault(patient_id, []).append([row[index] for index in wanted])
     return rows_by_patient
 
@@ -268,7 +414,8 @@ def _fabricate_patients(rng: random.Random, patients: int) -> list[Patient]:
         for study_number in range(1, rng.choices(*_STUDIES_PER_PATIENT)[0] + 1):
             study_age = min(90, age + study_number // 3)
             patient.studies[f"study{study_number}"] = _fabricated_views(
-                rng, f"train/{patient.patient_id}/study{study_number}", sex, float(study_age))
+                rng, f"train/{patient.patient_id}/study{study_number}", sex, float(study_age)
+            )
         cohort.append(patient)
     return cohort
 
@@ -281,7 +428,8 @@ def _valid_patients(rng: random.Random, count: int) -> list[Patient]:
         patient = Patient(f"patient{number:05d}", "valid", linked=False)
         sex = rng.choices(SEX_VALUES, weights=_SEX_WEIGHTS)[0]
         patient.studies["study1"] = _fabricated_views(
-            rng, f"valid/{patient.patient_id}/study1", sex, float(int(rng.triangular(18, 91, 62))))
+            rng, f"valid/{patient.patient_id}/study1", sex, float(int(rng.triangular(18, 91, 62)))
+        )
         cohort.append(patient)
     return cohort
 
@@ -330,7 +478,7 @@ def _rows(rng: random.Random, cohort: list[Patient]) -> tuple[list[dict], dict[t
             for image in images:
                 row = {
                     "path_to_image": image.path,
-                    "path_to_dcm": image.path[:-len(".jpg")] + ".dcm",
+                    "path_to_dcm": image.path[: -len(".jpg")] + ".dcm",
                     "frontal_lateral": image.frontal_lateral,
                     "ap_pa": image.ap_pa,
                     "patient_report_date_order": str(order),  # [U] equals the study number
@@ -368,11 +516,12 @@ def _accession(rng: random.Random, issued: list[str]) -> str:
 @dataclass
 class _Style:
     """Whitespace habits of one report: the real sections keep the dictation system's spacing."""
-    eol: str          # line end: "\n", or " \n" when the RIS left a trailing space
-    gap: str          # blank line between sections: "", "\n" or " \n"
-    width: int        # hard-wrap column
-    upper: bool       # impression dictated in capitals
-    number: str       # "{n}. " / "{n}." / "{n}.  "
+
+    eol: str  # line end: "\n", or " \n" when the RIS left a trailing space
+    gap: str  # blank line between sections: "", "\n" or " \n"
+    width: int  # hard-wrap column
+    upper: bool  # impression dictated in capitals
+    number: str  # "{n}. " / "{n}." / "{n}.  "
 
     def wrap(self, text: str) -> str:
         """Hard-wrap prose at word boundaries like the source RIS did (inner double spaces survive)."""
@@ -398,8 +547,13 @@ class _Style:
 def _style(rng: random.Random) -> _Style:
     """Draw one report's spacing: tight, blank-line separated, or with the " \n" blank lines."""
     eol, gap = rng.choice((("\n", ""), ("\n", "\n"), (" \n", " \n")))
-    return _Style(eol=eol, gap=gap, width=rng.randint(64, 70), upper=rng.random() < 0.55,
-                  number=rng.choice(("{n}. ", "{n}.", "{n}.  ")))
+    return _Style(
+        eol=eol,
+        gap=gap,
+        width=rng.randint(64, 70),
+        upper=rng.random() < 0.55,
+        number=rng.choice(("{n}. ", "{n}.", "{n}.  ")),
+    )
 
 
 def _report(rng: random.Random, images: list[Image], dates: list, order: int, accessions: list[str]) -> Report:
@@ -443,11 +597,13 @@ def _impression_items(rng: random.Random, chosen: list[Finding]) -> list[tuple[s
 def _procedure(images: list[Image], date: tuple[int, int, int], rng: random.Random) -> str:
     """NARRATIVE line naming the exam and its (shifted) date, e.g. "Chest 1 View, 8-8-2005"."""
     month, day, year = date
-    return rng.choice((
-        f"{_chest_views(images)}, {month}-{day}-{year}",
-        f"RADIOGRAPHIC EXAMINATION OF THE CHEST: {month}/{day}/{year}",
-        _chest_views(images).upper().replace("CHEST ", "CHEST, "),
-    ))
+    return rng.choice(
+        (
+            f"{_chest_views(images)}, {month}-{day}-{year}",
+            f"RADIOGRAPHIC EXAMINATION OF THE CHEST: {month}/{day}/{year}",
+            _chest_views(images).upper().replace("CHEST ", "CHEST, "),
+        )
+    )
 
 
 def _chest_views(images: list[Image]) -> str:
@@ -526,11 +682,15 @@ def _structured(rng, style, chosen, images, dates, order, accession) -> Report:
     text, sections = _assemble(parts, strip=False)
     finding_labels = [labels for _, labels in findings]
     impression_labels = [labels for _, labels in items]
-    return Report(text, sections, {
-        "findings": _merge_labels(finding_labels, bool(findings)),
-        "impression": _merge_labels(impression_labels, True),
-        "report": _merge_labels(history_labels + finding_labels + impression_labels, True),
-    })
+    return Report(
+        text,
+        sections,
+        {
+            "findings": _merge_labels(finding_labels, bool(findings)),
+            "impression": _merge_labels(impression_labels, True),
+            "report": _merge_labels(history_labels + finding_labels + impression_labels, True),
+        },
+    )
 
 
 def _structured_context(rng, style, images, dates, order) -> tuple[list[Part], list[dict]]:
@@ -600,28 +760,43 @@ def _legacy(rng, style, chosen, images, dates, order, accession) -> Report:
     ]
     text, sections = _assemble(parts, strip=True)
     impression_labels = [labels for _, labels in items]
-    return Report(text, sections, {
-        "findings": _merge_labels(impression_labels, True),
-        "impression": _merge_labels([], False),
-        "report": _merge_labels([history_labels] + impression_labels, True),
-    })
+    return Report(
+        text,
+        sections,
+        {
+            "findings": _merge_labels(impression_labels, True),
+            "impression": _merge_labels([], False),
+            "report": _merge_labels([history_labels] + impression_labels, True),
+        },
+    )
 
 
 def _narrative_only(rng, style, chosen, images, dates, order, accession) -> Report:
     """Free text under NARRATIVE with no other headers, so the narrative column holds the whole body."""
     findings = _findings_phrases(rng, chosen)
     items = _impression_items(rng, chosen)
-    body = (_procedure(images, dates[order - 1], rng) + "\n\n" + style.wrap(" ".join(t for t, _ in findings))
-            + "\n\n" + "\n".join(_numbered(style, [t.upper() for t, _ in items])))
-    parts = [("NARRATIVE", style.block(body), "section_narrative"),
-             ("ACCESSION NUMBER", "\n" + accession, "section_accession_number")]
+    body = (
+        _procedure(images, dates[order - 1], rng)
+        + "\n\n"
+        + style.wrap(" ".join(t for t, _ in findings))
+        + "\n\n"
+        + "\n".join(_numbered(style, [t.upper() for t, _ in items]))
+    )
+    parts = [
+        ("NARRATIVE", style.block(body), "section_narrative"),
+        ("ACCESSION NUMBER", "\n" + accession, "section_accession_number"),
+    ]
     text, sections = _assemble(parts, strip=False)
     labels = [labels for _, labels in findings] + [labels for _, labels in items]
-    return Report(text, sections, {
-        "findings": _merge_labels([], False),
-        "impression": _merge_labels([], False),
-        "report": _merge_labels(labels, True),
-    })
+    return Report(
+        text,
+        sections,
+        {
+            "findings": _merge_labels([], False),
+            "impression": _merge_labels([], False),
+            "report": _merge_labels(labels, True),
+        },
+    )
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -649,8 +824,11 @@ def _write_label_files(label_dir: Path, rows: list[dict], reports: dict) -> None
     for file_name, scope in LABEL_FILES.items():
         study_json = {key: _label_json(report.labels[scope]) for key, report in reports.items()}
         lines = [
-            '{"path_to_image":' + json.dumps(row["path_to_image"]).replace("/", "\\/") + ","
-            + study_json[_study_key(row["path_to_image"])][1:] + "\n"
+            '{"path_to_image":'
+            + json.dumps(row["path_to_image"]).replace("/", "\\/")
+            + ","
+            + study_json[_study_key(row["path_to_image"])][1:]
+            + "\n"
             for row in rows
         ]
         (label_dir / file_name).write_text("".join(lines), encoding="utf-8", newline="")

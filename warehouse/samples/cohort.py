@@ -4,6 +4,7 @@ MIMIC-Ext-CXR-QBA is derived from MIMIC-CXR: its patients, studies and images ar
 MIMIC-CXR's. Generating both from one plan keeps cross-dataset joins (QBA questions about images
 that carry MIMIC CheXpert labels) meaningful in the fixtures.
 """
+
 from __future__ import annotations
 
 import random
@@ -16,19 +17,19 @@ _SPLIT_WEIGHTS = (0.90, 0.06, 0.04)  # enlarged val/test so small samples still 
 
 @dataclass(frozen=True)
 class ImageSpec:
-    dicom_id: str          # 5 groups of 8 hex chars joined by '-'
-    view_position: str     # MIMIC ViewPosition value, e.g. PA, AP, LATERAL, LL, '' (blank)
+    dicom_id: str  # 5 groups of 8 hex chars joined by '-'
+    view_position: str  # MIMIC ViewPosition value, e.g. PA, AP, LATERAL, LL, '' (blank)
     rows: int
     columns: int
 
 
 @dataclass(frozen=True)
 class StudySpec:
-    subject_id: int        # 8 digits, starts with 1
-    study_id: int          # 8 digits, starts with 5
-    split: str             # train | validate | test (MIMIC spelling)
-    study_date: int        # shifted YYYYMMDD, e.g. 21800506
-    study_time: float      # HHMMSS.fff as MIMIC stores it (leading zeros lost)
+    subject_id: int  # 8 digits, starts with 1
+    study_id: int  # 8 digits, starts with 5
+    split: str  # train | validate | test (MIMIC spelling)
+    study_date: int  # shifted YYYYMMDD, e.g. 21800506
+    study_time: float  # HHMMSS.fff as MIMIC stores it (leading zeros lost)
     images: tuple[ImageSpec, ...] = field(default_factory=tuple)
 
 
@@ -55,7 +56,9 @@ def plan_mimic_cohort(patients: int, seed: int = 0) -> list[StudySpec]:
             used_studies.add(study_id)
             year = base_year + rng.randint(0, 4)
             date = year * 10000 + rng.randint(1, 12) * 100 + rng.randint(1, 28)
-            time = float(f"{rng.randint(0, 23)}{rng.randint(0, 59):02d}{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}")
+            time = float(
+                f"{rng.randint(0, 23)}{rng.randint(0, 59):02d}{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}"
+            )
             n_images = rng.choice((1, 2, 2, 2, 3, 4))
             views = ["PA", "LATERAL"] if n_images >= 2 and rng.random() < 0.6 else ["AP"]
             while len(views) < n_images:

@@ -5,17 +5,17 @@ machine builds a warehouse with every dataset in it. MIMIC-CXR and MIMIC-Ext-CXR
 one cohort plan (same patients, studies and images); CheXpert Plus reuses real patients from the
 public CheXpert train.csv so it links to the `chexpert` partition.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import UnknownName
-
 from .cohort import plan_mimic_cohort
 
 DEFAULT_SEED = 0
@@ -24,8 +24,15 @@ MARKER = ".cxr-samples.json"
 GENERATOR_VERSION = 1  # bump when a generator's output changes, so cached samples are rebuilt
 
 
-def write(dataset_id: str, out_dir: Path, *, patients: int, seed: int, cache: Path | None = None,
-          progress: Callable[[str], None] = lambda m: None) -> dict:
+def write(
+    dataset_id: str,
+    out_dir: Path,
+    *,
+    patients: int,
+    seed: int,
+    cache: Path | None = None,
+    progress: Callable[[str], None] = lambda m: None,
+) -> dict:
     """Write one dataset's samples into out_dir and return the generator's truth."""
     if dataset_id == "mimic_cxr":
         from . import mimic_cxr
@@ -58,8 +65,12 @@ def ensure_default_samples(cache: Path, dataset_id: str, say: Callable[[str], No
     """<cache>/samples/<dataset>, generated on first use; published atomically by a rename."""
     folder = cache / "samples" / dataset_id
     patients = DEFAULT_PATIENTS[dataset_id]
-    expected = {"dataset": dataset_id, "seed": DEFAULT_SEED, "patients": patients,
-                "generator_version": GENERATOR_VERSION}
+    expected = {
+        "dataset": dataset_id,
+        "seed": DEFAULT_SEED,
+        "patients": patients,
+        "generator_version": GENERATOR_VERSION,
+    }
     marker = folder / MARKER
     if marker.exists() and {k: v for k, v in json.loads(marker.read_text()).items() if k in expected} == expected:
         return folder

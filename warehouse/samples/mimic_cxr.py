@@ -13,6 +13,7 @@ from a `random.Random` seeded by a string naming the seed and the thing being dr
 person, per study, per MIMIC-IV patient), so output is byte-identical on re-run and switching off
 one part (MIMIC-IV) never changes another.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,17 +24,18 @@ import re
 import zipfile
 from bisect import bisect
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import accumulate, groupby
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from warehouse.samples.cohort import MIMIC_SPLITS, StudySpec, plan_mimic_cohort
 
 if TYPE_CHECKING:
-    from _csv import Writer as CsvWriter   # what csv.writer() returns; the csv module names no such type
+    from _csv import Writer as CsvWriter  # what csv.writer() returns; the csv module names no such type
 
 
 class _Weighted:
@@ -63,25 +65,56 @@ MIMIC_IV_PATIENTS_FILE = "mimiciv/3.1/hosp/patients.csv.gz"
 MIMIC_IV_ADMISSIONS_FILE = "mimiciv/3.1/hosp/admissions.csv.gz"
 
 METADATA_COLUMNS = (
-    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
-    "Rows", "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
-    "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning",
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
 )
 SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
 # The real CSVs are alphabetical with `No Finding` between `Lung Opacity` and `Pleural Effusion`.
 CHEXPERT_LABELS = (
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum",
-    "Fracture", "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other",
-    "Pneumonia", "Pneumothorax", "Support Devices",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
 )
 LABEL_COLUMNS = ("subject_id", "study_id", *CHEXPERT_LABELS)
 # [U] per docs/datasets.md: the test-set column order is not documented. We use the CheXpert
 # competition order that Stanford's radiologist-labelling tooling (which says "Airspace Opacity")
 # uses; adapters must join these columns by name anyway.
 TEST_SET_LABELS = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Airspace Opacity",
-    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-    "Pleural Other", "Fracture", "Support Devices",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Lesion",
+    "Airspace Opacity",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
 )
 TEST_SET_COLUMNS = ("study_id", *TEST_SET_LABELS)
 RECORD_LIST_COLUMNS = ("subject_id", "study_id", "dicom_id", "path")
@@ -89,9 +122,22 @@ STUDY_LIST_COLUMNS = ("subject_id", "study_id", "path")
 PROVIDER_LIST_COLUMNS = ("study_id", "ordering_provider_id", "attending_provider_id", "resident_provider_id")
 MIMIC_IV_PATIENTS_COLUMNS = ("subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod")
 MIMIC_IV_ADMISSIONS_COLUMNS = (
-    "subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
-    "admit_provider_id", "admission_location", "discharge_location", "insurance", "language",
-    "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag",
+    "subject_id",
+    "hadm_id",
+    "admittime",
+    "dischtime",
+    "deathtime",
+    "admission_type",
+    "admit_provider_id",
+    "admission_location",
+    "discharge_location",
+    "insurance",
+    "language",
+    "marital_status",
+    "race",
+    "edregtime",
+    "edouttime",
+    "hospital_expire_flag",
 )
 
 PATHOLOGIES = tuple(label for label in CHEXPERT_LABELS if label not in ("No Finding", "Support Devices"))
@@ -101,31 +147,33 @@ LABEL_VALUES = {"pos": "1.0", "unc": "-1.0", "neg": "0.0"}
 # (64 % of those also have findings), 12.2 % findings only, 4.6 % last paragraph only, and 8 of
 # 227,835 with nothing the sectioner can use. Only those 8 get no CheXpert/NegBio row: 227,827 of
 # 227,835 studies are labelled, so the last-paragraph-only reports are labelled from that paragraph.
-STRUCTURE_WEIGHTS = _Weighted({
-    "impression_and_findings": 0.536,
-    "impression_only": 0.296,
-    "findings_only": 0.122,
-    "last_paragraph": 0.046,
-    "no_sections": 8 / 227_835,
-})
+STRUCTURE_WEIGHTS = _Weighted(
+    {
+        "impression_and_findings": 0.536,
+        "impression_only": 0.296,
+        "findings_only": 0.122,
+        "last_paragraph": 0.046,
+        "no_sections": 8 / 227_835,
+    }
+)
 # The normalizer in section_parser.py counts 1,802 `conclusion` and 2 `impresson` headers.
 IMPRESSION_HEADERS = _Weighted({"IMPRESSION": 0.9918, "CONCLUSION": 0.0080, "IMPRESSON": 0.0002})
 # [U] per docs/datasets.md: "2,414 studies have no CheXpert label at all; every study has a NegBio
 # label". We read that as no CheXpert row (the real file might instead hold all-blank rows).
 CHEXPERT_MISSING_RATE = 2_414 / 227_827
-TEST_SET_LABELED_RATE = 687 / 3_269         # labelled test-set studies / test-split studies
-ADDENDUM_RATE = 0.02                        # [U] per docs/datasets.md: the share of reports with an addendum is not published
-NON_ASCII_REPORTS = 2                       # the real zip has 4 non-ASCII members in 227,835
-MIMIC_IV_UNLINKED_RATE = 0.15               # ~11k of 65k CXR patients have no MIMIC-IV row
-MIMIC_IV_ONLY_PATIENT_SHARE = 0.25          # extra MIMIC-IV patients never imaged (the real ratio is far higher)
+TEST_SET_LABELED_RATE = 687 / 3_269  # labelled test-set studies / test-split studies
+ADDENDUM_RATE = 0.02  # [U] per docs/datasets.md: the share of reports with an addendum is not published
+NON_ASCII_REPORTS = 2  # the real zip has 4 non-ASCII members in 227,835
+MIMIC_IV_UNLINKED_RATE = 0.15  # ~11k of 65k CXR patients have no MIMIC-IV row
+MIMIC_IV_ONLY_PATIENT_SHARE = 0.25  # extra MIMIC-IV patients never imaged (the real ratio is far higher)
 
-_ZIP_DATE_TIME = (2019, 9, 19, 0, 0, 0)     # fixed member timestamp so the zip is byte-identical on re-run
+_ZIP_DATE_TIME = (2019, 9, 19, 0, 0, 0)  # fixed member timestamp so the zip is byte-identical on re-run
 _TITLE_LINE = " " * 33 + "FINAL REPORT"
 # [U] per docs/datasets.md: only "addenda at the top, separated by a full line of underscores" is
 # documented; the title of the addendum block and the exact underscore run are our choice.
 _ADDENDUM_TITLE_LINE = " " * 32 + "FINAL ADDENDUM"
 _ADDENDUM_SEPARATOR = " " + "_" * 78
-_WRAP_WIDTH = 78                            # body lines are " " + text, so at most 79 characters
+_WRAP_WIDTH = 78  # body lines are " " + text, so at most 79 characters
 
 
 # --- deterministic writers ------------------------------------------------------------------
@@ -137,7 +185,7 @@ def _gzip_csv(path: Path, header: tuple[str, ...]) -> Iterator[CsvWriter]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="", compresslevel=6) as gz:
         with io.TextIOWrapper(gz, encoding="utf-8", newline="") as text:
-            writer = csv.writer(text, lineterminator="\n")   # pandas-style \n rows, minimal quoting
+            writer = csv.writer(text, lineterminator="\n")  # pandas-style \n rows, minimal quoting
             writer.writerow(header)
             yield writer
 
@@ -222,56 +270,127 @@ class _ReportArchive:
 
 # [U] per docs/datasets.md: the MIMIC-IV v2+ race value set is not confirmed. These are the v2.x/3.x
 # spellings; weights give ~60 % white, ~17 % black, ~6 % hispanic, ~4 % asian, rest other/unknown.
-RACE_WEIGHTS = _Weighted({
-    "WHITE": 0.520, "WHITE - OTHER EUROPEAN": 0.025, "WHITE - RUSSIAN": 0.015,
-    "WHITE - EASTERN EUROPEAN": 0.006, "WHITE - BRAZILIAN": 0.004, "PORTUGUESE": 0.005,
-    "BLACK/AFRICAN AMERICAN": 0.145, "BLACK/CAPE VERDEAN": 0.012, "BLACK/CARIBBEAN ISLAND": 0.008,
-    "BLACK/AFRICAN": 0.005,
-    "HISPANIC/LATINO - PUERTO RICAN": 0.018, "HISPANIC OR LATINO": 0.012,
-    "HISPANIC/LATINO - DOMINICAN": 0.012, "HISPANIC/LATINO - GUATEMALAN": 0.004,
-    "HISPANIC/LATINO - SALVADORAN": 0.004, "HISPANIC/LATINO - MEXICAN": 0.002,
-    "HISPANIC/LATINO - COLUMBIAN": 0.002, "HISPANIC/LATINO - HONDURAN": 0.001,
-    "HISPANIC/LATINO - CUBAN": 0.001, "HISPANIC/LATINO - CENTRAL AMERICAN": 0.001, "SOUTH AMERICAN": 0.002,
-    "ASIAN": 0.015, "ASIAN - CHINESE": 0.014, "ASIAN - SOUTH EAST ASIAN": 0.005,
-    "ASIAN - ASIAN INDIAN": 0.004, "ASIAN - KOREAN": 0.002,
-    "OTHER": 0.045, "UNKNOWN": 0.055, "UNABLE TO OBTAIN": 0.012, "PATIENT DECLINED TO ANSWER": 0.008,
-    "AMERICAN INDIAN/ALASKA NATIVE": 0.003, "NATIVE HAWAIIAN OR OTHER PACIFIC ISLANDER": 0.001,
-    "MULTIPLE RACE/ETHNICITY": 0.002,
-})
+RACE_WEIGHTS = _Weighted(
+    {
+        "WHITE": 0.520,
+        "WHITE - OTHER EUROPEAN": 0.025,
+        "WHITE - RUSSIAN": 0.015,
+        "WHITE - EASTERN EUROPEAN": 0.006,
+        "WHITE - BRAZILIAN": 0.004,
+        "PORTUGUESE": 0.005,
+        "BLACK/AFRICAN AMERICAN": 0.145,
+        "BLACK/CAPE VERDEAN": 0.012,
+        "BLACK/CARIBBEAN ISLAND": 0.008,
+        "BLACK/AFRICAN": 0.005,
+        "HISPANIC/LATINO - PUERTO RICAN": 0.018,
+        "HISPANIC OR LATINO": 0.012,
+        "HISPANIC/LATINO - DOMINICAN": 0.012,
+        "HISPANIC/LATINO - GUATEMALAN": 0.004,
+        "HISPANIC/LATINO - SALVADORAN": 0.004,
+        "HISPANIC/LATINO - MEXICAN": 0.002,
+        "HISPANIC/LATINO - COLUMBIAN": 0.002,
+        "HISPANIC/LATINO - HONDURAN": 0.001,
+        "HISPANIC/LATINO - CUBAN": 0.001,
+        "HISPANIC/LATINO - CENTRAL AMERICAN": 0.001,
+        "SOUTH AMERICAN": 0.002,
+        "ASIAN": 0.015,
+        "ASIAN - CHINESE": 0.014,
+        "ASIAN - SOUTH EAST ASIAN": 0.005,
+        "ASIAN - ASIAN INDIAN": 0.004,
+        "ASIAN - KOREAN": 0.002,
+        "OTHER": 0.045,
+        "UNKNOWN": 0.055,
+        "UNABLE TO OBTAIN": 0.012,
+        "PATIENT DECLINED TO ANSWER": 0.008,
+        "AMERICAN INDIAN/ALASKA NATIVE": 0.003,
+        "NATIVE HAWAIIAN OR OTHER PACIFIC ISLANDER": 0.001,
+        "MULTIPLE RACE/ETHNICITY": 0.002,
+    }
+)
 # What a second admission records instead, when registration disagrees with the first.
 _RACE_CONFLICTS = ("UNKNOWN", "UNABLE TO OBTAIN", "OTHER", "PATIENT DECLINED TO ANSWER", "MULTIPLE RACE/ETHNICITY")
 _RACE_SIBLINGS = {
-    "WHITE": "WHITE - OTHER EUROPEAN", "WHITE - OTHER EUROPEAN": "WHITE",
-    "BLACK/AFRICAN AMERICAN": "BLACK/CAPE VERDEAN", "BLACK/CAPE VERDEAN": "BLACK/AFRICAN AMERICAN",
-    "HISPANIC/LATINO - PUERTO RICAN": "HISPANIC OR LATINO", "HISPANIC OR LATINO": "HISPANIC/LATINO - DOMINICAN",
-    "ASIAN": "ASIAN - CHINESE", "ASIAN - CHINESE": "ASIAN",
+    "WHITE": "WHITE - OTHER EUROPEAN",
+    "WHITE - OTHER EUROPEAN": "WHITE",
+    "BLACK/AFRICAN AMERICAN": "BLACK/CAPE VERDEAN",
+    "BLACK/CAPE VERDEAN": "BLACK/AFRICAN AMERICAN",
+    "HISPANIC/LATINO - PUERTO RICAN": "HISPANIC OR LATINO",
+    "HISPANIC OR LATINO": "HISPANIC/LATINO - DOMINICAN",
+    "ASIAN": "ASIAN - CHINESE",
+    "ASIAN - CHINESE": "ASIAN",
 }
 # [U] per docs/datasets.md: v3.x writes full language names (v2.x wrote ENGLISH / ?); value set from memory.
-LANGUAGE_WEIGHTS = _Weighted({
-    "English": 0.880, "Spanish": 0.035, "Russian": 0.015, "Chinese": 0.015, "Portuguese": 0.008,
-    "Haitian": 0.006, "Kabuverdianu": 0.005, "Vietnamese": 0.003, "Other": 0.004, "Arabic": 0.002,
-    "Modern Greek (1453-)": 0.001, "Italian": 0.001, "Polish": 0.001, "Korean": 0.001, "French": 0.001,
-    "American Sign Language": 0.0005, "Japanese": 0.0005, "": 0.005,
-})
-INSURANCE_WEIGHTS = _Weighted({"Medicare": 0.45, "Private": 0.30, "Medicaid": 0.18, "Other": 0.05, "No charge": 0.003, "": 0.01})
+LANGUAGE_WEIGHTS = _Weighted(
+    {
+        "English": 0.880,
+        "Spanish": 0.035,
+        "Russian": 0.015,
+        "Chinese": 0.015,
+        "Portuguese": 0.008,
+        "Haitian": 0.006,
+        "Kabuverdianu": 0.005,
+        "Vietnamese": 0.003,
+        "Other": 0.004,
+        "Arabic": 0.002,
+        "Modern Greek (1453-)": 0.001,
+        "Italian": 0.001,
+        "Polish": 0.001,
+        "Korean": 0.001,
+        "French": 0.001,
+        "American Sign Language": 0.0005,
+        "Japanese": 0.0005,
+        "": 0.005,
+    }
+)
+INSURANCE_WEIGHTS = _Weighted(
+    {"Medicare": 0.45, "Private": 0.30, "Medicaid": 0.18, "Other": 0.05, "No charge": 0.003, "": 0.01}
+)
 MARITAL_WEIGHTS = _Weighted({"MARRIED": 0.43, "SINGLE": 0.34, "WIDOWED": 0.12, "DIVORCED": 0.08, "": 0.03})
-ADMISSION_TYPE_WEIGHTS = _Weighted({
-    "EW EMER.": 0.33, "EU OBSERVATION": 0.17, "OBSERVATION ADMIT": 0.11, "URGENT": 0.10,
-    "SURGICAL SAME DAY ADMISSION": 0.08, "DIRECT OBSERVATION": 0.07, "DIRECT EMER.": 0.05,
-    "ELECTIVE": 0.05, "AMBULATORY OBSERVATION": 0.01,
-})
+ADMISSION_TYPE_WEIGHTS = _Weighted(
+    {
+        "EW EMER.": 0.33,
+        "EU OBSERVATION": 0.17,
+        "OBSERVATION ADMIT": 0.11,
+        "URGENT": 0.10,
+        "SURGICAL SAME DAY ADMISSION": 0.08,
+        "DIRECT OBSERVATION": 0.07,
+        "DIRECT EMER.": 0.05,
+        "ELECTIVE": 0.05,
+        "AMBULATORY OBSERVATION": 0.01,
+    }
+)
 _ED_ADMISSION_TYPES = frozenset({"EW EMER.", "EU OBSERVATION", "OBSERVATION ADMIT"})
-NON_ED_LOCATION_WEIGHTS = _Weighted({
-    "PHYSICIAN REFERRAL": 0.35, "TRANSFER FROM HOSPITAL": 0.25, "WALK-IN/SELF REFERRAL": 0.08,
-    "CLINIC REFERRAL": 0.08, "PROCEDURE SITE": 0.07, "PACU": 0.06,
-    "TRANSFER FROM SKILLED NURSING FACILITY": 0.04, "INFORMATION NOT AVAILABLE": 0.03,
-    "INTERNAL TRANSFER TO OR FROM PSYCH": 0.02, "AMBULATORY SURGERY TRANSFER": 0.02,
-})
-DISCHARGE_LOCATION_WEIGHTS = _Weighted({
-    "HOME": 0.40, "HOME HEALTH CARE": 0.20, "SKILLED NURSING FACILITY": 0.12, "": 0.14, "REHAB": 0.04,
-    "CHRONIC/LONG TERM ACUTE CARE": 0.02, "HOSPICE": 0.01, "ACUTE HOSPITAL": 0.01, "AGAINST ADVICE": 0.01,
-    "PSYCH FACILITY": 0.005, "OTHER FACILITY": 0.005, "ASSISTED LIVING": 0.005, "HEALTHCARE FACILITY": 0.001,
-})
+NON_ED_LOCATION_WEIGHTS = _Weighted(
+    {
+        "PHYSICIAN REFERRAL": 0.35,
+        "TRANSFER FROM HOSPITAL": 0.25,
+        "WALK-IN/SELF REFERRAL": 0.08,
+        "CLINIC REFERRAL": 0.08,
+        "PROCEDURE SITE": 0.07,
+        "PACU": 0.06,
+        "TRANSFER FROM SKILLED NURSING FACILITY": 0.04,
+        "INFORMATION NOT AVAILABLE": 0.03,
+        "INTERNAL TRANSFER TO OR FROM PSYCH": 0.02,
+        "AMBULATORY SURGERY TRANSFER": 0.02,
+    }
+)
+DISCHARGE_LOCATION_WEIGHTS = _Weighted(
+    {
+        "HOME": 0.40,
+        "HOME HEALTH CARE": 0.20,
+        "SKILLED NURSING FACILITY": 0.12,
+        "": 0.14,
+        "REHAB": 0.04,
+        "CHRONIC/LONG TERM ACUTE CARE": 0.02,
+        "HOSPICE": 0.01,
+        "ACUTE HOSPITAL": 0.01,
+        "AGAINST ADVICE": 0.01,
+        "PSYCH FACILITY": 0.005,
+        "OTHER FACILITY": 0.005,
+        "ASSISTED LIVING": 0.005,
+        "HEALTHCARE FACILITY": 0.001,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -317,10 +436,12 @@ _VIEW_CODE_MEANINGS = {"PA": "postero-anterior", "AP": "antero-posterior", "LATE
 
 # [U] per docs/datasets.md: only `CHEST (PA AND LAT)` and `CHEST (PORTABLE AP)` are documented; the
 # rarer names are plausible BIDMC exam names (the one with a comma exercises CSV quoting).
-_PA_PROCEDURES = _Weighted({"CHEST (PA AND LAT)": 0.90, "CHEST (PRE-OP PA AND LAT)": 0.07,
-                            "CHEST (PA, LAT & OBLIQUES)": 0.03})
-_AP_PROCEDURES = _Weighted({"CHEST (PORTABLE AP)": 0.86, "CHEST PORT. LINE PLACEMENT": 0.08,
-                            "CHEST (SINGLE VIEW)": 0.06})
+_PA_PROCEDURES = _Weighted(
+    {"CHEST (PA AND LAT)": 0.90, "CHEST (PRE-OP PA AND LAT)": 0.07, "CHEST (PA, LAT & OBLIQUES)": 0.03}
+)
+_AP_PROCEDURES = _Weighted(
+    {"CHEST (PORTABLE AP)": 0.86, "CHEST PORT. LINE PLACEMENT": 0.08, "CHEST (SINGLE VIEW)": 0.06}
+)
 _OTHER_PROCEDURES = _Weighted({"CHEST (PA AND LAT)": 0.6, "CHEST (SINGLE VIEW)": 0.2, "CHEST (PORTABLE AP)": 0.2})
 # [U] per docs/datasets.md: Erect / Recumbent / blank are documented, their mix per view is a guess.
 _AP_ORIENTATIONS = _Weighted({"Erect": 0.55, "Recumbent": 0.35, "": 0.10})
@@ -357,12 +478,23 @@ def _metadata_rows(rng: random.Random, study: StudySpec, procedure: str) -> list
     step_description = "" if rng.random() < 0.02 else procedure
     rows = []
     for image in sorted(study.images, key=lambda im: im.dicom_id):
-        rows.append((
-            image.dicom_id, study.subject_id, study.study_id, step_description, image.view_position,
-            # StudyTime as pandas wrote the float: 80556.875 for 08:05:56.875
-            image.rows, image.columns, study.study_date, repr(study.study_time), procedure,
-            _view_code_meaning(rng, image.view_position), _patient_orientation(rng, image.view_position),
-        ))
+        rows.append(
+            (
+                image.dicom_id,
+                study.subject_id,
+                study.study_id,
+                step_description,
+                image.view_position,
+                # StudyTime as pandas wrote the float: 80556.875 for 08:05:56.875
+                image.rows,
+                image.columns,
+                study.study_date,
+                repr(study.study_time),
+                procedure,
+                _view_code_meaning(rng, image.view_position),
+                _patient_orientation(rng, image.view_position),
+            )
+        )
     return rows
 
 
@@ -371,25 +503,57 @@ def _metadata_rows(rng: random.Random, study: StudySpec, procedure: str) -> list
 # (positive rate, uncertain rate) among abnormal studies, scaled so overall shares land near the
 # published MIMIC-CXR CheXpert prevalences (effusion ~24 %, opacity ~23 %, pneumothorax ~4.5 %, ...).
 _ABNORMAL_RATES = {
-    "Atelectasis": (0.30, 0.07), "Cardiomegaly": (0.30, 0.04), "Consolidation": (0.075, 0.03),
-    "Edema": (0.18, 0.09), "Enlarged Cardiomediastinum": (0.045, 0.06), "Fracture": (0.03, 0.005),
-    "Lung Lesion": (0.04, 0.008), "Lung Opacity": (0.34, 0.03), "Pleural Effusion": (0.36, 0.045),
-    "Pleural Other": (0.015, 0.002), "Pneumonia": (0.10, 0.12), "Pneumothorax": (0.07, 0.007),
+    "Atelectasis": (0.30, 0.07),
+    "Cardiomegaly": (0.30, 0.04),
+    "Consolidation": (0.075, 0.03),
+    "Edema": (0.18, 0.09),
+    "Enlarged Cardiomediastinum": (0.045, 0.06),
+    "Fracture": (0.03, 0.005),
+    "Lung Lesion": (0.04, 0.008),
+    "Lung Opacity": (0.34, 0.03),
+    "Pleural Effusion": (0.36, 0.045),
+    "Pleural Other": (0.015, 0.002),
+    "Pneumonia": (0.10, 0.12),
+    "Pneumothorax": (0.07, 0.007),
 }
 # How often a label that is not present is explicitly negated somewhere in the report.
 _NEGATION_RATES = {
-    "Pleural Effusion": 0.65, "Pneumothorax": 0.6, "Consolidation": 0.5, "Cardiomegaly": 0.3,
-    "Enlarged Cardiomediastinum": 0.3, "Edema": 0.25, "Pneumonia": 0.1, "Fracture": 0.05,
+    "Pleural Effusion": 0.65,
+    "Pneumothorax": 0.6,
+    "Consolidation": 0.5,
+    "Cardiomegaly": 0.3,
+    "Enlarged Cardiomediastinum": 0.3,
+    "Edema": 0.25,
+    "Pneumonia": 0.1,
+    "Fracture": 0.05,
 }
 # The order a radiologist dictates in: devices, lungs, heart and mediastinum, pleura, bones.
 _READING_ORDER = (
-    "Support Devices", "Lung Opacity", "Consolidation", "Pneumonia", "Atelectasis", "Edema",
-    "Lung Lesion", "Cardiomegaly", "Enlarged Cardiomediastinum", "Pleural Effusion", "Pleural Other",
-    "Pneumothorax", "Fracture",
+    "Support Devices",
+    "Lung Opacity",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Edema",
+    "Lung Lesion",
+    "Cardiomegaly",
+    "Enlarged Cardiomediastinum",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumothorax",
+    "Fracture",
 )
 _SLOTS = {
-    "loc": ("right lower lobe", "left lower lobe", "right upper lobe", "left upper lobe",
-            "right middle lobe", "lingula", "right base", "left base"),
+    "loc": (
+        "right lower lobe",
+        "left lower lobe",
+        "right upper lobe",
+        "left upper lobe",
+        "right middle lobe",
+        "lingula",
+        "right base",
+        "left base",
+    ),
     "base": ("bibasilar", "left basilar", "right basilar", "left retrocardiac"),
     "side": ("right", "left"),
     "size": ("small", "moderate", "large"),
@@ -403,51 +567,83 @@ _SLOTS = {
 # own label, so the labels a section gets are exactly the states it mentions.
 _PHRASES: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
     "Atelectasis": {
-        "pos": (("{degree} {base} atelectasis is present.", "{base} atelectasis."),
-                ("Linear {side} basilar atelectasis is again seen.", "{side} basilar atelectasis.")),
+        "pos": (
+            ("{degree} {base} atelectasis is present.", "{base} atelectasis."),
+            ("Linear {side} basilar atelectasis is again seen.", "{side} basilar atelectasis."),
+        ),
         "unc": (("Subtle {base} density likely reflects atelectasis.", "Probable {base} atelectasis."),),
     },
     "Cardiomegaly": {
-        "pos": (("The heart is {severity}ly enlarged.", "{severity} cardiomegaly."),
-                ("Cardiomegaly is unchanged.", "Stable cardiomegaly.")),
-        "unc": (("The cardiac silhouette is at the upper limits of normal, possibly mildly enlarged.",
-                 "Possible mild cardiomegaly."),),
+        "pos": (
+            ("The heart is {severity}ly enlarged.", "{severity} cardiomegaly."),
+            ("Cardiomegaly is unchanged.", "Stable cardiomegaly."),
+        ),
+        "unc": (
+            (
+                "The cardiac silhouette is at the upper limits of normal, possibly mildly enlarged.",
+                "Possible mild cardiomegaly.",
+            ),
+        ),
     },
     "Consolidation": {
         "pos": (("There is focal consolidation in the {loc}.", "{loc} consolidation."),),
         "unc": (("Early consolidation in the {loc} cannot be excluded.", "Possible {loc} consolidation."),),
     },
     "Edema": {
-        "pos": (("There is {severity} pulmonary edema.", "{severity} pulmonary edema."),
-                ("Interstitial pulmonary edema has slightly improved.", "Improving pulmonary edema.")),
+        "pos": (
+            ("There is {severity} pulmonary edema.", "{severity} pulmonary edema."),
+            ("Interstitial pulmonary edema has slightly improved.", "Improving pulmonary edema."),
+        ),
         "unc": (("There is possible mild interstitial edema.", "Possible mild pulmonary edema."),),
     },
     "Enlarged Cardiomediastinum": {
         "pos": (("The mediastinum is widened.", "Widened mediastinum."),),
-        "unc": (("The mediastinal contours may be mildly widened, possibly due to technique.",
-                 "Possible mediastinal widening."),),
+        "unc": (
+            (
+                "The mediastinal contours may be mildly widened, possibly due to technique.",
+                "Possible mediastinal widening.",
+            ),
+        ),
     },
     "Fracture": {
-        "pos": (("There is a healed fracture of the {side} {rib} rib.", "Old {side} {rib} rib fracture."),
-                ("There is a nondisplaced fracture of the {side} {rib} rib.", "Acute {side} {rib} rib fracture.")),
-        "unc": (("A subtle lucency through the {side} {rib} rib may represent a nondisplaced fracture.",
-                 "Possible {side} rib fracture."),),
+        "pos": (
+            ("There is a healed fracture of the {side} {rib} rib.", "Old {side} {rib} rib fracture."),
+            ("There is a nondisplaced fracture of the {side} {rib} rib.", "Acute {side} {rib} rib fracture."),
+        ),
+        "unc": (
+            (
+                "A subtle lucency through the {side} {rib} rib may represent a nondisplaced fracture.",
+                "Possible {side} rib fracture.",
+            ),
+        ),
     },
     "Lung Lesion": {
-        "pos": (("A {cm} cm nodule projects over the {loc}.",
-                 "{cm} cm {loc} nodule, chest CT is recommended for further evaluation."),),
+        "pos": (
+            (
+                "A {cm} cm nodule projects over the {loc}.",
+                "{cm} cm {loc} nodule, chest CT is recommended for further evaluation.",
+            ),
+        ),
         "unc": (("A possible nodular density projects over the {loc}.", "Possible {loc} nodule."),),
     },
     "Lung Opacity": {
-        "pos": (("Patchy opacity is seen in the {loc}.", "{loc} opacity."),
-                ("Hazy opacity at the {loc} is new.", "New {loc} opacity.")),
+        "pos": (
+            ("Patchy opacity is seen in the {loc}.", "{loc} opacity."),
+            ("Hazy opacity at the {loc} is new.", "New {loc} opacity."),
+        ),
         "unc": (("Questionable opacity at the {loc}.", "Questionable {loc} opacity."),),
     },
     "Pleural Effusion": {
-        "pos": (("There is a {size} {side} pleural effusion.", "{size} {side} pleural effusion."),
-                ("Small bilateral pleural effusions are present.", "Small bilateral pleural effusions.")),
-        "unc": (("Blunting of the {side} costophrenic angle could reflect a trace effusion.",
-                 "Possible trace {side} pleural effusion."),),
+        "pos": (
+            ("There is a {size} {side} pleural effusion.", "{size} {side} pleural effusion."),
+            ("Small bilateral pleural effusions are present.", "Small bilateral pleural effusions."),
+        ),
+        "unc": (
+            (
+                "Blunting of the {side} costophrenic angle could reflect a trace effusion.",
+                "Possible trace {side} pleural effusion.",
+            ),
+        ),
     },
     "Pleural Other": {
         "pos": (("{side} apical pleural thickening is noted.", "{side} apical pleural thickening."),),
@@ -455,62 +651,123 @@ _PHRASES: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
     },
     "Pneumonia": {
         "pos": (("Findings in the {loc} are consistent with pneumonia.", "{loc} pneumonia."),),
-        "unc": (("Pneumonia in the {loc} cannot be excluded.",
-                 "Possible {loc} pneumonia in the appropriate clinical setting."),),
+        "unc": (
+            (
+                "Pneumonia in the {loc} cannot be excluded.",
+                "Possible {loc} pneumonia in the appropriate clinical setting.",
+            ),
+        ),
     },
     "Pneumothorax": {
         "pos": (("There is a {size} {side} apical pneumothorax.", "{size} {side} pneumothorax."),),
         "unc": (("A possible tiny {side} apical pneumothorax is seen.", "Possible tiny {side} apical pneumothorax."),),
     },
     "Support Devices": {
-        "pos": (("An endotracheal tube terminates {ett} cm above the carina.", "Endotracheal tube in standard position."),
-                ("A right internal jugular central venous catheter terminates in the mid SVC.",
-                 "Right internal jugular line ends in the mid SVC."),
-                ("A nasogastric tube courses below the diaphragm with its tip in the stomach.",
-                 "Nasogastric tube in the stomach."),
-                ("A left-sided pacemaker has leads in the right atrium and right ventricle.",
-                 "Stable position of pacemaker leads."),
-                ("A right-sided PICC line terminates in the lower SVC.", "Right PICC line tip in the lower SVC.")),
+        "pos": (
+            ("An endotracheal tube terminates {ett} cm above the carina.", "Endotracheal tube in standard position."),
+            (
+                "A right internal jugular central venous catheter terminates in the mid SVC.",
+                "Right internal jugular line ends in the mid SVC.",
+            ),
+            (
+                "A nasogastric tube courses below the diaphragm with its tip in the stomach.",
+                "Nasogastric tube in the stomach.",
+            ),
+            (
+                "A left-sided pacemaker has leads in the right atrium and right ventricle.",
+                "Stable position of pacemaker leads.",
+            ),
+            ("A right-sided PICC line terminates in the lower SVC.", "Right PICC line tip in the lower SVC."),
+        ),
     },
 }
 _NEGATIONS = {
     "Cardiomegaly": ("Heart size is normal.", "Normal heart size."),
     "Consolidation": ("No focal consolidation is seen.", "No focal consolidation."),
     "Edema": ("There is no pulmonary edema.", "No pulmonary edema."),
-    "Enlarged Cardiomediastinum": ("The mediastinal and hilar contours are within normal limits.",
-                                   "Normal mediastinal contours."),
+    "Enlarged Cardiomediastinum": (
+        "The mediastinal and hilar contours are within normal limits.",
+        "Normal mediastinal contours.",
+    ),
     "Fracture": ("No acute displaced fracture is identified.", "No acute fracture."),
     "Pleural Effusion": ("There is no pleural effusion.", "No pleural effusion."),
     "Pneumonia": ("There is no evidence of pneumonia.", "No evidence of pneumonia."),
     "Pneumothorax": ("There is no pneumothorax.", "No pneumothorax."),
 }
-_COMBINED_NEGATION = (frozenset({"Consolidation", "Pleural Effusion", "Pneumothorax"}),
-                      "There is no focal consolidation, pleural effusion or pneumothorax.")
+_COMBINED_NEGATION = (
+    frozenset({"Consolidation", "Pleural Effusion", "Pneumothorax"}),
+    "There is no focal consolidation, pleural effusion or pneumothorax.",
+)
 _LUNG_LABELS = frozenset({"Atelectasis", "Consolidation", "Edema", "Lung Lesion", "Lung Opacity", "Pneumonia"})
-_NORMAL_IMPRESSIONS = ("No acute cardiopulmonary process.", "No acute intrathoracic process.",
-                       "No acute cardiopulmonary abnormality.", "No evidence of acute disease.")
-_NEUTRAL_SENTENCES = ("Degenerative changes are seen in the thoracic spine.",
-                      "The imaged upper abdomen is unremarkable.",
-                      "Surgical clips project over the right upper quadrant.",
-                      "Bony structures are unremarkable.")
+_NORMAL_IMPRESSIONS = (
+    "No acute cardiopulmonary process.",
+    "No acute intrathoracic process.",
+    "No acute cardiopulmonary abnormality.",
+    "No evidence of acute disease.",
+)
+_NEUTRAL_SENTENCES = (
+    "Degenerative changes are seen in the thoracic spine.",
+    "The imaged upper abdomen is unremarkable.",
+    "Surgical clips project over the right upper quadrant.",
+    "Bony structures are unremarkable.",
+)
 # The four real non-ASCII members are unpublished; a degree sign and an en dash are typical of dictation.
-_NON_ASCII_SENTENCES = ("The patient is rotated approximately 10\u00b0 to the right.",
-                        "Mild rotation (10\u201315 degrees) limits assessment of the mediastinum.")
-_COMPLAINTS = ("shortness of breath", "chest pain", "cough and fever", "hypoxia", "a fall",
-               "altered mental status", "CHF exacerbation", "sepsis", "weakness", "tachypnea",
-               "new ET tube placement", "pre-op evaluation", "hemoptysis", "leukocytosis")
-_QUESTIONS = ("eval for pneumonia", "eval for acute process", "?pleural effusion", "interval change",
-              "evaluate for infiltrate", "r/o pneumothorax", "ET tube position", "eval for edema")
+_NON_ASCII_SENTENCES = (
+    "The patient is rotated approximately 10\u00b0 to the right.",
+    "Mild rotation (10\u201315 degrees) limits assessment of the mediastinum.",
+)
+_COMPLAINTS = (
+    "shortness of breath",
+    "chest pain",
+    "cough and fever",
+    "hypoxia",
+    "a fall",
+    "altered mental status",
+    "CHF exacerbation",
+    "sepsis",
+    "weakness",
+    "tachypnea",
+    "new ET tube placement",
+    "pre-op evaluation",
+    "hemoptysis",
+    "leukocytosis",
+)
+_QUESTIONS = (
+    "eval for pneumonia",
+    "eval for acute process",
+    "?pleural effusion",
+    "interval change",
+    "evaluate for infiltrate",
+    "r/o pneumothorax",
+    "ET tube position",
+    "eval for edema",
+)
 # Older templates name the indication differently (header counts from section_parser.py).
-_OLDER_INDICATION_HEADERS = _Weighted({"HISTORY": 0.55, "INDICATION": 0.25, "CLINICAL HISTORY": 0.08,
-                                       "REASON FOR EXAMINATION": 0.07, "REASON FOR EXAM": 0.05})
-_COMPARISONS = ("___", "None.", "Chest radiograph from ___.", "Prior chest radiographs ___ through ___.",
-                "PA and lateral chest radiograph from ___.")
-_NOTIFICATION = ("The findings were discussed with ___, M.D. by ___, M.D. on the telephone on ___ at "
-                 "3:05 PM, within 10 minutes of discovery of the findings.")
-_ADDENDUM_TEXTS = ("Findings were communicated to Dr. ___ by Dr. ___ by telephone on ___ at 10:25.",
-                   "The study was reviewed again with the prior images, which were not available at "
-                   "the time of the original interpretation. The conclusions are unchanged.")
+_OLDER_INDICATION_HEADERS = _Weighted(
+    {
+        "HISTORY": 0.55,
+        "INDICATION": 0.25,
+        "CLINICAL HISTORY": 0.08,
+        "REASON FOR EXAMINATION": 0.07,
+        "REASON FOR EXAM": 0.05,
+    }
+)
+_COMPARISONS = (
+    "___",
+    "None.",
+    "Chest radiograph from ___.",
+    "Prior chest radiographs ___ through ___.",
+    "PA and lateral chest radiograph from ___.",
+)
+_NOTIFICATION = (
+    "The findings were discussed with ___, M.D. by ___, M.D. on the telephone on ___ at "
+    "3:05 PM, within 10 minutes of discovery of the findings."
+)
+_ADDENDUM_TEXTS = (
+    "Findings were communicated to Dr. ___ by Dr. ___ by telephone on ___ at 10:25.",
+    "The study was reviewed again with the prior images, which were not available at "
+    "the time of the original interpretation. The conclusions are unchanged.",
+)
 
 
 def _draw_state(rng: random.Random, views: list[str], procedure: str) -> dict[str, str]:
@@ -609,7 +866,7 @@ class _Report:
     """The report text and what its labelled section says, which is what the label files encode."""
 
     text: str
-    mentions: dict[str, str]      # label -> pos/unc/neg, in the section the labelers read
+    mentions: dict[str, str]  # label -> pos/unc/neg, in the section the labelers read
 
 
 def _findings_sentences(rng: random.Random, state: dict[str, str], pairs: dict[str, tuple[str, str]]) -> list[str]:
@@ -628,7 +885,9 @@ def _findings_sentences(rng: random.Random, state: dict[str, str], pairs: dict[s
     return sentences
 
 
-def _impression(rng: random.Random, state: dict[str, str], pairs: dict[str, tuple[str, str]]) -> tuple[list[str], dict[str, str]]:
+def _impression(
+    rng: random.Random, state: dict[str, str], pairs: dict[str, tuple[str, str]]
+) -> tuple[list[str], dict[str, str]]:
     """Impression items and what they mention; minor findings are sometimes left to the findings."""
     items, mentions = [], {}
     for label in _READING_ORDER:
@@ -660,11 +919,13 @@ def _indication(rng: random.Random, person: _Person) -> str:
     """Ages are PHI (`___`) but sex is not, so it must match the MIMIC-IV gender."""
     noun = "woman" if person.gender == "F" else "man"
     complaint, question = rng.choice(_COMPLAINTS), rng.choice(_QUESTIONS)
-    return rng.choice((
-        f"___ year old {noun} with {complaint}  // {question}",
-        f"___{person.gender} with {complaint}  // {question}",
-        f"___-year-old {'female' if person.gender == 'F' else 'male'} with {complaint}.",
-    ))
+    return rng.choice(
+        (
+            f"___ year old {noun} with {complaint}  // {question}",
+            f"___{person.gender} with {complaint}  // {question}",
+            f"___-year-old {'female' if person.gender == 'F' else 'male'} with {complaint}.",
+        )
+    )
 
 
 def _technique(rng: random.Random, views: list[str]) -> str:
@@ -672,8 +933,13 @@ def _technique(rng: random.Random, views: list[str]) -> str:
     if "PA" in views:
         return rng.choice(("Chest PA and lateral", "PA and lateral views of the chest."))
     if set(views) == {"AP"}:
-        return rng.choice(("Portable AP chest radiograph.", "Single frontal view of the chest.",
-                           "AP portable upright view of the chest."))
+        return rng.choice(
+            (
+                "Portable AP chest radiograph.",
+                "Single frontal view of the chest.",
+                "AP portable upright view of the chest.",
+            )
+        )
     return "Chest radiograph."
 
 
@@ -692,22 +958,28 @@ def _preamble_sections(rng: random.Random, person: _Person, views: list[str], pr
     return sections
 
 
-def _compose_report(rng: random.Random, person: _Person, study: StudySpec, procedure: str,
-                    state: dict[str, str], quirks: _StudyQuirks) -> _Report:
+def _compose_report(
+    rng: random.Random, person: _Person, study: StudySpec, procedure: str, state: dict[str, str], quirks: _StudyQuirks
+) -> _Report:
     """Write the report .txt for one study and record what its labelled section says."""
     views = [image.view_position for image in study.images]
     pairs = {label: _phrase_pair(rng, label, status) for label, status in state.items() if status in ("pos", "unc")}
     findings = _findings_sentences(rng, state, pairs)
     impression_items, impression_mentions = _impression(rng, state, pairs)
     if quirks.non_ascii:
-        (findings if quirks.structure != "impression_only" else impression_items).append(rng.choice(_NON_ASCII_SENTENCES))
+        (findings if quirks.structure != "impression_only" else impression_items).append(
+            rng.choice(_NON_ASCII_SENTENCES)
+        )
     findings_text = "  ".join(findings)
 
     sections = _preamble_sections(rng, person, views, procedure)
     structure = quirks.structure
     if structure in ("impression_and_findings", "findings_only"):
-        sections.append(_inline_section("FINDINGS", findings_text) if rng.random() < 0.25
-                        else _block_section("FINDINGS", _body(findings_text)))
+        sections.append(
+            _inline_section("FINDINGS", findings_text)
+            if rng.random() < 0.25
+            else _block_section("FINDINGS", _body(findings_text))
+        )
     if structure in ("impression_and_findings", "impression_only"):
         impression_body = _render_impression(rng, impression_items)
         if rng.random() < 0.3 and "\n" not in impression_body:
@@ -723,18 +995,29 @@ def _compose_report(rng: random.Random, person: _Person, study: StudySpec, proce
         sections.append(_body("  ".join(impression_items)))
     if structure == "no_sections":
         # Nothing after the last header and no blank line inside it: the sectioner finds nothing to label.
-        sections = [_inline_section("EXAMINATION", procedure), _inline_section("INDICATION", _indication(rng, person)),
-                    _inline_section("COMPARISON", rng.choice(_COMPARISONS))]
+        sections = [
+            _inline_section("EXAMINATION", procedure),
+            _inline_section("INDICATION", _indication(rng, person)),
+            _inline_section("COMPARISON", rng.choice(_COMPARISONS)),
+        ]
 
     text = _TITLE_LINE + "\n" + "\n \n".join(sections) + "\n"
     if quirks.addendum:
-        text = (_ADDENDUM_TITLE_LINE + "\n" + _body(rng.choice(_ADDENDUM_TEXTS)) + "\n \n"
-                + _ADDENDUM_SEPARATOR + "\n" + text)
+        text = (
+            _ADDENDUM_TITLE_LINE
+            + "\n"
+            + _body(rng.choice(_ADDENDUM_TEXTS))
+            + "\n \n"
+            + _ADDENDUM_SEPARATOR
+            + "\n"
+            + text
+        )
     return _Report(text, _labelled_mentions(structure, state, pairs, impression_mentions))
 
 
-def _labelled_mentions(structure: str, state: dict[str, str], pairs: dict[str, tuple[str, str]],
-                       impression_mentions: dict[str, str]) -> dict[str, str]:
+def _labelled_mentions(
+    structure: str, state: dict[str, str], pairs: dict[str, tuple[str, str]], impression_mentions: dict[str, str]
+) -> dict[str, str]:
     """CheXpert/NegBio read the impression, else the findings, else the last paragraph."""
     if structure in ("impression_and_findings", "impression_only"):
         return impression_mentions
@@ -822,10 +1105,12 @@ def _plan_quirks(studies: list[StudySpec], seed: int) -> dict[int, _StudyQuirks]
     header.update({study_id: "IMPRESSON" for study_id in misspelled})
     non_ascii = set(rng.sample(labelled, min(NON_ASCII_REPORTS, len(labelled))))
     addendum = _force(rng, ids, {s for s in ids if rng.random() < ADDENDUM_RATE}, 1 if len(ids) >= 5 else 0)
-    chexpert_missing = _force(rng, labelled, {s for s in labelled if rng.random() < CHEXPERT_MISSING_RATE},
-                              1 if len(labelled) >= 5 else 0)
-    test_labelled = [study.study_id for study in studies
-                     if study.split == "test" and structure[study.study_id] != "no_sections"]
+    chexpert_missing = _force(
+        rng, labelled, {s for s in labelled if rng.random() < CHEXPERT_MISSING_RATE}, 1 if len(labelled) >= 5 else 0
+    )
+    test_labelled = [
+        study.study_id for study in studies if study.split == "test" and structure[study.study_id] != "no_sections"
+    ]
     test_set = _force(rng, test_labelled, {s for s in test_labelled if rng.random() < TEST_SET_LABELED_RATE}, 1)
     return {
         study_id: _StudyQuirks(
@@ -850,8 +1135,10 @@ def _sorted_studies(cohort: list[StudySpec]) -> list[StudySpec]:
 
 def _split_rows(study: StudySpec) -> list[tuple]:
     """Split rows are per image, in the file's odd column order dicom, study, subject."""
-    return [(image.dicom_id, study.study_id, study.subject_id, study.split)
-            for image in sorted(study.images, key=lambda im: im.dicom_id)]
+    return [
+        (image.dicom_id, study.study_id, study.subject_id, study.split)
+        for image in sorted(study.images, key=lambda im: im.dicom_id)
+    ]
 
 
 def write_split_file(out_dir: Path, cohort: list[StudySpec]) -> Path:
@@ -873,8 +1160,14 @@ _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 def _study_datetime(study: StudySpec) -> datetime:
     """StudyDate is YYYYMMDD, StudyTime HHMMSS.fff with leading zeros lost (so zero-pad to 6)."""
     clock = f"{int(study.study_time):06d}"
-    return datetime(study.study_date // 10000, study.study_date // 100 % 100, study.study_date % 100,
-                    int(clock[:2]), int(clock[2:4]), int(clock[4:]))
+    return datetime(
+        study.study_date // 10000,
+        study.study_date // 100 % 100,
+        study.study_date % 100,
+        int(clock[:2]),
+        int(clock[2:4]),
+        int(clock[4:]),
+    )
 
 
 def _anchor_year_group(real_year: int) -> str:
@@ -904,8 +1197,10 @@ def _admission_windows(rng: random.Random, events: list[datetime]) -> list[tuple
         if events and rng.random() < 0.7:
             anchor = rng.choice(events)
             admit = anchor - timedelta(minutes=rng.randint(30, 3 * 24 * 60))
-            discharge = max(anchor + timedelta(minutes=rng.randint(60, 24 * 60)),
-                            admit + timedelta(minutes=rng.randint(6 * 60, 12 * 24 * 60)))
+            discharge = max(
+                anchor + timedelta(minutes=rng.randint(60, 24 * 60)),
+                admit + timedelta(minutes=rng.randint(6 * 60, 12 * 24 * 60)),
+            )
         else:
             start = min(events) if events else datetime(rng.randint(2110, 2200), 1, 1)
             admit = start + timedelta(minutes=rng.randint(-365 * 24 * 60, 3 * 365 * 24 * 60))
@@ -926,13 +1221,24 @@ def _admissions(rng: random.Random, person: _Person, events: list[datetime]) -> 
         from_ed = admission_type in _ED_ADMISSION_TYPES and rng.random() < 0.92
         ed_times = None
         if from_ed:
-            ed_times = (admit - timedelta(minutes=rng.randint(60, 10 * 60)), admit + timedelta(minutes=rng.randint(0, 90)))
-        discharge_location = "" if admission_type == "EU OBSERVATION" and rng.random() < 0.6 else DISCHARGE_LOCATION_WEIGHTS.pick(rng)
-        admissions.append(_Admission(
-            admit, discharge, admission_type,
-            "EMERGENCY ROOM" if from_ed else NON_ED_LOCATION_WEIGHTS.pick(rng),
-            ed_times, discharge_location, person.race,
-        ))
+            ed_times = (
+                admit - timedelta(minutes=rng.randint(60, 10 * 60)),
+                admit + timedelta(minutes=rng.randint(0, 90)),
+            )
+        discharge_location = (
+            "" if admission_type == "EU OBSERVATION" and rng.random() < 0.6 else DISCHARGE_LOCATION_WEIGHTS.pick(rng)
+        )
+        admissions.append(
+            _Admission(
+                admit,
+                discharge,
+                admission_type,
+                "EMERGENCY ROOM" if from_ed else NON_ED_LOCATION_WEIGHTS.pick(rng),
+                ed_times,
+                discharge_location,
+                person.race,
+            )
+        )
     if len(admissions) >= 2 and rng.random() < 0.12:
         # Race is recorded per admission and registration sometimes disagrees with itself.
         other = rng.choice(admissions[1:])
@@ -941,17 +1247,25 @@ def _admissions(rng: random.Random, person: _Person, events: list[datetime]) -> 
     return admissions
 
 
-def _admission_row(rng: random.Random, subject_id: int, hadm_id: int, person: _Person,
-                   admission: _Admission, providers: list[str]) -> tuple:
+def _admission_row(
+    rng: random.Random, subject_id: int, hadm_id: int, person: _Person, admission: _Admission, providers: list[str]
+) -> tuple:
     """One admissions.csv row; insurance may change between stays, language and marital status rarely do."""
     ed_registered, ed_out = admission.ed_times or (None, None)
     return (
-        subject_id, hadm_id, admission.admit.strftime(_TIME_FORMAT), admission.discharge.strftime(_TIME_FORMAT),
+        subject_id,
+        hadm_id,
+        admission.admit.strftime(_TIME_FORMAT),
+        admission.discharge.strftime(_TIME_FORMAT),
         admission.discharge.strftime(_TIME_FORMAT) if admission.died else "",
-        admission.admission_type, "" if rng.random() < 0.02 else rng.choice(providers), admission.location,
+        admission.admission_type,
+        "" if rng.random() < 0.02 else rng.choice(providers),
+        admission.location,
         "DIED" if admission.died else admission.discharge_location,
         person.insurance if rng.random() < 0.85 else INSURANCE_WEIGHTS.pick(rng),
-        person.language, person.marital_status, admission.race,
+        person.language,
+        person.marital_status,
+        admission.race,
         ed_registered.strftime(_TIME_FORMAT) if ed_registered else "",
         ed_out.strftime(_TIME_FORMAT) if ed_out else "",
         1 if admission.died else 0,
@@ -990,8 +1304,9 @@ def _mimic_iv_only_subjects(seed: int, cxr_subjects: list[int]) -> list[int]:
     return sorted(extra)
 
 
-def _patient_row(rng: random.Random, subject_id: int, person: _Person, events: list[datetime],
-                 admissions: list[_Admission]) -> tuple:
+def _patient_row(
+    rng: random.Random, subject_id: int, person: _Person, events: list[datetime], admissions: list[_Admission]
+) -> tuple:
     """anchor_year sits on the same shifted calendar as StudyDate, at or up to two years before the
     first event, so age at any study = anchor_age + (study year - anchor_year) is adult."""
     first = min(events)
@@ -1007,8 +1322,14 @@ def _patient_row(rng: random.Random, subject_id: int, person: _Person, events: l
     elif rng.random() < 0.10:
         last = max([*events, *(admission.discharge for admission in admissions)])
         dod = (last + timedelta(days=rng.randint(1, 365))).strftime("%Y-%m-%d")
-    return (subject_id, person.gender, 91 if age_at_anchor > 89 else age_at_anchor, first.year - offset,
-            _anchor_year_group(real_first_year - offset), dod)
+    return (
+        subject_id,
+        person.gender,
+        91 if age_at_anchor > 89 else age_at_anchor,
+        first.year - offset,
+        _anchor_year_group(real_first_year - offset),
+        dod,
+    )
 
 
 def _write_mimic_iv(out_dir: Path, seed: int, studies: list[StudySpec]) -> dict:
@@ -1033,15 +1354,19 @@ def _write_mimic_iv(out_dir: Path, seed: int, studies: list[StudySpec]) -> dict:
         for subject_id in sorted(linked | set(mimic_iv_only)):
             rng = random.Random(f"mimic_cxr:{seed}:mimic_iv:{subject_id}")
             person = _person(seed, subject_id)
-            events = events_by_subject.get(subject_id) or [datetime(rng.randint(2110, 2200), rng.randint(1, 12), rng.randint(1, 28))]
+            events = events_by_subject.get(subject_id) or [
+                datetime(rng.randint(2110, 2200), rng.randint(1, 12), rng.randint(1, 28))
+            ]
             admissions = _admissions(rng, person, events) if rng.random() < 0.9 else []
             if admissions and rng.random() < 0.04 and admissions[-1].discharge >= max(events):
                 admissions[-1].died = True
             patient = _patient_row(rng, subject_id, person, events, admissions)
             patients.writerow(patient)
-            rows = [_admission_row(rng, subject_id, _unique_hadm_id(rng, used_hadm), person, admission, providers)
-                    for admission in admissions]
-            rows.sort(key=lambda row: row[1])   # by hadm_id
+            rows = [
+                _admission_row(rng, subject_id, _unique_hadm_id(rng, used_hadm), person, admission, providers)
+                for admission in admissions
+            ]
+            rows.sort(key=lambda row: row[1])  # by hadm_id
             admissions_out.writerows(rows)
             truth["patients_rows"] += 1
             truth["admissions_rows"] += len(rows)
@@ -1054,8 +1379,11 @@ def _write_mimic_iv(out_dir: Path, seed: int, studies: list[StudySpec]) -> dict:
                 if len({row[12] for row in rows}) > 1:
                     conflicting.append(subject_id)
 
-    ages = [anchors[subject][0] + year - anchors[subject][1]
-            for subject, year in year_by_study.values() if subject in anchors]
+    ages = [
+        anchors[subject][0] + year - anchors[subject][1]
+        for subject, year in year_by_study.values()
+        if subject in anchors
+    ]
     return {
         "patients_rows": truth["patients_rows"],
         "admissions_rows": truth["admissions_rows"],
@@ -1085,9 +1413,16 @@ class _Tally:
         self.positives: dict[str, Counter] = {name: Counter() for name in ("chexpert", "negbio", "test_set_labeled")}
         self.uncertain: dict[str, Counter] = {name: Counter() for name in ("chexpert", "negbio", "test_set_labeled")}
         self.views: Counter = Counter()
-        self.lists: dict[str, list] = {name: [] for name in (
-            "studies_without_label_rows", "studies_without_chexpert_row", "reports_non_ascii",
-            "reports_with_addendum", "reports_misspelled_impression_header")}
+        self.lists: dict[str, list] = {
+            name: []
+            for name in (
+                "studies_without_label_rows",
+                "studies_without_chexpert_row",
+                "reports_non_ascii",
+                "reports_with_addendum",
+                "reports_misspelled_impression_header",
+            )
+        }
 
     def add_labels(self, labeler: str, values: dict[str, str]) -> None:
         """Count one written label row and its positive and uncertain values."""
@@ -1119,17 +1454,27 @@ class _Tally:
             "chexpert_rows": c["chexpert_rows"],
             "negbio_rows": c["negbio_rows"],
             "test_set_labeled_rows": c["test_set_labeled_rows"],
-            "positives": {name: {label: counter[label] for label in every_label[name]}
-                          for name, counter in self.positives.items()},
-            "uncertain": {name: {label: counter[label] for label in every_label[name]}
-                          for name, counter in self.uncertain.items()},
+            "positives": {
+                name: {label: counter[label] for label in every_label[name]} for name, counter in self.positives.items()
+            },
+            "uncertain": {
+                name: {label: counter[label] for label in every_label[name]} for name, counter in self.uncertain.items()
+            },
             **self.lists,
         }
 
 
-def _write_study(out: dict, tally: _Tally, archive: _ReportArchive, seed: int, study: StudySpec,
-                 quirks: _StudyQuirks, person: _Person, providers: dict[str, list[str]],
-                 test_rows: list[list]) -> None:
+def _write_study(
+    out: dict,
+    tally: _Tally,
+    archive: _ReportArchive,
+    seed: int,
+    study: StudySpec,
+    quirks: _StudyQuirks,
+    person: _Person,
+    providers: dict[str, list[str]],
+    test_rows: list[list],
+) -> None:
     """Every row one study contributes to every file, drawn from that study's own stream."""
     rng = random.Random(f"mimic_cxr:{seed}:study:{study.study_id}")
     views = [image.view_position for image in study.images]
@@ -1172,9 +1517,16 @@ def _write_study(out: dict, tally: _Tally, archive: _ReportArchive, seed: int, s
 def _tally_study(tally: _Tally, study: StudySpec, quirks: _StudyQuirks) -> None:
     """Count a study, its images and its report quirks."""
     keys = [study.subject_id, study.study_id]
-    tally.counts.update({"studies": 1, f"studies_{study.split}": 1, "images": len(study.images),
-                         f"images_{study.split}": len(study.images), "reports": 1,
-                         f"structure_{quirks.structure}": 1})
+    tally.counts.update(
+        {
+            "studies": 1,
+            f"studies_{study.split}": 1,
+            "images": len(study.images),
+            f"images_{study.split}": len(study.images),
+            "reports": 1,
+            f"structure_{quirks.structure}": 1,
+        }
+    )
     tally.patients_per_split[study.split].add(study.subject_id)
     if quirks.non_ascii:
         tally.lists["reports_non_ascii"].append(keys)
@@ -1195,8 +1547,15 @@ def _empty_patient_dirs(seed: int, subjects: set[int]) -> list[int]:
     return [subject_id]
 
 
-def write_samples(out_dir: Path, *, patients: int = 40, seed: int = 0, cohort: list[StudySpec] | None = None,
-                  extract_reports: bool = False, mimic_iv: bool = True) -> dict:
+def write_samples(
+    out_dir: Path,
+    *,
+    patients: int = 40,
+    seed: int = 0,
+    cohort: list[StudySpec] | None = None,
+    extract_reports: bool = False,
+    mimic_iv: bool = True,
+) -> dict:
     """Write MIMIC-CXR(-JPG) + MIMIC-IV hosp files under out_dir; return the generator's truth (counts).
 
     `cohort` (from `plan_mimic_cohort`) overrides `patients`, so other generators can share it.
@@ -1208,9 +1567,11 @@ def write_samples(out_dir: Path, *, patients: int = 40, seed: int = 0, cohort: l
     studies = _sorted_studies(cohort if cohort is not None else plan_mimic_cohort(patients, seed))
     quirks = _plan_quirks(studies, seed)
     empty_dirs = _empty_patient_dirs(seed, {study.subject_id for study in studies})
-    providers = {"ordering": _provider_ids(seed, "ordering", max(20, len(studies) // 80)),
-                 "attending": _provider_ids(seed, "attending", 55),
-                 "resident": _provider_ids(seed, "resident", 115)}
+    providers = {
+        "ordering": _provider_ids(seed, "ordering", max(20, len(studies) // 80)),
+        "attending": _provider_ids(seed, "attending", 55),
+        "resident": _provider_ids(seed, "resident", 115),
+    }
     tally = _Tally()
     test_rows: list[list] = []
 
@@ -1223,7 +1584,9 @@ def write_samples(out_dir: Path, *, patients: int = 40, seed: int = 0, cohort: l
             "record_list": stack.enter_context(_gzip_csv(out_dir / RECORD_LIST_FILE, RECORD_LIST_COLUMNS)),
             "study_list": stack.enter_context(_gzip_csv(out_dir / STUDY_LIST_FILE, STUDY_LIST_COLUMNS)),
             "provider_list": stack.enter_context(_gzip_csv(out_dir / PROVIDER_LIST_FILE, PROVIDER_LIST_COLUMNS)),
-            "image_filenames": stack.enter_context(open(out_dir / IMAGE_FILENAMES_FILE, "w", encoding="utf-8", newline="\n")),
+            "image_filenames": stack.enter_context(
+                open(out_dir / IMAGE_FILENAMES_FILE, "w", encoding="utf-8", newline="\n")
+            ),
         }
         archive = _ReportArchive(out_dir / REPORTS_ZIP_FILE, out_dir if extract_reports else None, empty_dirs)
         stack.callback(archive.close)
@@ -1236,9 +1599,16 @@ def write_samples(out_dir: Path, *, patients: int = 40, seed: int = 0, cohort: l
     with _plain_csv(out_dir / TEST_SET_LABELED_FILE, TEST_SET_COLUMNS) as writer:
         writer.writerows(sorted(test_rows))
 
-    truth = {"dataset": "mimic_cxr", "seed": seed, **tally.as_dict(),
-             "reports_zip_empty_patient_dirs": len(empty_dirs),
-             "mimic_iv": _write_mimic_iv(out_dir, seed, studies) if mimic_iv else None}
-    truth["files"] = sorted(path.relative_to(out_dir).as_posix() for path in out_dir.rglob("*")
-                            if path.is_file() and not path.relative_to(out_dir).as_posix().startswith("files/"))
+    truth = {
+        "dataset": "mimic_cxr",
+        "seed": seed,
+        **tally.as_dict(),
+        "reports_zip_empty_patient_dirs": len(empty_dirs),
+        "mimic_iv": _write_mimic_iv(out_dir, seed, studies) if mimic_iv else None,
+    }
+    truth["files"] = sorted(
+        path.relative_to(out_dir).as_posix()
+        for path in out_dir.rglob("*")
+        if path.is_file() and not path.relative_to(out_dir).as_posix().startswith("files/")
+    )
     return truth

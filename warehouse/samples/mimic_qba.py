@@ -27,6 +27,7 @@ Quality codes (chosen here; the real integer table is [U] per docs/datasets.md, 
   -1 is also used for the LLM criteria of unrated questions, so every quality column is a plain
   int64 without nulls and "min over answers" propagates "unrated" naturally.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -39,10 +40,10 @@ import sys
 import traceback
 import zipfile
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -63,19 +64,44 @@ _B, _A, _AP, _APP = (GRADE_CODE[g] for g in ("B", "A", "A+", "A++"))
 
 # Scene-graph criteria: options listed worst -> best, code = position (page section 3a).
 SCENE_GRAPH_CRITERIA: dict[str, tuple[tuple[str, str], ...]] = {
-    "region_quality": (("NO_REGIONS", "B"), ("DEFAULT_REGIONS_ONLY", "B"), ("CONTAINS_DEFAULT_REGIONS", "A"),
-                       ("CONTAINS_NON_RESOLVED_REGIONS", "A"), ("RESOLVED_REGIONS_ONLY", "A++")),
-    "entity_quality": (("NO_ENTITIES", "B"), ("CONTAINS_NON_RESOLVED_ENTITIES", "A"),
-                       ("RESOLVED_ENTITIES_ONLY", "A++")),
-    "sentence_name_quality": (("CHANGE_IN_SENTENCE_OR_NAME", "B"), ("UNDERSCORES_IN_SENTENCE_OR_NAME", "A"),
-                              ("NO_ISSUES", "A++")),
-    "change_quality": (("CHANGE_SENTENCE_REMOVED", "B"), ("UNDERSCORES_IN_CHANGE_SENTENCE", "A"),
-                       ("CONTAINS_NON_RESOLVED_CHANGES", "A"), ("NO_ISSUES", "A++")),
-    "issue_level": (("DISCARDED", "D"), ("NON_INTERPRETABLE", "C"), ("MOSTLY_INTERPRETABLE", "B"),
-                    ("IGNORABLE", "A"), ("FIXABLE", "A+"), ("NO_ISSUES", "A++")),
-    "localization_quality": (("NO_LOCALIZATION", "B"), ("FALLBACK_LOCALIZATION", "B"),
-                             ("INCOMPLETE_LOCALIZATION", "A"), ("BBOX_LOCALIZATION", "A++"),
-                             ("BBOX_AND_MASK_LOCALIZATION", "A++")),
+    "region_quality": (
+        ("NO_REGIONS", "B"),
+        ("DEFAULT_REGIONS_ONLY", "B"),
+        ("CONTAINS_DEFAULT_REGIONS", "A"),
+        ("CONTAINS_NON_RESOLVED_REGIONS", "A"),
+        ("RESOLVED_REGIONS_ONLY", "A++"),
+    ),
+    "entity_quality": (
+        ("NO_ENTITIES", "B"),
+        ("CONTAINS_NON_RESOLVED_ENTITIES", "A"),
+        ("RESOLVED_ENTITIES_ONLY", "A++"),
+    ),
+    "sentence_name_quality": (
+        ("CHANGE_IN_SENTENCE_OR_NAME", "B"),
+        ("UNDERSCORES_IN_SENTENCE_OR_NAME", "A"),
+        ("NO_ISSUES", "A++"),
+    ),
+    "change_quality": (
+        ("CHANGE_SENTENCE_REMOVED", "B"),
+        ("UNDERSCORES_IN_CHANGE_SENTENCE", "A"),
+        ("CONTAINS_NON_RESOLVED_CHANGES", "A"),
+        ("NO_ISSUES", "A++"),
+    ),
+    "issue_level": (
+        ("DISCARDED", "D"),
+        ("NON_INTERPRETABLE", "C"),
+        ("MOSTLY_INTERPRETABLE", "B"),
+        ("IGNORABLE", "A"),
+        ("FIXABLE", "A+"),
+        ("NO_ISSUES", "A++"),
+    ),
+    "localization_quality": (
+        ("NO_LOCALIZATION", "B"),
+        ("FALLBACK_LOCALIZATION", "B"),
+        ("INCOMPLETE_LOCALIZATION", "A"),
+        ("BBOX_LOCALIZATION", "A++"),
+        ("BBOX_AND_MASK_LOCALIZATION", "A++"),
+    ),
 }
 NO_LOC, FALLBACK_LOC, INCOMPLETE_LOC, BBOX_LOC, BBOX_MASK_LOC = range(5)
 
@@ -83,20 +109,43 @@ NO_LOC, FALLBACK_LOC, INCOMPLETE_LOC, BBOX_LOC, BBOX_MASK_LOC = range(5)
 # only differs for relevance (page: "RELEVANT_MAIN_ANSWER for related info (A)", "RELATED_INFO for
 # main answer or details (A+)").
 QA_CRITERIA: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "entailment": (("NON_ALIGNED_CONTRADICTING", "D", "D"), ("NON_ALIGNED_MISLEADING", "C", "C"),
-                   ("NON_ALIGNED_NON_INFERABLE", "B", "B"), ("ALIGNED_GENERAL_STATEMENT", "A", "A"),
-                   ("ALIGNED_NEGATIVE_NOT_MENTIONED", "A", "A"), ("ALIGNED_INFERABLE", "A++", "A++"),
-                   ("ALIGNED_MENTIONED", "A++", "A++")),
-    "relevance": (("IRRELEVANT_INFO", "A", "A"), ("REDUNDANT_INFO", "A", "A"), ("RELATED_INFO", "A+", "A++"),
-                  ("RELEVANT_MAIN_ANSWER", "A++", "A")),
-    "completeness": (("INCOMPLETE_MISLEADING", "C", "C"), ("INCOMPLETE_NON_MISLEADING", "B", "B"),
-                     ("NOT_ANSWERED", "B", "B"), ("DETAILS_MISSING", "A+", "A+"), ("FULLY_COMPLETE", "A++", "A++")),
-    "question_clarity": (("UNANSWERABLE", "C", "C"), ("UNRELATED_TO_CHEST_XRAY", "B", "B"),
-                         ("UNCLEAR_QUESTION", "B", "B"), ("GRAMMATICAL_ERRORS", "A", "A"),
-                         ("UNUSUAL_SENTENCE_STRUCTURE", "A", "A"), ("OPTIMAL", "A++", "A++")),
-    "answer_clarity": (("NOT_UNDERSTANDABLE", "C", "C"), ("UNCLEAR_ANSWER", "B", "B"),
-                       ("GRAMMATICAL_ERRORS", "A", "A"), ("UNUSUAL_SENTENCE_STRUCTURE", "A", "A"),
-                       ("OPTIMAL", "A++", "A++")),
+    "entailment": (
+        ("NON_ALIGNED_CONTRADICTING", "D", "D"),
+        ("NON_ALIGNED_MISLEADING", "C", "C"),
+        ("NON_ALIGNED_NON_INFERABLE", "B", "B"),
+        ("ALIGNED_GENERAL_STATEMENT", "A", "A"),
+        ("ALIGNED_NEGATIVE_NOT_MENTIONED", "A", "A"),
+        ("ALIGNED_INFERABLE", "A++", "A++"),
+        ("ALIGNED_MENTIONED", "A++", "A++"),
+    ),
+    "relevance": (
+        ("IRRELEVANT_INFO", "A", "A"),
+        ("REDUNDANT_INFO", "A", "A"),
+        ("RELATED_INFO", "A+", "A++"),
+        ("RELEVANT_MAIN_ANSWER", "A++", "A"),
+    ),
+    "completeness": (
+        ("INCOMPLETE_MISLEADING", "C", "C"),
+        ("INCOMPLETE_NON_MISLEADING", "B", "B"),
+        ("NOT_ANSWERED", "B", "B"),
+        ("DETAILS_MISSING", "A+", "A+"),
+        ("FULLY_COMPLETE", "A++", "A++"),
+    ),
+    "question_clarity": (
+        ("UNANSWERABLE", "C", "C"),
+        ("UNRELATED_TO_CHEST_XRAY", "B", "B"),
+        ("UNCLEAR_QUESTION", "B", "B"),
+        ("GRAMMATICAL_ERRORS", "A", "A"),
+        ("UNUSUAL_SENTENCE_STRUCTURE", "A", "A"),
+        ("OPTIMAL", "A++", "A++"),
+    ),
+    "answer_clarity": (
+        ("NOT_UNDERSTANDABLE", "C", "C"),
+        ("UNCLEAR_ANSWER", "B", "B"),
+        ("GRAMMATICAL_ERRORS", "A", "A"),
+        ("UNUSUAL_SENTENCE_STRUCTURE", "A", "A"),
+        ("OPTIMAL", "A++", "A++"),
+    ),
 }
 
 # Grade mix. Page totals: A++ 3.2 %, A+ 2.6 %, A 12.7 %, B 58.8 %, C 1.7 %, D 1.3 %, unrated 19.6 %.
@@ -172,7 +221,8 @@ DEFAULT_QUESTION_REGIONS = ("lungs", "left lung", "right lung", "heart", "medias
 
 class Entity:
     """A finding / device / artifact tag with its hierarchy and the regions it is reported in."""
-    __slots__ = ("name", "kind", "categories", "subcategories", "regions", "parents", "weight", "severity")
+
+    __slots__ = ("categories", "kind", "name", "parents", "regions", "severity", "subcategories", "weight")
 
     def __init__(self, name, kind, categories, subcategories, regions, parents=(), weight=1.0, severity=True):
         self.name, self.kind, self.weight, self.severity = name, kind, weight, severity
@@ -184,92 +234,253 @@ _AF, _DIS, _DEV, _TECH = "ANATOMICAL_FINDING", "DISEASE", "DEVICE", "TECHNICAL_A
 _LOWER = ("right lower lung zone", "left lower lung zone")
 _ZONES = ("right upper lung zone", "right mid lung zone", "left upper lung zone", "left mid lung zone") + _LOWER
 ENTITIES: tuple[Entity, ...] = (
-    Entity("pleural effusion", "finding", (_AF, _DIS), ("PLEURA",),
-           ("pleura", "right costophrenic angle", "left costophrenic angle", "costophrenic angles",
-            "right pleura", "left pleura"), weight=9),
-    Entity("pneumothorax", "finding", (_AF, _DIS), ("PLEURA",),
-           ("pleura", "right pleura", "left pleura", "right apical zone", "left apical zone"), weight=2),
+    Entity(
+        "pleural effusion",
+        "finding",
+        (_AF, _DIS),
+        ("PLEURA",),
+        (
+            "pleura",
+            "right costophrenic angle",
+            "left costophrenic angle",
+            "costophrenic angles",
+            "right pleura",
+            "left pleura",
+        ),
+        weight=9,
+    ),
+    Entity(
+        "pneumothorax",
+        "finding",
+        (_AF, _DIS),
+        ("PLEURA",),
+        ("pleura", "right pleura", "left pleura", "right apical zone", "left apical zone"),
+        weight=2,
+    ),
     Entity("lung opacity", "finding", (_AF,), ("LUNG_FIELD",), ("lungs",) + _ZONES, weight=7),
-    Entity("consolidation", "finding", (_AF, _DIS), ("LUNG_FIELD", "PULMONARY_DISEASES", "INFECTION"),
-           ("lungs",) + _LOWER + ("right mid lung zone",), parents=("lung opacity",), weight=5),
-    Entity("atelectasis", "finding", (_AF, _DIS), ("LUNG_FIELD", "PULMONARY_DISEASES"),
-           ("lungs",) + _LOWER + ("left lung",), parents=("lung opacity",), weight=8),
-    Entity("pneumonia", "finding", (_DIS,), ("INFECTION", "PULMONARY_DISEASES"), ("lungs",) + _ZONES,
-           parents=("consolidation", "lung opacity"), weight=4),
-    Entity("pulmonary edema", "finding", (_DIS,), ("LUNG_FIELD", "PULMONARY_DISEASES", "VASCULAR"),
-           ("lungs", "interstitial"), parents=("lung opacity",), weight=5),
-    Entity("vascular congestion", "finding", (_AF,), ("VASCULAR",),
-           ("lungs", "right hilar structures", "left hilar structures"), weight=4),
+    Entity(
+        "consolidation",
+        "finding",
+        (_AF, _DIS),
+        ("LUNG_FIELD", "PULMONARY_DISEASES", "INFECTION"),
+        ("lungs",) + _LOWER + ("right mid lung zone",),
+        parents=("lung opacity",),
+        weight=5,
+    ),
+    Entity(
+        "atelectasis",
+        "finding",
+        (_AF, _DIS),
+        ("LUNG_FIELD", "PULMONARY_DISEASES"),
+        ("lungs",) + _LOWER + ("left lung",),
+        parents=("lung opacity",),
+        weight=8,
+    ),
+    Entity(
+        "pneumonia",
+        "finding",
+        (_DIS,),
+        ("INFECTION", "PULMONARY_DISEASES"),
+        ("lungs",) + _ZONES,
+        parents=("consolidation", "lung opacity"),
+        weight=4,
+    ),
+    Entity(
+        "pulmonary edema",
+        "finding",
+        (_DIS,),
+        ("LUNG_FIELD", "PULMONARY_DISEASES", "VASCULAR"),
+        ("lungs", "interstitial"),
+        parents=("lung opacity",),
+        weight=5,
+    ),
+    Entity(
+        "vascular congestion",
+        "finding",
+        (_AF,),
+        ("VASCULAR",),
+        ("lungs", "right hilar structures", "left hilar structures"),
+        weight=4,
+    ),
     Entity("nodule", "finding", (_AF,), ("LUNG_FIELD", "TUMOR"), _ZONES, parents=("lung opacity",), weight=2),
-    Entity("mass", "finding", (_AF, _DIS), ("TUMOR",), _ZONES + ("right hilar structures",),
-           parents=("lung opacity",), weight=1),
+    Entity(
+        "mass",
+        "finding",
+        (_AF, _DIS),
+        ("TUMOR",),
+        _ZONES + ("right hilar structures",),
+        parents=("lung opacity",),
+        weight=1,
+    ),
     Entity("emphysema", "finding", (_DIS,), ("PULMONARY_DISEASES",), ("lungs", "right apical zone"), weight=2),
     Entity("interstitial lung disease", "finding", (_DIS,), ("PULMONARY_DISEASES",), ("interstitial",), weight=1),
     Entity("granuloma", "finding", (_AF,), ("LUNG_FIELD",), _ZONES, weight=1, severity=False),
     Entity("cardiomegaly", "finding", (_AF, _DIS), ("CARDIAC",), ("heart", "cardiac silhouette"), weight=7),
-    Entity("enlarged cardiac silhouette", "finding", (_AF,), ("CARDIAC",), ("cardiac silhouette",),
-           parents=("cardiomegaly",), weight=3),
-    Entity("mediastinal widening", "finding", (_AF,), ("MEDIASTINUM",), ("mediastinum", "upper mediastinum"),
-           weight=1),
-    Entity("hilar enlargement", "finding", (_AF,), ("MEDIASTINUM", "VASCULAR"),
-           ("right hilar structures", "left hilar structures"), weight=1),
+    Entity(
+        "enlarged cardiac silhouette",
+        "finding",
+        (_AF,),
+        ("CARDIAC",),
+        ("cardiac silhouette",),
+        parents=("cardiomegaly",),
+        weight=3,
+    ),
+    Entity("mediastinal widening", "finding", (_AF,), ("MEDIASTINUM",), ("mediastinum", "upper mediastinum"), weight=1),
+    Entity(
+        "hilar enlargement",
+        "finding",
+        (_AF,),
+        ("MEDIASTINUM", "VASCULAR"),
+        ("right hilar structures", "left hilar structures"),
+        weight=1,
+    ),
     Entity("tortuous aorta", "finding", (_AF,), ("VASCULAR",), ("aortic arch",), weight=3, severity=False),
     Entity("aortic calcification", "finding", (_AF,), ("VASCULAR",), ("aortic arch",), weight=2),
     Entity("hiatal hernia", "finding", (_AF, _DIS), ("MEDIASTINUM", "ABDOMEN"), ("mediastinum",), weight=1),
-    Entity("fracture", "finding", (_AF,), ("BONE",),
-           ("ribs", "right ribs", "left ribs", "right clavicle", "left clavicle", "thoracic spine"), weight=2),
+    Entity(
+        "fracture",
+        "finding",
+        (_AF,),
+        ("BONE",),
+        ("ribs", "right ribs", "left ribs", "right clavicle", "left clavicle", "thoracic spine"),
+        weight=2,
+    ),
     Entity("scoliosis", "finding", (_AF,), ("BONE",), ("thoracic spine",), weight=1),
     Entity("degenerative changes", "finding", (_AF,), ("BONE",), ("thoracic spine", "spine"), weight=2),
     Entity("pleural thickening", "finding", (_AF,), ("PLEURA",), ("pleura", "right pleura", "left pleura"), weight=1),
-    Entity("elevated hemidiaphragm", "finding", (_AF,), ("DIAPHRAGM",),
-           ("right hemidiaphragm", "left hemidiaphragm"), weight=2, severity=False),
+    Entity(
+        "elevated hemidiaphragm",
+        "finding",
+        (_AF,),
+        ("DIAPHRAGM",),
+        ("right hemidiaphragm", "left hemidiaphragm"),
+        weight=2,
+        severity=False,
+    ),
     Entity("free air", "finding", (_AF,), ("ABDOMEN",), ("upper abdomen",), weight=0.3),
-    Entity("subcutaneous emphysema", "finding", (_AF,), ("SOFT_TISSUE",),
-           ("chest wall", "right chest wall", "left chest wall"), weight=0.5),
+    Entity(
+        "subcutaneous emphysema",
+        "finding",
+        (_AF,),
+        ("SOFT_TISSUE",),
+        ("chest wall", "right chest wall", "left chest wall"),
+        weight=0.5,
+    ),
     Entity("patient rotation", "artifact", (_TECH,), ("IMAGING_ARTIFACTS",), (), weight=1, severity=False),
     Entity("motion artifact", "artifact", (_TECH,), ("IMAGING_ARTIFACTS",), (), weight=1, severity=False),
-    Entity("overlying external object", "artifact", (_TECH,), ("IMAGING_ARTIFACTS",), ("chest wall",),
-           weight=1, severity=False),
-    Entity("endotracheal tube", "device", (_DEV,), ("TUBES_AND_LINES",), ("trachea", "carina"), weight=3,
-           severity=False),
-    Entity("nasogastric tube", "device", (_DEV,), ("TUBES_AND_LINES",), ("stomach", "abdomen"), weight=3,
-           severity=False),
+    Entity(
+        "overlying external object",
+        "artifact",
+        (_TECH,),
+        ("IMAGING_ARTIFACTS",),
+        ("chest wall",),
+        weight=1,
+        severity=False,
+    ),
+    Entity(
+        "endotracheal tube", "device", (_DEV,), ("TUBES_AND_LINES",), ("trachea", "carina"), weight=3, severity=False
+    ),
+    Entity(
+        "nasogastric tube", "device", (_DEV,), ("TUBES_AND_LINES",), ("stomach", "abdomen"), weight=3, severity=False
+    ),
     Entity("tracheostomy tube", "device", (_DEV,), ("TUBES_AND_LINES",), ("trachea",), weight=1, severity=False),
-    Entity("chest tube", "device", (_DEV,), ("TUBES_AND_LINES",), ("right pleura", "left pleura"), weight=1,
-           severity=False),
-    Entity("central venous catheter", "device", (_DEV,), ("CATHETERS",),
-           ("superior vena cava", "cavoatrial junction", "right internal jugular vein"), weight=3, severity=False),
-    Entity("PICC line", "device", (_DEV,), ("CATHETERS",), ("superior vena cava", "cavoatrial junction"),
-           parents=("central venous catheter",), weight=2, severity=False),
-    Entity("pacemaker", "device", (_DEV,), ("CARDIAC_DEVICES",), ("left chest wall", "heart"), weight=2,
-           severity=False),
-    Entity("implantable cardioverter-defibrillator", "device", (_DEV,), ("CARDIAC_DEVICES",),
-           ("left chest wall", "heart"), weight=1, severity=False),
+    Entity(
+        "chest tube", "device", (_DEV,), ("TUBES_AND_LINES",), ("right pleura", "left pleura"), weight=1, severity=False
+    ),
+    Entity(
+        "central venous catheter",
+        "device",
+        (_DEV,),
+        ("CATHETERS",),
+        ("superior vena cava", "cavoatrial junction", "right internal jugular vein"),
+        weight=3,
+        severity=False,
+    ),
+    Entity(
+        "PICC line",
+        "device",
+        (_DEV,),
+        ("CATHETERS",),
+        ("superior vena cava", "cavoatrial junction"),
+        parents=("central venous catheter",),
+        weight=2,
+        severity=False,
+    ),
+    Entity(
+        "pacemaker", "device", (_DEV,), ("CARDIAC_DEVICES",), ("left chest wall", "heart"), weight=2, severity=False
+    ),
+    Entity(
+        "implantable cardioverter-defibrillator",
+        "device",
+        (_DEV,),
+        ("CARDIAC_DEVICES",),
+        ("left chest wall", "heart"),
+        weight=1,
+        severity=False,
+    ),
     Entity("prosthetic valve", "device", (_DEV,), ("CARDIAC_DEVICES",), ("heart",), weight=1, severity=False),
-    Entity("sternotomy wires", "device", (_DEV,), ("SURGICAL_MATERIAL",), ("mediastinum",), weight=2,
-           severity=False),
-    Entity("surgical clips", "device", (_DEV,), ("SURGICAL_MATERIAL",), ("upper abdomen", "mediastinum"),
-           weight=1, severity=False),
+    Entity("sternotomy wires", "device", (_DEV,), ("SURGICAL_MATERIAL",), ("mediastinum",), weight=2, severity=False),
+    Entity(
+        "surgical clips",
+        "device",
+        (_DEV,),
+        ("SURGICAL_MATERIAL",),
+        ("upper abdomen", "mediastinum"),
+        weight=1,
+        severity=False,
+    ),
     Entity("ECG leads", "device", (_DEV,), ("FOREIGN_BODIES",), ("chest wall",), weight=2, severity=False),
 )
 ENTITY = {e.name: e for e in ENTITIES}
 FINDINGS = tuple(e for e in ENTITIES if e.kind == "finding")
 DEVICES = tuple(e for e in ENTITIES if e.kind == "device")
 ARTIFACTS = tuple(e for e in ENTITIES if e.kind == "artifact")
-FINDING_SUBCATS = ("LUNG_FIELD", "PULMONARY_DISEASES", "INFECTION", "PLEURA", "CARDIAC", "MEDIASTINUM",
-                   "VASCULAR", "BONE", "ABDOMEN", "TUMOR", "SOFT_TISSUE", "DIAPHRAGM")
+FINDING_SUBCATS = (
+    "LUNG_FIELD",
+    "PULMONARY_DISEASES",
+    "INFECTION",
+    "PLEURA",
+    "CARDIAC",
+    "MEDIASTINUM",
+    "VASCULAR",
+    "BONE",
+    "ABDOMEN",
+    "TUMOR",
+    "SOFT_TISSUE",
+    "DIAPHRAGM",
+)
 DEVICE_SUBCATS = ("TUBES_AND_LINES", "CATHETERS", "CARDIAC_DEVICES", "SURGICAL_MATERIAL", "FOREIGN_BODIES")
-DEFAULT_QUESTION_FINDINGS = ("pleural effusion", "pneumothorax", "consolidation", "pulmonary edema",
-                             "cardiomegaly", "atelectasis", "lung opacity")
+DEFAULT_QUESTION_FINDINGS = (
+    "pleural effusion",
+    "pneumothorax",
+    "consolidation",
+    "pulmonary edema",
+    "cardiomegaly",
+    "atelectasis",
+    "lung opacity",
+)
 # "pre-defined negative default observations" added when nothing contradicts them (page, section 1)
 DEFAULT_NEGATIVES = ("pneumothorax", "pleural effusion", "consolidation", "pulmonary edema", "cardiomegaly")
-MODIFIERS = {"temporal": ("acute", "chronic", "new", "old"), "severity": ("small", "mild", "moderate", "large", "severe"),
-             "texture": ("patchy", "hazy", "reticular", "nodular"), "spread": ("focal", "diffuse", "multifocal")}
+MODIFIERS = {
+    "temporal": ("acute", "chronic", "new", "old"),
+    "severity": ("small", "mild", "moderate", "large", "severe"),
+    "texture": ("patchy", "hazy", "reticular", "nodular"),
+    "spread": ("focal", "diffuse", "multifocal"),
+}
 CHANGES = ("new", "unchanged", "increased", "decreased", "improved", "worsened")
 CHILD_TYPES = ("associated_with", "detail", "caused_by")
 ANSWER_TYPES = ("main_answer", "details", "related_information")
-_HISTORIES = ("chest pain and dyspnea", "fever and cough", "shortness of breath", "hypoxia",
-              "line placement", "fall", "tachycardia", "altered mental status", "hemoptysis")
+_HISTORIES = (
+    "chest pain and dyspnea",
+    "fever and cough",
+    "shortness of breath",
+    "hypoxia",
+    "line placement",
+    "fall",
+    "tachycardia",
+    "altered mental status",
+    "hemoptysis",
+)
 _PATIENT_SEX = ("Female", "Male")
 
 # (template id, strategy, page total over 227,239 studies, question text with {subject})
@@ -304,46 +515,71 @@ TEMPLATES: tuple[tuple[str, str, int, str], ...] = (
     ("D07_where_is_device", "finding", 322_056, "Where is the {subject} located?"),
 )
 # Templates asked at most once per study (not scaled by questions_per_study unless unavoidable).
-_ONCE_PER_STUDY = {"A_indication", "B01_describe_all", "B02_describe_abnormal", "B03_is_abnormal",
-                   "B04_is_normal", "B14_describe_acquisition", "B15_describe_imaging_artifacts",
-                   "B16_has_imaging_artifacts"}
+_ONCE_PER_STUDY = {
+    "A_indication",
+    "B01_describe_all",
+    "B02_describe_abnormal",
+    "B03_is_abnormal",
+    "B04_is_normal",
+    "B14_describe_acquisition",
+    "B15_describe_imaging_artifacts",
+    "B16_has_imaging_artifacts",
+}
 DEFAULT_QUESTIONS_PER_STUDY = sum(t[2] for t in TEMPLATES) / _TOTAL_STUDIES  # ~185.6
 
 # ----------------------------------------------------------------------------------------------
 # Output settings
 # ----------------------------------------------------------------------------------------------
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
-_EXCLUDED = -9                      # export tier of rows outside every export (non-frontal)
+_EXCLUDED = -9  # export tier of rows outside every export (non-frontal)
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 # Fastest deflate: readers do not care about the level, and at 10 % scale (~15 GB of JSON) the
 # writer process would otherwise become the bottleneck (level 6: ~1.7x smaller, ~2.5x slower).
 ZIP_LEVEL = 1
 CSV_GZIP_LEVEL = 1
-Q1M_SIZE = 1_000_000                # size cap of the exports' random question subsets
-_FLUSH_ROWS = 100_000               # rows per metadata batch (= Parquet row group)
-_BATCH_BYTES = 4 << 20              # bytes per message batch sent to the writer process
+Q1M_SIZE = 1_000_000  # size cap of the exports' random question subsets
+_FLUSH_ROWS = 100_000  # rows per metadata batch (= Parquet row group)
+_BATCH_BYTES = 4 << 20  # bytes per message batch sent to the writer process
 _PROGRESS_EVERY = 200
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # [U] real whitespace unknown
 _dumps = _JSON.encode
 _string = json.encoder.encode_basestring  # C-accelerated JSON string literal
 
 # Export destinations: (relative metadata dir, minimum question grade). Main metadata has no filter.
-_EXPORT_METADATA = (("exports/A_frontal/metadata", _A), ("exports/A_frontal/metadata/Ap", _AP),
-                    ("exports/A_frontal/metadata/App", _APP), ("exports/B_frontal/metadata", _B))
+_EXPORT_METADATA = (
+    ("exports/A_frontal/metadata", _A),
+    ("exports/A_frontal/metadata/Ap", _AP),
+    ("exports/A_frontal/metadata/App", _APP),
+    ("exports/B_frontal/metadata", _B),
+)
 _EXPORT_ARCHIVES = (("exports/A_frontal", _A), ("exports/B_frontal", _B))
 # q1M subsets: (subset dir, source dir) - a random sample of min(Q1M_SIZE, n) source questions.
-_Q1M_SUBSETS = (("exports/A_frontal/metadata/q1M", "exports/A_frontal/metadata"),
-                ("exports/A_frontal/metadata/Ap_q1M", "exports/A_frontal/metadata/Ap"),
-                ("exports/A_frontal/metadata/App_q1M", "exports/A_frontal/metadata/App"),
-                ("exports/B_frontal/metadata/q1M", "exports/B_frontal/metadata"))
+_Q1M_SUBSETS = (
+    ("exports/A_frontal/metadata/q1M", "exports/A_frontal/metadata"),
+    ("exports/A_frontal/metadata/Ap_q1M", "exports/A_frontal/metadata/Ap"),
+    ("exports/A_frontal/metadata/App_q1M", "exports/A_frontal/metadata/App"),
+    ("exports/B_frontal/metadata/q1M", "exports/B_frontal/metadata"),
+)
 
 SUBCAT_PHRASES = {
-    "LUNG_FIELD": "lung field findings", "PULMONARY_DISEASES": "pulmonary diseases", "INFECTION": "signs of infection",
-    "PLEURA": "pleural findings", "CARDIAC": "cardiac findings", "MEDIASTINUM": "mediastinal findings",
-    "VASCULAR": "vascular findings", "BONE": "bone findings", "ABDOMEN": "abdominal findings", "TUMOR": "tumors",
-    "SOFT_TISSUE": "soft tissue findings", "DIAPHRAGM": "diaphragm findings", "TUBES_AND_LINES": "tubes and lines",
-    "CATHETERS": "catheters", "CARDIAC_DEVICES": "cardiac devices", "SURGICAL_MATERIAL": "surgical materials",
-    "FOREIGN_BODIES": "foreign bodies", "IMAGING_ARTIFACTS": "imaging artifacts",
+    "LUNG_FIELD": "lung field findings",
+    "PULMONARY_DISEASES": "pulmonary diseases",
+    "INFECTION": "signs of infection",
+    "PLEURA": "pleural findings",
+    "CARDIAC": "cardiac findings",
+    "MEDIASTINUM": "mediastinal findings",
+    "VASCULAR": "vascular findings",
+    "BONE": "bone findings",
+    "ABDOMEN": "abdominal findings",
+    "TUMOR": "tumors",
+    "SOFT_TISSUE": "soft tissue findings",
+    "DIAPHRAGM": "diaphragm findings",
+    "TUBES_AND_LINES": "tubes and lines",
+    "CATHETERS": "catheters",
+    "CARDIAC_DEVICES": "cardiac devices",
+    "SURGICAL_MATERIAL": "surgical materials",
+    "FOREIGN_BODIES": "foreign bodies",
+    "IMAGING_ARTIFACTS": "imaging artifacts",
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -367,23 +603,47 @@ LEVEL_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     # [U] timespans as pandas timedeltas (duration[ns] in Parquet, "N days HH:MM:SS" in the CSV)
     "patient": (("patient.total_studies", _INT), ("patient.total_study_timespan", _TD)),
     "study": tuple((f"study.quality.{c}", _INT) for c in ("rating", *SCENE_GRAPH_CRITERIA))
-    + (("study.num_observations", _INT), ("study.procedure", _STR),
-       ("study.timestamp_since_first", _TD), ("study.timespan_since_prev", _TD)),
+    + (
+        ("study.num_observations", _INT),
+        ("study.procedure", _STR),
+        ("study.timestamp_since_first", _TD),
+        ("study.timespan_since_prev", _TD),
+    ),
     # [U] "size" split into width/height; patient_orientation as MIMIC's Erect/Recumbent code meaning
-    "image": (("image.view_position", _STR), ("image.patient_orientation", _STR), ("image.size.width", _INT),
-              ("image.size.height", _INT), ("image.quality.localization_quality", _INT)),
-    "question": (("question.question_type", _STR), ("question.question_strategy", _STR),
-                 ("question.contains_report_answers", _BOOL), ("question.contains_template_answers", _BOOL),
-                 ("question.num_answers", _INT),  # [U] counts all sub-answers (= answer-level rows)
-                 ("question.quality.rating", _INT),
-                 ("question.quality.completeness", _INT), ("question.quality.question_clarity", _INT)),
+    "image": (
+        ("image.view_position", _STR),
+        ("image.patient_orientation", _STR),
+        ("image.size.width", _INT),
+        ("image.size.height", _INT),
+        ("image.quality.localization_quality", _INT),
+    ),
+    "question": (
+        ("question.question_type", _STR),
+        ("question.question_strategy", _STR),
+        ("question.contains_report_answers", _BOOL),
+        ("question.contains_template_answers", _BOOL),
+        ("question.num_answers", _INT),  # [U] counts all sub-answers (= answer-level rows)
+        ("question.quality.rating", _INT),
+        ("question.quality.completeness", _INT),
+        ("question.quality.question_clarity", _INT),
+    ),
     "question_image": (("question_img.quality.localization_quality", _INT),),
-    "answer": (("answer.answer_type", _STR), ("answer.answer_level", _INT), ("answer.from_report", _BOOL),
-               ("answer.quality.rating", _INT), ("answer.quality.entailment", _INT),
-               ("answer.quality.relevance", _INT), ("answer.quality.answer_clarity", _INT)),
-    "answer_image": (("answer_img.num_regions", _INT), ("answer_img.has_bboxes", _BOOL),
-                     ("answer_img.is_localization_missing", _BOOL), ("answer_img.has_masks", _BOOL),
-                     ("answer_img.quality.localization_quality", _INT)),
+    "answer": (
+        ("answer.answer_type", _STR),
+        ("answer.answer_level", _INT),
+        ("answer.from_report", _BOOL),
+        ("answer.quality.rating", _INT),
+        ("answer.quality.entailment", _INT),
+        ("answer.quality.relevance", _INT),
+        ("answer.quality.answer_clarity", _INT),
+    ),
+    "answer_image": (
+        ("answer_img.num_regions", _INT),
+        ("answer_img.has_bboxes", _BOOL),
+        ("answer_img.is_localization_missing", _BOOL),
+        ("answer_img.has_masks", _BOOL),
+        ("answer_img.quality.localization_quality", _INT),
+    ),
 }
 LEVELS = tuple(LEVEL_INDEX)
 # Levels with one row per question or finer are written by Arrow's CSV writer (fast); the small
@@ -437,8 +697,11 @@ def _arrow_csv(table: pa.Table) -> bytes:
     """CSV text like pandas writes it (True/False, no quoting) for tables of plain tokens."""
     columns = [pc.if_else(col, "True", "False") if pa.types.is_boolean(col.type) else col for col in table.columns]
     sink = pa.BufferOutputStream()
-    pacsv.write_csv(pa.table(columns, names=table.column_names), sink,
-                    pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    pacsv.write_csv(
+        pa.table(columns, names=table.column_names),
+        sink,
+        pacsv.WriteOptions(include_header=False, quoting_style="none"),
+    )
     return sink.getvalue().to_pybytes()
 
 
@@ -503,6 +766,7 @@ class _LevelWriter:
         for min_tier, files in self.files:
             files.write(table if min_tier is None else table.filter(pc.greater_equal(tiers, min_tier)))
 
+
 class _OutputWriter:
     """Everything the writer process owns: the zips and the metadata files of all destinations."""
 
@@ -512,8 +776,10 @@ class _OutputWriter:
         self.zips = {}
         for key, (rel, prefix) in archives.items():
             (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            self.zips[key] = (zipfile.ZipFile(out_dir / rel, "w", compression=zipfile.ZIP_DEFLATED,
-                                              compresslevel=ZIP_LEVEL), prefix)
+            self.zips[key] = (
+                zipfile.ZipFile(out_dir / rel, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL),
+                prefix,
+            )
 
     def handle(self, message: tuple) -> None:
         """Apply one message: ("zip", archive, name, bytes) or ("rows", level, rows, runs)."""
@@ -549,8 +815,9 @@ def _writer_main() -> None:
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     result: object  # the counts, or the traceback text of a failure
     try:
-        writer = _OutputWriter(Path(out_dir), [tuple(d) for d in destinations],
-                               {key: tuple(value) for key, value in archives.items()})
+        writer = _OutputWriter(
+            Path(out_dir), [tuple(d) for d in destinations], {key: tuple(value) for key, value in archives.items()}
+        )
         while (batch := pickle.load(source)) is not None:
             for message in batch:
                 writer.handle(message)
@@ -572,11 +839,16 @@ class _WriterClient:
     """
 
     def __init__(self, out_dir: Path, destinations: list, archives: dict):
-        bootstrap = ("import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
-                     "from warehouse.samples.mimic_qba import _writer_main; _writer_main()")
+        bootstrap = (
+            "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
+            "from warehouse.samples.mimic_qba import _writer_main; _writer_main()"
+        )
         arguments = json.dumps([str(out_dir), destinations, archives])
-        self.process = subprocess.Popen([sys.executable, "-c", bootstrap, json.dumps(sys.path), arguments],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", bootstrap, json.dumps(sys.path), arguments],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert self.process.stdin is not None and self.process.stdout is not None, "both are pipes"
         self.stdin, self.stdout = self.process.stdin, self.process.stdout
         self.batch: list[tuple] = []
@@ -653,7 +925,8 @@ def _write_question_sample(root: Path, subset: str, source: str, n_questions: in
     src, dst = root / source, root / subset
     keys, studies, patients, offset = [], [], [], 0
     for batch in pq.ParquetFile(src / "question_metadata.parquet").iter_batches(
-            batch_size=_FLUSH_ROWS, columns=["patient_id", "study_id", "question_id"]):
+        batch_size=_FLUSH_ROWS, columns=["patient_id", "study_id", "question_id"]
+    ):
         local = chosen[(chosen >= offset) & (chosen < offset + batch.num_rows)] - offset
         picked = batch.take(pa.array(local))
         keys.append(_question_key(picked))
@@ -665,13 +938,14 @@ def _write_question_sample(root: Path, subset: str, source: str, n_questions: in
     patient_set = pc.unique(pa.chunked_array(patients, type=pa.large_string()))
     for level in LEVELS:
         if level == "patient":
-            keep = lambda b: pc.is_in(b["patient_id"], value_set=patient_set)  # noqa: E731
+            keep = lambda b: pc.is_in(b["patient_id"], value_set=patient_set)
         elif level in ("study", "image"):
-            keep = lambda b: pc.is_in(b["study_id"], value_set=study_set)  # noqa: E731
+            keep = lambda b: pc.is_in(b["study_id"], value_set=study_set)
         else:
-            keep = lambda b: pc.is_in(_question_key(b), value_set=key_set)  # noqa: E731
+            keep = lambda b: pc.is_in(_question_key(b), value_set=key_set)
         _filter_level_files(src, dst, level, keep)
     return len(chosen)
+
 
 # ----------------------------------------------------------------------------------------------
 # Pre-rendered quality dicts, grouped by the grade they imply (drawing one is a list choice)
@@ -696,11 +970,15 @@ def _answer_quality_pools() -> dict[str, tuple[list[list], list[list]]]:
     pools = {}
     for answer_type in ANSWER_TYPES:
         entries = []
-        for codes in itertools.product(*(range(len(QA_CRITERIA[f])) for f in ("entailment", "relevance",
-                                                                               "answer_clarity"))):
-            grade = min(_grade_of(f, c, answer_type) for f, c in zip(("entailment", "relevance", "answer_clarity"), codes))
-            entries.append(('{"rating":%d,"entailment":%d,"relevance":%d,"answer_clarity":%d}' % (grade, *codes),
-                            grade, *codes))
+        for codes in itertools.product(
+            *(range(len(QA_CRITERIA[f])) for f in ("entailment", "relevance", "answer_clarity"))
+        ):
+            grade = min(
+                _grade_of(f, c, answer_type) for f, c in zip(("entailment", "relevance", "answer_clarity"), codes)
+            )
+            entries.append(
+                ('{"rating":%d,"entailment":%d,"relevance":%d,"answer_clarity":%d}' % (grade, *codes), grade, *codes)
+            )
         pools[answer_type] = _group_by_grade(entries)
     return pools
 
@@ -709,10 +987,14 @@ def _question_quality_pool() -> list[list[tuple]]:
     """question_quality dicts whose own criteria are at least grade g, rendered with rating=g."""
     pool = []
     for grade in range(len(GRADES)):
-        pool.append([('{"rating":%d,"completeness":%d,"question_clarity":%d}' % (grade, c, q), c, q)
-                     for c in range(len(QA_CRITERIA["completeness"]))
-                     for q in range(len(QA_CRITERIA["question_clarity"]))
-                     if min(_grade_of("completeness", c), _grade_of("question_clarity", q)) >= grade])
+        pool.append(
+            [
+                ('{"rating":%d,"completeness":%d,"question_clarity":%d}' % (grade, c, q), c, q)
+                for c in range(len(QA_CRITERIA["completeness"]))
+                for q in range(len(QA_CRITERIA["question_clarity"]))
+                if min(_grade_of("completeness", c), _grade_of("question_clarity", q)) >= grade
+            ]
+        )
     return pool
 
 
@@ -746,8 +1028,10 @@ def quality_mapping_rows() -> list[tuple]:
         rows += [(field, code, label, grade, "") for code, (label, grade) in enumerate(options)]
     for field, qa_options in QA_CRITERIA.items():
         rows.append((field, UNRATED, "NOT_RATED", "", ""))
-        rows += [(field, code, label, grade, related if related != grade else "")
-                 for code, (label, grade, related) in enumerate(qa_options)]
+        rows += [
+            (field, code, label, grade, related if related != grade else "")
+            for code, (label, grade, related) in enumerate(qa_options)
+        ]
     return rows
 
 
@@ -761,11 +1045,26 @@ class Source:
     images only), tail holds "from_report" and "extraction_quality". img_columns are the
     answer_image metadata values per study image.
     """
-    __slots__ = ("obs_id", "obs_ref", "head", "head_frontal", "tail", "from_report", "children", "positive", "entity",
-                 "regions", "locq", "img_columns", "n_boxes")
 
-    def __init__(self, obs_id, head, head_frontal, tail, from_report, positive, entity, regions, locq,
-                 img_columns, n_boxes):
+    __slots__ = (
+        "children",
+        "entity",
+        "from_report",
+        "head",
+        "head_frontal",
+        "img_columns",
+        "locq",
+        "n_boxes",
+        "obs_id",
+        "obs_ref",
+        "positive",
+        "regions",
+        "tail",
+    )
+
+    def __init__(
+        self, obs_id, head, head_frontal, tail, from_report, positive, entity, regions, locq, img_columns, n_boxes
+    ):
         self.obs_id, self.head, self.head_frontal, self.tail = obs_id, head, head_frontal, tail
         self.obs_ref = f'"{obs_id}"' if obs_id else None  # JSON string, ready for "obs_ids"
         self.from_report, self.positive, self.entity, self.regions = from_report, positive, entity, regions
@@ -775,6 +1074,7 @@ class Source:
 
 class _Localized(NamedTuple):
     """One region set localized on all study images: dicts, rendered JSON, answer_image columns."""
+
     by_image: dict[str, dict]
     json: str
     json_frontal: str
@@ -834,17 +1134,27 @@ class Study:
             per_image: list[tuple] = []
             for image, frontal in zip(self.spec.images, self.frontal):
                 if geometry is None:  # non-localized region: fall back to the parent's boxes if any
-                    parent_loc = self.region_loc.get(parent, [None] * len(self.frontal))[len(per_image)] if parent else None
-                    per_image.append((parent_loc[0], False, True) if parent_loc and parent_loc[0] else ([], False, False))
+                    parent_loc = (
+                        self.region_loc.get(parent, [None] * len(self.frontal))[len(per_image)] if parent else None
+                    )
+                    per_image.append(
+                        (parent_loc[0], False, True) if parent_loc and parent_loc[0] else ([], False, False)
+                    )
                     continue
                 boxed = rng.random() < (0.95 if frontal else 0.08)
                 if not boxed:
                     per_image.append(([], False, False))
                     continue
                 w, h = image.columns, image.rows
-                boxes = [[float(round((x1 + rng.uniform(-0.02, 0.02)) * w)), float(round((y1 + rng.uniform(-0.02, 0.02)) * h)),
-                          float(round((x2 + rng.uniform(-0.02, 0.02)) * w)), float(round((y2 + rng.uniform(-0.02, 0.02)) * h))]
-                         for x1, y1, x2, y2 in geometry]
+                boxes = [
+                    [
+                        float(round((x1 + rng.uniform(-0.02, 0.02)) * w)),
+                        float(round((y1 + rng.uniform(-0.02, 0.02)) * h)),
+                        float(round((x2 + rng.uniform(-0.02, 0.02)) * w)),
+                        float(round((y2 + rng.uniform(-0.02, 0.02)) * h)),
+                    ]
+                    for x1, y1, x2, y2 in geometry
+                ]
                 per_image.append((boxes, rng.random() < (0.85 if frontal else 0.3), False))
             self.region_loc[name] = per_image
 
@@ -869,9 +1179,15 @@ class Study:
             quality = INCOMPLETE_LOC
         else:
             quality = BBOX_MASK_LOC if len(masks) == len(refs) else BBOX_LOC
-        return {"image_id": self.image_ids[i], "localization_reference_ids": refs, "bboxes": boxes,
-                "instance_mask_ids": masks, "missing_localization": missing, "is_fallback": fallback,
-                "localization_quality": quality}
+        return {
+            "image_id": self.image_ids[i],
+            "localization_reference_ids": refs,
+            "bboxes": boxes,
+            "instance_mask_ids": masks,
+            "missing_localization": missing,
+            "is_fallback": fallback,
+            "localization_quality": quality,
+        }
 
     def localized(self, regions: tuple[str, ...]) -> _Localized:
         """Localization of a region set on every image, rendered once per study and reused."""
@@ -879,23 +1195,52 @@ class Study:
         if packed is None:
             locs = [self._localization(regions, i) for i in range(len(self.image_ids))]
             items = [f'"{loc["image_id"]}":{_dumps(loc)}' for loc in locs]
-            columns = ([len(loc["localization_reference_ids"]) for loc in locs], [bool(loc["bboxes"]) for loc in locs],
-                       [bool(loc["missing_localization"]) for loc in locs],
-                       [bool(loc["instance_mask_ids"]) for loc in locs], [loc["localization_quality"] for loc in locs])
-            packed = _Localized({loc["image_id"]: loc for loc in locs}, "{" + ",".join(items) + "}",
-                                "{" + ",".join(items[i] for i in self.frontal_idx) + "}", columns,
-                                sum(len(loc["bboxes"]) for loc in locs))
+            columns = (
+                [len(loc["localization_reference_ids"]) for loc in locs],
+                [bool(loc["bboxes"]) for loc in locs],
+                [bool(loc["missing_localization"]) for loc in locs],
+                [bool(loc["instance_mask_ids"]) for loc in locs],
+                [loc["localization_quality"] for loc in locs],
+            )
+            packed = _Localized(
+                {loc["image_id"]: loc for loc in locs},
+                "{" + ",".join(items) + "}",
+                "{" + ",".join(items[i] for i in self.frontal_idx) + "}",
+                columns,
+                sum(len(loc["bboxes"]) for loc in locs),
+            )
             self._localized[regions] = packed
         return packed
 
-    def _source(self, obs_id: str | None, text: str, name_tag: str, tags_json: str, regions: tuple[str, ...],
-                from_report: bool, extraction_json: str, positive: bool, entity: str | None) -> Source:
+    def _source(
+        self,
+        obs_id: str | None,
+        text: str,
+        name_tag: str,
+        tags_json: str,
+        regions: tuple[str, ...],
+        from_report: bool,
+        extraction_json: str,
+        positive: bool,
+        entity: str | None,
+    ) -> Source:
         """Pre-render the answer JSON pieces and answer_image values of one answer source."""
         loc = self.localized(regions)
         prefix = f'"text":{_string(text)},"name_tag":{_string(name_tag)},{tags_json},"localization":'
         tail = f'"from_report":{"true" if from_report else "false"},"extraction_quality":{extraction_json}'
-        return Source(obs_id, prefix + loc.json, prefix + loc.json_frontal, tail, from_report, positive, entity,
-                      regions, loc.columns[4], loc.columns, loc.n_boxes)
+        return Source(
+            obs_id,
+            prefix + loc.json,
+            prefix + loc.json_frontal,
+            tail,
+            from_report,
+            positive,
+            entity,
+            regions,
+            loc.columns[4],
+            loc.columns,
+            loc.n_boxes,
+        )
 
     # -- observations --------------------------------------------------------------------------
     def _build_observations(self) -> None:
@@ -931,8 +1276,12 @@ class Study:
             self.top_ids.append(obs_id)
             if sent_id:
                 section = "IMPRESSION" if positive and rng.random() < 0.3 else "FINDINGS"
-                self.sentences[sent_id] = {"sent_id": sent_id, "section": section, "section_type": section,
-                                           "sentence": node["change_sentence"] or node["summary_sentence"]}
+                self.sentences[sent_id] = {
+                    "sent_id": sent_id,
+                    "section": section,
+                    "section_type": section,
+                    "sentence": node["change_sentence"] or node["summary_sentence"],
+                }
             if positive and entity.kind != "artifact" and rng.random() < _P_CHILDREN:
                 self._add_children(obs_id, entity, sent_id, 1)
 
@@ -944,8 +1293,9 @@ class Study:
             child_type = rng.choice(CHILD_TYPES)
             child_entity = entity if child_type == "detail" else rng.choice(FINDINGS)
             self._add_observation(child_id, child_entity, True, True, level, child_type, sent_id)
-            self.obs_relations.append({"parent_observation_id": parent_id, "child_observation_id": child_id,
-                                       "child_type": child_type})
+            self.obs_relations.append(
+                {"parent_observation_id": parent_id, "child_observation_id": child_id, "child_type": child_type}
+            )
             self.sources[parent_id].children.append(self.sources[child_id])
             if level == 1 and rng.random() < 0.2:
                 self._add_children(child_id, child_entity, sent_id, 2)
@@ -954,8 +1304,11 @@ class Study:
         """Create the scene-graph node and its answer source."""
         rng = self.rng
         regions = [entity.regions[0] if not positive else rng.choice(entity.regions)] if entity.regions else []
-        probability = (rng.choices(("positive", "likely", "may"), (70, 15, 15))[0] if positive
-                       else rng.choices(("negative", "unlikely"), (90, 10))[0])
+        probability = (
+            rng.choices(("positive", "likely", "may"), (70, 15, 15))[0]
+            if positive
+            else rng.choices(("negative", "unlikely"), (90, 10))[0]
+        )
         certainty = {"positive": "certain", "negative": "certain", "may": "uncertain"}.get(probability, "likely")
         modifiers: dict[str, list[str]] = {key: [] for key in MODIFIERS}
         if positive and entity.severity and rng.random() < 0.6:
@@ -967,26 +1320,64 @@ class Study:
         changes = [rng.choice(CHANGES)] if positive and from_report and rng.random() < 0.3 else []
         change_sentence = f"The {entity.name} is {changes[0]}." if changes else None
         quality = rng.choice(SG_QUALITY_AT_LEAST[self.grade])[0]
-        node = {"obs_id": obs_id, "name": name, "summary_sentence": summary, "child_type": child_type,
-                "child_level": level, "regions": [{"region": r, "distances": []} for r in regions],
-                "non_resolved_regions": [], "laterality": _laterality(regions),
-                "default_regions": regions if not positive else [],
-                "obs_entities": [entity.name], "obs_entities_parents": entity.parents,
-                "non_resolved_obs_entities": [], "obs_categories": entity.categories,
-                "obs_subcategories": entity.subcategories, "probability": probability, "certainty": certainty,
-                "positiveness": "pos" if positive else "neg", "modifiers": modifiers, "changes": changes,
-                "change_sentence": change_sentence, "from_report": from_report, "obs_quality": quality}
-        tags = {"laterality": node["laterality"], "regions": regions, "obs_entities": [entity.name],
-                "obs_entities_parents": node["obs_entities_parents"], "obs_categories": entity.categories,
-                "obs_subcategories": entity.subcategories, "certainty": certainty, "positiveness": node["positiveness"],
-                "modifiers": [[k, v] for k, values in modifiers.items() for v in values]}
-        source = self._source(obs_id, summary, name[0].upper() + name[1:], _dumps(tags)[1:-1], tuple(regions),
-                              from_report, _dumps(quality), positive, entity.name)
+        node = {
+            "obs_id": obs_id,
+            "name": name,
+            "summary_sentence": summary,
+            "child_type": child_type,
+            "child_level": level,
+            "regions": [{"region": r, "distances": []} for r in regions],
+            "non_resolved_regions": [],
+            "laterality": _laterality(regions),
+            "default_regions": regions if not positive else [],
+            "obs_entities": [entity.name],
+            "obs_entities_parents": entity.parents,
+            "non_resolved_obs_entities": [],
+            "obs_categories": entity.categories,
+            "obs_subcategories": entity.subcategories,
+            "probability": probability,
+            "certainty": certainty,
+            "positiveness": "pos" if positive else "neg",
+            "modifiers": modifiers,
+            "changes": changes,
+            "change_sentence": change_sentence,
+            "from_report": from_report,
+            "obs_quality": quality,
+        }
+        tags = {
+            "laterality": node["laterality"],
+            "regions": regions,
+            "obs_entities": [entity.name],
+            "obs_entities_parents": node["obs_entities_parents"],
+            "obs_categories": entity.categories,
+            "obs_subcategories": entity.subcategories,
+            "certainty": certainty,
+            "positiveness": node["positiveness"],
+            "modifiers": [[k, v] for k, values in modifiers.items() for v in values],
+        }
+        source = self._source(
+            obs_id,
+            summary,
+            name[0].upper() + name[1:],
+            _dumps(tags)[1:-1],
+            tuple(regions),
+            from_report,
+            _dumps(quality),
+            positive,
+            entity.name,
+        )
         node["localization"] = self.localized(tuple(regions)).by_image
         self.nodes[obs_id] = node
         self.sources[obs_id] = source
-        self.located_at += [{"region": r, "observation_id": obs_id, "distances": [],
-                             "where_specified": "default" if not positive else "direct"} for r in regions]
+        self.located_at += [
+            {
+                "region": r,
+                "observation_id": obs_id,
+                "distances": [],
+                "where_specified": "default" if not positive else "direct",
+            }
+            for r in regions
+        ]
         if sent_id:
             self.obs_sent.append({"observation_id": obs_id, "sentence_id": sent_id})
         return node
@@ -1003,38 +1394,78 @@ class Study:
         positive = any(self.sources[o].positive for o in related)
         target_text = " and ".join(targets)
         evaluation = f"Evaluate for {target_text}."
-        answer = (f"findings concerning for {targets[0]}" if positive else f"no evidence of {target_text}")
+        answer = f"findings concerning for {targets[0]}" if positive else f"no evidence of {target_text}"
         regions = sorted({r for o in related for r in self.sources[o].regions}) or ["lungs"]
         sent_id = f"S{len(self.sentences) + 1:02d}"
         section = rng.choice(("INDICATION", "HISTORY"))
-        self.sentences[sent_id] = {"sent_id": sent_id, "section": section, "section_type": "INDICATION",
-                                   "sentence": f"___{sex[0]} with {history}. Eval for {target_text}."}
+        self.sentences[sent_id] = {
+            "sent_id": sent_id,
+            "section": section,
+            "section_type": "INDICATION",
+            "sentence": f"___{sex[0]} with {history}. Eval for {target_text}.",
+        }
         entities = [ENTITY[t] for t in targets]
-        tags = {"laterality": _laterality(regions), "regions": regions, "obs_entities": targets,
-                "obs_entities_parents": sorted({p for e in entities for p in e.parents}),
-                "obs_categories": sorted({c for e in entities for c in e.categories}),
-                "obs_subcategories": sorted({c for e in entities for c in e.subcategories}),
-                "certainty": "certain", "positiveness": "pos" if positive else "neg", "modifiers": []}
+        tags = {
+            "laterality": _laterality(regions),
+            "regions": regions,
+            "obs_entities": targets,
+            "obs_entities_parents": sorted({p for e in entities for p in e.parents}),
+            "obs_categories": sorted({c for e in entities for c in e.categories}),
+            "obs_subcategories": sorted({c for e in entities for c in e.subcategories}),
+            "certainty": "certain",
+            "positiveness": "pos" if positive else "neg",
+            "modifiers": [],
+        }
         summary = answer[0].upper() + answer[1:] + "."
         quality = rng.choice(SG_QUALITY_AT_LEAST[self.grade])[0]
-        oind = {"obs_id": "OIND", "name": answer, "summary_sentence": summary, "child_type": None, "child_level": 0,
-                "regions": [{"region": r, "distances": []} for r in regions], "non_resolved_regions": [],
-                "laterality": tags["laterality"], "default_regions": [], "obs_entities": targets,
-                "obs_entities_parents": tags["obs_entities_parents"], "non_resolved_obs_entities": [],
-                "obs_categories": tags["obs_categories"], "obs_subcategories": tags["obs_subcategories"],
-                "probability": "positive" if positive else "negative", "certainty": "certain",
-                "positiveness": tags["positiveness"], "modifiers": {key: [] for key in MODIFIERS}, "changes": [],
-                "change_sentence": None, "from_report": True, "obs_quality": quality,
-                "localization": self.localized(tuple(regions)).by_image}
-        self.indication_source = self._source("OIND", summary, answer[0].upper() + answer[1:], _dumps(tags)[1:-1],
-                                              tuple(regions), True, _dumps(quality), positive, targets[0])
+        oind = {
+            "obs_id": "OIND",
+            "name": answer,
+            "summary_sentence": summary,
+            "child_type": None,
+            "child_level": 0,
+            "regions": [{"region": r, "distances": []} for r in regions],
+            "non_resolved_regions": [],
+            "laterality": tags["laterality"],
+            "default_regions": [],
+            "obs_entities": targets,
+            "obs_entities_parents": tags["obs_entities_parents"],
+            "non_resolved_obs_entities": [],
+            "obs_categories": tags["obs_categories"],
+            "obs_subcategories": tags["obs_subcategories"],
+            "probability": "positive" if positive else "negative",
+            "certainty": "certain",
+            "positiveness": tags["positiveness"],
+            "modifiers": {key: [] for key in MODIFIERS},
+            "changes": [],
+            "change_sentence": None,
+            "from_report": True,
+            "obs_quality": quality,
+            "localization": self.localized(tuple(regions)).by_image,
+        }
+        self.indication_source = self._source(
+            "OIND",
+            summary,
+            answer[0].upper() + answer[1:],
+            _dumps(tags)[1:-1],
+            tuple(regions),
+            True,
+            _dumps(quality),
+            positive,
+            targets[0],
+        )
         self.indication_related = related
         self.indication = {
             "indication_summary": f"{sex} with {history}; should be evaluated for {target_text}.",
-            "patient_info": f"{sex}, with {history}.", "indication": history[0].upper() + history[1:] + ".",
+            "patient_info": f"{sex}, with {history}.",
+            "indication": history[0].upper() + history[1:] + ".",
             "evaluation": evaluation,
-            "associated_sentence_ids": sorted({s["sentence_id"] for s in self.obs_sent if s["observation_id"] in related}),
-            "associated_obs_ids": related, "answer_for_indication": oind}
+            "associated_sentence_ids": sorted(
+                {s["sentence_id"] for s in self.obs_sent if s["observation_id"] in related}
+            ),
+            "associated_obs_ids": related,
+            "answer_for_indication": oind,
+        }
 
     def _build_indexes(self) -> None:
         """Lookups from question subjects (entity, region, subcategory) to top-level observations."""
@@ -1049,7 +1480,9 @@ class Study:
                 self.by_subcat.setdefault(sub, []).append(source)
             for region in {a for r in source.regions for a in (r, *_ancestors(r))}:
                 self.by_region.setdefault(region, []).append(source)
-        self.mentioned_regions = list(dict.fromkeys(a for s in self.top for r in s.regions for a in (r, *_ancestors(r))))
+        self.mentioned_regions = list(
+            dict.fromkeys(a for s in self.top for r in s.regions for a in (r, *_ancestors(r)))
+        )
 
     # -- template answers ----------------------------------------------------------------------
     def template(self, text: str, regions: list[str], entities: list[str], positive: bool) -> Source:
@@ -1060,15 +1493,31 @@ class Study:
             tags_json = self._template_tags.get(key)
             if tags_json is None:
                 ents = [ENTITY[e] for e in entities]
-                tags_json = _dumps({
-                    "laterality": _laterality(regions), "regions": regions, "obs_entities": entities,
-                    "obs_entities_parents": sorted({p for e in ents for p in e.parents}),
-                    "obs_categories": sorted({c for e in ents for c in e.categories}),
-                    "obs_subcategories": sorted({c for e in ents for c in e.subcategories}),
-                    "certainty": "certain", "positiveness": "pos" if positive else "neg", "modifiers": []})[1:-1]
+                tags_json = _dumps(
+                    {
+                        "laterality": _laterality(regions),
+                        "regions": regions,
+                        "obs_entities": entities,
+                        "obs_entities_parents": sorted({p for e in ents for p in e.parents}),
+                        "obs_categories": sorted({c for e in ents for c in e.categories}),
+                        "obs_subcategories": sorted({c for e in ents for c in e.subcategories}),
+                        "certainty": "certain",
+                        "positiveness": "pos" if positive else "neg",
+                        "modifiers": [],
+                    }
+                )[1:-1]
                 self._template_tags[key] = tags_json
-            source = self._source(None, text, text[:-1], tags_json, key[0], False, self.quality_json, positive,
-                                  entities[0] if entities else None)
+            source = self._source(
+                None,
+                text,
+                text[:-1],
+                tags_json,
+                key[0],
+                False,
+                self.quality_json,
+                positive,
+                entities[0] if entities else None,
+            )
             self._templates[text] = source
         return source
 
@@ -1083,25 +1532,42 @@ class Study:
         regions = {}
         for name in self.mentioned_regions:
             loc = self.localized((name,)).by_image
-            regions[name] = {"region": name, "laterality": REGIONS[name][1], "localization": loc,
-                             "region_localization_quality": max(v["localization_quality"] for v in loc.values())}
+            regions[name] = {
+                "region": name,
+                "laterality": REGIONS[name][1],
+                "localization": loc,
+                "region_localization_quality": max(v["localization_quality"] for v in loc.values()),
+            }
         indication = self.indication
         if indication is not None:
             indication = {**indication, "answer_for_indication": restricted(indication["answer_for_indication"])}
-        relations = [{"region": REGIONS[r][0], "related_region": r, "relation_type": "sub_region"}
-                     for r in self.mentioned_regions if REGIONS[r][0] is not None]
-        relations += [{"region": r, "related_region": other, "relation_type": other.split()[0]}
-                      for r in self.mentioned_regions
-                      for other in [_counterpart(r)] if other and other in regions]
+        relations = [
+            {"region": REGIONS[r][0], "related_region": r, "relation_type": "sub_region"}
+            for r in self.mentioned_regions
+            if REGIONS[r][0] is not None
+        ]
+        relations += [
+            {"region": r, "related_region": other, "relation_type": other.split()[0]}
+            for r in self.mentioned_regions
+            for other in [_counterpart(r)]
+            if other and other in regions
+        ]
         img_quality = self.image_localization_quality()
-        return {"patient_id": self.patient_id, "study_id": self.study_id, "sentences": self.sentences,
-                "top_level_obs_ids": self.top_ids,
-                "observations": {k: restricted(v) for k, v in self.nodes.items()},
-                "indication": indication, "regions": {k: restricted(v) for k, v in regions.items()},
-                "located_at_relations": self.located_at, "obs_relations": self.obs_relations,
-                "obs_sent_relations": self.obs_sent, "region_region_relations": relations,
-                "study_quality": self.quality,
-                "study_img_localization_quality": {i: img_quality[i] for i in ids}}
+        return {
+            "patient_id": self.patient_id,
+            "study_id": self.study_id,
+            "sentences": self.sentences,
+            "top_level_obs_ids": self.top_ids,
+            "observations": {k: restricted(v) for k, v in self.nodes.items()},
+            "indication": indication,
+            "regions": {k: restricted(v) for k, v in regions.items()},
+            "located_at_relations": self.located_at,
+            "obs_relations": self.obs_relations,
+            "obs_sent_relations": self.obs_sent,
+            "region_region_relations": relations,
+            "study_quality": self.quality,
+            "study_img_localization_quality": {i: img_quality[i] for i in ids},
+        }
 
     def image_localization_quality(self) -> dict[str, int]:
         """Per image: the worst localization quality over the study's observations."""
@@ -1114,7 +1580,7 @@ class Study:
 def _counterpart(region: str) -> str | None:
     """The same region on the other side ("left lung" -> "right lung"), if it exists."""
     for a, b in (("left ", "right "), ("right ", "left ")):
-        if region.startswith(a) and (other := b + region[len(a):]) in REGIONS:
+        if region.startswith(a) and (other := b + region[len(a) :]) in REGIONS:
             return other
     return None
 
@@ -1130,8 +1596,9 @@ def _weighted_sample(rng: random.Random, entities: tuple[Entity, ...], k: int) -
     return chosen
 
 
-def _observation_text(entity: Entity, positive: bool, probability: str, regions: list[str],
-                      modifiers: dict) -> tuple[str, str]:
+def _observation_text(
+    entity: Entity, positive: bool, probability: str, regions: list[str], modifiers: dict
+) -> tuple[str, str]:
     """(name, summary_sentence) in the style of rewritten report sentences."""
     where = f" in the {regions[0]}" if regions and regions[0] != entity.regions[0] else ""
     if not positive:
@@ -1154,12 +1621,34 @@ _TEMPLATE_MEAN = {tid: total / _TOTAL_STUDIES for tid, _, total, _ in TEMPLATES}
 # ----------------------------------------------------------------------------------------------
 MAIN, DETAILS, RELATED = ANSWER_TYPES
 _P_RELATED = 0.85  # tuned with _P_CHILDREN so answers per question average ~2.16 (90.9M / 42.2M)
-_SUBJECT_KIND = {"B08": "subcat", "B09": "subcat", "B10": "subcat", "B11": "subcat", "B12": "device_subcat",
-                 "B13": "device_subcat", "C01": "region", "C02": "region", "C03": "region", "C04": "region",
-                 "C07": "region", "C08": "region", "D01": "finding", "D02": "finding", "D03": "finding",
-                 "D04": "finding", "D05": "device", "D06": "device", "D07": "device"}
-_VARIABLE_NAME = {"subcat": "subcategory", "device_subcat": "subcategory", "region": "region",
-                  "finding": "finding", "device": "device"}
+_SUBJECT_KIND = {
+    "B08": "subcat",
+    "B09": "subcat",
+    "B10": "subcat",
+    "B11": "subcat",
+    "B12": "device_subcat",
+    "B13": "device_subcat",
+    "C01": "region",
+    "C02": "region",
+    "C03": "region",
+    "C04": "region",
+    "C07": "region",
+    "C08": "region",
+    "D01": "finding",
+    "D02": "finding",
+    "D03": "finding",
+    "D04": "finding",
+    "D05": "device",
+    "D06": "device",
+    "D07": "device",
+}
+_VARIABLE_NAME = {
+    "subcat": "subcategory",
+    "device_subcat": "subcategory",
+    "region": "region",
+    "finding": "finding",
+    "device": "device",
+}
 
 
 def _template_scales(questions_per_study: float | None) -> tuple[float, float]:
@@ -1174,6 +1663,7 @@ def _template_scales(questions_per_study: float | None) -> tuple[float, float]:
 
 def _subject_orders(study: Study, rng: random.Random) -> dict[str, list[str]]:
     """Question subjects per kind: defaults first, then what the study mentions, then random picks."""
+
     def ordered(first, universe):
         first = list(dict.fromkeys(first))
         rest = [x for x in universe if x not in first]
@@ -1186,9 +1676,13 @@ def _subject_orders(study: Study, rng: random.Random) -> dict[str, list[str]]:
         "subcat": ordered([c for c in mentioned_subcats if c in FINDING_SUBCATS], FINDING_SUBCATS),
         "device_subcat": ordered([c for c in mentioned_subcats if c in DEVICE_SUBCATS], DEVICE_SUBCATS),
         "region": ordered([*DEFAULT_QUESTION_REGIONS, *study.mentioned_regions], tuple(REGIONS)),
-        "finding": ordered([*DEFAULT_QUESTION_FINDINGS, *(e for e in mentioned_entities if ENTITY[e].kind == "finding")],
-                           tuple(e.name for e in FINDINGS)),
-        "device": ordered([e for e in mentioned_entities if ENTITY[e].kind == "device"], tuple(e.name for e in DEVICES)),
+        "finding": ordered(
+            [*DEFAULT_QUESTION_FINDINGS, *(e for e in mentioned_entities if ENTITY[e].kind == "finding")],
+            tuple(e.name for e in FINDINGS),
+        ),
+        "device": ordered(
+            [e for e in mentioned_entities if ENTITY[e].kind == "device"], tuple(e.name for e in DEVICES)
+        ),
     }
 
 
@@ -1204,8 +1698,7 @@ def _describe(study: Study, hits: list[Source], no: str, regions: list[str], ent
     return [(s, MAIN) for s in hits] or [(study.template(no, regions, entities, False), MAIN)]
 
 
-def _related(study: Study, rng: random.Random, region: str | None, exclude: list, p: float,
-             same_region: bool) -> list:
+def _related(study: Study, rng: random.Random, region: str | None, exclude: list, p: float, same_region: bool) -> list:
     """Sometimes 1-2 related_information answers: observations in the parent / other-side region
     (and, for device and finding questions, other observations in the same region)."""
     if region is None or rng.random() >= p:
@@ -1232,8 +1725,14 @@ def plan_answers(study: Study, rng: random.Random, tid: str, subject: str | None
         entities = sorted({s.entity for s in pos})
         regions = sorted({r for s in pos for r in s.regions})
         if code == "B03":
-            return _yes_no(study, pos, "Yes, there are abnormal findings.", "No, there are no abnormal findings.",
-                           regions, entities)
+            return _yes_no(
+                study,
+                pos,
+                "Yes, there are abnormal findings.",
+                "No, there are no abnormal findings.",
+                regions,
+                entities,
+            )
         return _yes_no(study, pos, "No, the study is not normal.", "Yes, the study is normal.", regions, entities)
     if code in ("B08", "B09", "B10", "B11", "B12", "B13", "B15", "B16"):
         subcat = subject or "IMAGING_ARTIFACTS"
@@ -1247,13 +1746,23 @@ def plan_answers(study: Study, rng: random.Random, tid: str, subject: str | None
         if code == "B09":
             return _describe(study, abnormal, f"There are no abnormal {phrase}.", [], [])
         if code == "B11":
-            return _yes_no(study, abnormal, f"No, there are abnormal {phrase}.", f"Yes, the {phrase} are normal.",
-                           regions, entities)
+            return _yes_no(
+                study,
+                abnormal,
+                f"No, there are abnormal {phrase}.",
+                f"Yes, the {phrase} are normal.",
+                regions,
+                entities,
+            )
         return _yes_no(study, abnormal, f"Yes, there are {phrase}.", f"No, there are no {phrase}.", regions, entities)
     if code == "B14":
         views = " and ".join(dict.fromkeys(im.view_position or "unknown" for im in study.spec.images))
-        return [(study.template(f"The study consists of {len(study.image_ids)} image(s) ({views} view).", [], [],
-                                False), MAIN)]
+        return [
+            (
+                study.template(f"The study consists of {len(study.image_ids)} image(s) ({views} view).", [], [], False),
+                MAIN,
+            )
+        ]
     if code[0] == "C":
         assert subject is not None, f"{tid} is asked about a region"
         region = subject
@@ -1263,8 +1772,14 @@ def plan_answers(study: Study, rng: random.Random, tid: str, subject: str | None
             if code == "C07":
                 tops = _describe(study, devices, f"There are no devices in the {region}.", [region], [])
             else:
-                tops = _yes_no(study, devices, f"Yes, there are devices in the {region}.",
-                               f"No, there are no devices in the {region}.", [region], [])
+                tops = _yes_no(
+                    study,
+                    devices,
+                    f"Yes, there are devices in the {region}.",
+                    f"No, there are no devices in the {region}.",
+                    [region],
+                    [],
+                )
             return tops + _related(study, rng, region, tops, _P_RELATED, True)
         abnormal = [s for s in hits if s.positive]
         entities = sorted({s.entity for s in abnormal})
@@ -1273,11 +1788,18 @@ def plan_answers(study: Study, rng: random.Random, tid: str, subject: str | None
         elif code == "C02":
             tops = _describe(study, abnormal, f"There are no abnormalities in the {region}.", [region], [])
         elif code == "C03":
-            tops = _yes_no(study, abnormal, f"Yes, there are abnormalities in the {region}.",
-                           f"No, there is nothing abnormal in the {region}.", [region], entities)
+            tops = _yes_no(
+                study,
+                abnormal,
+                f"Yes, there are abnormalities in the {region}.",
+                f"No, there is nothing abnormal in the {region}.",
+                [region],
+                entities,
+            )
         else:
-            tops = _yes_no(study, abnormal, f"No, the {region} is not normal.", f"Yes, the {region} is normal.",
-                           [region], entities)
+            tops = _yes_no(
+                study, abnormal, f"No, the {region} is not normal.", f"Yes, the {region} is normal.", [region], entities
+            )
         return tops + _related(study, rng, region, tops, _P_RELATED, False)
     # D: findings and devices
     assert subject is not None, f"{tid} is asked about a finding or device"
@@ -1294,8 +1816,7 @@ def plan_answers(study: Study, rng: random.Random, tid: str, subject: str | None
         where = " and the ".join(regions) or "chest"
         tops = _yes_no(study, present, f"The {subject} is located in the {where}.", absent, regions, [subject])
     else:
-        tops = _yes_no(study, present, f"The {subject} is {_severity_of(study, present)}.", absent, regions,
-                       [subject])
+        tops = _yes_no(study, present, f"The {subject} is {_severity_of(study, present)}.", absent, regions, [subject])
     return tops + _related(study, rng, regions[0] if regions else None, tops, _P_RELATED, True)
 
 
@@ -1320,8 +1841,15 @@ def _timestamp(spec: StudySpec) -> datetime:
     """StudyDate + StudyTime (HHMMSS.fff with leading zeros lost, as MIMIC stores it)."""
     date, time = spec.study_date, spec.study_time
     seconds = time % 100
-    return datetime(date // 10000, date // 100 % 100, date % 100, int(time // 10000), int(time // 100 % 100),
-                    int(seconds), int(round((seconds - int(seconds)) * 1e6)) % 1_000_000)
+    return datetime(
+        date // 10000,
+        date // 100 % 100,
+        date % 100,
+        int(time // 10000),
+        int(time // 100 % 100),
+        int(seconds),
+        round((seconds - int(seconds)) * 1e6) % 1_000_000,
+    )
 
 
 def _nanoseconds(delta: timedelta) -> int:
@@ -1355,9 +1883,9 @@ class _StudyQuestions:
         self.add_question_image_rows = buffers["question_image"].rows.extend
         self.add_answer_row = buffers["answer"].rows.append
         self.add_answer_image_rows = buffers["answer_image"].rows.extend
-        self.full: list[str] = []                   # rendered questions, all images
-        self.frontal: list[tuple[int, str]] = []    # (grade, rendered question restricted to frontal images)
-        self.grades = [0] * (len(GRADES) + 1)       # questions per grade code, from UNRATED upwards
+        self.full: list[str] = []  # rendered questions, all images
+        self.frontal: list[tuple[int, str]] = []  # (grade, rendered question restricted to frontal images)
+        self.grades = [0] * (len(GRADES) + 1)  # questions per grade code, from UNRATED upwards
         self.n_answers = self.n_boxes = 0
         self._img_quality_json: dict[tuple, tuple[str, str]] = {}
 
@@ -1379,8 +1907,9 @@ class _StudyQuestions:
             self._img_quality_json[locq] = rendered
         return rendered
 
-    def add(self, tid: str, strategy: str, qtype: str, index: int, subject: str | None, question_json: str,
-            variables: str) -> None:
+    def add(
+        self, tid: str, strategy: str, qtype: str, index: int, subject: str | None, question_json: str, variables: str
+    ) -> None:
         """One question: grade, answers (rows + JSON, depth-first), question row and JSON."""
         study, choice = self.study, self.rng.choice
         qid = f"{tid}_{index:03d}"  # template + per-study index, reused across studies (datasets.md)
@@ -1421,18 +1950,23 @@ class _StudyQuestions:
         template_answers = not all(s.from_report for s in used)
         locq = tuple(map(min, *(s.locq for s in used))) if len(used) > 1 else tuple(used[0].locq)
         img_quality, img_quality_frontal = self._img_quality(locq)
-        opening = (f'{{"question_id":"{qid}","question_type":"{qtype}","question_strategy":"{strategy}",'
-                   f'"variables":{variables},"obs_ids":[{",".join([s.obs_ref for s in used if s.obs_ref])}],'
-                   f'"contains_report_answers":{"true" if report_answers else "false"},'
-                   f'"contains_template_answers":{"true" if template_answers else "false"},'
-                   f'"extraction_quality":{study.quality_json},"question_img_localization_quality":')
+        opening = (
+            f'{{"question_id":"{qid}","question_type":"{qtype}","question_strategy":"{strategy}",'
+            f'"variables":{variables},"obs_ids":[{",".join([s.obs_ref for s in used if s.obs_ref])}],'
+            f'"contains_report_answers":{"true" if report_answers else "false"},'
+            f'"contains_template_answers":{"true" if template_answers else "false"},'
+            f'"extraction_quality":{study.quality_json},"question_img_localization_quality":'
+        )
         closing = f',"question":{question_json},"answers":['
         ending = f'],"question_quality":{question_quality[0]}}}'
         self.full.append(f'{opening}{img_quality}{closing}{",".join([a[0] for a in answers])}{ending}')
         if frontal:
-            self.frontal.append((grade, f'{opening}{img_quality_frontal}{closing}{",".join([a[1] for a in answers])}{ending}'))
-        self.add_question_row((qid, qtype, strategy, report_answers, template_answers, len(used), grade,
-                               *question_quality[1:], tier))
+            self.frontal.append(
+                (grade, f'{opening}{img_quality_frontal}{closing}{",".join([a[1] for a in answers])}{ending}')
+            )
+        self.add_question_row(
+            (qid, qtype, strategy, report_answers, template_answers, len(used), grade, *question_quality[1:], tier)
+        )
         self.add_question_image_rows(zip(repeat_qid, image_ids, locq, tiers))
         self.grades[grade + 1] += 1
         self.n_answers += len(used)
@@ -1442,9 +1976,19 @@ class _StudyQuestions:
 class _Generator:
     """Streams one full sample: zips, metadata levels, exports, and the truth counts."""
 
-    def __init__(self, out_dir: Path, cohort: list[StudySpec], *, seed: int, questions_per_study: float | None,
-                 exports: bool, member_prefix: bool, corrupt_member: str | None, evil_member: bool,
-                 progress: Callable[[int, int], None] | None):
+    def __init__(
+        self,
+        out_dir: Path,
+        cohort: list[StudySpec],
+        *,
+        seed: int,
+        questions_per_study: float | None,
+        exports: bool,
+        member_prefix: bool,
+        corrupt_member: str | None,
+        evil_member: bool,
+        progress: Callable[[int, int], None] | None,
+    ):
         self.out_dir, self.cohort, self.seed, self.exports = out_dir, cohort, seed, exports
         self.progress, self.evil_member = progress, evil_member
         self.corrupt_member = None if corrupt_member is None else "s" + str(corrupt_member).lstrip("s")
@@ -1454,8 +1998,11 @@ class _Generator:
         qa_prefix, graph_prefix = ("qa/", "scene_data/") if member_prefix else ("", "")
         archives = {"qa": ("qa.zip", qa_prefix), "scene": ("scene_data.zip", graph_prefix)}
         # [U] export zips: members prefixed by their own archive name, like the main zips
-        self.export_archives = {min_grade: (f"{rel}/qa.zip", f"{rel}/scene_graph.zip")
-                                for rel, min_grade in _EXPORT_ARCHIVES} if exports else {}
+        self.export_archives = (
+            {min_grade: (f"{rel}/qa.zip", f"{rel}/scene_graph.zip") for rel, min_grade in _EXPORT_ARCHIVES}
+            if exports
+            else {}
+        )
         for qa_rel, graph_rel in self.export_archives.values():
             archives[qa_rel] = (qa_rel, qa_prefix)
             archives[graph_rel] = (graph_rel, "scene_graph/" if member_prefix else "")
@@ -1494,16 +2041,23 @@ class _Generator:
     def _finish(self) -> None:
         """Flush every buffer, close files, then derive the q1M subsets from the written exports."""
         if self.evil_member:  # planted defect: a path-traversal member name
-            self.writer.zip_member("qa", "../../evil.qa.json", _dumps(
-                {"patient_id": "p00000000", "study_id": "s00000000", "questions": []}).encode())
+            self.writer.zip_member(
+                "qa",
+                "../../evil.qa.json",
+                _dumps({"patient_id": "p00000000", "study_id": "s00000000", "questions": []}).encode(),
+            )
         for level, buffer in self.buffers.items():
             self.writer.rows(level, *buffer.take())
         self.rows_written, self.answer_counts = self.writer.close()
         self.sample_counts = {}
         if self.exports:
             rng = random.Random(f"mimic-qba-q1M:{self.seed}")
-            sources = {"exports/A_frontal/metadata": _A, "exports/A_frontal/metadata/Ap": _AP,
-                       "exports/A_frontal/metadata/App": _APP, "exports/B_frontal/metadata": _B}
+            sources = {
+                "exports/A_frontal/metadata": _A,
+                "exports/A_frontal/metadata/Ap": _AP,
+                "exports/A_frontal/metadata/App": _APP,
+                "exports/B_frontal/metadata": _B,
+            }
             for subset, source in _Q1M_SUBSETS:
                 n = sum(c for tier, c in self.tier_questions.items() if tier >= sources[source])
                 self.sample_counts[subset] = _write_question_sample(self.out_dir, subset, source, n, rng)
@@ -1601,8 +2155,15 @@ class _Generator:
             self._texts[key] = texts
         return texts
 
-    def _write_study_files(self, study: Study, qa_full: list[str], qa_front: list[tuple[int, str]],
-                           since_first: int, since_prev: int | None, tier: int) -> None:
+    def _write_study_files(
+        self,
+        study: Study,
+        qa_full: list[str],
+        qa_front: list[tuple[int, str]],
+        since_first: int,
+        since_prev: int | None,
+        tier: int,
+    ) -> None:
         """Zip members (main and exports) plus the study and image metadata rows."""
         pid, sid, spec = study.patient_id, study.study_id, study.spec
         path = _study_path(pid, sid)
@@ -1610,11 +2171,17 @@ class _Generator:
             self.positiveness[node["positiveness"]] += 1
         procedure = _procedure(spec)
         # [U] sxxxxxxxx.metadata.json: the study row as nested JSON, timedeltas as pandas strings
-        metadata_doc = _dumps({"patient_id": pid, "study_id": sid, "quality": study.quality,
-                               "num_observations": len(study.nodes), "procedure": procedure,
-                               "timestamp_since_first": str(pd.Timedelta(since_first)),
-                               "timespan_since_prev": None if since_prev is None else str(pd.Timedelta(since_prev))
-                               }).encode()
+        metadata_doc = _dumps(
+            {
+                "patient_id": pid,
+                "study_id": sid,
+                "quality": study.quality,
+                "num_observations": len(study.nodes),
+                "procedure": procedure,
+                "timestamp_since_first": str(pd.Timedelta(since_first)),
+                "timespan_since_prev": None if since_prev is None else str(pd.Timedelta(since_prev)),
+            }
+        ).encode()
         self.writer.zip_member("scene", f"{path}.scene_graph.json", _dumps(study.scene_graph()).encode())
         self.writer.zip_member("scene", f"{path}.metadata.json", metadata_doc)
         qa = f'{{"patient_id":"{pid}","study_id":"{sid}","questions":[{",".join(qa_full)}]}}'.encode()
@@ -1629,16 +2196,31 @@ class _Generator:
             frontal_graph = frontal_graph or _dumps(study.scene_graph(study.frontal_idx)).encode()
             self.writer.zip_member(graph_zip, f"{path}.scene_graph.json", frontal_graph)
             self.writer.zip_member(graph_zip, f"{path}.metadata.json", metadata_doc)
-            self.writer.zip_member(qa_zip, f"{path}.qa.json",
-                                   f'{{"patient_id":"{pid}","study_id":"{sid}","questions":[{",".join(chosen)}]}}'.encode())
+            self.writer.zip_member(
+                qa_zip,
+                f"{path}.qa.json",
+                f'{{"patient_id":"{pid}","study_id":"{sid}","questions":[{",".join(chosen)}]}}'.encode(),
+            )
             self.export_studies[min_grade] += 1
-        self.buffers["study"].rows.append((pid, sid, *study.quality.values(), len(study.nodes), procedure,
-                                         since_first, since_prev, tier))
+        self.buffers["study"].rows.append(
+            (pid, sid, *study.quality.values(), len(study.nodes), procedure, since_first, since_prev, tier)
+        )
         image_quality = study.image_localization_quality()
         for image, frontal in zip(spec.images, study.frontal):
             orientation = "" if not image.view_position else "Recumbent" if image.view_position == "AP" else "Erect"
-            self.buffers["image"].rows.append((pid, sid, image.dicom_id, image.view_position, orientation, image.columns,
-                                             image.rows, image_quality[image.dicom_id], tier if frontal else _EXCLUDED))
+            self.buffers["image"].rows.append(
+                (
+                    pid,
+                    sid,
+                    image.dicom_id,
+                    image.view_position,
+                    orientation,
+                    image.columns,
+                    image.rows,
+                    image_quality[image.dicom_id],
+                    tier if frontal else _EXCLUDED,
+                )
+            )
         self.n_images += len(spec.images)
 
     def _truth(self, n_patients: int) -> dict:
@@ -1647,18 +2229,27 @@ class _Generator:
         by_grade["unrated"] = self.grade_questions[0]
         exports: dict[str, dict[str, object]] = {}
         truth = {
-            "studies": len(self.cohort), "patients": n_patients, "images": self.n_images,
-            "questions": {"total": self.n_questions,
-                          "by_split": {split: self.split_questions.get(split, 0) for split in MIMIC_SPLITS},
-                          "by_type": dict(sorted(self.type_questions.items())), "by_grade": by_grade},
-            "sub_answers": {"total": self.n_answers,
-                            "by_level": {str(level): n for level, n in sorted(self.answer_counts["answer.answer_level"].items())},
-                            "by_type": {t: self.answer_counts["answer.answer_type"].get(t, 0) for t in ANSWER_TYPES}},
+            "studies": len(self.cohort),
+            "patients": n_patients,
+            "images": self.n_images,
+            "questions": {
+                "total": self.n_questions,
+                "by_split": {split: self.split_questions.get(split, 0) for split in MIMIC_SPLITS},
+                "by_type": dict(sorted(self.type_questions.items())),
+                "by_grade": by_grade,
+            },
+            "sub_answers": {
+                "total": self.n_answers,
+                "by_level": {str(level): n for level, n in sorted(self.answer_counts["answer.answer_level"].items())},
+                "by_type": {t: self.answer_counts["answer.answer_type"].get(t, 0) for t in ANSWER_TYPES},
+            },
             "answer_boxes": self.n_boxes,
             "fine_tuning_questions": sum(n for tier, n in self.tier_questions.items() if tier >= _A),
             "pre_training_questions": sum(n for tier, n in self.tier_questions.items() if tier >= _B),
-            "observations": {"total": sum(self.positiveness.values()),
-                             "by_positiveness": {p: self.positiveness.get(p, 0) for p in ("pos", "neg")}},
+            "observations": {
+                "total": sum(self.positiveness.values()),
+                "by_positiveness": {p: self.positiveness.get(p, 0) for p in ("pos", "neg")},
+            },
             "metadata_rows": self.rows_written["metadata"],
             "exports": exports,
         }
@@ -1666,7 +2257,8 @@ class _Generator:
             for rel, min_grade in _EXPORT_ARCHIVES:
                 exports[rel.split("/")[-1]] = {
                     "studies": self.export_studies[min_grade],
-                    "rows": self.rows_written[f"{rel}/metadata"]}
+                    "rows": self.rows_written[f"{rel}/metadata"],
+                }
             for rel, _ in _EXPORT_METADATA[1:3]:
                 exports[rel.split("/", 1)[1]] = {"questions": self.rows_written[rel]["question"]}
             for subset, n in self.sample_counts.items():
@@ -1707,10 +2299,19 @@ def dataset_info() -> dict:
     }
 
 
-def write_samples(out_dir: Path, *, cohort: list[StudySpec] | None = None, patients: int = 20, seed: int = 0,
-                  questions_per_study: int | None = None, progress: Callable[[int, int], None] | None = None,
-                  exports: bool = True, member_prefix: bool = True, corrupt_member: str | None = None,
-                  evil_member: bool = False) -> dict:
+def write_samples(
+    out_dir: Path,
+    *,
+    cohort: list[StudySpec] | None = None,
+    patients: int = 20,
+    seed: int = 0,
+    questions_per_study: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    exports: bool = True,
+    member_prefix: bool = True,
+    corrupt_member: str | None = None,
+    evil_member: bool = False,
+) -> dict:
     """Write a MIMIC-Ext-CXR-QBA-shaped sample under out_dir and return its truth counts.
 
     cohort defaults to the shared MIMIC plan (plan_mimic_cohort(patients, seed)).
@@ -1727,7 +2328,15 @@ def write_samples(out_dir: Path, *, cohort: list[StudySpec] | None = None, patie
     for rel in ["metadata"] + ([f"{rel}/metadata" for rel, _ in _EXPORT_ARCHIVES] if exports else []):
         (out_dir / rel).mkdir(parents=True, exist_ok=True)
         (out_dir / rel / "dataset_info.json").write_text(info)
-    generator = _Generator(out_dir, cohort, seed=seed, questions_per_study=questions_per_study, exports=exports,
-                           member_prefix=member_prefix, corrupt_member=corrupt_member, evil_member=evil_member,
-                           progress=progress)
+    generator = _Generator(
+        out_dir,
+        cohort,
+        seed=seed,
+        questions_per_study=questions_per_study,
+        exports=exports,
+        member_prefix=member_prefix,
+        corrupt_member=corrupt_member,
+        evil_member=evil_member,
+        progress=progress,
+    )
     return generator.run()

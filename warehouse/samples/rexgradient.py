@@ -11,6 +11,7 @@ Images are not shipped; ImagePath entries point at where `deid_png/` would be ex
 Value shapes follow docs/datasets.md section 1; where it marks a fact [U] the choice is commented here.
 Report lengths and demographics follow the paper's Tables 1 and 2.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,9 +25,21 @@ SPLITS = ("train", "valid", "test")
 UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's generate_uid root, as seen in real keys
 SECTIONS = ("Indication", "Comparison", "Findings", "Impression")
 CSV_COLUMNS = (
-    "id", "StudyDate", "PatientID", "AccessionNumber", "StudyInstanceUid", "PatientSex", "PatientAge",
-    "EthnicGroup", "PatientWeight", "InstitutionName", "Manufacturer",
-    "Indication", "Comparison", "Findings", "Impression",
+    "id",
+    "StudyDate",
+    "PatientID",
+    "AccessionNumber",
+    "StudyInstanceUid",
+    "PatientSex",
+    "PatientAge",
+    "EthnicGroup",
+    "PatientWeight",
+    "InstitutionName",
+    "Manufacturer",
+    "Indication",
+    "Comparison",
+    "Findings",
+    "Impression",
 )
 IMAGE_FIELDS = ("ImagePath", "ImageModality", "ImageShape", "ImageBodyPart")
 SEX_VALUES = ("M", "F", "O", "")
@@ -44,17 +57,36 @@ _IMAGES_PER_STUDY = ((1, 2, 3, 4), (40, 51, 7, 2))
 # View positions: the messy real vocabulary (V-3p list in docs/datasets.md). UNKNOWN is ~12 % of train images.
 # None is written as JSON null [U]: the third-party list shows "None", most plausibly str() of a null.
 _FRONTAL_VIEWS = (
-    ("PA", 38), ("AP", 30), ("UNKNOWN", 12), ("POSTERO_ANTERIOR", 6), ("ANTERO_POSTERIOR", 4),
-    ("ERECT", 1.5), ("SUPINE", 1.5), ("AP AXIAL", 0.6), ("N/A", 0.8), (None, 0.8), ("OTHER", 0.3),
-    ("PICC LINE", 0.2), ("KUB", 0.1),
+    ("PA", 38),
+    ("AP", 30),
+    ("UNKNOWN", 12),
+    ("POSTERO_ANTERIOR", 6),
+    ("ANTERO_POSTERIOR", 4),
+    ("ERECT", 1.5),
+    ("SUPINE", 1.5),
+    ("AP AXIAL", 0.6),
+    ("N/A", 0.8),
+    (None, 0.8),
+    ("OTHER", 0.3),
+    ("PICC LINE", 0.2),
+    ("KUB", 0.1),
 )
 _LATERAL_VIEWS = (
-    ("LATERAL", 70), ("UNKNOWN", 12), ("LL", 8), ("LAT", 5), ("DECUBITUS", 1.5), ("OBLIQUE", 1.2),
-    ("RAO", 0.3), ("LAO", 0.3), ("RPO", 0.2), ("LPO", 0.2), ("N/A", 0.5), (None, 0.5),
+    ("LATERAL", 70),
+    ("UNKNOWN", 12),
+    ("LL", 8),
+    ("LAT", 5),
+    ("DECUBITUS", 1.5),
+    ("OBLIQUE", 1.2),
+    ("RAO", 0.3),
+    ("LAO", 0.3),
+    ("RPO", 0.2),
+    ("LPO", 0.2),
+    ("N/A", 0.5),
+    (None, 0.5),
 )
 # [U] ImageShape: original DICOM [Rows, Columns] as two ints (the PNGs are 25 % of this).
-_FRONTAL_SHAPES = ((2500, 2048), (3000, 2500), (2140, 1760), (2336, 2836), (3032, 2520), (2022, 2022),
-                   (2688, 2208))
+_FRONTAL_SHAPES = ((2500, 2048), (3000, 2500), (2140, 1760), (2336, 2836), (3032, 2520), (2022, 2022), (2688, 2208))
 _LATERAL_SHAPES = ((2500, 2048), (2836, 2336), (3000, 2500), (2140, 1760), (2208, 2688))
 # [U] ImageBodyPart: DICOM BodyPartExamined, mostly CHEST with the usual stray spellings.
 _BODY_PARTS = (("CHEST", 90), ("", 4), ("THORAX", 3), ("PORT CHEST", 2), ("CHEST_LAT", 1))
@@ -74,86 +106,186 @@ _SITES = (
     ("Riverside Urgent Care", "Carestream Health", "CR"),
 )
 # [U] EthnicGroup: DICOM (0010,2160), free text and usually blank; constant per patient.
-_ETHNIC_GROUPS = (("", 74), ("WHITE", 9), ("BLACK", 5), ("HISPANIC", 4), ("W", 2), ("B", 1),
-                  ("ASIAN", 1.5), ("OTHER", 1.5), ("UNKNOWN", 2))
+_ETHNIC_GROUPS = (
+    ("", 74),
+    ("WHITE", 9),
+    ("BLACK", 5),
+    ("HISPANIC", 4),
+    ("W", 2),
+    ("B", 1),
+    ("ASIAN", 1.5),
+    ("OTHER", 1.5),
+    ("UNKNOWN", 2),
+)
 
 _INDICATIONS = (
-    "Cough.", "Shortness of breath.", "Chest pain, rule out acute process.", "Cough and fever for 3 days.",
-    "Chest pain, shortness of breath.", "Pre-operative evaluation.", "Follow-up of right lower lobe pneumonia.",
-    "Evaluate endotracheal tube placement.", "History of CHF, increasing dyspnea.",
-    "Fall with left-sided chest wall pain.", "Hypoxia, rule out pneumonia.",
-    "Post-procedure evaluation for pneumothorax after central line placement.", "Abnormal breath sounds.",
-    "Wheezing, history of asthma.", 'Fever and tachycardia; evaluate for "infiltrate".',
-    "Tuberculosis screening.", "Motor vehicle collision, chest trauma.", "Sickle cell disease with chest pain.",
-    "Generalized weakness, evaluate for infection.", "Productive cough in a smoker.",
+    "Cough.",
+    "Shortness of breath.",
+    "Chest pain, rule out acute process.",
+    "Cough and fever for 3 days.",
+    "Chest pain, shortness of breath.",
+    "Pre-operative evaluation.",
+    "Follow-up of right lower lobe pneumonia.",
+    "Evaluate endotracheal tube placement.",
+    "History of CHF, increasing dyspnea.",
+    "Fall with left-sided chest wall pain.",
+    "Hypoxia, rule out pneumonia.",
+    "Post-procedure evaluation for pneumothorax after central line placement.",
+    "Abnormal breath sounds.",
+    "Wheezing, history of asthma.",
+    'Fever and tachycardia; evaluate for "infiltrate".',
+    "Tuberculosis screening.",
+    "Motor vehicle collision, chest trauma.",
+    "Sickle cell disease with chest pain.",
+    "Generalized weakness, evaluate for infection.",
+    "Productive cough in a smoker.",
     "Rule out aspiration after witnessed vomiting.",
-    "PICC line placement.", "Worsening shortness of breath and bilateral lower extremity edema.",
-    "Cough, congestion and low-grade fever.", "Status post left chest tube removal.",
-    "Persistent cough for 2 weeks, evaluate for pneumonia.", "History of lung cancer, follow-up imaging.",
-    "Chest pain radiating to the left arm.", "Evaluate for pulmonary edema in patient with renal failure.",
+    "PICC line placement.",
+    "Worsening shortness of breath and bilateral lower extremity edema.",
+    "Cough, congestion and low-grade fever.",
+    "Status post left chest tube removal.",
+    "Persistent cough for 2 weeks, evaluate for pneumonia.",
+    "History of lung cancer, follow-up imaging.",
+    "Chest pain radiating to the left arm.",
+    "Evaluate for pulmonary edema in patient with renal failure.",
     "Dyspnea on exertion.",
 )
 _COMPARISON_TEMPLATES = (
-    "Chest radiograph from {date}.", "Prior study dated {date}.", "CT chest {date}.", "{date}",
-    "Radiographs of the chest from 2 days prior.", "Same-day CT abdomen and pelvis.",
-    "Multiple prior chest radiographs, most recent {date}.", "Chest x-ray {date}",
+    "Chest radiograph from {date}.",
+    "Prior study dated {date}.",
+    "CT chest {date}.",
+    "{date}",
+    "Radiographs of the chest from 2 days prior.",
+    "Same-day CT abdomen and pelvis.",
+    "Multiple prior chest radiographs, most recent {date}.",
+    "Chest x-ray {date}",
 )
 _NORMAL_FINDINGS = {
-    "lungs": ("The lungs are clear.", "Lungs are clear bilaterally without focal consolidation.",
-              "No focal airspace consolidation.", "The lungs are well expanded and clear."),
-    "pleura": ("No pleural effusion or pneumothorax.", "There is no pleural effusion or pneumothorax.",
-               "No pneumothorax or large pleural effusion."),
-    "heart": ("The cardiomediastinal silhouette is within normal limits.", "Heart size is normal.",
-              "Normal cardiac and mediastinal contours.", "The heart and mediastinum are unremarkable."),
-    "bones": ("No acute osseous abnormality.", "The visualized osseous structures are unremarkable.",
-              "Mild degenerative changes of the thoracic spine.", "No acute fracture is identified."),
+    "lungs": (
+        "The lungs are clear.",
+        "Lungs are clear bilaterally without focal consolidation.",
+        "No focal airspace consolidation.",
+        "The lungs are well expanded and clear.",
+    ),
+    "pleura": (
+        "No pleural effusion or pneumothorax.",
+        "There is no pleural effusion or pneumothorax.",
+        "No pneumothorax or large pleural effusion.",
+    ),
+    "heart": (
+        "The cardiomediastinal silhouette is within normal limits.",
+        "Heart size is normal.",
+        "Normal cardiac and mediastinal contours.",
+        "The heart and mediastinum are unremarkable.",
+    ),
+    "bones": (
+        "No acute osseous abnormality.",
+        "The visualized osseous structures are unremarkable.",
+        "Mild degenerative changes of the thoracic spine.",
+        "No acute fracture is identified.",
+    ),
 }
 _EXTRA_FINDINGS = (
-    "Pulmonary vascularity is within normal limits.", "The upper abdomen is unremarkable.",
-    "Surgical clips project over the right upper quadrant.", "Soft tissues are unremarkable.",
+    "Pulmonary vascularity is within normal limits.",
+    "The upper abdomen is unremarkable.",
+    "Surgical clips project over the right upper quadrant.",
+    "Soft tissues are unremarkable.",
 )
 # (topic, findings sentence, impression sentence); the structured-report headers group by topic.
 _CONDITIONS = (
-    ("lungs", "Patchy airspace opacity in the right lower lobe, concerning for pneumonia.",
-     "Right lower lobe airspace opacity, concerning for pneumonia in the appropriate clinical setting."),
-    ("lungs", "Streaky bibasilar opacities, likely atelectasis.",
-     "Bibasilar opacities, most likely atelectasis, although early infection is not excluded."),
-    ("lungs", "Diffuse interstitial markings with Kerley B lines, consistent with mild interstitial edema.",
-     "Mild interstitial pulmonary edema, slightly increased compared to the prior exam."),
-    ("lungs", "A 1.4 × 1.1 cm nodular opacity projects over the left upper lobe.",
-     "Left upper lobe nodular opacity; CT chest is recommended for further characterization."),
-    ("lungs", "The lungs are hyperinflated with flattening of the hemidiaphragms, compatible with COPD.",
-     "Hyperinflation consistent with COPD, without superimposed acute process."),
-    ("lungs", "Peribronchial thickening without focal consolidation.",
-     "Peribronchial thickening, which can be seen with viral illness or reactive airway disease."),
-    ("pleura", "Small left pleural effusion with blunting of the costophrenic angle. No pneumothorax.",
-     "Small left pleural effusion with adjacent atelectasis."),
-    ("pleura", "Small right apical pneumothorax measuring approximately 1.5 cm. No pleural effusion.",
-     "Small right apical pneumothorax. Findings were communicated to the ordering provider."),
-    ("heart", "The cardiac silhouette is enlarged. Mediastinal contours are stable.",
-     "Stable cardiomegaly without pulmonary edema."),
-    ("heart", "Tortuous and calcified thoracic aorta. Heart size is upper normal.",
-     "Aortic atherosclerosis. No acute cardiopulmonary abnormality."),
-    ("devices", "Endotracheal tube tip terminates 4.5 cm above the carina. Enteric tube courses below the "
-                "diaphragm with tip out of the field of view.",
-     "Endotracheal and enteric tubes in satisfactory position."),
-    ("devices", "Left chest wall dual-lead pacemaker with leads in the right atrium and right ventricle.",
-     "Stable appearance of the cardiac pacemaker, no acute cardiopulmonary process."),
-    ("devices", "Right internal jugular central venous catheter with tip in the mid SVC.",
-     "Right IJ catheter tip in the mid SVC. No pneumothorax."),
-    ("bones", "Acute-appearing fracture of the left lateral 6th rib, without displacement.",
-     "Acute nondisplaced left 6th rib fracture. No pneumothorax."),
-    ("bones", "Postsurgical changes of median sternotomy with intact sternal wires.",
-     "Postoperative changes of median sternotomy, otherwise no acute findings."),
+    (
+        "lungs",
+        "Patchy airspace opacity in the right lower lobe, concerning for pneumonia.",
+        "Right lower lobe airspace opacity, concerning for pneumonia in the appropriate clinical setting.",
+    ),
+    (
+        "lungs",
+        "Streaky bibasilar opacities, likely atelectasis.",
+        "Bibasilar opacities, most likely atelectasis, although early infection is not excluded.",
+    ),
+    (
+        "lungs",
+        "Diffuse interstitial markings with Kerley B lines, consistent with mild interstitial edema.",
+        "Mild interstitial pulmonary edema, slightly increased compared to the prior exam.",
+    ),
+    (
+        "lungs",
+        "A 1.4 × 1.1 cm nodular opacity projects over the left upper lobe.",
+        "Left upper lobe nodular opacity; CT chest is recommended for further characterization.",
+    ),
+    (
+        "lungs",
+        "The lungs are hyperinflated with flattening of the hemidiaphragms, compatible with COPD.",
+        "Hyperinflation consistent with COPD, without superimposed acute process.",
+    ),
+    (
+        "lungs",
+        "Peribronchial thickening without focal consolidation.",
+        "Peribronchial thickening, which can be seen with viral illness or reactive airway disease.",
+    ),
+    (
+        "pleura",
+        "Small left pleural effusion with blunting of the costophrenic angle. No pneumothorax.",
+        "Small left pleural effusion with adjacent atelectasis.",
+    ),
+    (
+        "pleura",
+        "Small right apical pneumothorax measuring approximately 1.5 cm. No pleural effusion.",
+        "Small right apical pneumothorax. Findings were communicated to the ordering provider.",
+    ),
+    (
+        "heart",
+        "The cardiac silhouette is enlarged. Mediastinal contours are stable.",
+        "Stable cardiomegaly without pulmonary edema.",
+    ),
+    (
+        "heart",
+        "Tortuous and calcified thoracic aorta. Heart size is upper normal.",
+        "Aortic atherosclerosis. No acute cardiopulmonary abnormality.",
+    ),
+    (
+        "devices",
+        "Endotracheal tube tip terminates 4.5 cm above the carina. Enteric tube courses below the "
+        "diaphragm with tip out of the field of view.",
+        "Endotracheal and enteric tubes in satisfactory position.",
+    ),
+    (
+        "devices",
+        "Left chest wall dual-lead pacemaker with leads in the right atrium and right ventricle.",
+        "Stable appearance of the cardiac pacemaker, no acute cardiopulmonary process.",
+    ),
+    (
+        "devices",
+        "Right internal jugular central venous catheter with tip in the mid SVC.",
+        "Right IJ catheter tip in the mid SVC. No pneumothorax.",
+    ),
+    (
+        "bones",
+        "Acute-appearing fracture of the left lateral 6th rib, without displacement.",
+        "Acute nondisplaced left 6th rib fracture. No pneumothorax.",
+    ),
+    (
+        "bones",
+        "Postsurgical changes of median sternotomy with intact sternal wires.",
+        "Postoperative changes of median sternotomy, otherwise no acute findings.",
+    ),
 )
 _NORMAL_IMPRESSIONS = (
-    "No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality.",
-    "No radiographic evidence of acute cardiopulmonary disease.", "Normal chest radiograph.",
+    "No acute cardiopulmonary process.",
+    "No acute cardiopulmonary abnormality.",
+    "No radiographic evidence of acute cardiopulmonary disease.",
+    "Normal chest radiograph.",
     "No acute cardiopulmonary findings. Stable appearance of the chest compared to prior.",
 )
 _TOPIC_ORDER = ("devices", "lungs", "pleura", "heart", "bones")
-_STRUCTURED_HEADERS = {"devices": "Lines/tubes", "lungs": "Lungs", "pleura": "Pleura",
-                       "heart": "Heart and mediastinum", "bones": "Bones", "other": "Other"}
+_STRUCTURED_HEADERS = {
+    "devices": "Lines/tubes",
+    "lungs": "Lungs",
+    "pleura": "Pleura",
+    "heart": "Heart and mediastinum",
+    "bones": "Bones",
+    "other": "Other",
+}
 
 
 def write_samples(out_dir: Path, *, patients: int = 60, seed: int = 0) -> dict:
@@ -197,7 +329,7 @@ def _uid(rng: random.Random) -> str:
     digits = str(rng.getrandbits(512))
     while len(digits) < 38:
         digits = str(rng.getrandbits(512))
-    return UID_ROOT + digits[:64 - len(UID_ROOT)]
+    return UID_ROOT + digits[: 64 - len(UID_ROOT)]
 
 
 def _weighted(rng: random.Random, pairs: tuple) -> object:
@@ -278,15 +410,19 @@ def _images(rng: random.Random, study: dict, *, modality: str) -> list[dict]:
         lateral = index == 1 or (index > 1 and rng.random() < 0.3)
         if not series_uid or rng.random() < 0.8:
             series_uid = _uid(rng)
-        path = (f"../deid_png/{study['PatientID']}/{study['AccessionNumber']}/studies/"
-                f"{study['StudyInstanceUid']}/series/{series_uid}/instances/{_uid(rng)}.png")
-        images.append({
-            "ImagePath": path,
-            "ImageModality": modality,
-            "ImageShape": list(rng.choice(_LATERAL_SHAPES if lateral else _FRONTAL_SHAPES)),
-            "ImageBodyPart": _weighted(rng, _BODY_PARTS),
-            "ImageViewPosition": _weighted(rng, _LATERAL_VIEWS if lateral else _FRONTAL_VIEWS),
-        })
+        path = (
+            f"../deid_png/{study['PatientID']}/{study['AccessionNumber']}/studies/"
+            f"{study['StudyInstanceUid']}/series/{series_uid}/instances/{_uid(rng)}.png"
+        )
+        images.append(
+            {
+                "ImagePath": path,
+                "ImageModality": modality,
+                "ImageShape": list(rng.choice(_LATERAL_SHAPES if lateral else _FRONTAL_SHAPES)),
+                "ImageBodyPart": _weighted(rng, _BODY_PARTS),
+                "ImageViewPosition": _weighted(rng, _LATERAL_VIEWS if lateral else _FRONTAL_VIEWS),
+            }
+        )
     return images
 
 
@@ -412,28 +548,33 @@ def _write_bboxes(path: Path, rng: random.Random, studies: list[dict]) -> int:
         results = []
         for _ in range(rng.randint(1, 3)):
             x, y = rng.uniform(5, 60), rng.uniform(10, 60)
-            results.append({
-                "id": "".join(rng.choices(string.ascii_letters + string.digits, k=10)),
-                "type": "rectanglelabels",
-                "from_name": "label",
-                "to_name": "image",
-                "original_width": columns // 4,
-                "original_height": rows // 4,
-                "image_rotation": 0,
-                "value": {
-                    "x": round(x, 4), "y": round(y, 4),
-                    "width": round(rng.uniform(8, min(40, 95 - x)), 4),
-                    "height": round(rng.uniform(8, min(35, 95 - y)), 4),
-                    "rotation": 0,
-                    "rectanglelabels": ["Interstitial Pattern"],
-                },
-            })
+            results.append(
+                {
+                    "id": "".join(rng.choices(string.ascii_letters + string.digits, k=10)),
+                    "type": "rectanglelabels",
+                    "from_name": "label",
+                    "to_name": "image",
+                    "original_width": columns // 4,
+                    "original_height": rows // 4,
+                    "image_rotation": 0,
+                    "value": {
+                        "x": round(x, 4),
+                        "y": round(y, 4),
+                        "width": round(rng.uniform(8, min(40, 95 - x)), 4),
+                        "height": round(rng.uniform(8, min(35, 95 - y)), 4),
+                        "rotation": 0,
+                        "rectanglelabels": ["Interstitial Pattern"],
+                    },
+                }
+            )
         n_boxes += len(results)
-        tasks.append({
-            "id": task_id,
-            "data": {"image": image["ImagePath"], "study_id": _study_key(study)},
-            "annotations": [{"id": task_id, "result": results}],
-        })
+        tasks.append(
+            {
+                "id": task_id,
+                "data": {"image": image["ImagePath"], "study_id": _study_key(study)},
+                "annotations": [{"id": task_id, "result": results}],
+            }
+        )
     with path.open("w", encoding="utf-8", newline="") as handle:
         json.dump(tasks, handle, ensure_ascii=False, indent=2)
     return n_boxes
@@ -481,7 +622,7 @@ def _truth(studies_by_split: dict[str, list[dict]], boxes: int, seed: int) -> di
         "interstitial_boxes": boxes,
         "counting": {
             "sections": "present = not null, not blank, not the literal 'none' (any case); "
-                        "tokens = str.split() count over present sections",
+            "tokens = str.split() count over present sections",
             "sex_and_age": "per study (one CSV row), raw PatientSex values; age buckets from PatientAge",
         },
     }

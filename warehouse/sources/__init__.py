@@ -2,6 +2,7 @@
 
 Importing this package is cheap (no polars, no fsspec) so the query path can name datasets.
 """
+
 from __future__ import annotations
 
 from importlib import import_module
@@ -14,8 +15,17 @@ if TYPE_CHECKING:
 
 # Order is the order `cxr ingest` processes datasets in.
 DATASETS: tuple[str, ...] = (
-    "nih_cxr14", "chexpert", "mimic_cxr", "rexgradient", "chexpert_plus", "iu_xray", "padchest", "mimic_qba",
-    "vindr_cxr", "rsna_pneumonia", "siim_pneumothorax",
+    "nih_cxr14",
+    "chexpert",
+    "mimic_cxr",
+    "rexgradient",
+    "chexpert_plus",
+    "iu_xray",
+    "padchest",
+    "mimic_qba",
+    "vindr_cxr",
+    "rsna_pneumonia",
+    "siim_pneumothorax",
 )
 
 

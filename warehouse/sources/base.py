@@ -4,14 +4,16 @@ An adapter reads a `SourceFolder` (a local folder or any fsspec URL) and returns
 for the canonical tables it feeds, plus the rows it could not read (quarantine). It never writes:
 staging, checking and publishing belong to the store and the pipelines.
 """
+
 from __future__ import annotations
 
 import gzip
 import hashlib
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Protocol
 
 import fsspec
 import polars as pl
@@ -19,7 +21,7 @@ import polars as pl
 from ..errors import CxrError
 
 SMALL_FILE_BYTES = 64 << 20  # files up to this size get a content hash in their fingerprint...
-HASHED_FILES_MAX = 200       # ...unless there are more files than this (a tree of 228k reports)
+HASHED_FILES_MAX = 200  # ...unless there are more files than this (a tree of 228k reports)
 
 
 # What reading one member of a zip can raise (damaged data, unsupported compression, encryption).
@@ -29,8 +31,9 @@ ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImple
 class SourceError(CxrError):
     """A dataset's files are missing or not in the shape the dataset publishes them."""
 
-    def __init__(self, file: str, message: str, *, row: int | None = None, line: int | None = None,
-                 column: str | None = None):
+    def __init__(
+        self, file: str, message: str, *, row: int | None = None, line: int | None = None, column: str | None = None
+    ):
         self.file, self.row, self.line, self.column = file, row, line, column
         where = file
         if line is not None:
@@ -47,9 +50,9 @@ class DatasetInfo:
     id: str
     name: str
     version: str
-    access: str                 # open | registration (an agreement or sign-in) | credentialed (PhysioNet-style)
-    default_data: str           # public (fetched metadata) | samples (generated fixtures)
-    tables: tuple[str, ...]     # canonical tables this dataset feeds
+    access: str  # open | registration (an agreement or sign-in) | credentialed (PhysioNet-style)
+    default_data: str  # public (fetched metadata) | samples (generated fixtures)
+    tables: tuple[str, ...]  # canonical tables this dataset feeds
     citation: str
     homepage: str
     links_to: str | None = None  # another dataset describing the same patients and studies, under the same ids
@@ -166,8 +169,9 @@ class Adapter(Protocol):
     def source_files(self, src: SourceFolder) -> list[str]:
         """The native files a read would use (for fingerprints and change detection)."""
 
-    def read(self, src: SourceFolder, progress: Progress | None = None,
-             related: dict[str, SourceFolder] | None = None) -> SourceResult:
+    def read(
+        self, src: SourceFolder, progress: Progress | None = None, related: dict[str, SourceFolder] | None = None
+    ) -> SourceResult:
         """Read the dataset's native files into canonical frames.
 
         `related` holds the source folders of the datasets named in `info.links_to` (when they

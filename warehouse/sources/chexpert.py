@@ -27,16 +27,17 @@ Format notes, checked against the real train.csv:
   always that the test set (500 studies, radiologist labels) is not public.
 - Every native column's destination is declared in SOURCE_FIELDS (tests/test_source_columns.py).
 """
+
 from __future__ import annotations
 
 import polars as pl
 
 from .. import findings
+from . import values
 from .base import DatasetInfo, SourceFolder, SourceResult
 from .csvread import read_csv
 from .longitudinal import with_visits
 from .quarantine import quarantine_rows
-from . import values
 
 INFO = DatasetInfo(
     id="chexpert",
@@ -46,7 +47,7 @@ INFO = DatasetInfo(
     default_data="public",
     tables=("patients", "studies", "images", "labels"),
     citation="Irvin J, Rajpurkar P, Ko M, et al. CheXpert: A Large Chest Radiograph Dataset with Uncertainty "
-             "Labels and Expert Comparison. AAAI 2019;33:590-597.",
+    "Labels and Expert Comparison. AAAI 2019;33:590-597.",
     homepage="https://stanfordmlgroup.github.io/competitions/chexpert/",
     licence='Stanford CheXpert Dataset Research Use Agreement',
     licence_url='https://stanfordmlgroup.github.io/competitions/chexpert/',
@@ -63,25 +64,50 @@ INFO = DatasetInfo(
 )
 
 LABELS = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-    "Fracture", "Support Devices",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
 )
 # AP/PA values that are lateral projections although Frontal/Lateral says Frontal
 LATERAL_PROJECTIONS = ("LL", "RL")
 HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(LABELS)
-COLUMNS = {"Path": "VARCHAR", "Sex": "VARCHAR", "Age": "VARCHAR", "Frontal/Lateral": "VARCHAR",
-           "AP/PA": "VARCHAR", **{label: "FLOAT" for label in LABELS}}
+COLUMNS = {
+    "Path": "VARCHAR",
+    "Sex": "VARCHAR",
+    "Age": "VARCHAR",
+    "Frontal/Lateral": "VARCHAR",
+    "AP/PA": "VARCHAR",
+    **{label: "FLOAT" for label in LABELS},
+}
 SPLIT_FILES = {"train": ("train.csv", "chexpert"), "valid": ("valid.csv", "radiologist")}
-SOURCE_FIELDS = {name: {
-    "Path": ("images.path", "images.image_id", "studies.study_id", "patients.patient_id",
-             "studies.follow_up_number"),
-    "Sex": ("patients.sex", "patients.sex_source"),
-    "Age": ("studies.age_years", "studies.age_source"),
-    "Frontal/Lateral": ("images.view_position", "images.view_source", "images.is_frontal"),
-    "AP/PA": ("images.view_position", "images.view_source"),
-    **{label: ("labels.raw_label", "labels.value") for label in LABELS},
-} for name in ("train.csv", "valid.csv")}
+SOURCE_FIELDS = {
+    name: {
+        "Path": (
+            "images.path",
+            "images.image_id",
+            "studies.study_id",
+            "patients.patient_id",
+            "studies.follow_up_number",
+        ),
+        "Sex": ("patients.sex", "patients.sex_source"),
+        "Age": ("studies.age_years", "studies.age_source"),
+        "Frontal/Lateral": ("images.view_position", "images.view_source", "images.is_frontal"),
+        "AP/PA": ("images.view_position", "images.view_source"),
+        **{label: ("labels.raw_label", "labels.value") for label in LABELS},
+    }
+    for name in ("train.csv", "valid.csv")
+}
 TEST_NOT_PUBLIC = "the test set (500 studies, radiologist consensus labels) is not public: no test split"
 PATH_PATTERN = r"^(?:CheXpert-v1\.0(?:-small)?/)?((?:train|valid|test)/(patient\d+)/(study\d+)/(view\d+_(?:frontal|lateral))\.jpg)$"
 
@@ -104,17 +130,24 @@ class CheXpert:
             read = read_csv(src, found, columns=COLUMNS, header=HEADER, target_table="images", require_rows=True)
             quarantine.append(read.rejects)
             rows = read.frame.with_columns(
-                pl.col("Path").str.extract_groups(PATH_PATTERN).struct.rename_fields(
-                    ["path", "patient_id", "study", "view"]).alias("_parts")
+                pl.col("Path")
+                .str.extract_groups(PATH_PATTERN)
+                .struct.rename_fields(["path", "patient_id", "study", "view"])
+                .alias("_parts")
             ).unnest("_parts")
             bad = rows.filter(pl.col("path").is_null())
-            quarantine.append(quarantine_rows(
-                bad.with_columns(_raw=pl.col("Path")), target_table="images", source_file=src.display(found),
-                column="Path", reason="Path is not CheXpert-v1.0[-small]/<split>/patientN/studyN/viewN_<view>.jpg"))
+            quarantine.append(
+                quarantine_rows(
+                    bad.with_columns(_raw=pl.col("Path")),
+                    target_table="images",
+                    source_file=src.display(found),
+                    column="Path",
+                    reason="Path is not CheXpert-v1.0[-small]/<split>/patientN/studyN/viewN_<view>.jpg",
+                )
+            )
             rows = rows.filter(pl.col("path").is_not_null())
             quarantine.append(values.age_quarantine(read, rows, "Age"))
-            frames.append(rows.with_columns(
-                pl.lit(split).alias("split"), pl.lit(labeler).alias("labeler")))
+            frames.append(rows.with_columns(pl.lit(split).alias("split"), pl.lit(labeler).alias("labeler")))
             files.append(found)
         if not frames:
             src.require(*(name for name, _ in SPLIT_FILES.values()))
@@ -122,25 +155,42 @@ class CheXpert:
             (pl.col("patient_id") + "/" + pl.col("study")).alias("study_id"),
             (pl.col("patient_id") + "/" + pl.col("study") + "/" + pl.col("view")).alias("image_id"),
         )
-        view = (pl.when(pl.col("Frontal/Lateral") == "Lateral").then(pl.lit("LATERAL"))
-                .otherwise(values.view_position(pl.col("AP/PA"))))
+        view = (
+            pl.when(pl.col("Frontal/Lateral") == "Lateral")
+            .then(pl.lit("LATERAL"))
+            .otherwise(values.view_position(pl.col("AP/PA")))
+        )
         age = values.age_years(pl.col("age"))
         tables = {
-            "patients": rows.group_by("patient_id", maintain_order=True).agg(
-                pl.col("Sex").first().alias("sex_source")).with_columns(values.sex(pl.col("sex_source")).alias("sex")),
-            "studies": with_visits(rows.group_by("study_id", maintain_order=True).agg(
-                pl.col("patient_id").first(), pl.col("split").first(), pl.col("Age").first().alias("age"),
-                pl.col("study").first(),
-            ).select(
-                "study_id", "patient_id", "split",
-                pl.when(age > 0).then(age).alias("age_years"),   # 0 means unknown
-                pl.col("age").alias("age_source"),
-                pl.col("study").str.strip_prefix("study").cast(pl.Int32, strict=False).alias("follow_up_number"),
-            ), [pl.col("follow_up_number")]),
+            "patients": rows.group_by("patient_id", maintain_order=True)
+            .agg(pl.col("Sex").first().alias("sex_source"))
+            .with_columns(values.sex(pl.col("sex_source")).alias("sex")),
+            "studies": with_visits(
+                rows.group_by("study_id", maintain_order=True)
+                .agg(
+                    pl.col("patient_id").first(),
+                    pl.col("split").first(),
+                    pl.col("Age").first().alias("age"),
+                    pl.col("study").first(),
+                )
+                .select(
+                    "study_id",
+                    "patient_id",
+                    "split",
+                    pl.when(age > 0).then(age).alias("age_years"),  # 0 means unknown
+                    pl.col("age").alias("age_source"),
+                    pl.col("study").str.strip_prefix("study").cast(pl.Int32, strict=False).alias("follow_up_number"),
+                ),
+                [pl.col("follow_up_number")],
+            ),
             "images": rows.select(
-                "image_id", "study_id", "patient_id", "split",
+                "image_id",
+                "study_id",
+                "patient_id",
+                "split",
                 view.alias("view_position"),
-                pl.when(pl.col("Frontal/Lateral") == "Lateral").then(pl.lit("Lateral"))
+                pl.when(pl.col("Frontal/Lateral") == "Lateral")
+                .then(pl.lit("Lateral"))
                 .otherwise(pl.col("Frontal/Lateral") + pl.lit("/") + pl.col("AP/PA").fill_null(""))
                 .alias("view_source"),
                 ((pl.col("Frontal/Lateral") == "Frontal") & ~view.is_in(LATERAL_PROJECTIONS)).alias("is_frontal"),
@@ -148,14 +198,18 @@ class CheXpert:
             ),
             "labels": _labels(rows),
         }
-        notes = [f"{name} was not in the source folder: no {split} split"
-                 for split, (name, _) in SPLIT_FILES.items() if not src.first_existing(name)]
+        notes = [
+            f"{name} was not in the source folder: no {split} split"
+            for split, (name, _) in SPLIT_FILES.items()
+            if not src.first_existing(name)
+        ]
         return SourceResult(tables, quarantine, files, notes + [TEST_NOT_PUBLIC])
 
 
 def _labels(rows: pl.DataFrame) -> pl.DataFrame:
     long = rows.select("study_id", "image_id", "labeler", *LABELS).unpivot(
-        index=["study_id", "image_id", "labeler"], on=list(LABELS), variable_name="raw_label", value_name="value")
+        index=["study_id", "image_id", "labeler"], on=list(LABELS), variable_name="raw_label", value_name="value"
+    )
     long = long.filter(pl.col("value").is_not_null()).with_columns(pl.col("value").cast(pl.Int8))
     # The raw labels are the 14 column names whatever the labeler, so one lookup serves all rows.
     return findings.with_findings(long, "chexpert")

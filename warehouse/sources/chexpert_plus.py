@@ -50,6 +50,7 @@ as written):
   would otherwise vanish), a value that is not a number or null, or a path already labelled on an
   earlier line is quarantined whole; a fractional value is quarantined alone (column `value`).
 """
+
 from __future__ import annotations
 
 import io
@@ -58,13 +59,12 @@ import json
 import polars as pl
 
 from .. import findings, text
-from .base import DatasetInfo, SourceFolder, SourceResult
+from . import values
+from .base import DatasetInfo, SourceError, SourceFolder, SourceResult
 from .chexpert import PATH_PATTERN
-from .base import SourceError
 from .csvread import Rejects, read_csv
 from .longitudinal import with_visits
 from .quarantine import QUARANTINE_COLUMNS, quarantine_rows
-from . import values
 
 INFO = DatasetInfo(
     id="chexpert_plus",
@@ -74,8 +74,8 @@ INFO = DatasetInfo(
     default_data="samples",
     tables=("patients", "studies", "reports", "labels"),
     citation="Chambon P, Delbrouck J-B, Sounack T, et al. CheXpert Plus: Augmenting a Large Chest X-ray Dataset "
-             "with Text Radiology Reports, Patient Demographics and Additional Image Formats. arXiv:2405.19538, "
-             "2024.",
+    "with Text Radiology Reports, Patient Demographics and Additional Image Formats. arXiv:2405.19538, "
+    "2024.",
     homepage="https://aimi.stanford.edu/datasets/chexpert-plus",
     links_to="chexpert",
     licence='unknown',
@@ -104,30 +104,63 @@ SECTION_SOURCES = {
     "findings": ("section_findings",),
     "impression": ("section_impression",),
 }
-_LINKED = "linked:chexpert."   # the value is the linked chexpert partition's (its images rows)
-SOURCE_FIELDS = {CSV_FILE: {
-    "path_to_image": ("studies.study_id", "patients.patient_id", "labels.image_id"),
-    "path_to_dcm": _LINKED + "images.path", "frontal_lateral": _LINKED + "images.view_source",
-    "ap_pa": _LINKED + "images.view_source", "deid_patient_id": "patients.source_attributes",
-    "patient_report_date_order": ("studies.follow_up_number", "studies.visit_order"),
-    "report": "reports.full_text",
-    **{c: "reports.full_text" for c in ("section_narrative", "section_technique", "section_procedure_comments",
-                                        "section_end_of_impression", "section_summary", "section_accession_number")},
-    "section_clinical_history": "reports.indication", "section_history": "reports.indication",
-    "section_comparison": "reports.comparison", "section_findings": "reports.findings",
-    "section_impression": "reports.impression",
-    "age": ("studies.age_years", "studies.age_source"), "sex": ("patients.sex", "patients.sex_source"),
-    "race": ("patients.race", "patients.race_source"), "ethnicity": ("patients.ethnicity", "patients.ethnicity_source"),
-    "interpreter_needed": "patients.source_attributes", "insurance_type": "patients.source_attributes",
-    "recent_bmi": "studies.source_attributes", "deceased": "patients.source_attributes", "split": "studies.split",
-}}
-LABEL_FILES = {"findings": "chexbert_labels/findings_fixed.json",
-               "impression": "chexbert_labels/impression_fixed.json",
-               "report": "chexbert_labels/report_fixed.json"}
+_LINKED = "linked:chexpert."  # the value is the linked chexpert partition's (its images rows)
+SOURCE_FIELDS = {
+    CSV_FILE: {
+        "path_to_image": ("studies.study_id", "patients.patient_id", "labels.image_id"),
+        "path_to_dcm": _LINKED + "images.path",
+        "frontal_lateral": _LINKED + "images.view_source",
+        "ap_pa": _LINKED + "images.view_source",
+        "deid_patient_id": "patients.source_attributes",
+        "patient_report_date_order": ("studies.follow_up_number", "studies.visit_order"),
+        "report": "reports.full_text",
+        **{
+            c: "reports.full_text"
+            for c in (
+                "section_narrative",
+                "section_technique",
+                "section_procedure_comments",
+                "section_end_of_impression",
+                "section_summary",
+                "section_accession_number",
+            )
+        },
+        "section_clinical_history": "reports.indication",
+        "section_history": "reports.indication",
+        "section_comparison": "reports.comparison",
+        "section_findings": "reports.findings",
+        "section_impression": "reports.impression",
+        "age": ("studies.age_years", "studies.age_source"),
+        "sex": ("patients.sex", "patients.sex_source"),
+        "race": ("patients.race", "patients.race_source"),
+        "ethnicity": ("patients.ethnicity", "patients.ethnicity_source"),
+        "interpreter_needed": "patients.source_attributes",
+        "insurance_type": "patients.source_attributes",
+        "recent_bmi": "studies.source_attributes",
+        "deceased": "patients.source_attributes",
+        "split": "studies.split",
+    }
+}
+LABEL_FILES = {
+    "findings": "chexbert_labels/findings_fixed.json",
+    "impression": "chexbert_labels/impression_fixed.json",
+    "report": "chexbert_labels/report_fixed.json",
+}
 LABELS = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-    "Fracture", "Support Devices",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
 )
 LABEL_SCHEMA = {"path_to_image": pl.String, **{label: pl.Float64 for label in LABELS}}
 PATH_PARTS = ["path", "patient_id", "study", "view"]
@@ -167,43 +200,72 @@ class CheXpertPlus:
 
 def _with_ids(frame: pl.DataFrame, path_column: str) -> pl.DataFrame:
     """patient_id, study_id and image_id from a CheXpert path, exactly as the chexpert adapter makes them."""
-    return frame.with_columns(
-        pl.col(path_column).str.extract_groups(PATH_PATTERN).struct.rename_fields(PATH_PARTS).alias("_parts")
-    ).unnest("_parts").with_columns(
-        (pl.col("patient_id") + "/" + pl.col("study")).alias("study_id"),
-        (pl.col("patient_id") + "/" + pl.col("study") + "/" + pl.col("view")).alias("image_id"),
+    return (
+        frame.with_columns(
+            pl.col(path_column).str.extract_groups(PATH_PATTERN).struct.rename_fields(PATH_PARTS).alias("_parts")
+        )
+        .unnest("_parts")
+        .with_columns(
+            (pl.col("patient_id") + "/" + pl.col("study")).alias("study_id"),
+            (pl.col("patient_id") + "/" + pl.col("study") + "/" + pl.col("view")).alias("image_id"),
+        )
     )
 
 
 def _read_rows(src: SourceFolder, name: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """The image rows with their CheXpert ids; rows that cannot be used and bad ages are quarantined."""
-    read = read_csv(src, name, columns=COLUMNS, header=HEADER, target_table="studies", one_line_records=False,
-                    require_rows=True)
+    read = read_csv(
+        src, name, columns=COLUMNS, header=HEADER, target_table="studies", one_line_records=False, require_rows=True
+    )
     rejects = Rejects(read, src.display(name))
     rows = _with_ids(read.frame, "path_to_image")
-    rejects.add(rows.filter(pl.col("path").is_null()), table="studies", column="path_to_image",
-                reason="path_to_image is not <split>/patientN/studyN/viewN_<frontal|lateral>.jpg")
+    rejects.add(
+        rows.filter(pl.col("path").is_null()),
+        table="studies",
+        column="path_to_image",
+        reason="path_to_image is not <split>/patientN/studyN/viewN_<frontal|lateral>.jpg",
+    )
     rows = rows.filter(pl.col("path").is_not_null())
     repeated = rows.with_columns(pl.col("_row").first().over("path_to_image").alias("_first")).filter(
-        pl.col("_row") != pl.col("_first"))
-    rejects.add(repeated.with_columns(pl.format("path_to_image repeats data record {}: an image has one row, so this "
-                                                "one is not used", "_first").alias("_reason")),
-                table="studies", column="path_to_image")
+        pl.col("_row") != pl.col("_first")
+    )
+    rejects.add(
+        repeated.with_columns(
+            pl.format(
+                "path_to_image repeats data record {}: an image has one row, so this one is not used", "_first"
+            ).alias("_reason")
+        ),
+        table="studies",
+        column="path_to_image",
+    )
     rows = rows.filter(pl.col("_row") == pl.col("_row").first().over("path_to_image"))
     problem = values.age_problem(pl.col("age"))
-    rejects.add(rows.filter(problem.is_not_null()).with_columns(
-        (problem + "; the study keeps a null age_years").alias("_reason")), table="studies", column="age")
+    rejects.add(
+        rows.filter(problem.is_not_null()).with_columns(
+            (problem + "; the study keeps a null age_years").alias("_reason")
+        ),
+        table="studies",
+        column="age",
+    )
     return rows, [read.rejects, *rejects.frames()]
 
 
 def _patients(rows: pl.DataFrame) -> pl.DataFrame:
     """Demographics are written per image but constant per patient: the patient's first row speaks."""
-    return rows.group_by("patient_id", maintain_order=True).agg(
-        pl.col("sex").first().alias("sex_source"), pl.col("race").first().alias("race_source"),
-        pl.col("ethnicity").first().alias("ethnicity_source"),
-        values.source_attributes(SOURCE_FIELDS[CSV_FILE], "patients").first().alias("source_attributes"),
-    ).with_columns(values.sex(pl.col("sex_source")).alias("sex"), values.race(pl.col("race_source")).alias("race"),
-                   values.ethnicity(pl.col("ethnicity_source")).alias("ethnicity"))
+    return (
+        rows.group_by("patient_id", maintain_order=True)
+        .agg(
+            pl.col("sex").first().alias("sex_source"),
+            pl.col("race").first().alias("race_source"),
+            pl.col("ethnicity").first().alias("ethnicity_source"),
+            values.source_attributes(SOURCE_FIELDS[CSV_FILE], "patients").first().alias("source_attributes"),
+        )
+        .with_columns(
+            values.sex(pl.col("sex_source")).alias("sex"),
+            values.race(pl.col("race_source")).alias("race"),
+            values.ethnicity(pl.col("ethnicity_source")).alias("ethnicity"),
+        )
+    )
 
 
 def _studies(rows: pl.DataFrame) -> pl.DataFrame:
@@ -213,12 +275,22 @@ def _studies(rows: pl.DataFrame) -> pl.DataFrame:
     takes its ages from the same records), so age_years is null there; age_source keeps what was written.
     """
     age = values.age_years(pl.col("age_source"))
-    studies = rows.group_by("study_id", maintain_order=True).agg(
-        pl.col("patient_id").first(), pl.col("split").first(), pl.col("age").first().alias("age_source"),
-        pl.col("patient_report_date_order").first().str.strip_chars().cast(pl.Float64, strict=False)
-        .cast(pl.Int32, strict=False).alias("follow_up_number"),
-        values.source_attributes(SOURCE_FIELDS[CSV_FILE], "studies").first().alias("source_attributes"),
-    ).with_columns(pl.when(age > 0).then(age).alias("age_years"))
+    studies = (
+        rows.group_by("study_id", maintain_order=True)
+        .agg(
+            pl.col("patient_id").first(),
+            pl.col("split").first(),
+            pl.col("age").first().alias("age_source"),
+            pl.col("patient_report_date_order")
+            .first()
+            .str.strip_chars()
+            .cast(pl.Float64, strict=False)
+            .cast(pl.Int32, strict=False)
+            .alias("follow_up_number"),
+            values.source_attributes(SOURCE_FIELDS[CSV_FILE], "studies").first().alias("source_attributes"),
+        )
+        .with_columns(pl.when(age > 0).then(age).alias("age_years"))
+    )
     return with_visits(studies, [pl.col("follow_up_number")])
 
 
@@ -227,11 +299,17 @@ def _reports(rows: pl.DataFrame, source_file: str) -> pl.DataFrame:
     firsts = rows.group_by("study_id", maintain_order=True).first()
     stripped = firsts.with_columns(text.blank_to_null(c) for group in SECTION_SOURCES.values() for c in group)
     reports = stripped.select(
-        "study_id", "patient_id",
-        *(pl.concat_str([pl.col(c) for c in sources], separator="\n", ignore_nulls=True).alias(section)
-          if len(sources) > 1 else pl.col(sources[0]).alias(section)
-          for section, sources in SECTION_SOURCES.items()),
-        pl.col("report").alias("full_text"), pl.lit("en").alias("language"), pl.lit(source_file).alias("source_file"),
+        "study_id",
+        "patient_id",
+        *(
+            pl.concat_str([pl.col(c) for c in sources], separator="\n", ignore_nulls=True).alias(section)
+            if len(sources) > 1
+            else pl.col(sources[0]).alias(section)
+            for section, sources in SECTION_SOURCES.items()
+        ),
+        pl.col("report").alias("full_text"),
+        pl.lit("en").alias("language"),
+        pl.lit(source_file).alias("source_file"),
     ).with_columns(pl.when(pl.col("indication") != "").then(pl.col("indication")).alias("indication"))
     return text.with_token_counts(reports)
 
@@ -245,30 +323,53 @@ def _read_labels(src: SourceFolder, name: str, method: str) -> tuple[pl.DataFram
         raise SourceError(shown, "is empty: a label file holds one JSON record per image")
     records, bad_lines = _label_records(data, shown)
     records = _with_ids(records, "path_to_image")
-    long = records.filter(pl.col("path").is_not_null()).unpivot(
-        index=["study_id", "image_id", "_row"], on=list(LABELS), variable_name="raw_label",
-        value_name="value").filter(pl.col("value").is_not_null())
+    long = (
+        records.filter(pl.col("path").is_not_null())
+        .unpivot(index=["study_id", "image_id", "_row"], on=list(LABELS), variable_name="raw_label", value_name="value")
+        .filter(pl.col("value").is_not_null())
+    )
     # 1/0/-1 become Int8; another whole number passes through for the checks to catch; anything else
     # (1.5, 1e9) cannot be an Int8 label value and is quarantined.
     whole = (pl.col("value") == pl.col("value").round()) & (pl.col("value").abs() <= 127)
     labels = long.filter(whole).select(
-        "study_id", "image_id", "raw_label", pl.col("value").cast(pl.Int8),
-        pl.lit("chexbert").alias("labeler"), pl.lit(method).alias("method"))
+        "study_id",
+        "image_id",
+        "raw_label",
+        pl.col("value").cast(pl.Int8),
+        pl.lit("chexbert").alias("labeler"),
+        pl.lit(method).alias("method"),
+    )
     bad_path = records.filter(pl.col("path").is_null())
     fractional = long.filter(~whole).select("_row", pl.format("{}: {}", "raw_label", "value").alias("value"))
     return labels, [
         bad_lines,
-        _line_quarantine(bad_path, data, shown, column="path_to_image",
-                         reason="path_to_image is not <split>/patientN/studyN/viewN_<frontal|lateral>.jpg"),
-        _line_quarantine(fractional, data, shown, column="value",
-                         reason="label value is not a whole number (1, 0, -1 or null expected)"),
+        _line_quarantine(
+            bad_path,
+            data,
+            shown,
+            column="path_to_image",
+            reason="path_to_image is not <split>/patientN/studyN/viewN_<frontal|lateral>.jpg",
+        ),
+        _line_quarantine(
+            fractional,
+            data,
+            shown,
+            column="value",
+            reason="label value is not a whole number (1, 0, -1 or null expected)",
+        ),
     ]
 
 
 def _line_quarantine(bad: pl.DataFrame, data: bytes, shown: str, *, column: str, reason: str) -> pl.DataFrame:
     """Quarantine rows for bad JSON Lines records; `_row` is the line number, the line is the raw record."""
-    rows = quarantine_rows(_with_raw_lines(bad, data), target_table="labels", source_file=shown, column=column,
-                           reason=reason, one_line_rows=False)
+    rows = quarantine_rows(
+        _with_raw_lines(bad, data),
+        target_table="labels",
+        source_file=shown,
+        column=column,
+        reason=reason,
+        one_line_rows=False,
+    )
     return rows.with_columns(pl.col("row_number").alias("line_number"))
 
 
@@ -293,19 +394,26 @@ def _label_records(data: bytes, shown: str) -> tuple[pl.DataFrame, pl.DataFrame]
         except pl.exceptions.PolarsError:
             frame = None
         if frame is not None and _fits_label_schema(frame):
-            frame = frame.select(pl.col(k).cast(t) if k in frame.columns else pl.lit(None, t).alias(k)
-                                 for k, t in LABEL_SCHEMA.items())
-            return (frame.with_columns(pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("_row")),
-                    pl.DataFrame(schema=QUARANTINE_COLUMNS))
+            frame = frame.select(
+                pl.col(k).cast(t) if k in frame.columns else pl.lit(None, t).alias(k) for k, t in LABEL_SCHEMA.items()
+            )
+            return (
+                frame.with_columns(pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("_row")),
+                pl.DataFrame(schema=QUARANTINE_COLUMNS),
+            )
     return _label_records_by_line(data, shown)
 
 
 def _fits_label_schema(frame: pl.DataFrame) -> bool:
     """Only known keys, numeric or null labels, a path string on every record, no path twice."""
     numeric = (pl.Float64, pl.Int64, pl.Null)
-    return (set(frame.columns) <= set(LABEL_SCHEMA) and frame.schema.get("path_to_image") == pl.String
-            and all(frame.schema[k] in numeric for k in LABELS if k in frame.columns)
-            and frame["path_to_image"].null_count() == 0 and frame["path_to_image"].is_unique().all())
+    return (
+        set(frame.columns) <= set(LABEL_SCHEMA)
+        and frame.schema.get("path_to_image") == pl.String
+        and all(frame.schema[k] in numeric for k in LABELS if k in frame.columns)
+        and frame["path_to_image"].null_count() == 0
+        and frame["path_to_image"].is_unique().all()
+    )
 
 
 def _label_records_by_line(data: bytes, shown: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -321,9 +429,18 @@ def _label_records_by_line(data: bytes, shown: str) -> tuple[pl.DataFrame, pl.Da
             first = seen[record["path_to_image"]]
             problem = f"path_to_image is already labelled on line {first}; this line is not used"
         if record is None or problem:  # a line without a record always has a problem
-            bad.append({"target_table": "labels", "source_file": shown, "row_number": number,
-                        "line_number": number, "column_name": "", "value": None, "reason": problem,
-                        "raw_record": line})
+            bad.append(
+                {
+                    "target_table": "labels",
+                    "source_file": shown,
+                    "row_number": number,
+                    "line_number": number,
+                    "column_name": "",
+                    "value": None,
+                    "reason": problem,
+                    "raw_record": line,
+                }
+            )
         else:
             seen[record["path_to_image"]] = number
             good.append({**{k: record.get(k) for k in LABEL_SCHEMA}, "_row": number})

@@ -18,6 +18,7 @@ records in = rows kept + records rejected, or a SourceError. Records are counted
   with a stray quote ends. DuckDB numbers such a file's records, not its lines (record N is its
   "line" N + 1), so rejects and `_row` are record numbers and quarantine rows get the physical line.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,19 +36,19 @@ from ..scratch import scratch_dir
 from .base import SourceError, SourceFolder
 from .quarantine import QUARANTINE_COLUMNS, empty_quarantine, quarantine_rows
 
-READ_CHUNK = 8 << 20     # bytes of decompressed text split into lines at a time
+READ_CHUNK = 8 << 20  # bytes of decompressed text split into lines at a time
 
 
 @dataclass
 class CsvRead:
-    frame: pl.DataFrame          # accepted rows, with `_row` (1-based data record number)
-    rejects: pl.DataFrame        # quarantine rows
+    frame: pl.DataFrame  # accepted rows, with `_row` (1-based data record number)
+    rejects: pl.DataFrame  # quarantine rows
     header: str
-    records: int = 0             # data records in the file (the account: kept + rejected)
+    records: int = 0  # data records in the file (the account: kept + rejected)
     src: SourceFolder | None = None
     name: str = ""
     one_line_records: bool = True
-    spans: list[tuple[int, int]] | None = None   # multi-line formats: (first, last) text line of each record
+    spans: list[tuple[int, int]] | None = None  # multi-line formats: (first, last) text line of each record
 
     def with_raw(self, rows: pl.DataFrame) -> pl.DataFrame:
         """`rows` (a slice of `frame`) with `_raw`, the record as written in the file.
@@ -56,13 +57,18 @@ class CsvRead:
         uses it), since there record N is not on line N + 1.
         """
         wanted = set(rows["_row"].to_list())
+        assert self.src is not None, "a CsvRead made by read_csv knows its source"
         if not self.one_line_records:
+            assert self.spans is not None, "read_csv records the line span of each multi-line record"
             found = _raw_records(self.src, self.name, {n: self.spans[n - 1] for n in wanted}) if wanted else {}
             return rows.with_columns(
-                pl.col("_row").replace_strict({n: raw for n, (_, raw) in found.items()}, default=None,
-                                              return_dtype=pl.String).alias("_raw"),
-                pl.col("_row").replace_strict({n: line for n, (line, _) in found.items()}, default=None,
-                                              return_dtype=pl.Int64).alias("_line"))
+                pl.col("_row")
+                .replace_strict({n: raw for n, (_, raw) in found.items()}, default=None, return_dtype=pl.String)
+                .alias("_raw"),
+                pl.col("_row")
+                .replace_strict({n: line for n, (line, _) in found.items()}, default=None, return_dtype=pl.Int64)
+                .alias("_line"),
+            )
         raw: dict[int, str] = {}
         if wanted:
             for line_no, line in _data_lines(self.src, self.name):
@@ -95,8 +101,14 @@ class Rejects:
         out = []
         for bad, table, column, reason in self.pending:
             bad = bad.drop("_raw", "_line", strict=False).join(raw, on="_row", how="left", maintain_order="left")
-            rows = quarantine_rows(bad, target_table=table, source_file=self.where, column=column, reason=reason,
-                                   one_line_rows=self.read.one_line_records)
+            rows = quarantine_rows(
+                bad,
+                target_table=table,
+                source_file=self.where,
+                column=column,
+                reason=reason,
+                one_line_rows=self.read.one_line_records,
+            )
             out.append(rows.with_columns(bad["_reason"].alias("reason")) if "_reason" in bad.columns else rows)
         return out
 
@@ -138,8 +150,9 @@ def _line_blocks(src: SourceFolder, name: str):
             if rest:
                 yield line_no + 1, [rest]
         except (OSError, EOFError, zlib.error) as e:
-            raise SourceError(src.display(name), f"cannot be read after line {line_no} ({e})",
-                              line=line_no + 1) from None
+            raise SourceError(
+                src.display(name), f"cannot be read after line {line_no} ({e})", line=line_no + 1
+            ) from None
 
 
 def first_line(src: SourceFolder, name: str) -> str:
@@ -166,8 +179,16 @@ def duckdb_url(src: SourceFolder, name: str, con: duckdb.DuckDBPyConnection) -> 
     return src.fs.unstrip_protocol(path)
 
 
-def read_csv(src: SourceFolder, name: str, *, columns: dict[str, str], header: str | tuple[str, ...] | None,
-             target_table: str, one_line_records: bool = True, require_rows: bool = False) -> CsvRead:
+def read_csv(
+    src: SourceFolder,
+    name: str,
+    *,
+    columns: dict[str, str],
+    header: str | tuple[str, ...] | None,
+    target_table: str,
+    one_line_records: bool = True,
+    require_rows: bool = False,
+) -> CsvRead:
     """Read `name` with the given column names and DuckDB types.
 
     `header` is the exact header line (or lines) the dataset publishes; anything else is a
@@ -179,8 +200,7 @@ def read_csv(src: SourceFolder, name: str, *, columns: dict[str, str], header: s
     accepted = (header,) if isinstance(header, str) else header
     if accepted is not None and found not in accepted:
         expected = "\n  ".join(accepted)
-        raise SourceError(src.display(name), f"unexpected header.\n  found:    {found}\n  expected: {expected}",
-                          line=1)
+        raise SourceError(src.display(name), f"unexpected header.\n  found:    {found}\n  expected: {expected}", line=1)
     display = src.display(name)
     if one_line_records:
         lines, unbalanced = _scan_lines(src, name)
@@ -188,7 +208,7 @@ def read_csv(src: SourceFolder, name: str, *, columns: dict[str, str], header: s
     else:
         unbalanced = {}
         spans = _record_spans(src, name)
-        lines = [first for first, _ in spans]     # physical start line of each record
+        lines = [first for first, _ in spans]  # physical start line of each record
         records = len(lines)
     tmp = scratch_dir("csv")
     try:
@@ -200,47 +220,65 @@ def read_csv(src: SourceFolder, name: str, *, columns: dict[str, str], header: s
             con.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if unbalanced:   # DuckDB read the file without those lines: map its line numbers back
-        rejects = rejects.with_columns(pl.col("line").map_elements(
-            lambda n: _original_line(n, sorted(unbalanced)), return_dtype=pl.Int64))
+    if unbalanced:  # DuckDB read the file without those lines: map its line numbers back
+        rejects = rejects.with_columns(
+            pl.col("line").map_elements(lambda n: _original_line(n, sorted(unbalanced)), return_dtype=pl.Int64)
+        )
     frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame), "a table, not one column"
     rejected = set(rejects["line"].to_list()) | set(unbalanced)
     if one_line_records:
         kept = pl.Series("_row", [n - 1 for n in lines if n not in rejected], dtype=pl.Int64)
-    else:   # DuckDB's "line" of record N is N + 1 here
+    else:  # DuckDB's "line" of record N is N + 1 here
         kept = pl.Series("_row", [n for n in range(1, records + 1) if n + 1 not in rejected], dtype=pl.Int64)
     if kept.len() != frame.height:
-        raise SourceError(display, f"{records} data records, but {frame.height} were read and {len(rejected)} "
-                                   "rejected; a quote may be unbalanced, so records may have merged")
+        raise SourceError(
+            display,
+            f"{records} data records, but {frame.height} were read and {len(rejected)} "
+            "rejected; a quote may be unbalanced, so records may have merged",
+        )
     frame = frame.with_columns(kept)
-    quarantine = pl.concat([_quarantine_from_rejects(rejects, display, target_table, columns,
-                                                     None if one_line_records else lines),
-                            _unbalanced_rows(unbalanced, display, target_table, list(columns))])
+    quarantine = pl.concat(
+        [
+            _quarantine_from_rejects(rejects, display, target_table, columns, None if one_line_records else lines),
+            _unbalanced_rows(unbalanced, display, target_table, list(columns)),
+        ]
+    )
     if require_rows and not records:
         raise SourceError(display, "has a header but no data rows")
-    return CsvRead(frame, quarantine, found, records, src, name, one_line_records,
-                   None if one_line_records else spans)
+    return CsvRead(frame, quarantine, found, records, src, name, one_line_records, None if one_line_records else spans)
 
 
 def _duckdb_read(con: duckdb.DuckDBPyConnection, url: str, columns: dict[str, str], display: str):
     options = {
-        "header": False, "skip": 1, "auto_detect": False, "delim": ",", "quote": '"', "escape": '"',
-        "columns": columns, "store_rejects": True, "strict_mode": True, "null_padding": False,
+        "header": False,
+        "skip": 1,
+        "auto_detect": False,
+        "delim": ",",
+        "quote": '"',
+        "escape": '"',
+        "columns": columns,
+        "store_rejects": True,
+        "strict_mode": True,
+        "null_padding": False,
     }
     sql = f"SELECT * FROM read_csv(?, {', '.join(f'{k} := {_sql_literal(v)}' for k, v in options.items())})"
     try:
         table = con.sql(sql, params=[url]).to_arrow_table()
     except duckdb.Error as e:
         raise SourceError(display, f"could not be read as CSV: {e}") from None
-    rejects = con.sql(
-        "SELECT line, column_name, error_type, csv_line, error_message FROM reject_errors ORDER BY line"
-    ).pl().with_columns(pl.col("line").cast(pl.Int64))
+    rejects = (
+        con.sql("SELECT line, column_name, error_type, csv_line, error_message FROM reject_errors ORDER BY line")
+        .pl()
+        .with_columns(pl.col("line").cast(pl.Int64))
+    )
     return table, rejects
 
 
 def _scan_lines(src: SourceFolder, name: str) -> tuple[list[int], dict[int, str]]:
     """Line numbers of the data records of a one-line format, and the lines whose quotes do not balance."""
-    lines, unbalanced = [], {}
+    lines: list[int] = []
+    unbalanced: dict[int, str] = {}
     for first, block in _line_blocks(src, name):
         lines += [n for n, line in enumerate(block, first) if line.strip(b"\r")]
         unbalanced.update((n, _text(line)) for n, line in enumerate(block, first) if line.count(b'"') % 2)
@@ -270,8 +308,9 @@ def _record_spans(src: SourceFolder, name: str) -> list[tuple[int, int]]:
                     spans.append((end + 1, reader.line_num))
                 end = reader.line_num
         except csv.Error as e:
-            raise SourceError(src.display(name), f"is not valid CSV ({e}); a quote may be unbalanced",
-                              line=reader.line_num) from None
+            raise SourceError(
+                src.display(name), f"is not valid CSV ({e}); a quote may be unbalanced", line=reader.line_num
+            ) from None
         except (OSError, EOFError, zlib.error) as e:
             raise SourceError(src.display(name), f"cannot be read ({e})", line=reader.line_num + 1) from None
     return spans
@@ -323,12 +362,19 @@ def _unbalanced_rows(unbalanced: dict[int, str], file: str, target_table: str, n
     rows = []
     for line_no, raw in unbalanced.items():
         column = _open_quote_field(raw)
-        rows.append({
-            "target_table": target_table, "source_file": file, "row_number": line_no - 1, "line_number": line_no,
-            "column_name": names[column] if column < len(names) else "", "value": None, "raw_record": raw,
-            "reason": "unbalanced quote: a '\"' opened in this field is not closed on its line; "
-                      "the line is quarantined whole so that it cannot absorb the records after it",
-        })
+        rows.append(
+            {
+                "target_table": target_table,
+                "source_file": file,
+                "row_number": line_no - 1,
+                "line_number": line_no,
+                "column_name": names[column] if column < len(names) else "",
+                "value": None,
+                "raw_record": raw,
+                "reason": "unbalanced quote: a '\"' opened in this field is not closed on its line; "
+                "the line is quarantined whole so that it cannot absorb the records after it",
+            }
+        )
     return pl.DataFrame(rows, schema=QUARANTINE_COLUMNS)
 
 
@@ -354,8 +400,9 @@ def _sql_literal(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _quarantine_from_rejects(rejects: pl.DataFrame, file: str, target_table: str, columns: dict[str, str],
-                             record_lines: list[int] | None) -> pl.DataFrame:
+def _quarantine_from_rejects(
+    rejects: pl.DataFrame, file: str, target_table: str, columns: dict[str, str], record_lines: list[int] | None
+) -> pl.DataFrame:
     """Quarantine rows of DuckDB's rejects; `record_lines` (multi-line formats) maps record N to its line."""
     if rejects.is_empty():
         return empty_quarantine()
@@ -377,14 +424,21 @@ def _quarantine_from_rejects(rejects: pl.DataFrame, file: str, target_table: str
         if whole_row:
             reported_lines.add(line)
         record = int(line) - 1
-        physical = int(line) if record_lines is None or not 0 < record <= len(record_lines) \
-            else record_lines[record - 1]
-        rows.append({
-            "target_table": target_table, "source_file": file,
-            "row_number": record, "line_number": physical,
-            "column_name": "" if whole_row else (column or ""), "value": value,
-            "reason": f"{error_type.lower()}: {message}", "raw_record": raw,
-        })
+        physical = (
+            int(line) if record_lines is None or not 0 < record <= len(record_lines) else record_lines[record - 1]
+        )
+        rows.append(
+            {
+                "target_table": target_table,
+                "source_file": file,
+                "row_number": record,
+                "line_number": physical,
+                "column_name": "" if whole_row else (column or ""),
+                "value": value,
+                "reason": f"{error_type.lower()}: {message}",
+                "raw_record": raw,
+            }
+        )
     return pl.DataFrame(rows, schema=QUARANTINE_COLUMNS)
 
 

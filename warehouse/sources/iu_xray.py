@@ -49,6 +49,7 @@ Format notes, checked against the real files:
   spacings, go to images.source_attributes, blank values left out; the unnamed column 158 is keyed
   `unnamed_158`. visit_order is 1 everywhere: IU has no patient ids, each report is its own patient.
 """
+
 from __future__ import annotations
 
 import re
@@ -60,11 +61,11 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from .. import findings, text
+from . import values
 from .base import DatasetInfo, SourceError, SourceFolder, SourceResult
 from .csvread import read_csv
 from .qba_stream import leaves_root
 from .quarantine import QUARANTINE_COLUMNS, empty_quarantine, quarantine_rows
-from . import values
 
 INFO = DatasetInfo(
     id="iu_xray",
@@ -74,7 +75,7 @@ INFO = DatasetInfo(
     default_data="public",
     tables=("patients", "studies", "images", "reports", "labels"),
     citation="Demner-Fushman D, Kohli MD, Rosenman MB, et al. Preparing a collection of radiology examinations "
-             "for distribution and retrieval. J Am Med Inform Assoc 2016;23(2):304-310.",
+    "for distribution and retrieval. J Am Med Inform Assoc 2016;23(2):304-310.",
     homepage="https://openi.nlm.nih.gov/faq#collection",
     licence='unknown',
     licence_url=None,
@@ -95,84 +96,269 @@ REPORTS_FILE = "NLMCXR_reports.tgz"
 METADATA_FILE = "nlmcxr_dicom_metadata.csv"
 REPORT_MEMBER = re.compile(r"^(?:\./)?ecgen-radiology/[^/]+\.xml$")
 NESTED_REPORT = re.compile(r"(?:^|/)\d+\.xml$")  # OpenI's report file name, found in another folder
-SECTIONS = {"COMPARISON": "comparison", "INDICATION": "indication", "FINDINGS": "findings",
-            "IMPRESSION": "impression"}
+SECTIONS = {"COMPARISON": "comparison", "INDICATION": "indication", "FINDINGS": "findings", "IMPRESSION": "impression"}
 RAW_RECORD_LIMIT = 64 << 10  # quarantine keeps a bad member's text up to this size
 
 METADATA_NAMES = (
-    'imageid', 'Accession Number', 'Acquisition Device Processing Code', 'Approval Status', 'Bits Allocated',
-    'Bits Stored', 'Body Part Examined', 'Cassette Orientation', 'Cassette Size', 'Collimator/grid Name',
-    'Columns', 'Contrast/Bolus Agent', 'Contrast/Bolus Total Dose', 'Contrast/Bolus Volume', 'Exposure',
-    'Exposures on Plate', 'Filter Type', 'Focal Spot(s)', 'High Bit', 'Image Type', 'Imager Pixel Spacing',
-    'Instance Creation Date', 'Instance Creation Time', 'Instance Number', 'KVP', 'LUT Descriptor',
-    'LUT Explanation', 'Laterality', 'Manufacturer', 'Modality', 'Patient ID', 'Patient Orientation',
-    'Patient Position', "Patient's Birth Date", "Patient's Name", "Patient's Sex", 'Photometric Interpretation',
-    'Pixel Representation', 'Pixel Spacing', 'Plate Type', 'Polarity', 'Private Creator',
-    "Referring Physician's Name", 'Requested Procedure ID', 'Rescale Intercept', 'Rescale Slope', 'Rescale Type',
-    'Rows', 'SOP Class UID', 'SOP Instance UID', 'Samples per Pixel', 'Sensitivity', 'Series Instance UID',
-    'Series Number', 'Source Number', 'Source Type', 'Specific Character Set', 'Study Date', 'Study ID',
-    'Study Instance UID', 'Study Status ID', 'Study Time', 'View Position', 'filename', 'Study Priority ID',
-    'Anatomic Region Sequence', 'Burned In Annotation', 'Code Meaning', 'Code Value', 'Coding Scheme Designator',
-    'Collimator Left Vertical Edge', 'Collimator Lower Horizontal Edge', 'Collimator Right Vertical Edge',
-    'Collimator Shape', 'Collimator Upper Horizontal Edge', 'Content Date', 'Content Time',
-    'Date of Last Detector Calibration', 'Detector Manufacturer Name', "Detector Manufacturer's Model Name",
-    'Detector Mode', 'Detector Temperature', 'Detector Time Since Last Exposure', 'Detector Type',
-    'Distance Source to Detector', 'Distance Source to Patient', 'Entrance Dose',
-    'Estimated Radiographic Magnification Factor', 'Exposure Control Mode', 'Exposure Dose Sequence',
-    'Exposure Time', 'Exposure Time in uS', 'Exposure in uAs', 'Field of View Horizontal Flip',
-    'Field of View Origin', 'Field of View Rotation', 'Film Consumption Sequence', 'Filter Material', 'Grid',
-    'Image Laterality', 'Image and Fluoroscopy Area Dose Product', 'Issue Date of Imaging Service Request',
-    'Lossy Image Compression', 'Performed Procedure Step Start Date', 'Performed Procedure Step Start Time',
-    'Performed Procedure Step Status', 'Pixel Intensity Relationship', 'Pixel Intensity Relationship Sign',
-    'Positioner Type', 'Presentation Intent Type', 'Presentation LUT Shape', 'Reason for the Requested Procedure',
-    'Relative X-Ray Exposure', 'Requested Procedure Priority', 'Spatial Resolution',
-    'Time of Last Detector Calibration', 'Total Number of Exposures', 'Window Center', 'Window Width',
-    'Breed Registration Sequence', 'Quality Control Image', 'Window Center & Width Explanation',
-    'Acquisition Number', 'Date of Last Calibration', 'Detector Conditions Nominal Flag', 'Grid Focal Distance',
-    'X-Ray Tube Current', 'Generator Power', 'Postprocessing Function', 'Processing Function',
-    'Time of Last Calibration', 'Images in Acquisition', 'Largest Image Pixel Value', 'Smallest Image Pixel Value',
-    'Comments on Radiation Dose', 'Conversion Type', 'Detector Active Dimension(s)', 'Detector Active Shape',
-    'Detector Binning', 'Detector Configuration', 'Detector Element Physical Size', 'Detector Element Spacing',
-    'Exposure Control Mode Description', 'Field of View Dimension(s)', 'Field of View Shape',
-    'Filter Thickness Maximum', 'Filter Thickness Minimum', 'Patient Gantry Relationship Code Sequence',
-    'Patient Orientation Code Sequence', 'Positioner Secondary Angle', 'Vertices of the Polygonal Collimator',
-    'View Code Sequence', 'View Modifier Code Sequence', 'Annotation Display Format ID', 'Border Density',
-    'Film Orientation', 'Image Display Format', 'Trim', '', 'Context Group Version', 'Context Identifier',
-    'Mapping Resource', 'Pixel Aspect Ratio', 'Anode Target Material', 'Body Part Thickness', 'Compression Force',
-    'Entrance Dose in mGy', 'Phototimer Setting', 'Positioner Primary Angle', 'Number of Frames',
-    'Date of Secondary Capture', 'Secondary Capture Device ID', 'Secondary Capture Device Manufacturer',
-    "Secondary Capture Device Manufacturer's Model Name", 'Secondary Capture Device Software Versions',
+    'imageid',
+    'Accession Number',
+    'Acquisition Device Processing Code',
+    'Approval Status',
+    'Bits Allocated',
+    'Bits Stored',
+    'Body Part Examined',
+    'Cassette Orientation',
+    'Cassette Size',
+    'Collimator/grid Name',
+    'Columns',
+    'Contrast/Bolus Agent',
+    'Contrast/Bolus Total Dose',
+    'Contrast/Bolus Volume',
+    'Exposure',
+    'Exposures on Plate',
+    'Filter Type',
+    'Focal Spot(s)',
+    'High Bit',
+    'Image Type',
+    'Imager Pixel Spacing',
+    'Instance Creation Date',
+    'Instance Creation Time',
+    'Instance Number',
+    'KVP',
+    'LUT Descriptor',
+    'LUT Explanation',
+    'Laterality',
+    'Manufacturer',
+    'Modality',
+    'Patient ID',
+    'Patient Orientation',
+    'Patient Position',
+    "Patient's Birth Date",
+    "Patient's Name",
+    "Patient's Sex",
+    'Photometric Interpretation',
+    'Pixel Representation',
+    'Pixel Spacing',
+    'Plate Type',
+    'Polarity',
+    'Private Creator',
+    "Referring Physician's Name",
+    'Requested Procedure ID',
+    'Rescale Intercept',
+    'Rescale Slope',
+    'Rescale Type',
+    'Rows',
+    'SOP Class UID',
+    'SOP Instance UID',
+    'Samples per Pixel',
+    'Sensitivity',
+    'Series Instance UID',
+    'Series Number',
+    'Source Number',
+    'Source Type',
+    'Specific Character Set',
+    'Study Date',
+    'Study ID',
+    'Study Instance UID',
+    'Study Status ID',
+    'Study Time',
+    'View Position',
+    'filename',
+    'Study Priority ID',
+    'Anatomic Region Sequence',
+    'Burned In Annotation',
+    'Code Meaning',
+    'Code Value',
+    'Coding Scheme Designator',
+    'Collimator Left Vertical Edge',
+    'Collimator Lower Horizontal Edge',
+    'Collimator Right Vertical Edge',
+    'Collimator Shape',
+    'Collimator Upper Horizontal Edge',
+    'Content Date',
+    'Content Time',
+    'Date of Last Detector Calibration',
+    'Detector Manufacturer Name',
+    "Detector Manufacturer's Model Name",
+    'Detector Mode',
+    'Detector Temperature',
+    'Detector Time Since Last Exposure',
+    'Detector Type',
+    'Distance Source to Detector',
+    'Distance Source to Patient',
+    'Entrance Dose',
+    'Estimated Radiographic Magnification Factor',
+    'Exposure Control Mode',
+    'Exposure Dose Sequence',
+    'Exposure Time',
+    'Exposure Time in uS',
+    'Exposure in uAs',
+    'Field of View Horizontal Flip',
+    'Field of View Origin',
+    'Field of View Rotation',
+    'Film Consumption Sequence',
+    'Filter Material',
+    'Grid',
+    'Image Laterality',
+    'Image and Fluoroscopy Area Dose Product',
+    'Issue Date of Imaging Service Request',
+    'Lossy Image Compression',
+    'Performed Procedure Step Start Date',
+    'Performed Procedure Step Start Time',
+    'Performed Procedure Step Status',
+    'Pixel Intensity Relationship',
+    'Pixel Intensity Relationship Sign',
+    'Positioner Type',
+    'Presentation Intent Type',
+    'Presentation LUT Shape',
+    'Reason for the Requested Procedure',
+    'Relative X-Ray Exposure',
+    'Requested Procedure Priority',
+    'Spatial Resolution',
+    'Time of Last Detector Calibration',
+    'Total Number of Exposures',
+    'Window Center',
+    'Window Width',
+    'Breed Registration Sequence',
+    'Quality Control Image',
+    'Window Center & Width Explanation',
+    'Acquisition Number',
+    'Date of Last Calibration',
+    'Detector Conditions Nominal Flag',
+    'Grid Focal Distance',
+    'X-Ray Tube Current',
+    'Generator Power',
+    'Postprocessing Function',
+    'Processing Function',
+    'Time of Last Calibration',
+    'Images in Acquisition',
+    'Largest Image Pixel Value',
+    'Smallest Image Pixel Value',
+    'Comments on Radiation Dose',
+    'Conversion Type',
+    'Detector Active Dimension(s)',
+    'Detector Active Shape',
+    'Detector Binning',
+    'Detector Configuration',
+    'Detector Element Physical Size',
+    'Detector Element Spacing',
+    'Exposure Control Mode Description',
+    'Field of View Dimension(s)',
+    'Field of View Shape',
+    'Filter Thickness Maximum',
+    'Filter Thickness Minimum',
+    'Patient Gantry Relationship Code Sequence',
+    'Patient Orientation Code Sequence',
+    'Positioner Secondary Angle',
+    'Vertices of the Polygonal Collimator',
+    'View Code Sequence',
+    'View Modifier Code Sequence',
+    'Annotation Display Format ID',
+    'Border Density',
+    'Film Orientation',
+    'Image Display Format',
+    'Trim',
+    '',
+    'Context Group Version',
+    'Context Identifier',
+    'Mapping Resource',
+    'Pixel Aspect Ratio',
+    'Anode Target Material',
+    'Body Part Thickness',
+    'Compression Force',
+    'Entrance Dose in mGy',
+    'Phototimer Setting',
+    'Positioner Primary Angle',
+    'Number of Frames',
+    'Date of Secondary Capture',
+    'Secondary Capture Device ID',
+    'Secondary Capture Device Manufacturer',
+    "Secondary Capture Device Manufacturer's Model Name",
+    'Secondary Capture Device Software Versions',
     'Time of Secondary Capture',
 )
 METADATA_HEADER = ",".join(METADATA_NAMES)
 # All text: a value that does not convert is quarantined here, the row (and its image) kept.
 METADATA_COLUMNS = {(name or f"unnamed_{i}"): "VARCHAR" for i, name in enumerate(METADATA_NAMES)}
 _CANONICAL = {
-    "imageid": "images.image_id", "Columns": "images.width", "Rows": "images.height",
+    "imageid": "images.image_id",
+    "Columns": "images.width",
+    "Rows": "images.height",
     "Pixel Spacing": ("images.pixel_spacing_x", "images.pixel_spacing_y", "images.source_attributes"),
     "Imager Pixel Spacing": ("images.pixel_spacing_x", "images.pixel_spacing_y", "images.source_attributes"),
-    "Patient Orientation": "images.patient_orientation", "Manufacturer": "studies.manufacturer",
+    "Patient Orientation": "images.patient_orientation",
+    "Manufacturer": "studies.manufacturer",
     "Patient's Birth Date": ("patients.birth_year", "studies.age_years", "studies.age_source"),
-    "Patient's Sex": ("patients.sex", "patients.sex_source"), "Study Date": "studies.study_date",
-    "Study Time": "studies.study_time", "View Position": ("images.view_position", "images.view_source"),
+    "Patient's Sex": ("patients.sex", "patients.sex_source"),
+    "Study Date": "studies.study_date",
+    "Study Time": "studies.study_time",
+    "View Position": ("images.view_position", "images.view_source"),
 }
 SOURCE_FIELDS = {METADATA_FILE: {name: _CANONICAL.get(name, "images.source_attributes") for name in METADATA_NAMES}}
 # source_attributes keys (and frame columns) of the columns without a name
 ATTRIBUTE_KEYS = {name: f"unnamed_{i}" for i, name in enumerate(METADATA_NAMES) if name == ""}
 VIEW_WORDS = {"LARGE LATERAL": "LATERAL"}  # IU's own word, before the shared harmonizer
-SPLIT_IMAGE_ID = r"^(CXR\d+)_\d+_(IM-)"   # CXR1_1_IM-0001-3001 -> metadata's CXR1_IM-0001-3001
+SPLIT_IMAGE_ID = r"^(CXR\d+)_\d+_(IM-)"  # CXR1_1_IM-0001-3001 -> metadata's CXR1_IM-0001-3001
 
 # MeSH qualifiers that say where (lower case); the others say how (mild, tortuous, ...).
-PLACES = frozenset({
-    "lung", "right", "left", "base", "bilateral", "apex", "hilum", "lingula", "lower lobe", "middle lobe",
-    "upper lobe", "azygos lobe", "pulmonary alveoli", "bronchi", "pleura", "pleural sinus", "costophrenic angle",
-    "cardiophrenic angle", "sulcus", "diaphragm", "mediastinum", "retrocardiac", "supracardiac", "paratracheal",
-    "trachea", "trachea, carina", "esophagus", "lymph nodes", "heart", "heart atria", "heart ventricles",
-    "aortic valve", "mitral valve", "aorta", "aorta, thoracic", "pulmonary artery", "blood vessels",
-    "coronary vessels", "thorax", "abdomen", "neck", "breast", "adipose tissue", "ribs", "sternum", "clavicle",
-    "humerus", "shoulder", "spine", "cervical vertebrae", "thoracic vertebrae", "lumbar vertebrae",
-    "anterior", "posterior",
-})
+PLACES = frozenset(
+    {
+        "lung",
+        "right",
+        "left",
+        "base",
+        "bilateral",
+        "apex",
+        "hilum",
+        "lingula",
+        "lower lobe",
+        "middle lobe",
+        "upper lobe",
+        "azygos lobe",
+        "pulmonary alveoli",
+        "bronchi",
+        "pleura",
+        "pleural sinus",
+        "costophrenic angle",
+        "cardiophrenic angle",
+        "sulcus",
+        "diaphragm",
+        "mediastinum",
+        "retrocardiac",
+        "supracardiac",
+        "paratracheal",
+        "trachea",
+        "trachea, carina",
+        "esophagus",
+        "lymph nodes",
+        "heart",
+        "heart atria",
+        "heart ventricles",
+        "aortic valve",
+        "mitral valve",
+        "aorta",
+        "aorta, thoracic",
+        "pulmonary artery",
+        "blood vessels",
+        "coronary vessels",
+        "thorax",
+        "abdomen",
+        "neck",
+        "breast",
+        "adipose tissue",
+        "ribs",
+        "sternum",
+        "clavicle",
+        "humerus",
+        "shoulder",
+        "spine",
+        "cervical vertebrae",
+        "thoracic vertebrae",
+        "lumbar vertebrae",
+        "anterior",
+        "posterior",
+    }
+)
 # Headings that name a body part, not a finding: their first non-place qualifier is the finding.
 ANATOMY_HEADINGS = PLACES | {"cardiac shadow", "epicardial fat", "bone and bones"}
 METHOD_ORDER = {"major": 0, "automatic": 1}
@@ -233,14 +419,20 @@ def _read_archive(src: SourceFolder, archive: str) -> tuple[list[ReportXml], lis
         with src.open(archive) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
             for member in tar:
                 if leaves_root(member.name):
-                    raise SourceError(where, f"member {member.name!r} has a path that leaves the dataset "
-                                             "(absolute or '..'); the archive is refused and nothing is ingested")
+                    raise SourceError(
+                        where,
+                        f"member {member.name!r} has a path that leaves the dataset "
+                        "(absolute or '..'); the archive is refused and nothing is ingested",
+                    )
                 if member.isdir():
                     continue
                 if not (member.isfile() and (REPORT_MEMBER.match(member.name) or NESTED_REPORT.search(member.name))):
                     kind = "a file" if member.isfile() else "a link or special file"
-                    bad.append(_bad_member(where, member.name, f"not a report member (expected "
-                                                               f"ecgen-radiology/<n>.xml): {kind}", None))
+                    bad.append(
+                        _bad_member(
+                            where, member.name, f"not a report member (expected ecgen-radiology/<n>.xml): {kind}", None
+                        )
+                    )
                     continue
                 content = tar.extractfile(member)
                 assert content is not None, "a regular file member has content"
@@ -251,17 +443,27 @@ def _read_archive(src: SourceFolder, archive: str) -> tuple[list[ReportXml], lis
                     bad.append(_bad_member(where, member.name, str(e), data))
                     continue
                 if report.study_id in seen:
-                    bad.append(_bad_member(where, member.name, f"duplicate report {report.study_id}, already read "
-                                                               f"from {seen[report.study_id]}", data))
+                    bad.append(
+                        _bad_member(
+                            where,
+                            member.name,
+                            f"duplicate report {report.study_id}, already read from {seen[report.study_id]}",
+                            data,
+                        )
+                    )
                     continue
                 seen[report.study_id] = member.name
                 reports.append(report)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise SourceError(where, f"is not a readable tar.gz archive ({e})") from None
     if not reports:
-        raise SourceError(where, "holds no report XML files" if not bad else
-                          f"holds no readable report XML: all {len(bad)} members were quarantined "
-                          f"(first: {bad[0]['source_file']}: {bad[0]['reason']})")
+        raise SourceError(
+            where,
+            "holds no report XML files"
+            if not bad
+            else f"holds no readable report XML: all {len(bad)} members were quarantined "
+            f"(first: {bad[0]['source_file']}: {bad[0]['reason']})",
+        )
     quarantine = [pl.DataFrame(bad, schema=QUARANTINE_COLUMNS) if bad else empty_quarantine()]
     return reports, quarantine
 
@@ -287,7 +489,10 @@ def _parse_report(data: bytes, member: str) -> ReportXml:
             sections[section] = body if sections[section] is None else f"{sections[section]} {body}"
     mesh_terms = [(e.tag, (e.text or "").strip()) for e in root.findall("MeSH/*")]
     return ReportXml(
-        study_id=study_id, member=member, sections=sections, full_text="\n".join(lines),
+        study_id=study_id,
+        member=member,
+        sections=sections,
+        full_text="\n".join(lines),
         image_ids=[image_id for i in root.findall("parentImage") if (image_id := i.get("id"))],
         mesh=[(method, term) for method, term in mesh_terms if term],
     )
@@ -296,15 +501,22 @@ def _parse_report(data: bytes, member: str) -> ReportXml:
 def _bad_member(archive: str, member: str, reason: str, data: bytes | None) -> dict:
     raw = data.decode("utf-8", errors="replace") if data is not None and len(data) <= RAW_RECORD_LIMIT else None
     return {
-        "target_table": "reports", "source_file": f"{archive}/{member}", "row_number": None, "line_number": None,
-        "column_name": "", "value": None, "reason": reason, "raw_record": raw,
+        "target_table": "reports",
+        "source_file": f"{archive}/{member}",
+        "row_number": None,
+        "line_number": None,
+        "column_name": "",
+        "value": None,
+        "reason": reason,
+        "raw_record": raw,
     }
 
 
 def _read_metadata(src: SourceFolder, name: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """One row per image id with the typed header values we use, and the values that did not convert."""
-    read = read_csv(src, name, columns=METADATA_COLUMNS, header=METADATA_HEADER, target_table="images",
-                    one_line_records=False)
+    read = read_csv(
+        src, name, columns=METADATA_COLUMNS, header=METADATA_HEADER, target_table="images", one_line_records=False
+    )
     frame = read.frame.filter(pl.col("imageid").is_not_null())
     parsed = {
         "_birth_date": ("Patient's Birth Date", _yyyymmdd("Patient's Birth Date"), "a YYYYMMDD date"),
@@ -314,27 +526,49 @@ def _read_metadata(src: SourceFolder, name: str) -> tuple[pl.DataFrame, list[pl.
     }
     frame = frame.with_columns(expr.alias(out) for out, (_, expr, _) in parsed.items())
     rejected = [read.rejects] + [
-        quarantine_rows(frame.filter(pl.col(out).is_null() & pl.col(column).is_not_null()), target_table="images",
-                        source_file=src.display(name), column=column, reason=f"{column} is not {what}",
-                        one_line_rows=False)
+        quarantine_rows(
+            frame.filter(pl.col(out).is_null() & pl.col(column).is_not_null()),
+            target_table="images",
+            source_file=src.display(name),
+            column=column,
+            reason=f"{column} is not {what}",
+            one_line_rows=False,
+        )
         for out, (column, _, what) in parsed.items()
     ]
-    spacing = (pl.when(pl.col("Pixel Spacing").str.strip_chars() != "").then(pl.col("Pixel Spacing"))
-               .otherwise(pl.col("Imager Pixel Spacing")).str.extract_all(r"'[^']*'")
-               .list.eval(pl.element().str.strip_chars("' ")))   # '0.143', '1.50000006E-001', '.15e0'
-    attributes = values.attributes({ATTRIBUTE_KEYS.get(n, n): pl.col(ATTRIBUTE_KEYS.get(n, n)) for n in
-                                    values.attribute_fields(SOURCE_FIELDS[METADATA_FILE], "images")})
+    spacing = (
+        pl.when(pl.col("Pixel Spacing").str.strip_chars() != "")
+        .then(pl.col("Pixel Spacing"))
+        .otherwise(pl.col("Imager Pixel Spacing"))
+        .str.extract_all(r"'[^']*'")
+        .list.eval(pl.element().str.strip_chars("' "))
+    )  # '0.143', '1.50000006E-001', '.15e0'
+    attributes = values.attributes(
+        {
+            ATTRIBUTE_KEYS.get(n, n): pl.col(ATTRIBUTE_KEYS.get(n, n))
+            for n in values.attribute_fields(SOURCE_FIELDS[METADATA_FILE], "images")
+        }
+    )
     metadata = frame.select(
-        pl.col("imageid").alias("_metadata_id"), pl.lit(True).alias("_has_header"),
-        pl.col("View Position").alias("view_source"), pl.col("Patient's Sex").alias("sex_source"),
-        pl.col("Patient's Birth Date").alias("age_source"), *parsed,
+        pl.col("imageid").alias("_metadata_id"),
+        pl.lit(True).alias("_has_header"),
+        pl.col("View Position").alias("view_source"),
+        pl.col("Patient's Sex").alias("sex_source"),
+        pl.col("Patient's Birth Date").alias("age_source"),
+        *parsed,
         spacing.list.get(0, null_on_oob=True).cast(pl.Float32, strict=False).alias("_spacing_y"),
         spacing.list.get(1, null_on_oob=True).cast(pl.Float32, strict=False).alias("_spacing_x"),
-        pl.col("Patient Orientation").str.extract_all(r"'([^']*)'").list.eval(pl.element().str.strip_chars("'"))
-        .list.join("\\").alias("_orientation"),
+        pl.col("Patient Orientation")
+        .str.extract_all(r"'([^']*)'")
+        .list.eval(pl.element().str.strip_chars("'"))
+        .list.join("\\")
+        .alias("_orientation"),
         text.blank_to_null("Manufacturer").alias("_manufacturer"),
-        pl.col("Study Time").str.strip_chars().str.slice(0, 6)
-        .str.strptime(pl.Time, "%H%M%S", strict=False).alias("_study_time"),
+        pl.col("Study Time")
+        .str.strip_chars()
+        .str.slice(0, 6)
+        .str.strptime(pl.Time, "%H%M%S", strict=False)
+        .alias("_study_time"),
         attributes.alias("_attributes"),
     )
     return metadata, rejected
@@ -345,20 +579,27 @@ def _yyyymmdd(column: str) -> pl.Expr:
 
 
 def _no_metadata() -> list[pl.Expr]:
-    return [pl.lit(None, pl.Boolean).alias("_has_header")] + [
-        pl.lit(None, pl.String).alias(c) for c in ("view_source", "sex_source", "age_source", "_orientation",
-                                                   "_manufacturer")] + [
-        pl.lit(None, pl.Float32).alias(c) for c in ("_spacing_x", "_spacing_y")] + [
-        pl.lit(None, pl.Time).alias("_study_time"),
-        pl.lit(None, pl.List(pl.Struct({"key": pl.String, "value": pl.String}))).alias("_attributes")] + [
-        pl.lit(None, pl.Date).alias(c) for c in ("_birth_date", "_study_date")] + [
-        pl.lit(None, pl.Int32).alias(c) for c in ("_height", "_width")]
+    return (
+        [pl.lit(None, pl.Boolean).alias("_has_header")]
+        + [
+            pl.lit(None, pl.String).alias(c)
+            for c in ("view_source", "sex_source", "age_source", "_orientation", "_manufacturer")
+        ]
+        + [pl.lit(None, pl.Float32).alias(c) for c in ("_spacing_x", "_spacing_y")]
+        + [
+            pl.lit(None, pl.Time).alias("_study_time"),
+            pl.lit(None, pl.List(pl.Struct({"key": pl.String, "value": pl.String}))).alias("_attributes"),
+        ]
+        + [pl.lit(None, pl.Date).alias(c) for c in ("_birth_date", "_study_date")]
+        + [pl.lit(None, pl.Int32).alias(c) for c in ("_height", "_width")]
+    )
 
 
 def _images(reports: list[ReportXml]) -> pl.DataFrame:
     frame = pl.DataFrame(
         [(image_id, r.study_id) for r in reports for image_id in r.image_ids],
-        schema={"image_id": pl.String, "study_id": pl.String}, orient="row",
+        schema={"image_id": pl.String, "study_id": pl.String},
+        orient="row",
     )
     return frame.with_columns(pl.col("image_id").str.replace(SPLIT_IMAGE_ID, "${1}_${2}").alias("_metadata_id"))
 
@@ -366,10 +607,17 @@ def _images(reports: list[ReportXml]) -> pl.DataFrame:
 def _image_table(images: pl.DataFrame) -> pl.DataFrame:
     view = values.view_position(pl.col("view_source").replace(VIEW_WORDS))
     return images.select(
-        "image_id", "study_id", pl.col("study_id").alias("patient_id"), pl.lit("unassigned").alias("split"),
-        view.alias("view_position"), "view_source", values.is_frontal(view).alias("is_frontal"),
-        pl.col("_width").alias("width"), pl.col("_height").alias("height"),
-        pl.col("_spacing_x").alias("pixel_spacing_x"), pl.col("_spacing_y").alias("pixel_spacing_y"),
+        "image_id",
+        "study_id",
+        pl.col("study_id").alias("patient_id"),
+        pl.lit("unassigned").alias("split"),
+        view.alias("view_position"),
+        "view_source",
+        values.is_frontal(view).alias("is_frontal"),
+        pl.col("_width").alias("width"),
+        pl.col("_height").alias("height"),
+        pl.col("_spacing_x").alias("pixel_spacing_x"),
+        pl.col("_spacing_y").alias("pixel_spacing_y"),
         (pl.col("image_id") + ".png").alias("path"),
         pl.when(pl.col("_orientation") != "").then(pl.col("_orientation")).alias("patient_orientation"),
         pl.col("_attributes").alias("source_attributes"),
@@ -381,8 +629,10 @@ def _per_study(reports: list[ReportXml], images: pl.DataFrame) -> pl.DataFrame:
     header = (
         images.filter(pl.col("_has_header"))
         .group_by("study_id", maintain_order=True)
-        .agg(pl.col("sex_source", "age_source", "_birth_date", "_study_date").first(),
-             pl.col("_manufacturer", "_study_time").drop_nulls().first())
+        .agg(
+            pl.col("sex_source", "age_source", "_birth_date", "_study_date").first(),
+            pl.col("_manufacturer", "_study_time").drop_nulls().first(),
+        )
     )
     ids = pl.DataFrame({"study_id": [r.study_id for r in reports]}, schema={"study_id": pl.String})
     return ids.join(header, on="study_id", how="left", maintain_order="left")
@@ -390,7 +640,9 @@ def _per_study(reports: list[ReportXml], images: pl.DataFrame) -> pl.DataFrame:
 
 def _patients(reports: list[ReportXml], images: pl.DataFrame) -> pl.DataFrame:
     return _per_study(reports, images).select(
-        pl.col("study_id").alias("patient_id"), values.sex(pl.col("sex_source")).alias("sex"), "sex_source",
+        pl.col("study_id").alias("patient_id"),
+        values.sex(pl.col("sex_source")).alias("sex"),
+        "sex_source",
         pl.col("_birth_date").dt.year().cast(pl.Int16).alias("birth_year"),
     )
 
@@ -400,19 +652,39 @@ def _studies(reports: list[ReportXml], images: pl.DataFrame) -> pl.DataFrame:
     had_birthday = study.dt.strftime("%m%d") >= birth.dt.strftime("%m%d")
     age = study.dt.year() - birth.dt.year() - pl.when(had_birthday).then(0).otherwise(1)
     return _per_study(reports, images).select(
-        "study_id", pl.col("study_id").alias("patient_id"), pl.lit("unassigned").alias("split"),
-        study.alias("study_date"), age.cast(pl.Float32).alias("age_years"), "age_source",
-        pl.col("_manufacturer").alias("manufacturer"), pl.col("_study_time").dt.strftime("%H:%M:%S%.f").alias("study_time"),
+        "study_id",
+        pl.col("study_id").alias("patient_id"),
+        pl.lit("unassigned").alias("split"),
+        study.alias("study_date"),
+        age.cast(pl.Float32).alias("age_years"),
+        "age_source",
+        pl.col("_manufacturer").alias("manufacturer"),
+        pl.col("_study_time").dt.strftime("%H:%M:%S%.f").alias("study_time"),
         pl.lit(1, pl.Int32).alias("visit_order"),
     )
 
 
 def _reports(reports: list[ReportXml], archive: str) -> pl.DataFrame:
     frame = pl.DataFrame(
-        [{"study_id": r.study_id, "patient_id": r.study_id, **r.sections, "full_text": r.full_text,
-          "language": "en", "source_file": f"{archive}/{r.member}"} for r in reports],
-        schema={"study_id": pl.String, "patient_id": pl.String, **dict.fromkeys(SECTIONS.values(), pl.String),
-                "full_text": pl.String, "language": pl.String, "source_file": pl.String},
+        [
+            {
+                "study_id": r.study_id,
+                "patient_id": r.study_id,
+                **r.sections,
+                "full_text": r.full_text,
+                "language": "en",
+                "source_file": f"{archive}/{r.member}",
+            }
+            for r in reports
+        ],
+        schema={
+            "study_id": pl.String,
+            "patient_id": pl.String,
+            **dict.fromkeys(SECTIONS.values(), pl.String),
+            "full_text": pl.String,
+            "language": pl.String,
+            "source_file": pl.String,
+        },
     )
     return text.with_token_counts(frame)
 
@@ -432,9 +704,17 @@ def _labels(reports: list[ReportXml]) -> pl.DataFrame:
         for method, term in report.mesh:
             key, places = mesh_term(term)
             rows.append((report.study_id, term, method, key, places))
-    frame = pl.DataFrame(rows, orient="row", schema={
-        "study_id": pl.String, "raw_label": pl.String, "method": pl.String, "_key": pl.String,
-        "locations": pl.List(pl.String)})
+    frame = pl.DataFrame(
+        rows,
+        orient="row",
+        schema={
+            "study_id": pl.String,
+            "raw_label": pl.String,
+            "method": pl.String,
+            "_key": pl.String,
+            "locations": pl.List(pl.String),
+        },
+    )
     frame = (
         frame.with_columns(pl.col("method").replace_strict(METHOD_ORDER, default=len(METHOD_ORDER)).alias("_order"))
         .sort("_order", maintain_order=True)

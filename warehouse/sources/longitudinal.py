@@ -5,6 +5,7 @@ the keys the source gives (a date and time, a follow-up number, relative timesta
 ties broken by study_id. days_since_first / days_since_previous come from `days` (a number of days
 on any fixed origin, fractional when times are known) and are null when the source has no dates.
 """
+
 from __future__ import annotations
 
 import polars as pl
@@ -16,13 +17,18 @@ def days_of(date: pl.Expr, time: pl.Expr | None = None) -> pl.Expr:
     """Days since 1970-01-01 of a date (plus the fraction of the day a time gives)."""
     days = (date - EPOCH).dt.total_days().cast(pl.Float64)
     if time is not None:
-        seconds = (time.cast(pl.Int64) / 1_000_000_000).fill_null(0.0)   # polars Time counts nanoseconds
+        seconds = (time.cast(pl.Int64) / 1_000_000_000).fill_null(0.0)  # polars Time counts nanoseconds
         days = days + seconds / 86_400
     return days
 
 
-def with_visits(studies: pl.DataFrame, order_by: list[pl.Expr], days: pl.Expr | None = None,
-                patient: str = "patient_id", study: str = "study_id") -> pl.DataFrame:
+def with_visits(
+    studies: pl.DataFrame,
+    order_by: list[pl.Expr],
+    days: pl.Expr | None = None,
+    patient: str = "patient_id",
+    study: str = "study_id",
+) -> pl.DataFrame:
     """`studies` with visit_order and, when `days` is given, days_since_first and days_since_previous."""
     keys = [e.alias(f"_order_{i}") for i, e in enumerate(order_by)]
     extra = [days.alias("_days")] if days is not None else []

@@ -54,6 +54,7 @@ and `admissions.csv.gz` (`core/` instead of `hosp/` in MIMIC-IV 1.0; the highest
   admissions columns (times, locations, hospital_expire_flag) are per admission and stay in the file.
 - CXR patients absent from MIMIC-IV keep sex U and no age; the coverage is a note of the result.
 """
+
 from __future__ import annotations
 
 import csv
@@ -66,13 +67,13 @@ from typing import NamedTuple
 import polars as pl
 
 from .. import findings, text
+from . import values
 from .base import ZIP_MEMBER_ERRORS, DatasetInfo, SourceError, SourceFolder, SourceResult
 from .csvread import first_line, read_csv
+from .longitudinal import days_of, with_visits
 from .mimic_reports import sections
 from .qba_stream import leaves_root
 from .quarantine import QUARANTINE_COLUMNS, quarantine_rows
-from . import values
-from .longitudinal import days_of, with_visits
 
 INFO = DatasetInfo(
     id="mimic_cxr",
@@ -82,9 +83,9 @@ INFO = DatasetInfo(
     default_data="samples",
     tables=("patients", "studies", "images", "reports", "labels"),
     citation="Johnson AEW, Pollard TJ, Berkowitz SJ, et al. MIMIC-CXR, a de-identified publicly available "
-             "database of chest radiographs with free-text reports. Sci Data 2019;6:317. Johnson AEW, Pollard TJ, "
-             "Greenbaum NR, et al. MIMIC-CXR-JPG, a large publicly available database of labeled chest "
-             "radiographs. arXiv:1901.07042.",
+    "database of chest radiographs with free-text reports. Sci Data 2019;6:317. Johnson AEW, Pollard TJ, "
+    "Greenbaum NR, et al. MIMIC-CXR-JPG, a large publicly available database of labeled chest "
+    "radiographs. arXiv:1901.07042.",
     homepage="https://physionet.org/content/mimic-cxr-jpg/2.1.0/",
     licence='PhysioNet Credentialed Health Data License 1.5.0',
     licence_url='https://physionet.org/content/mimic-cxr-jpg/view-license/2.1.0/',
@@ -115,34 +116,62 @@ REPORTS_ZIP = "mimic-cxr-reports.zip"
 REPORTS_TREE = "files/p*/p*/s*.txt"
 
 METADATA_COLUMNS = {
-    "dicom_id": "VARCHAR", "subject_id": "VARCHAR", "study_id": "VARCHAR",
-    "PerformedProcedureStepDescription": "VARCHAR", "ViewPosition": "VARCHAR", "Rows": "INTEGER",
-    "Columns": "INTEGER", "StudyDate": "VARCHAR", "StudyTime": "VARCHAR", "ProcedureCodeSequence_CodeMeaning": "VARCHAR",
-    "ViewCodeSequence_CodeMeaning": "VARCHAR", "PatientOrientationCodeSequence_CodeMeaning": "VARCHAR",
+    "dicom_id": "VARCHAR",
+    "subject_id": "VARCHAR",
+    "study_id": "VARCHAR",
+    "PerformedProcedureStepDescription": "VARCHAR",
+    "ViewPosition": "VARCHAR",
+    "Rows": "INTEGER",
+    "Columns": "INTEGER",
+    "StudyDate": "VARCHAR",
+    "StudyTime": "VARCHAR",
+    "ProcedureCodeSequence_CodeMeaning": "VARCHAR",
+    "ViewCodeSequence_CodeMeaning": "VARCHAR",
+    "PatientOrientationCodeSequence_CodeMeaning": "VARCHAR",
 }
 METADATA_HEADER = ",".join(METADATA_COLUMNS)
-SOURCE_FIELDS = {"mimic-cxr-2.0.0-metadata.csv": {
-    "dicom_id": ("images.image_id", "images.path"), "subject_id": "patients.patient_id",
-    "study_id": "studies.study_id", "PerformedProcedureStepDescription": "studies.procedure",
-    "ViewPosition": ("images.view_position", "images.view_source"), "Rows": "images.height",
-    "Columns": "images.width", "StudyDate": ("studies.study_date", "studies.visit_order"),
-    "StudyTime": ("studies.study_time", "studies.days_since_first"),
-    "ProcedureCodeSequence_CodeMeaning": "studies.source_attributes",
-    "ViewCodeSequence_CodeMeaning": "images.view_code_meaning",
-    "PatientOrientationCodeSequence_CodeMeaning": "images.patient_orientation",
-}, "patients.csv": {   # mimiciv/<version>/hosp/patients.csv.gz
-    "subject_id": "patients.patient_id", "gender": ("patients.sex", "patients.sex_source"),
-    "anchor_age": ("studies.age_years", "studies.age_source", "patients.birth_year"),
-    "anchor_year": ("studies.age_years", "studies.age_source", "patients.birth_year"),
-    "anchor_year_group": "patients.source_attributes", "dod": "patients.death_date",
-}}
+SOURCE_FIELDS = {
+    "mimic-cxr-2.0.0-metadata.csv": {
+        "dicom_id": ("images.image_id", "images.path"),
+        "subject_id": "patients.patient_id",
+        "study_id": "studies.study_id",
+        "PerformedProcedureStepDescription": "studies.procedure",
+        "ViewPosition": ("images.view_position", "images.view_source"),
+        "Rows": "images.height",
+        "Columns": "images.width",
+        "StudyDate": ("studies.study_date", "studies.visit_order"),
+        "StudyTime": ("studies.study_time", "studies.days_since_first"),
+        "ProcedureCodeSequence_CodeMeaning": "studies.source_attributes",
+        "ViewCodeSequence_CodeMeaning": "images.view_code_meaning",
+        "PatientOrientationCodeSequence_CodeMeaning": "images.patient_orientation",
+    },
+    "patients.csv": {  # mimiciv/<version>/hosp/patients.csv.gz
+        "subject_id": "patients.patient_id",
+        "gender": ("patients.sex", "patients.sex_source"),
+        "anchor_age": ("studies.age_years", "studies.age_source", "patients.birth_year"),
+        "anchor_year": ("studies.age_years", "studies.age_source", "patients.birth_year"),
+        "anchor_year_group": "patients.source_attributes",
+        "dod": "patients.death_date",
+    },
+}
 SPLIT_COLUMNS = {"dicom_id": "VARCHAR", "study_id": "VARCHAR", "subject_id": "VARCHAR", "split": "VARCHAR"}
 SPLIT_HEADER = ",".join(SPLIT_COLUMNS)
 SPLIT_WORDS = {"train": "train", "validate": "valid", "test": "test"}
 CHEXPERT_LABELS = (
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-    "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-    "Pneumothorax", "Support Devices",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
 )
 TEST_SET_LABELS = tuple("Airspace Opacity" if label == "Lung Opacity" else label for label in CHEXPERT_LABELS)
 
@@ -151,8 +180,14 @@ REPORT_BATCH_ROWS = 20_000
 RAW_TEXT_LIMIT = 64 << 10  # quarantine keeps the raw text of an unreadable report up to this size
 
 MIMIC_IV_PATIENTS_HEADER = "subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod"
-MIMIC_IV_PATIENTS_COLUMNS = {"subject_id": "VARCHAR", "gender": "VARCHAR", "anchor_age": "INTEGER",
-                             "anchor_year": "INTEGER", "anchor_year_group": "VARCHAR", "dod": "VARCHAR"}
+MIMIC_IV_PATIENTS_COLUMNS = {
+    "subject_id": "VARCHAR",
+    "gender": "VARCHAR",
+    "anchor_age": "INTEGER",
+    "anchor_year": "INTEGER",
+    "anchor_year_group": "VARCHAR",
+    "dod": "VARCHAR",
+}
 _ADMISSIONS_TAIL = "insurance,language,marital_status,{race},edregtime,edouttime,hospital_expire_flag"
 MIMIC_IV_ADMISSIONS_HEADERS = (
     # 2.2 and later [V: docs/datasets.md, mimic-code create.sql]
@@ -207,10 +242,11 @@ class MimicCxr:
             batches = _report_batches(src, report_files, quarantine, notes, say)
         else:
             tables["reports"] = pl.DataFrame()
-            notes.append(f"no {REPORTS_ZIP} and no extracted files/ tree of reports: the reports table is empty "
-                         "(MIMIC-CXR-JPG alone does not ship them)")
-        return SourceResult(tables, quarantine, files + label_files + report_files + demographics.files, notes,
-                            batches)
+            notes.append(
+                f"no {REPORTS_ZIP} and no extracted files/ tree of reports: the reports table is empty "
+                "(MIMIC-CXR-JPG alone does not ship them)"
+            )
+        return SourceResult(tables, quarantine, files + label_files + report_files + demographics.files, notes, batches)
 
 
 # --- images, studies, splits -------------------------------------------------------------------
@@ -223,15 +259,30 @@ def _images(src: SourceFolder, name: str, quarantine: list[pl.DataFrame]) -> pl.
     rows = read.frame.with_columns(_raw=pl.lit(None, pl.String))
     for column in ("dicom_id", "study_id", "subject_id"):
         missing = rows.filter(pl.col(column).is_null())
-        quarantine.append(quarantine_rows(missing, target_table="images", source_file=src.display(name),
-                                          column=column, reason=f"{column} is blank"))
+        quarantine.append(
+            quarantine_rows(
+                missing,
+                target_table="images",
+                source_file=src.display(name),
+                column=column,
+                reason=f"{column} is blank",
+            )
+        )
         rows = rows.filter(pl.col(column).is_not_null())
-    rows = rows.with_columns(pl.col("StudyDate").str.strptime(pl.Date, "%Y%m%d", strict=False).alias("study_date"),
-                             _study_time(pl.col("StudyTime")).alias("study_time"))
+    rows = rows.with_columns(
+        pl.col("StudyDate").str.strptime(pl.Date, "%Y%m%d", strict=False).alias("study_date"),
+        _study_time(pl.col("StudyTime")).alias("study_time"),
+    )
     bad_date = rows.filter(pl.col("StudyDate").is_not_null() & pl.col("study_date").is_null())
-    quarantine.append(quarantine_rows(bad_date, target_table="studies", source_file=src.display(name),
-                                      column="StudyDate", reason="StudyDate is not a YYYYMMDD date; the image is kept "
-                                                                 "and its date left null"))
+    quarantine.append(
+        quarantine_rows(
+            bad_date,
+            target_table="studies",
+            source_file=src.display(name),
+            column="StudyDate",
+            reason="StudyDate is not a YYYYMMDD date; the image is kept and its date left null",
+        )
+    )
     return rows
 
 
@@ -240,13 +291,19 @@ def _study_time(raw: pl.Expr) -> pl.Expr:
     t = raw.cast(pl.Float64, strict=False)
     whole = t.floor().cast(pl.Int64)
     ok = (t >= 0) & (t < 240000) & ((whole // 100) % 100 < 60) & (whole % 100 < 60)
-    return pl.when(ok).then(pl.time((whole // 10000).cast(pl.Int32), ((whole // 100) % 100).cast(pl.Int32),
-                                    (whole % 100).cast(pl.Int32),
-                                    ((t - t.floor()) * 1_000_000).round().clip(0, 999_999).cast(pl.Int32)))
+    return pl.when(ok).then(
+        pl.time(
+            (whole // 10000).cast(pl.Int32),
+            ((whole // 100) % 100).cast(pl.Int32),
+            (whole % 100).cast(pl.Int32),
+            ((t - t.floor()) * 1_000_000).round().clip(0, 999_999).cast(pl.Int32),
+        )
+    )
 
 
-def _with_split(src: SourceFolder, name: str | None, images: pl.DataFrame, quarantine: list[pl.DataFrame],
-                notes: list[str]) -> pl.DataFrame:
+def _with_split(
+    src: SourceFolder, name: str | None, images: pl.DataFrame, quarantine: list[pl.DataFrame], notes: list[str]
+) -> pl.DataFrame:
     """Each image's official split (per dicom_id), `unassigned` where the split file is silent."""
     if name is None:
         notes.append(f"no {SPLIT_FILE}[.gz]: every image's split is 'unassigned'")
@@ -259,20 +316,28 @@ def _with_split(src: SourceFolder, name: str | None, images: pl.DataFrame, quara
     if unlisted:
         notes.append(f"{unlisted} images are not in {name}: split 'unassigned'")
     return joined.with_columns(
-        pl.col("split_source").replace_strict(SPLIT_WORDS, default=pl.col("split_source"))
-        .fill_null("unassigned").alias("split")
+        pl.col("split_source")
+        .replace_strict(SPLIT_WORDS, default=pl.col("split_source"))
+        .fill_null("unassigned")
+        .alias("split")
     )
 
 
 def _image_table(images: pl.DataFrame) -> pl.DataFrame:
     view = values.view_position(pl.col("ViewPosition"))
     return images.select(
-        pl.col("dicom_id").alias("image_id"), "study_id", pl.col("subject_id").alias("patient_id"), "split",
-        view.alias("view_position"), pl.col("ViewPosition").alias("view_source"),
+        pl.col("dicom_id").alias("image_id"),
+        "study_id",
+        pl.col("subject_id").alias("patient_id"),
+        "split",
+        view.alias("view_position"),
+        pl.col("ViewPosition").alias("view_source"),
         values.is_frontal(view).alias("is_frontal"),
-        pl.col("Columns").alias("width"), pl.col("Rows").alias("height"),
-        pl.format("files/p{}/p{}/s{}/{}.jpg", pl.col("subject_id").str.slice(0, 2), "subject_id", "study_id",
-                  "dicom_id").alias("path"),
+        pl.col("Columns").alias("width"),
+        pl.col("Rows").alias("height"),
+        pl.format(
+            "files/p{}/p{}/s{}/{}.jpg", pl.col("subject_id").str.slice(0, 2), "subject_id", "study_id", "dicom_id"
+        ).alias("path"),
         pl.col("PatientOrientationCodeSequence_CodeMeaning").alias("patient_orientation"),
         pl.col("ViewCodeSequence_CodeMeaning").alias("view_code_meaning"),
     )
@@ -280,24 +345,42 @@ def _image_table(images: pl.DataFrame) -> pl.DataFrame:
 
 def _studies(images: pl.DataFrame, anchors: pl.DataFrame) -> pl.DataFrame:
     """One row per study; age from the MIMIC-IV anchor (null for patients MIMIC-IV does not have)."""
-    studies = images.sort("study_date", "study_time", nulls_last=True, maintain_order=True).group_by(
-        "study_id", maintain_order=True).agg(
-        pl.col("subject_id").first().alias("patient_id"), pl.col("split").first(), pl.col("study_date").first(),
-        pl.col("study_time").first(),
-        pl.col("PerformedProcedureStepDescription").drop_nulls().first().alias("procedure"),
-        values.source_attributes(SOURCE_FIELDS["mimic-cxr-2.0.0-metadata.csv"], "studies").drop_nulls().first()
-        .alias("source_attributes"))
+    studies = (
+        images.sort("study_date", "study_time", nulls_last=True, maintain_order=True)
+        .group_by("study_id", maintain_order=True)
+        .agg(
+            pl.col("subject_id").first().alias("patient_id"),
+            pl.col("split").first(),
+            pl.col("study_date").first(),
+            pl.col("study_time").first(),
+            pl.col("PerformedProcedureStepDescription").drop_nulls().first().alias("procedure"),
+            values.source_attributes(SOURCE_FIELDS["mimic-cxr-2.0.0-metadata.csv"], "studies")
+            .drop_nulls()
+            .first()
+            .alias("source_attributes"),
+        )
+    )
     studies = studies.join(anchors, on="patient_id", how="left")
-    studies = with_visits(studies, [pl.col("study_date"), pl.col("study_time")],
-                          days_of(pl.col("study_date"), pl.col("study_time")))
+    studies = with_visits(
+        studies, [pl.col("study_date"), pl.col("study_time")], days_of(pl.col("study_date"), pl.col("study_time"))
+    )
     return studies.select(
-        "study_id", "patient_id", "split", "study_date",
-        pl.col("study_time").dt.strftime("%H:%M:%S%.f").alias("study_time"), "procedure", "source_attributes",
-        "visit_order", "days_since_first", "days_since_previous",
-        (pl.col("anchor_age") + pl.col("study_date").dt.year() - pl.col("anchor_year")).cast(pl.Float32)
+        "study_id",
+        "patient_id",
+        "split",
+        "study_date",
+        pl.col("study_time").dt.strftime("%H:%M:%S%.f").alias("study_time"),
+        "procedure",
+        "source_attributes",
+        "visit_order",
+        "days_since_first",
+        "days_since_previous",
+        (pl.col("anchor_age") + pl.col("study_date").dt.year() - pl.col("anchor_year"))
+        .cast(pl.Float32)
         .alias("age_years"),
         pl.when(pl.col("anchor_age").is_not_null())
-        .then(pl.format("anchor_age {}, anchor_year {}", "anchor_age", "anchor_year")).alias("age_source"),
+        .then(pl.format("anchor_age {}, anchor_year {}", "anchor_age", "anchor_year"))
+        .alias("age_source"),
     )
 
 
@@ -323,43 +406,72 @@ def _labels(src: SourceFolder, quarantine: list[pl.DataFrame], notes: list[str])
     return pl.concat(frames), files
 
 
-def _label_file(src: SourceFolder, name: str, labeler: str, ids: tuple[str, ...], labels: tuple[str, ...],
-                quarantine: list[pl.DataFrame]) -> pl.DataFrame:
+def _label_file(
+    src: SourceFolder,
+    name: str,
+    labeler: str,
+    ids: tuple[str, ...],
+    labels: tuple[str, ...],
+    quarantine: list[pl.DataFrame],
+) -> pl.DataFrame:
     header, columns = _columns_by_name(src, name, ids, labels)
     read = read_csv(src, name, columns=columns, header=header, target_table="labels")
     quarantine.append(read.rejects)
     rows = read.frame.with_columns(_raw=pl.lit(None, pl.String))
-    quarantine.append(quarantine_rows(rows.filter(pl.col("study_id").is_null()), target_table="labels",
-                                      source_file=src.display(name), column="study_id", reason="study_id is blank"))
-    long = rows.filter(pl.col("study_id").is_not_null()).select("_row", "study_id", *labels).unpivot(
-        index=["_row", "study_id"], variable_name="raw_label", value_name="value").filter(pl.col("value").is_not_null())
+    quarantine.append(
+        quarantine_rows(
+            rows.filter(pl.col("study_id").is_null()),
+            target_table="labels",
+            source_file=src.display(name),
+            column="study_id",
+            reason="study_id is blank",
+        )
+    )
+    long = (
+        rows.filter(pl.col("study_id").is_not_null())
+        .select("_row", "study_id", *labels)
+        .unpivot(index=["_row", "study_id"], variable_name="raw_label", value_name="value")
+        .filter(pl.col("value").is_not_null())
+    )
     # 2.0 breaks the contract but is stored (checks flag it); 0.5 or 1e9 cannot be stored as TINYINT at all.
     storable = (pl.col("value") == pl.col("value").round()) & pl.col("value").is_between(-128, 127)
     quarantine.append(_label_value_rejects(long.filter(~storable), src.display(name)))
     long = long.filter(storable).select(
-        "study_id", pl.lit(None, pl.String).alias("image_id"), "raw_label", pl.col("value").cast(pl.Int8),
-        pl.lit(labeler).alias("labeler"))
+        "study_id",
+        pl.lit(None, pl.String).alias("image_id"),
+        "raw_label",
+        pl.col("value").cast(pl.Int8),
+        pl.lit(labeler).alias("labeler"),
+    )
     return findings.with_findings(long, labeler)
 
 
-def _columns_by_name(src: SourceFolder, name: str, ids: tuple[str, ...],
-                     labels: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+def _columns_by_name(
+    src: SourceFolder, name: str, ids: tuple[str, ...], labels: tuple[str, ...]
+) -> tuple[str, dict[str, str]]:
     """The header as found and its columns typed by name, once it holds exactly the expected names."""
     header = first_line(src, name)
     found = next(csv.reader(io.StringIO(header)))
     expected = (*ids, *labels)
     if sorted(found) != sorted(expected):
-        raise SourceError(src.display(name), "unexpected header (columns are matched by name, in any order).\n"
-                          f"  found:    {header}\n  expected: {','.join(expected)}", line=1)
+        raise SourceError(
+            src.display(name),
+            "unexpected header (columns are matched by name, in any order).\n"
+            f"  found:    {header}\n  expected: {','.join(expected)}",
+            line=1,
+        )
     return header, {column: "VARCHAR" if column in ids else "FLOAT" for column in found}
 
 
 def _label_value_rejects(bad: pl.DataFrame, file: str) -> pl.DataFrame:
     """Label values that are numbers but could only be stored by rounding or overflowing."""
     return bad.select(
-        pl.lit("labels").alias("target_table"), pl.lit(file).alias("source_file"),
-        pl.col("_row").alias("row_number"), (pl.col("_row") + 1).alias("line_number"),
-        pl.col("raw_label").alias("column_name"), pl.col("value").cast(pl.String).alias("value"),
+        pl.lit("labels").alias("target_table"),
+        pl.lit(file).alias("source_file"),
+        pl.col("_row").alias("row_number"),
+        (pl.col("_row") + 1).alias("line_number"),
+        pl.col("raw_label").alias("column_name"),
+        pl.col("value").cast(pl.String).alias("value"),
         pl.lit("label value is not a small whole number (expected 1.0, 0.0, -1.0 or blank)").alias("reason"),
         pl.lit(None, pl.String).alias("raw_record"),
     ).cast(pl.Schema(QUARANTINE_COLUMNS))
@@ -376,7 +488,7 @@ class _MimicIvFiles(NamedTuple):
 
 class _Demographics(NamedTuple):
     patients: pl.DataFrame
-    anchors: pl.DataFrame     # patient_id, anchor_age, anchor_year of the linked patients
+    anchors: pl.DataFrame  # patient_id, anchor_age, anchor_year of the linked patients
     files: list[str]
 
 
@@ -398,18 +510,26 @@ def _version_key(version: str) -> tuple:
     return tuple(int(part) if part.isdigit() else -1 for part in re.split(r"[.\-_]", version))
 
 
-def _demographics(src: SourceFolder, images: pl.DataFrame, quarantine: list[pl.DataFrame],
-                  notes: list[str]) -> _Demographics:
+def _demographics(
+    src: SourceFolder, images: pl.DataFrame, quarantine: list[pl.DataFrame], notes: list[str]
+) -> _Demographics:
     """Patients (sex, race, birth year) and per-patient age anchors for every CXR subject."""
     cxr = images.select(pl.col("subject_id").alias("patient_id")).unique(maintain_order=True)
     no_anchor = pl.DataFrame(schema={"patient_id": pl.String, "anchor_age": pl.Int32, "anchor_year": pl.Int32})
     mimic_iv = _mimic_iv_files(src)
     if mimic_iv.patients is None:
-        notes.append("no mimiciv/<version>/hosp/patients.csv.gz beside MIMIC-CXR: sex is U, age and race are null "
-                     "for every patient (MIMIC-CXR itself carries no demographics)")
+        notes.append(
+            "no mimiciv/<version>/hosp/patients.csv.gz beside MIMIC-CXR: sex is U, age and race are null "
+            "for every patient (MIMIC-CXR itself carries no demographics)"
+        )
         return _Demographics(cxr.with_columns(sex=pl.lit("U")), no_anchor, [])
-    read = read_csv(src, mimic_iv.patients, columns=MIMIC_IV_PATIENTS_COLUMNS, header=MIMIC_IV_PATIENTS_HEADER,
-                    target_table="patients")
+    read = read_csv(
+        src,
+        mimic_iv.patients,
+        columns=MIMIC_IV_PATIENTS_COLUMNS,
+        header=MIMIC_IV_PATIENTS_HEADER,
+        target_table="patients",
+    )
     quarantine.append(read.rejects)
     linked = read.frame.rename({"subject_id": "patient_id"}).unique("patient_id", keep="first")
     patients = cxr.join(linked, on="patient_id", how="left").with_columns(
@@ -418,8 +538,10 @@ def _demographics(src: SourceFolder, images: pl.DataFrame, quarantine: list[pl.D
         (pl.col("anchor_year") - pl.col("anchor_age")).cast(pl.Int16).alias("birth_year"),
     )
     n_linked = patients["anchor_year"].is_not_null().sum()
-    notes.append(f"MIMIC-IV {mimic_iv.version} demographics for {100 * n_linked / max(cxr.height, 1):.1f}% of CXR "
-                 f"patients ({n_linked} of {cxr.height}); the others keep sex U and no age")
+    notes.append(
+        f"MIMIC-IV {mimic_iv.version} demographics for {100 * n_linked / max(cxr.height, 1):.1f}% of CXR "
+        f"patients ({n_linked} of {cxr.height}); the others keep sex U and no age"
+    )
     files = [mimic_iv.patients]
     if mimic_iv.admissions:
         race = _race(src, mimic_iv.admissions, cxr, quarantine, notes)
@@ -432,54 +554,91 @@ def _demographics(src: SourceFolder, images: pl.DataFrame, quarantine: list[pl.D
         if column not in patients.columns:
             patients = patients.with_columns(pl.lit(None, pl.String).alias(column))
     patients = patients.with_columns(
-        pl.coalesce(pl.col("dod").str.slice(0, 10).str.strptime(pl.Date, "%Y-%m-%d", strict=False),
-                    pl.col("dod").str.slice(0, 10).str.strptime(pl.Date, "%m/%d/%Y", strict=False)).alias("death_date"),
-        values.attributes({"anchor_year_group": pl.col("anchor_year_group"),
-                           **{c: pl.col(c) for c in ADMISSION_ATTRIBUTES}}).alias("source_attributes"))
+        pl.coalesce(
+            pl.col("dod").str.slice(0, 10).str.strptime(pl.Date, "%Y-%m-%d", strict=False),
+            pl.col("dod").str.slice(0, 10).str.strptime(pl.Date, "%m/%d/%Y", strict=False),
+        ).alias("death_date"),
+        values.attributes(
+            {"anchor_year_group": pl.col("anchor_year_group"), **{c: pl.col(c) for c in ADMISSION_ATTRIBUTES}}
+        ).alias("source_attributes"),
+    )
     anchors = patients.select("patient_id", "anchor_age", "anchor_year").filter(pl.col("anchor_age").is_not_null())
     if mimic_iv.admissions:
         # one field mixes race and Hispanic origin (docs/datasets.md, "Race and ethnicity")
         patients = patients.with_columns(
-            pl.col("race").alias("race_source"), values.hispanic_race(pl.col("race")).alias("race"),
-            values.ethnicity_from_race(pl.col("race")).alias("ethnicity"))
+            pl.col("race").alias("race_source"),
+            values.hispanic_race(pl.col("race")).alias("race"),
+            values.ethnicity_from_race(pl.col("race")).alias("ethnicity"),
+        )
     else:
-        patients = patients.with_columns(pl.lit(None, pl.String).alias("race_source"),
-                                         pl.lit("not_recorded").alias("race"), pl.lit("not_recorded").alias("ethnicity"))
-    return _Demographics(patients.select("patient_id", "sex", "sex_source", "race", "race_source", "ethnicity",
-                                         "birth_year", "death_date", "source_attributes"), anchors, files)
+        patients = patients.with_columns(
+            pl.lit(None, pl.String).alias("race_source"),
+            pl.lit("not_recorded").alias("race"),
+            pl.lit("not_recorded").alias("ethnicity"),
+        )
+    return _Demographics(
+        patients.select(
+            "patient_id",
+            "sex",
+            "sex_source",
+            "race",
+            "race_source",
+            "ethnicity",
+            "birth_year",
+            "death_date",
+            "source_attributes",
+        ),
+        anchors,
+        files,
+    )
 
 
-def _race(src: SourceFolder, name: str, cxr: pl.DataFrame, quarantine: list[pl.DataFrame],
-          notes: list[str]) -> pl.DataFrame:
+def _race(
+    src: SourceFolder, name: str, cxr: pl.DataFrame, quarantine: list[pl.DataFrame], notes: list[str]
+) -> pl.DataFrame:
     """One race per CXR patient from their admissions (rule in the module docstring)."""
     header = first_line(src, name)
     if header not in MIMIC_IV_ADMISSIONS_HEADERS:
         expected = "\n  ".join(MIMIC_IV_ADMISSIONS_HEADERS)
-        raise SourceError(src.display(name), f"unexpected header.\n  found:    {header}\n  expected: {expected}",
-                          line=1)
+        raise SourceError(
+            src.display(name), f"unexpected header.\n  found:    {header}\n  expected: {expected}", line=1
+        )
     columns = dict.fromkeys(header.split(","), "VARCHAR")
     read = read_csv(src, name, columns=columns, header=header, target_table="patients")
     quarantine.append(read.rejects)
     race_column = "race" if "race" in columns else "ethnicity"
-    admissions = read.frame.select(pl.col("subject_id").alias("patient_id"), "admittime",
-                                   pl.col(race_column).str.strip_chars().alias("race"),
-                                   *(pl.col(c.removeprefix("admissions.")).alias(c) for c in ADMISSION_ATTRIBUTES))
-    latest = (admissions.join(cxr, on="patient_id", how="semi").sort("admittime", nulls_last=True)
-              .group_by("patient_id").agg(pl.col(c).drop_nulls().last() for c in ADMISSION_ATTRIBUTES))
+    admissions = read.frame.select(
+        pl.col("subject_id").alias("patient_id"),
+        "admittime",
+        pl.col(race_column).str.strip_chars().alias("race"),
+        *(pl.col(c.removeprefix("admissions.")).alias(c) for c in ADMISSION_ATTRIBUTES),
+    )
+    latest = (
+        admissions.join(cxr, on="patient_id", how="semi")
+        .sort("admittime", nulls_last=True)
+        .group_by("patient_id")
+        .agg(pl.col(c).drop_nulls().last() for c in ADMISSION_ATTRIBUTES)
+    )
     admissions = admissions.join(cxr, on="patient_id", how="semi").filter(
-        pl.col("race").is_not_null() & (pl.col("race") != ""))
+        pl.col("race").is_not_null() & (pl.col("race") != "")
+    )
     ranked = (
-        admissions.group_by("patient_id", "race").agg(pl.len().alias("n"), pl.col("admittime").max().alias("last"))
+        admissions.group_by("patient_id", "race")
+        .agg(pl.len().alias("n"), pl.col("admittime").max().alias("last"))
         .with_columns(informative=~pl.col("race").str.to_uppercase().is_in(UNINFORMATIVE_RACE))
         .sort(["patient_id", "informative", "n", "last"], descending=[False, True, True, True], nulls_last=True)
-        .group_by("patient_id", maintain_order=True).agg(pl.col("race").first(), pl.len().alias("n_values"))
+        .group_by("patient_id", maintain_order=True)
+        .agg(pl.col("race").first(), pl.len().alias("n_values"))
     )
     conflicting = ranked.filter(pl.col("n_values") > 1).height
-    notes.append(f"race: {conflicting} of {ranked.height} CXR patients with admissions have differing "
-                 f"`{race_column}` values across admissions; one is kept per patient (most frequent informative "
-                 f"value, ties to the latest admission); the per-admission values stay only in {name}")
+    notes.append(
+        f"race: {conflicting} of {ranked.height} CXR patients with admissions have differing "
+        f"`{race_column}` values across admissions; one is kept per patient (most frequent informative "
+        f"value, ties to the latest admission); the per-admission values stay only in {name}"
+    )
     return cxr.join(ranked.select("patient_id", "race"), on="patient_id", how="left").join(
-        latest, on="patient_id", how="left")
+        latest, on="patient_id", how="left"
+    )
 
 
 # --- reports -------------------------------------------------------------------------------------
@@ -507,15 +666,20 @@ def _check_zip(src: SourceFolder, name: str) -> None:
             raise SourceError(where, f"is not a readable zip archive ({e})") from None
     for member in names:
         if leaves_root(member):
-            raise SourceError(where, f"member {member!r} has a path that leaves the dataset "
-                                     "(absolute or '..'); the archive is refused and nothing is ingested")
+            raise SourceError(
+                where,
+                f"member {member!r} has a path that leaves the dataset "
+                "(absolute or '..'); the archive is refused and nothing is ingested",
+            )
     if not any(REPORT_MEMBER.match(member) for member in names):
-        raise SourceError(where, f"holds no report files (files/pXX/pNNNNNNNN/sNNNNNNNN.txt) among its "
-                                 f"{len(names)} members")
+        raise SourceError(
+            where, f"holds no report files (files/pXX/pNNNNNNNN/sNNNNNNNN.txt) among its {len(names)} members"
+        )
 
 
-def _report_batches(src: SourceFolder, report_files: list[str], quarantine: list[pl.DataFrame], notes: list[str],
-                    say) -> Iterator[tuple[str, pl.DataFrame]]:
+def _report_batches(
+    src: SourceFolder, report_files: list[str], quarantine: list[pl.DataFrame], notes: list[str], say
+) -> Iterator[tuple[str, pl.DataFrame]]:
     """Sectioned reports in chunks of REPORT_BATCH_ROWS, read one member (or file) at a time."""
     members = _zip_members(src, report_files[0]) if report_files == [REPORTS_ZIP] else _tree_files(src, report_files)
     rows: list[dict] = []
@@ -537,8 +701,10 @@ def _report_batches(src: SourceFolder, report_files: list[str], quarantine: list
         yield "reports", _reports_frame(rows)
     if bad:
         quarantine.append(pl.DataFrame(bad, schema=QUARANTINE_COLUMNS))
-    notes.append(f"{total} reports read from {report_files[0] if report_files == [REPORTS_ZIP] else 'files/'}"
-                 + (f", {len(bad)} unreadable (quarantined)" if bad else ""))
+    notes.append(
+        f"{total} reports read from {report_files[0] if report_files == [REPORTS_ZIP] else 'files/'}"
+        + (f", {len(bad)} unreadable (quarantined)" if bad else "")
+    )
 
 
 def _zip_members(src: SourceFolder, name: str) -> Iterator[tuple[str, str, bytes | Exception]]:
@@ -583,17 +749,40 @@ def _report_row(location: str, name: str, data: bytes | Exception) -> dict:
             reason = f"not UTF-8 text ({e})"
             raw = data[:RAW_TEXT_LIMIT].decode("utf-8", "backslashreplace")
     if reason:
-        return {"target_table": "reports", "source_file": location, "row_number": None, "line_number": None,
-                "column_name": "", "value": None, "reason": reason, "raw_record": raw}
+        return {
+            "target_table": "reports",
+            "source_file": location,
+            "row_number": None,
+            "line_number": None,
+            "column_name": "",
+            "value": None,
+            "reason": reason,
+            "raw_record": raw,
+        }
     assert match is not None, "a member with no reason to reject it matched REPORT_MEMBER"
-    return {"study_id": match.group(2), "patient_id": match.group(1), **sections(report), "full_text": report,
-            "source_file": location}
+    return {
+        "study_id": match.group(2),
+        "patient_id": match.group(1),
+        **sections(report),
+        "full_text": report,
+        "source_file": location,
+    }
 
 
 def _reports_frame(rows: list[dict]) -> pl.DataFrame:
-    frame = pl.DataFrame(rows, schema={
-        "study_id": pl.String, "patient_id": pl.String, "indication": pl.String, "comparison": pl.String,
-        "findings": pl.String, "impression": pl.String, "full_text": pl.String, "source_file": pl.String})
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "study_id": pl.String,
+            "patient_id": pl.String,
+            "indication": pl.String,
+            "comparison": pl.String,
+            "findings": pl.String,
+            "impression": pl.String,
+            "full_text": pl.String,
+            "source_file": pl.String,
+        },
+    )
     return text.with_token_counts(frame.with_columns(language=pl.lit("en")))
 
 

@@ -52,6 +52,7 @@ Streaming: both archives go through qba_stream (chunks of whole members parsed b
 extracted to disk, never all in memory). Sub-answers are typed to MAX_LEVEL nesting levels; an
 answer nested deeper makes its member fail loudly rather than lose rows.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -60,13 +61,13 @@ import duckdb
 import polars as pl
 
 from .. import findings
+from . import values
 from .base import DatasetInfo, SourceError, SourceFolder, SourceResult
 from .csvread import read_csv
+from .longitudinal import with_visits
 from .mimic_cxr import SPLIT_COLUMNS, SPLIT_FILE, SPLIT_HEADER, SPLIT_WORDS
 from .qba_stream import ChunkOutput, archive_members, member_quarantine, stream_members
 from .quarantine import QUARANTINE_COLUMNS
-from . import values
-from .longitudinal import with_visits
 
 INFO = DatasetInfo(
     id="mimic_qba",
@@ -76,8 +77,8 @@ INFO = DatasetInfo(
     default_data="samples",
     tables=("patients", "studies", "images", "labels", "qa_questions", "qa_answers", "qa_answer_boxes"),
     citation="Müller P, Kaissis G, Rueckert D. MIMIC-Ext-CXR-QBA: A Structured, Tagged, and Localized Visual "
-             "Question Answering Dataset with Question-Box-Answer Triplets and Scene Graphs for Chest X-ray "
-             "Images (version 1.0.0). PhysioNet, 2025.",
+    "Question Answering Dataset with Question-Box-Answer Triplets and Scene Graphs for Chest X-ray "
+    "Images (version 1.0.0). PhysioNet, 2025.",
     homepage="https://physionet.org/content/mimic-ext-cxr-qba/1.0.0/",
     links_to="mimic_cxr",
     licence='PhysioNet Credentialed Health Data License 1.5.0',
@@ -97,23 +98,39 @@ QUALITY_FILE = "quality_mappings.csv"
 QUALITY_HEADER = "field,code,label,grade,grade_if_related_information"
 SOURCE_FIELDS: dict[str, dict[str, str | tuple[str, ...]]] = {
     "metadata/patient_metadata.csv": {
-        "patient_id": "patients.patient_id", "patient.total_studies": "patients.source_attributes",
+        "patient_id": "patients.patient_id",
+        "patient.total_studies": "patients.source_attributes",
         "patient.total_study_timespan": "patients.source_attributes",
     },
     "metadata/study_metadata.csv": {
-        "patient_id": "studies.patient_id", "study_id": "studies.study_id",
-        **{f"study.quality.{c}": "studies.source_attributes" for c in (
-            "rating", "region_quality", "entity_quality", "sentence_name_quality", "change_quality",
-            "issue_level", "localization_quality")},
-        "study.num_observations": "studies.source_attributes", "study.procedure": "studies.procedure",
+        "patient_id": "studies.patient_id",
+        "study_id": "studies.study_id",
+        **{
+            f"study.quality.{c}": "studies.source_attributes"
+            for c in (
+                "rating",
+                "region_quality",
+                "entity_quality",
+                "sentence_name_quality",
+                "change_quality",
+                "issue_level",
+                "localization_quality",
+            )
+        },
+        "study.num_observations": "studies.source_attributes",
+        "study.procedure": "studies.procedure",
         "study.timestamp_since_first": ("studies.days_since_first", "studies.visit_order"),
         "study.timespan_since_prev": "studies.days_since_previous",
     },
     "metadata/image_metadata.csv": {
-        "patient_id": "images.patient_id", "study_id": "images.study_id", "image_id": "images.image_id",
+        "patient_id": "images.patient_id",
+        "study_id": "images.study_id",
+        "image_id": "images.image_id",
         "image.view_position": ("images.view_position", "images.view_source"),
-        "image.patient_orientation": "images.patient_orientation", "image.size.width": "images.width",
-        "image.size.height": "images.height", "image.quality.localization_quality": "images.source_attributes",
+        "image.patient_orientation": "images.patient_orientation",
+        "image.size.width": "images.width",
+        "image.size.height": "images.height",
+        "image.quality.localization_quality": "images.source_attributes",
     },
 }
 METADATA = {level: f"metadata/{level}_metadata" for level in ("patient", "study", "image")}
@@ -124,20 +141,30 @@ SURE = "positive"  # the probability word of an unhedged positive observation
 
 def _answer_type(level: int) -> str:
     box = "MAP(VARCHAR, STRUCT(image_id VARCHAR, localization_reference_ids VARCHAR[], bboxes DOUBLE[][]))"
-    fields = ("answer_id BIGINT, answer_type VARCHAR, answer_level INTEGER, text VARCHAR, certainty VARCHAR, "
-              "positiveness VARCHAR, regions VARCHAR[], obs_entities VARCHAR[], answer_quality STRUCT(rating BIGINT), "
-              f"localization {box}")
+    fields = (
+        "answer_id BIGINT, answer_type VARCHAR, answer_level INTEGER, text VARCHAR, certainty VARCHAR, "
+        "positiveness VARCHAR, regions VARCHAR[], obs_entities VARCHAR[], answer_quality STRUCT(rating BIGINT), "
+        f"localization {box}"
+    )
     children = "JSON[]" if level == MAX_LEVEL else f"{_answer_type(level + 1)}[]"
     return f"STRUCT({fields}, sub_answers {children})"
 
 
-QA_COLUMNS = {"m": "VARCHAR", "d": (
-    "STRUCT(patient_id VARCHAR, study_id VARCHAR, questions STRUCT(question_id VARCHAR, question_type VARCHAR, "
-    "question_strategy VARCHAR, contains_report_answers BOOLEAN, contains_template_answers BOOLEAN, "
-    f"question VARCHAR, question_quality STRUCT(rating BIGINT), answers {_answer_type(0)}[])[])")}
-SCENE_COLUMNS = {"m": "VARCHAR", "d": (
-    "STRUCT(patient_id VARCHAR, study_id VARCHAR, observations MAP(VARCHAR, STRUCT(obs_id VARCHAR, "
-    "obs_entities VARCHAR[], positiveness VARCHAR, probability VARCHAR, regions STRUCT(region VARCHAR)[])))")}
+QA_COLUMNS = {
+    "m": "VARCHAR",
+    "d": (
+        "STRUCT(patient_id VARCHAR, study_id VARCHAR, questions STRUCT(question_id VARCHAR, question_type VARCHAR, "
+        "question_strategy VARCHAR, contains_report_answers BOOLEAN, contains_template_answers BOOLEAN, "
+        f"question VARCHAR, question_quality STRUCT(rating BIGINT), answers {_answer_type(0)}[])[])"
+    ),
+}
+SCENE_COLUMNS = {
+    "m": "VARCHAR",
+    "d": (
+        "STRUCT(patient_id VARCHAR, study_id VARCHAR, observations MAP(VARCHAR, STRUCT(obs_id VARCHAR, "
+        "obs_entities VARCHAR[], positiveness VARCHAR, probability VARCHAR, regions STRUCT(region VARCHAR)[])))"
+    ),
+}
 
 
 class MimicQba:
@@ -189,24 +216,38 @@ class MimicQba:
                 archives.append((scene, scene_infos, _extract_labels, SCENE_COLUMNS, "labels", "scene graphs"))
             for archive, infos, extract, columns, target, unit in archives:
                 done = 0
-                for out in stream_members(src, archive, infos, extract, columns=columns, target_table=target,
-                                          setup=setup):
+                for out in stream_members(
+                    src, archive, infos, extract, columns=columns, target_table=target, setup=setup
+                ):
                     unreadable.extend(out.quarantine)
                     done += out.members
                     say(f"{archive}: {done:,}/{len(infos):,} {unit}")
                     yield from out.tables.items()
             _refuse_unreadable(unreadable)
 
-        files = [QA_ZIP, QUALITY_FILE, *([scene] if scene else []), *split_files,
-                 *(_metadata_file(src, level) for level in METADATA)]
+        files = [
+            QA_ZIP,
+            QUALITY_FILE,
+            *([scene] if scene else []),
+            *split_files,
+            *(_metadata_file(src, level) for level in METADATA),
+        ]
         return SourceResult(tables, quarantine, files, notes, batches())
 
 
 def _unread_members(src: SourceFolder, others) -> pl.DataFrame:
     """One quarantine row per member of qa.zip that is not a study's QA document."""
-    return pl.DataFrame([member_quarantine("qa_questions", src.display(f"{QA_ZIP}:{info.filename}"),
-                                           "not a *.qa.json member (e.g. a nested archive); it is not read")
-                         for info in others], schema=QUARANTINE_COLUMNS)
+    return pl.DataFrame(
+        [
+            member_quarantine(
+                "qa_questions",
+                src.display(f"{QA_ZIP}:{info.filename}"),
+                "not a *.qa.json member (e.g. a nested archive); it is not read",
+            )
+            for info in others
+        ],
+        schema=QUARANTINE_COLUMNS,
+    )
 
 
 def _refuse_unreadable(unreadable: list[pl.DataFrame]) -> None:
@@ -216,29 +257,43 @@ def _refuse_unreadable(unreadable: list[pl.DataFrame]) -> None:
         return
     lines = "\n  ".join(f"{row['source_file']}: {row['reason']}" for row in bad.head(20).iter_rows(named=True))
     more = f"\n  … and {bad.height - 20} more" if bad.height > 20 else ""
-    raise SourceError(f"{bad.height} archive member(s)", "cannot be read, so their studies' QA would be missing; "
-                      f"the partition is not published (the previous one stays):\n  {lines}{more}")
+    raise SourceError(
+        f"{bad.height} archive member(s)",
+        "cannot be read, so their studies' QA would be missing; "
+        f"the partition is not published (the previous one stays):\n  {lines}{more}",
+    )
 
 
 # --- small files ------------------------------------------------------------------------------
 
+
 def _grades(src: SourceFolder) -> pl.DataFrame:
     """(code, grade) of the overall `rating` field; the code for 'unrated' has an empty grade."""
     name = src.require(QUALITY_FILE)
-    read = read_csv(src, name, columns={c: "VARCHAR" for c in QUALITY_HEADER.split(",")}, header=QUALITY_HEADER,
-                    target_table="qa_questions")
+    read = read_csv(
+        src,
+        name,
+        columns={c: "VARCHAR" for c in QUALITY_HEADER.split(",")},
+        header=QUALITY_HEADER,
+        target_table="qa_questions",
+    )
     if not read.rejects.is_empty():
         bad = read.rejects.row(0, named=True)
-        raise SourceError(src.display(name), f"cannot be read ({bad['reason']}); every code is needed to grade "
-                                             "questions", line=bad["line_number"], column=bad["column_name"] or None)
+        raise SourceError(
+            src.display(name),
+            f"cannot be read ({bad['reason']}); every code is needed to grade questions",
+            line=bad["line_number"],
+            column=bad["column_name"] or None,
+        )
     rating = read.frame.filter(pl.col("field") == "rating")
     if rating.is_empty():
         raise SourceError(src.display(name), "has no rows for field 'rating': question grades cannot be decoded")
     codes = rating["code"].str.strip_chars().cast(pl.Int64, strict=False)
     if codes.null_count():
         row = rating.filter(codes.is_null()).row(0, named=True)
-        raise SourceError(src.display(name), f"code {row['code']!r} is not an integer", line=row["_row"] + 1,
-                          column="code")
+        raise SourceError(
+            src.display(name), f"code {row['code']!r} is not an integer", line=row["_row"] + 1, column="code"
+        )
     grades = rating.select(codes.alias("code"), pl.col("grade").fill_null("unrated").alias("grade"))
     unknown = set(grades["grade"]) - {"A++", "A+", "A", "B", "C", "D", "unrated"}
     if unknown:
@@ -252,8 +307,7 @@ def _study_splits(mimic: SourceFolder | None, quarantine: list, notes: list) -> 
     if mimic is None or name is None:
         notes.append(f"no {SPLIT_FILE}[.gz] in the linked mimic_cxr source: every split is 'unassigned'")
         return pl.DataFrame(schema={"study_id": pl.String, "split": pl.String}), []
-    read = read_csv(mimic, name, columns=SPLIT_COLUMNS, header=SPLIT_HEADER,
-                    target_table="studies")
+    read = read_csv(mimic, name, columns=SPLIT_COLUMNS, header=SPLIT_HEADER, target_table="studies")
     quarantine.append(read.rejects)
     splits = read.frame.select("study_id", pl.col("split").replace_strict(SPLIT_WORDS, default="unassigned"))
     return splits.unique("study_id", keep="first"), [mimic.display(name)]
@@ -269,15 +323,19 @@ def _read_metadata(src: SourceFolder, level: str) -> pl.DataFrame:
         with src.open(name) as f:
             frame = pl.read_parquet(f) if name.endswith(".parquet") else pl.read_csv(f, infer_schema=False)
     except (pl.exceptions.PolarsError, OSError, EOFError, ValueError) as e:
-        raise SourceError(src.display(name), f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") \
-            from None
+        raise SourceError(src.display(name), f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if frame.is_empty():
         raise SourceError(src.display(name), f"has no rows: the {level} level cannot be empty")
-    expected = {"patient": {"patient_id"}, "study": {"patient_id", "study_id"},
-                "image": {"patient_id", "study_id", "image_id"}}[level]
+    expected = {
+        "patient": {"patient_id"},
+        "study": {"patient_id", "study_id"},
+        "image": {"patient_id", "study_id", "image_id"},
+    }[level]
     if not expected <= set(frame.columns):
-        raise SourceError(src.display(name), f"lacks the index column(s) {sorted(expected - set(frame.columns))}; "
-                                             f"found {frame.columns}")
+        raise SourceError(
+            src.display(name),
+            f"lacks the index column(s) {sorted(expected - set(frame.columns))}; found {frame.columns}",
+        )
     return frame.with_columns(*(_strip_prefix(c) for c in ("patient_id", "study_id") if c in frame.columns))
 
 
@@ -291,8 +349,9 @@ def _attributes(frame: pl.DataFrame, level: str) -> pl.Expr:
     declared = SOURCE_FIELDS[f"metadata/{level}_metadata.csv"]
     fields = values.attribute_fields(declared, TABLE_OF[level])
     fields += [c for c in frame.columns if c not in declared and c.startswith(f"{level}.")]
-    return values.attributes({name: _text(frame, name) for name in fields if name in frame.columns}) \
-        .alias("source_attributes")
+    return values.attributes({name: _text(frame, name) for name in fields if name in frame.columns}).alias(
+        "source_attributes"
+    )
 
 
 TABLE_OF = {"patient": "patients", "study": "studies", "image": "images"}
@@ -307,10 +366,13 @@ def _text(frame: pl.DataFrame, name: str) -> pl.Expr:
 
 def _duration_text(d: pl.Expr) -> pl.Expr:
     seconds = d.dt.total_seconds()
-    return pl.format("{} days {}:{}:{}", seconds // 86_400,
-                     ((seconds % 86_400) // 3600).cast(pl.String).str.zfill(2),
-                     ((seconds % 3600) // 60).cast(pl.String).str.zfill(2),
-                     (seconds % 60).cast(pl.String).str.zfill(2))
+    return pl.format(
+        "{} days {}:{}:{}",
+        seconds // 86_400,
+        ((seconds % 86_400) // 3600).cast(pl.String).str.zfill(2),
+        ((seconds % 3600) // 60).cast(pl.String).str.zfill(2),
+        (seconds % 60).cast(pl.String).str.zfill(2),
+    )
 
 
 def _days(frame: pl.DataFrame, name: str) -> pl.Expr:
@@ -319,10 +381,13 @@ def _days(frame: pl.DataFrame, name: str) -> pl.Expr:
         return pl.lit(None, pl.Float64)
     if isinstance(frame.schema[name], pl.Duration):
         return pl.col(name).dt.total_microseconds().cast(pl.Float64) / 86_400e6
-    parts = pl.col(name).cast(pl.String).str.extract_groups(
-        r"^\s*(-?\d+) days?,? ?(\d+):(\d+):(\d+(?:\.\d+)?)\s*$")
-    return (parts.struct.field("1").cast(pl.Float64) + parts.struct.field("2").cast(pl.Float64) / 24
-            + parts.struct.field("3").cast(pl.Float64) / 1440 + parts.struct.field("4").cast(pl.Float64) / 86_400)
+    parts = pl.col(name).cast(pl.String).str.extract_groups(r"^\s*(-?\d+) days?,? ?(\d+):(\d+):(\d+(?:\.\d+)?)\s*$")
+    return (
+        parts.struct.field("1").cast(pl.Float64)
+        + parts.struct.field("2").cast(pl.Float64) / 24
+        + parts.struct.field("3").cast(pl.Float64) / 1440
+        + parts.struct.field("4").cast(pl.Float64) / 86_400
+    )
 
 
 def _patients(frame: pl.DataFrame) -> pl.DataFrame:
@@ -337,35 +402,51 @@ def _studies(frame: pl.DataFrame, splits: pl.DataFrame, notes: list) -> pl.DataF
     if unlisted and not splits.is_empty():
         notes.append(f"{unlisted} studies are not in MIMIC-CXR's split file: split 'unassigned'")
     studies = joined.select(
-        "study_id", "patient_id", pl.col("split").fill_null("unassigned"),
-        (pl.col("study.procedure").cast(pl.String) if "study.procedure" in joined.columns
-         else pl.lit(None, pl.String)).alias("procedure"),
+        "study_id",
+        "patient_id",
+        pl.col("split").fill_null("unassigned"),
+        (
+            pl.col("study.procedure").cast(pl.String)
+            if "study.procedure" in joined.columns
+            else pl.lit(None, pl.String)
+        ).alias("procedure"),
         _days(joined, "study.timestamp_since_first").alias("days_since_first"),
         _days(joined, "study.timespan_since_prev").alias("days_since_previous"),
-        _attributes(joined, "study"))
-    return with_visits(studies.with_columns(pl.col("days_since_first").alias("_since_first")),
-                       [pl.col("_since_first")]).drop("_since_first")
+        _attributes(joined, "study"),
+    )
+    return with_visits(
+        studies.with_columns(pl.col("days_since_first").alias("_since_first")), [pl.col("_since_first")]
+    ).drop("_since_first")
 
 
 def _images(frame: pl.DataFrame, studies: pl.DataFrame) -> pl.DataFrame:
     view = values.view_position(pl.col("image.view_position"))
     return frame.join(studies.select("study_id", "split"), on="study_id", how="left").select(
-        pl.col("image_id").cast(pl.String), "study_id", "patient_id", pl.col("split").fill_null("unassigned"),
-        view.alias("view_position"), pl.col("image.view_position").alias("view_source"),
+        pl.col("image_id").cast(pl.String),
+        "study_id",
+        "patient_id",
+        pl.col("split").fill_null("unassigned"),
+        view.alias("view_position"),
+        pl.col("image.view_position").alias("view_source"),
         values.is_frontal(view).alias("is_frontal"),
         pl.col("image.size.width").cast(pl.Int32).alias("width"),
         pl.col("image.size.height").cast(pl.Int32).alias("height"),
-        (pl.col("image.patient_orientation").cast(pl.String) if "image.patient_orientation" in frame.columns
-         else pl.lit(None, pl.String)).alias("patient_orientation"),
+        (
+            pl.col("image.patient_orientation").cast(pl.String)
+            if "image.patient_orientation" in frame.columns
+            else pl.lit(None, pl.String)
+        ).alias("patient_orientation"),
         _attributes(frame, "image"),
     )
 
 
 # --- streamed archives (run in qba_stream's worker threads, one DuckDB connection each) --------
 
-ANSWER_FIELDS = ("a.answer_id AS answer_id, a.answer_type AS answer_type, a.answer_level AS answer_level, "
-                 "a.text AS text, a.certainty AS certainty, a.positiveness AS positiveness, a.regions AS regions, "
-                 "a.obs_entities AS entities, a.answer_quality.rating AS rating, a.localization AS localization")
+ANSWER_FIELDS = (
+    "a.answer_id AS answer_id, a.answer_type AS answer_type, a.answer_level AS answer_level, "
+    "a.text AS text, a.certainty AS certainty, a.positiveness AS positiveness, a.regions AS regions, "
+    "a.obs_entities AS entities, a.answer_quality.rating AS rating, a.localization AS localization"
+)
 
 
 def _flatten_answers(con: duckdb.DuckDBPyConnection, where) -> None:
@@ -374,18 +455,25 @@ def _flatten_answers(con: duckdb.DuckDBPyConnection, where) -> None:
     Level n+1 is unnested from level n's sub_answers; only the flat fields are copied into
     `answers`, so nested sub-answer lists are never cast or copied more than once per level.
     """
-    con.execute("CREATE OR REPLACE TEMP TABLE level AS SELECT sid, qid, NULL::BIGINT AS parent, "
-                "unnest(q.answers) AS a FROM qs")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE level AS SELECT sid, qid, NULL::BIGINT AS parent, unnest(q.answers) AS a FROM qs"
+    )
     con.execute(f"CREATE OR REPLACE TEMP TABLE answers AS SELECT sid, qid, parent, {ANSWER_FIELDS} FROM level")
     for depth in range(1, MAX_LEVEL + 1):
-        con.execute("CREATE OR REPLACE TEMP TABLE level AS SELECT sid, qid, a.answer_id AS parent, "
-                    "unnest(a.sub_answers) AS a FROM level WHERE len(a.sub_answers) > 0")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE level AS SELECT sid, qid, a.answer_id AS parent, "
+            "unnest(a.sub_answers) AS a FROM level WHERE len(a.sub_answers) > 0"
+        )
         if depth == MAX_LEVEL:
-            deeper = con.sql("SELECT qs.m FROM level JOIN qs USING (sid, qid) "
-                             "WHERE len(a.sub_answers) > 0 LIMIT 1").fetchall()
+            deeper = con.sql(
+                "SELECT qs.m FROM level JOIN qs USING (sid, qid) WHERE len(a.sub_answers) > 0 LIMIT 1"
+            ).fetchall()
             if deeper:
-                raise SourceError(where(deeper[0][0]), f"has answers nested deeper than level {MAX_LEVEL}; "
-                                                       "raise MAX_LEVEL in warehouse/sources/mimic_qba.py")
+                raise SourceError(
+                    where(deeper[0][0]),
+                    f"has answers nested deeper than level {MAX_LEVEL}; "
+                    "raise MAX_LEVEL in warehouse/sources/mimic_qba.py",
+                )
         con.execute(f"INSERT INTO answers SELECT sid, qid, parent, {ANSWER_FIELDS} FROM level")
 
 
@@ -396,15 +484,25 @@ def _refuse_ungraded(con: duckdb.DuckDBPyConnection, where) -> None:
     quality_grade: either way a grade would be lost without a word, so the member is named instead.
     """
     for field, sql in (
-            ("question_quality.rating", "SELECT m, qid, q.question_quality.rating FROM qs ANTI JOIN grade_codes g "
-                                        "ON g.code = q.question_quality.rating LIMIT 1"),
-            ("answer_quality.rating", "SELECT qs.m, a.qid, a.rating FROM (SELECT * FROM answers ANTI JOIN grade_codes g "
-                                      "ON g.code = answers.rating LIMIT 1) a JOIN qs USING (sid, qid)")):
+        (
+            "question_quality.rating",
+            "SELECT m, qid, q.question_quality.rating FROM qs ANTI JOIN grade_codes g "
+            "ON g.code = q.question_quality.rating LIMIT 1",
+        ),
+        (
+            "answer_quality.rating",
+            "SELECT qs.m, a.qid, a.rating FROM (SELECT * FROM answers ANTI JOIN grade_codes g "
+            "ON g.code = answers.rating LIMIT 1) a JOIN qs USING (sid, qid)",
+        ),
+    ):
         bad = con.sql(sql).fetchall()
         if bad:
             member, question, code = bad[0]
-            problem = (f"has no {field} for question {question!r}" if code is None else
-                       f"{field} {code} (question {question!r}) is not a code in {QUALITY_FILE}")
+            problem = (
+                f"has no {field} for question {question!r}"
+                if code is None
+                else f"{field} {code} (question {question!r}) is not a code in {QUALITY_FILE}"
+            )
             raise SourceError(where(member), problem, column=field)
 
 
@@ -487,5 +585,6 @@ def _extract_labels(con: duckdb.DuckDBPyConnection, where) -> ChunkOutput:
     if labels.is_empty():
         return ChunkOutput({})
     return ChunkOutput({"labels": findings.with_findings(labels, "qba_scene_graph")})
+
 
 ADAPTER = MimicQba()

@@ -18,6 +18,7 @@ either order is handled). Sections are read from the FINAL REPORT block only, so
 leaks into the original report's indication or impression; the addendum stays in full_text. (The official parser, which has no such rule, agrees whenever the addendum has no
 canonical header of its own.)
 """
+
 from __future__ import annotations
 
 import re
@@ -33,37 +34,103 @@ FINAL_REPORT_TITLE = re.compile(r"^ *FINAL REPORT *$", re.MULTILINE)
 
 # mimic-code normalize_section_names: exact spellings -> official section name.
 OFFICIAL_NAMES = {
-    "preamble": "preamble", "impression": "impression", "comparison": "comparison", "indication": "indication",
-    "findings": "findings", "examination": "examination", "technique": "technique", "history": "history",
-    "comparisons": "comparison", "clinical history": "history", "reason for examination": "indication",
-    "notification": "notification", "reason for exam": "indication", "clinical information": "history",
-    "exam": "examination", "clinical indication": "indication", "conclusion": "impression",
-    "chest, two views": "findings", "recommendation(s)": "recommendations", "type of examination": "examination",
-    "reference exam": "comparison", "patient history": "history", "addendum": "addendum",
-    "comparison exam": "comparison", "date": "date", "comment": "comment", "findings and impression": "impression",
-    "wet read": "wet read", "comparison film": "comparison", "recommendations": "recommendations",
-    "findings/impression": "impression", "pfi": "history", "recommendation": "recommendations",
+    "preamble": "preamble",
+    "impression": "impression",
+    "comparison": "comparison",
+    "indication": "indication",
+    "findings": "findings",
+    "examination": "examination",
+    "technique": "technique",
+    "history": "history",
+    "comparisons": "comparison",
+    "clinical history": "history",
+    "reason for examination": "indication",
+    "notification": "notification",
+    "reason for exam": "indication",
+    "clinical information": "history",
+    "exam": "examination",
+    "clinical indication": "indication",
+    "conclusion": "impression",
+    "chest, two views": "findings",
+    "recommendation(s)": "recommendations",
+    "type of examination": "examination",
+    "reference exam": "comparison",
+    "patient history": "history",
+    "addendum": "addendum",
+    "comparison exam": "comparison",
+    "date": "date",
+    "comment": "comment",
+    "findings and impression": "impression",
+    "wet read": "wet read",
+    "comparison film": "comparison",
+    "recommendations": "recommendations",
+    "findings/impression": "impression",
+    "pfi": "history",
+    "recommendation": "recommendations",
     "wetread": "wet read",
     # [U] the official table maps this one-off `NDICATION:` to impression, not indication; kept as written
     # there so our sections agree with the sectioning the CheXpert/NegBio labels were made from.
     "ndication": "impression",
-    "impresson": "impression", "imprression": "impression", "imoression": "impression",
-    "impressoin": "impression", "imprssion": "impression", "impresion": "impression", "imperssion": "impression",
-    "mpression": "impression", "impession": "impression", "findings/ impression": "impression",
-    "finding": "findings", "findins": "findings", "findindgs": "findings", "findgings": "findings",
-    "findngs": "findings", "findnings": "findings", "finidngs": "findings", "idication": "indication",
-    "reference findings": "findings", "comparision": "comparison", "comparsion": "comparison",
-    "comparrison": "comparison", "comparisions": "comparison",
+    "impresson": "impression",
+    "imprression": "impression",
+    "imoression": "impression",
+    "impressoin": "impression",
+    "imprssion": "impression",
+    "impresion": "impression",
+    "imperssion": "impression",
+    "mpression": "impression",
+    "impession": "impression",
+    "findings/ impression": "impression",
+    "finding": "findings",
+    "findins": "findings",
+    "findindgs": "findings",
+    "findgings": "findings",
+    "findngs": "findings",
+    "findnings": "findings",
+    "finidngs": "findings",
+    "idication": "indication",
+    "reference findings": "findings",
+    "comparision": "comparison",
+    "comparsion": "comparison",
+    "comparrison": "comparison",
+    "comparisions": "comparison",
 }
 # Checked in this order when the exact table has no entry.
 MAIN_SECTIONS = ("impression", "findings", "history", "comparison", "addendum")
-WHOLE_STUDY = re.compile("(" + "|".join((
-    "chest", "portable", "pa and lateral", "lateral and pa", "ap and lateral", "lateral and ap", "frontal and",
-    "two views", "frontal view", "pa view", "ap view", "one view", "lateral view", "bone window",
-    "frontal upright", "frontal semi-upright", "ribs", "pa and lat")) + ")")
+WHOLE_STUDY = re.compile(
+    "("
+    + "|".join(
+        (
+            "chest",
+            "portable",
+            "pa and lateral",
+            "lateral and pa",
+            "ap and lateral",
+            "lateral and ap",
+            "frontal and",
+            "two views",
+            "frontal view",
+            "pa view",
+            "ap view",
+            "one view",
+            "lateral view",
+            "bone window",
+            "frontal upright",
+            "frontal semi-upright",
+            "ribs",
+            "pa and lat",
+        )
+    )
+    + ")"
+)
 # Official section name -> canonical column; names not listed stay only in full_text.
-CANONICAL = {"indication": "indication", "history": "indication", "comparison": "comparison",
-             "findings": "findings", "impression": "impression"}
+CANONICAL = {
+    "indication": "indication",
+    "history": "indication",
+    "comparison": "comparison",
+    "findings": "findings",
+    "impression": "impression",
+}
 
 
 def official_name(header: str) -> str:

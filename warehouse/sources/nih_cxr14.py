@@ -34,16 +34,17 @@ The original Data_Entry_2017.csv is reported to hold a few ages over 120 (not ch
 is not in the public cache); the v2020 revision read by default has none (ages 0-95, 112,120 rows:
 tests/test_longitudinal.py checks it, and gates a 2017-format file with such ages end to end).
 """
+
 from __future__ import annotations
 
 import polars as pl
 
 from .. import findings
+from . import values
 from .base import DatasetInfo, SourceFolder, SourceResult
 from .csvread import Rejects, read_csv, read_lines
 from .longitudinal import with_visits
 from .quarantine import quarantine_rows
-from . import values
 
 INFO = DatasetInfo(
     id="nih_cxr14",
@@ -53,8 +54,8 @@ INFO = DatasetInfo(
     default_data="public",
     tables=("patients", "studies", "images", "labels", "boxes"),
     citation="Wang X, Peng Y, Lu L, Lu Z, Bagheri M, Summers RM. ChestX-ray8: Hospital-scale Chest X-ray "
-             "Database and Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax "
-             "Diseases. IEEE CVPR 2017, pp. 3462-3471.",
+    "Database and Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax "
+    "Diseases. IEEE CVPR 2017, pp. 3462-3471.",
     homepage="https://nihcc.app.box.com/v/ChestXray-NIHCC",
     licence='No restrictions on use; attribution required (NIH Clinical Center)',
     licence_url='https://nihcc.app.box.com/v/ChestXray-NIHCC',
@@ -76,18 +77,31 @@ GOOGLE_FINDINGS = ("Fracture", "Pneumothorax", "Airspace opacity", "Nodule or ma
 GOOGLE_SETS = {"val": "valid", "test": "test"}
 GOOGLE_VALUES = {"YES": 1, "NO": 0}
 
-HEADER_2020 = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-               "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+HEADER_2020 = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
 HEADER_2017 = HEADER_2020 + ","
 ENTRY_COLUMNS = {
-    "image_index": "VARCHAR", "finding_labels": "VARCHAR", "follow_up": "INTEGER", "patient_id": "VARCHAR",
-    "patient_age": "VARCHAR", "patient_gender": "VARCHAR", "view_position": "VARCHAR",
-    "width": "INTEGER", "height": "INTEGER", "spacing_x": "FLOAT", "spacing_y": "FLOAT",
+    "image_index": "VARCHAR",
+    "finding_labels": "VARCHAR",
+    "follow_up": "INTEGER",
+    "patient_id": "VARCHAR",
+    "patient_age": "VARCHAR",
+    "patient_gender": "VARCHAR",
+    "view_position": "VARCHAR",
+    "width": "INTEGER",
+    "height": "INTEGER",
+    "spacing_x": "FLOAT",
+    "spacing_y": "FLOAT",
 }
 GOOGLE_HEADER = HEADER_2020 + "," + ",".join(GOOGLE_FINDINGS) + ",Set Id"
-GOOGLE_COLUMNS = {**{c: "VARCHAR" for c in ENTRY_COLUMNS}, **{f"g{i}": "VARCHAR" for i in range(len(GOOGLE_FINDINGS))},
-                  "set_id": "VARCHAR"}
-EMPTY = "(no name, empty in every row)"   # a column with no header and no values: nothing to keep
+GOOGLE_COLUMNS = {
+    **{c: "VARCHAR" for c in ENTRY_COLUMNS},
+    **{f"g{i}": "VARCHAR" for i in range(len(GOOGLE_FINDINGS))},
+    "set_id": "VARCHAR",
+}
+EMPTY = "(no name, empty in every row)"  # a column with no header and no values: nothing to keep
 # Where every column of the native files goes (table.column, or table.source_attributes).
 SOURCE_FIELDS: dict[str, dict[str, str | tuple[str, ...]]] = {
     "Data_Entry_2017_v2020.csv": {
@@ -98,12 +112,19 @@ SOURCE_FIELDS: dict[str, dict[str, str | tuple[str, ...]]] = {
         "Patient Age": ("studies.age_years", "studies.age_source"),
         "Patient Gender": ("patients.sex", "patients.sex_source"),
         "View Position": ("images.view_position", "images.view_source"),
-        "OriginalImage[Width": "images.width", "Height]": "images.height",
-        "OriginalImagePixelSpacing[x": "images.pixel_spacing_x", "y]": "images.pixel_spacing_y",
+        "OriginalImage[Width": "images.width",
+        "Height]": "images.height",
+        "OriginalImagePixelSpacing[x": "images.pixel_spacing_x",
+        "y]": "images.pixel_spacing_y",
     },
     "BBox_List_2017.csv": {
-        "Image Index": "boxes.image_id", "Finding Label": "boxes.raw_label",
-        "Bbox [x": "boxes.x", "y": "boxes.y", "w": "boxes.w", "h]": "boxes.h", "": EMPTY,
+        "Image Index": "boxes.image_id",
+        "Finding Label": "boxes.raw_label",
+        "Bbox [x": "boxes.x",
+        "y": "boxes.y",
+        "w": "boxes.w",
+        "h]": "boxes.h",
+        "": EMPTY,
     },
 }
 SOURCE_FIELDS["Data_Entry_2017.csv"] = {**SOURCE_FIELDS["Data_Entry_2017_v2020.csv"], "": EMPTY}
@@ -114,12 +135,13 @@ SOURCE_FIELDS[GOOGLE_FILE] = {
     **dict.fromkeys(GOOGLE_FINDINGS, ("labels.raw_label", "labels.value")),
     "Set Id": "labels.label_split",
 }
-MARKERS = (EMPTY, ENTRY_COPY)   # destinations that are not columns, each with its reason
-SPLITS_MISSING = ("official split lists (train_val_list.txt, test_list.txt) were not in the source folder: "
-                  "every image's split is 'unassigned'")
+MARKERS = (EMPTY, ENTRY_COPY)  # destinations that are not columns, each with its reason
+SPLITS_MISSING = (
+    "official split lists (train_val_list.txt, test_list.txt) were not in the source folder: "
+    "every image's split is 'unassigned'"
+)
 BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
-BBOX_COLUMNS = {"image_index": "VARCHAR", "label": "VARCHAR", "x": "FLOAT", "y": "FLOAT", "w": "FLOAT",
-                "h": "FLOAT"}
+BBOX_COLUMNS = {"image_index": "VARCHAR", "label": "VARCHAR", "x": "FLOAT", "y": "FLOAT", "w": "FLOAT", "h": "FLOAT"}
 
 
 class NihCxr14:
@@ -127,24 +149,43 @@ class NihCxr14:
 
     def source_files(self, src: SourceFolder) -> list[str]:
         names = [src.require(*DATA_ENTRY_FILES)]
-        names += [n for n in (src.first_existing(BBOX_FILE), *map(src.first_existing, SPLIT_FILES.values()),
-                              src.first_existing(GOOGLE_FILE)) if n]
+        names += [
+            n
+            for n in (
+                src.first_existing(BBOX_FILE),
+                *map(src.first_existing, SPLIT_FILES.values()),
+                src.first_existing(GOOGLE_FILE),
+            )
+            if n
+        ]
         return names
 
     def read(self, src: SourceFolder, progress=None, related=None) -> SourceResult:
         entry_file = src.require(*DATA_ENTRY_FILES)
         trailing_comma = not entry_file.startswith("Data_Entry_2017_v2020")
         columns = dict(ENTRY_COLUMNS, **({"trailing_empty": "VARCHAR"} if trailing_comma else {}))
-        entry = read_csv(src, entry_file, columns=columns, header=HEADER_2017 if trailing_comma else HEADER_2020,
-                         target_table="images", require_rows=True)
+        entry = read_csv(
+            src,
+            entry_file,
+            columns=columns,
+            header=HEADER_2017 if trailing_comma else HEADER_2020,
+            target_table="images",
+            require_rows=True,
+        )
         rows = entry.frame.with_columns(
             pl.col("image_index").str.replace(r"\.png$", "").alias("image_id"),
         )
         quarantine = [entry.rejects]
         no_id = rows.filter(pl.col("patient_id").is_null() | pl.col("image_index").is_null())
-        quarantine.append(quarantine_rows(no_id.with_columns(_raw=pl.lit(None, pl.String)), target_table="images",
-                                          source_file=src.display(entry_file), column="patient_id",
-                                          reason="missing Image Index or Patient ID"))
+        quarantine.append(
+            quarantine_rows(
+                no_id.with_columns(_raw=pl.lit(None, pl.String)),
+                target_table="images",
+                source_file=src.display(entry_file),
+                column="patient_id",
+                reason="missing Image Index or Patient ID",
+            )
+        )
         rows = rows.filter(pl.col("patient_id").is_not_null() & pl.col("image_index").is_not_null())
         quarantine.append(values.age_quarantine(entry, rows, "patient_age"))
         rows = rows.with_columns(_split(src, rows).alias("split"))
@@ -152,19 +193,29 @@ class NihCxr14:
 
         tables = {
             "patients": _patients(rows),
-            "studies": with_visits(rows.select(
-                pl.col("image_id").alias("study_id"), "patient_id", "split",
-                values.age_years(pl.col("patient_age")).alias("age_years"),
-                pl.col("patient_age").alias("age_source"),
-                pl.col("follow_up").alias("follow_up_number"),
-            ), [pl.col("follow_up_number")]),
+            "studies": with_visits(
+                rows.select(
+                    pl.col("image_id").alias("study_id"),
+                    "patient_id",
+                    "split",
+                    values.age_years(pl.col("patient_age")).alias("age_years"),
+                    pl.col("patient_age").alias("age_source"),
+                    pl.col("follow_up").alias("follow_up_number"),
+                ),
+                [pl.col("follow_up_number")],
+            ),
             "images": rows.select(
-                "image_id", pl.col("image_id").alias("study_id"), "patient_id", "split",
+                "image_id",
+                pl.col("image_id").alias("study_id"),
+                "patient_id",
+                "split",
                 values.view_position(pl.col("view_position")).alias("view_position"),
                 pl.col("view_position").alias("view_source"),
                 values.is_frontal(values.view_position(pl.col("view_position"))).alias("is_frontal"),
-                "width", "height",
-                pl.col("spacing_x").alias("pixel_spacing_x"), pl.col("spacing_y").alias("pixel_spacing_y"),
+                "width",
+                "height",
+                pl.col("spacing_x").alias("pixel_spacing_x"),
+                pl.col("spacing_y").alias("pixel_spacing_y"),
                 ("images/" + pl.col("image_index")).alias("path"),
             ),
             "labels": _labels(rows),
@@ -218,41 +269,59 @@ def _labels(rows: pl.DataFrame) -> pl.DataFrame:
         rows.select("image_id", pl.col("finding_labels").str.split("|").alias("raw_label"))
         .explode("raw_label")
         .filter(pl.col("raw_label").is_not_null() & (pl.col("raw_label") != ""))
-        .select(pl.col("image_id").alias("study_id"), "image_id", "raw_label",
-                pl.lit(1, pl.Int8).alias("value"), pl.lit("nih_nlp").alias("labeler"))
+        .select(
+            pl.col("image_id").alias("study_id"),
+            "image_id",
+            "raw_label",
+            pl.lit(1, pl.Int8).alias("value"),
+            pl.lit("nih_nlp").alias("labeler"),
+        )
     )
     return findings.with_findings(positives, "nih_nlp")
 
 
 def _google_labels(src: SourceFolder, name: str, known_images: set[str]) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """The adjudicated expert labels (labeler radiologist) of Google's 2019 NIH re-read, and its bad rows."""
-    read = read_csv(src, name, columns=GOOGLE_COLUMNS, header=GOOGLE_HEADER, target_table="labels",
-                    require_rows=True)
+    read = read_csv(src, name, columns=GOOGLE_COLUMNS, header=GOOGLE_HEADER, target_table="labels", require_rows=True)
     rejects = Rejects(read, src.display(name))
     rows = read.frame.with_columns(pl.col("image_index").str.replace(r"\.png$", "").alias("image_id"))
     unknown = rows.filter(pl.col("image_id").is_null() | ~pl.col("image_id").is_in(list(known_images)))
-    rejects.add(unknown, table="labels", column="image_index",
-                reason="image is not in the NIH data entry file (or Image Index is blank)")
+    rejects.add(
+        unknown,
+        table="labels",
+        column="image_index",
+        reason="image is not in the NIH data entry file (or Image Index is blank)",
+    )
     bad_set = rows.filter(~pl.col("set_id").is_in(list(GOOGLE_SETS)) | pl.col("set_id").is_null())
     rejects.add(bad_set, table="labels", column="set_id", reason=f"Set Id is not one of {', '.join(GOOGLE_SETS)}")
     rows = rows.filter(pl.col("image_id").is_in(list(known_images)) & pl.col("set_id").is_in(list(GOOGLE_SETS)))
     repeated = pl.int_range(pl.len()).over("image_id") > 0
-    rejects.add(rows.filter(repeated), table="labels", column="image_index",
-                reason="Image Index repeats an earlier row (the first row's labels are kept)")
+    rejects.add(
+        rows.filter(repeated),
+        table="labels",
+        column="image_index",
+        reason="Image Index repeats an earlier row (the first row's labels are kept)",
+    )
     rows = rows.filter(~repeated)
-    long = pl.concat([
-        rows.select("_row", "image_id", "set_id", pl.lit(finding).alias("raw_label"), pl.col(f"g{i}").alias("answer"))
-        for i, finding in enumerate(GOOGLE_FINDINGS)])
+    long = pl.concat(
+        [
+            rows.select(
+                "_row", "image_id", "set_id", pl.lit(finding).alias("raw_label"), pl.col(f"g{i}").alias("answer")
+            )
+            for i, finding in enumerate(GOOGLE_FINDINGS)
+        ]
+    )
     bad_value = long.filter(~pl.col("answer").is_in(list(GOOGLE_VALUES)) | pl.col("answer").is_null())
-    for i, finding in enumerate(GOOGLE_FINDINGS):
+    for finding in GOOGLE_FINDINGS:
         wrong = bad_value.filter(pl.col("raw_label") == finding).rename({"answer": finding})
         rejects.add(wrong, table="labels", column=finding, reason=f"{finding} is not YES or NO")
-    labels = (
-        long.filter(pl.col("answer").is_in(list(GOOGLE_VALUES)))
-        .select(pl.col("image_id").alias("study_id"), "image_id", "raw_label",
-                pl.col("answer").replace_strict(GOOGLE_VALUES, return_dtype=pl.Int8).alias("value"),
-                pl.lit("radiologist").alias("labeler"),
-                pl.col("set_id").replace_strict(GOOGLE_SETS, return_dtype=pl.String).alias("label_split"))
+    labels = long.filter(pl.col("answer").is_in(list(GOOGLE_VALUES))).select(
+        pl.col("image_id").alias("study_id"),
+        "image_id",
+        "raw_label",
+        pl.col("answer").replace_strict(GOOGLE_VALUES, return_dtype=pl.Int8).alias("value"),
+        pl.lit("radiologist").alias("labeler"),
+        pl.col("set_id").replace_strict(GOOGLE_SETS, return_dtype=pl.String).alias("label_split"),
     )
     return findings.with_findings(labels, "radiologist"), [read.rejects, *rejects.frames()]
 
@@ -266,8 +335,12 @@ def _known_image_boxes(read, where: str, known_images: set[str]) -> tuple[pl.Dat
     rejects = Rejects(read, where)
     image = pl.col("image_index").str.replace(r"\.png$", "")
     known = image.is_in(list(known_images)).fill_null(False)
-    rejects.add(read.frame.filter(~known), table="boxes", column="image_index",
-                reason="image is not in the NIH data entry file (or Image Index is blank)")
+    rejects.add(
+        read.frame.filter(~known),
+        table="boxes",
+        column="image_index",
+        reason="image is not in the NIH data entry file (or Image Index is blank)",
+    )
     return read.frame.filter(known), rejects.frames()
 
 
@@ -275,7 +348,11 @@ def _boxes(frame: pl.DataFrame) -> pl.DataFrame:
     boxes = frame.select(
         pl.col("image_index").str.replace(r"\.png$", "").alias("image_id"),
         (pl.int_range(pl.len()).over("image_index")).cast(pl.Int16).alias("box_index"),
-        pl.col("label").alias("raw_label"), "x", "y", "w", "h",
+        pl.col("label").alias("raw_label"),
+        "x",
+        "y",
+        "w",
+        "h",
         pl.lit("radiologist").alias("source"),
     )
     return findings.with_findings(boxes, "radiologist")

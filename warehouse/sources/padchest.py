@@ -63,16 +63,16 @@ column, and carries the record as written in the file):
   from it and the image is loaded.
 - a second image under the same ImageID is not caught here: the images key check blocks the ingest.
 """
+
 from __future__ import annotations
 
 import polars as pl
 
 from .. import findings, text
+from . import values
 from .base import DatasetInfo, SourceFolder, SourceResult
 from .csvread import Rejects, read_csv
 from .longitudinal import days_of, with_visits
-from .quarantine import quarantine_rows
-from . import values
 
 INFO = DatasetInfo(
     id="padchest",
@@ -82,7 +82,7 @@ INFO = DatasetInfo(
     default_data="public",
     tables=("patients", "studies", "images", "reports", "labels"),
     citation="Bustos A, Pertusa A, Salinas JM, de la Iglesia-Vayá M. PadChest: A large chest x-ray image dataset "
-             "with multi-label annotated reports. Medical Image Analysis 2020;66:101797.",
+    "with multi-label annotated reports. Medical Image Analysis 2020;66:101797.",
     homepage="https://bimcv.cipf.es/bimcv-projects/padchest/",
     licence='unknown',
     licence_url=None,
@@ -100,13 +100,42 @@ INFO = DatasetInfo(
 
 FILE = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
 SOURCE_COLUMNS = (
-    "", "ImageID", "ImageDir", "StudyDate_DICOM", "StudyID", "PatientID", "PatientBirth", "PatientSex_DICOM",
-    "ViewPosition_DICOM", "Projection", "MethodProjection", "Pediatric", "Modality_DICOM", "Manufacturer_DICOM",
-    "PhotometricInterpretation_DICOM", "PixelRepresentation_DICOM", "PixelAspectRatio_DICOM",
-    "SpatialResolution_DICOM", "BitsStored_DICOM", "WindowCenter_DICOM", "WindowWidth_DICOM", "Rows_DICOM",
-    "Columns_DICOM", "XRayTubeCurrent_DICOM", "Exposure_DICOM", "ExposureInuAs_DICOM", "ExposureTime",
-    "RelativeXRayExposure_DICOM", "ReportID", "Report", "MethodLabel", "Labels", "Localizations",
-    "LabelsLocalizationsBySentence", "labelCUIS", "LocalizationsCUIS",
+    "",
+    "ImageID",
+    "ImageDir",
+    "StudyDate_DICOM",
+    "StudyID",
+    "PatientID",
+    "PatientBirth",
+    "PatientSex_DICOM",
+    "ViewPosition_DICOM",
+    "Projection",
+    "MethodProjection",
+    "Pediatric",
+    "Modality_DICOM",
+    "Manufacturer_DICOM",
+    "PhotometricInterpretation_DICOM",
+    "PixelRepresentation_DICOM",
+    "PixelAspectRatio_DICOM",
+    "SpatialResolution_DICOM",
+    "BitsStored_DICOM",
+    "WindowCenter_DICOM",
+    "WindowWidth_DICOM",
+    "Rows_DICOM",
+    "Columns_DICOM",
+    "XRayTubeCurrent_DICOM",
+    "Exposure_DICOM",
+    "ExposureInuAs_DICOM",
+    "ExposureTime",
+    "RelativeXRayExposure_DICOM",
+    "ReportID",
+    "Report",
+    "MethodLabel",
+    "Labels",
+    "Localizations",
+    "LabelsLocalizationsBySentence",
+    "labelCUIS",
+    "LocalizationsCUIS",
 )
 HEADER = ",".join(SOURCE_COLUMNS)
 # Everything is read as text: values are converted here, so one bad value is quarantined
@@ -115,27 +144,48 @@ COLUMNS = {(name or "row_index"): "VARCHAR" for name in SOURCE_COLUMNS}
 NA = "nan"  # how the file (written by pandas) spells a missing value
 MISSING_WORDS = (NA, "None")  # pandas' spellings of missing values, left out of source_attributes
 _IMAGE_ATTRIBUTES = (
-    "Modality_DICOM", "PhotometricInterpretation_DICOM", "PixelRepresentation_DICOM", "PixelAspectRatio_DICOM",
-    "SpatialResolution_DICOM", "BitsStored_DICOM", "WindowCenter_DICOM", "WindowWidth_DICOM",
-    "XRayTubeCurrent_DICOM", "Exposure_DICOM", "ExposureInuAs_DICOM", "ExposureTime", "RelativeXRayExposure_DICOM",
+    "Modality_DICOM",
+    "PhotometricInterpretation_DICOM",
+    "PixelRepresentation_DICOM",
+    "PixelAspectRatio_DICOM",
+    "SpatialResolution_DICOM",
+    "BitsStored_DICOM",
+    "WindowCenter_DICOM",
+    "WindowWidth_DICOM",
+    "XRayTubeCurrent_DICOM",
+    "Exposure_DICOM",
+    "ExposureInuAs_DICOM",
+    "ExposureTime",
+    "RelativeXRayExposure_DICOM",
 )
-SOURCE_FIELDS = {FILE: {
-    "": "images.source_attributes",   # pandas' unnamed index, kept under the key `row_index`
-    "ImageID": ("images.image_id", "images.path"), "ImageDir": "images.path",
-    "StudyDate_DICOM": ("studies.study_date", "studies.visit_order", "studies.days_since_first"),
-    "StudyID": "studies.study_id", "PatientID": "patients.patient_id",
-    "PatientBirth": ("patients.birth_year", "studies.age_years", "studies.age_source"),
-    "PatientSex_DICOM": ("patients.sex", "patients.sex_source"),
-    "ViewPosition_DICOM": "images.view_source", "Projection": ("images.view_position", "images.view_source"),
-    "MethodProjection": "images.projection_method", "Pediatric": "studies.pediatric",
-    "Manufacturer_DICOM": "studies.manufacturer",
-    "Rows_DICOM": "images.height", "Columns_DICOM": "images.width",
-    **{name: "images.source_attributes" for name in _IMAGE_ATTRIBUTES},
-    "ReportID": "studies.source_attributes", "Report": "reports.full_text", "MethodLabel": "labels.method",
-    "Labels": "labels.raw_label", "Localizations": "studies.source_attributes",
-    "LabelsLocalizationsBySentence": "labels.locations",
-    "labelCUIS": "studies.source_attributes", "LocalizationsCUIS": "studies.source_attributes",
-}}
+SOURCE_FIELDS = {
+    FILE: {
+        "": "images.source_attributes",  # pandas' unnamed index, kept under the key `row_index`
+        "ImageID": ("images.image_id", "images.path"),
+        "ImageDir": "images.path",
+        "StudyDate_DICOM": ("studies.study_date", "studies.visit_order", "studies.days_since_first"),
+        "StudyID": "studies.study_id",
+        "PatientID": "patients.patient_id",
+        "PatientBirth": ("patients.birth_year", "studies.age_years", "studies.age_source"),
+        "PatientSex_DICOM": ("patients.sex", "patients.sex_source"),
+        "ViewPosition_DICOM": "images.view_source",
+        "Projection": ("images.view_position", "images.view_source"),
+        "MethodProjection": "images.projection_method",
+        "Pediatric": "studies.pediatric",
+        "Manufacturer_DICOM": "studies.manufacturer",
+        "Rows_DICOM": "images.height",
+        "Columns_DICOM": "images.width",
+        **{name: "images.source_attributes" for name in _IMAGE_ATTRIBUTES},
+        "ReportID": "studies.source_attributes",
+        "Report": "reports.full_text",
+        "MethodLabel": "labels.method",
+        "Labels": "labels.raw_label",
+        "Localizations": "studies.source_attributes",
+        "LabelsLocalizationsBySentence": "labels.locations",
+        "labelCUIS": "studies.source_attributes",
+        "LocalizationsCUIS": "studies.source_attributes",
+    }
+}
 ATTRIBUTE_KEYS = {"": "row_index"}  # the key a source_attributes entry has when it is not the column's name
 VIEW_WORDS = {"UNK": "UNKNOWN"}  # PadChest's own word, before the shared harmonizer
 LIST_LITERAL = r"^\[\s*(?:'[^']*'\s*(?:,\s*'[^']*'\s*)*)?\]$"
@@ -151,8 +201,9 @@ class PadChest:
     def read(self, src: SourceFolder, progress=None, related=None) -> SourceResult:
         name = src.require(FILE)
         where = src.display(name)
-        read = read_csv(src, name, columns=COLUMNS, header=HEADER, target_table="images", one_line_records=False,
-                        require_rows=True)
+        read = read_csv(
+            src, name, columns=COLUMNS, header=HEADER, target_table="images", one_line_records=False, require_rows=True
+        )
         rejects = Rejects(read, where)
         rows = _with_ids(read.frame, rejects)
         rows = _one_patient_per_study(rows, rejects)
@@ -181,9 +232,12 @@ def _with_ids(rows: pl.DataFrame, rejects: Rejects) -> pl.DataFrame:
     """Rows that have the three ids; the others are quarantined (an image needs all of them)."""
     for column in ("ImageID", "StudyID", "PatientID"):
         missing = _blank_id(column)
-        rejects.add(rows.filter(missing), table="images", column=column,
-                    reason=f"{column} is empty; an image row needs ImageID, StudyID and PatientID, so it is "
-                           "not loaded")
+        rejects.add(
+            rows.filter(missing),
+            table="images",
+            column=column,
+            reason=f"{column} is empty; an image row needs ImageID, StudyID and PatientID, so it is not loaded",
+        )
         rows = rows.filter(~missing)
     return rows
 
@@ -191,22 +245,26 @@ def _with_ids(rows: pl.DataFrame, rejects: Rejects) -> pl.DataFrame:
 def _one_patient_per_study(rows: pl.DataFrame, rejects: Rejects) -> pl.DataFrame:
     """Rows filing a study under a second patient are quarantined; the majority patient keeps it."""
     counts = (
-        rows.with_row_index("_order").group_by("StudyID", "PatientID")
-        .agg(pl.len().alias("_n"), pl.col("_order").min())
+        rows.with_row_index("_order").group_by("StudyID", "PatientID").agg(pl.len().alias("_n"), pl.col("_order").min())
     )
     shared = counts.filter(pl.col("StudyID").is_duplicated())
     if shared.is_empty():
         return rows
     keep = (
-        shared.sort("_n", "_order", descending=[True, False]).group_by("StudyID", maintain_order=True)
+        shared.sort("_n", "_order", descending=[True, False])
+        .group_by("StudyID", maintain_order=True)
         .agg(pl.col("PatientID").first().alias("_kept"), pl.col("PatientID").alias("_all"))
     )
     marked = rows.join(keep, on="StudyID", how="left", maintain_order="left")
     moved = marked.filter(pl.col("_kept").is_not_null() & (pl.col("PatientID") != pl.col("_kept")))
     for (study,), group in moved.group_by("StudyID", maintain_order=True):
-        rejects.add(group.drop("_kept", "_all"), table="images", column="PatientID",
-                    reason=f"StudyID {study} is filed under patients {', '.join(group['_all'][0])}; "
-                           f"the study is kept under {group['_kept'][0]}")
+        rejects.add(
+            group.drop("_kept", "_all"),
+            table="images",
+            column="PatientID",
+            reason=f"StudyID {study} is filed under patients {', '.join(group['_all'][0])}; "
+            f"the study is kept under {group['_kept'][0]}",
+        )
     return marked.filter(pl.col("_kept").is_null() | (pl.col("PatientID") == pl.col("_kept"))).drop("_kept", "_all")
 
 
@@ -217,22 +275,36 @@ def _parse_values(rows: pl.DataFrame, rejects: Rejects) -> pl.DataFrame:
     out of range (values.age_problem) it is null and quarantined under PatientBirth.
     """
     parsed = {
-        "_study_date": (pl.col("StudyDate_DICOM").str.strptime(pl.Date, "%Y%m%d", strict=False), "StudyDate_DICOM",
-                        "not a YYYYMMDD date"),
-        "_birth": (pl.col("PatientBirth").cast(pl.Float64, strict=False).fill_nan(None), "PatientBirth",
-                   "not a year"),
+        "_study_date": (
+            pl.col("StudyDate_DICOM").str.strptime(pl.Date, "%Y%m%d", strict=False),
+            "StudyDate_DICOM",
+            "not a YYYYMMDD date",
+        ),
+        "_birth": (pl.col("PatientBirth").cast(pl.Float64, strict=False).fill_nan(None), "PatientBirth", "not a year"),
         "_height": (pl.col("Rows_DICOM").cast(pl.Int32, strict=False), "Rows_DICOM", "not an integer"),
         "_width": (pl.col("Columns_DICOM").cast(pl.Int32, strict=False), "Columns_DICOM", "not an integer"),
     }
     rows = rows.with_columns(expr.alias(name) for name, (expr, _, _) in parsed.items())
     for name, (_, column, why) in parsed.items():
-        rejects.add(rows.filter(pl.col(name).is_null() & pl.col(column).is_not_null() & (pl.col(column) != NA)),
-                    table="images", column=column, reason=f"{column} is {why}")
+        rejects.add(
+            rows.filter(pl.col(name).is_null() & pl.col(column).is_not_null() & (pl.col(column) != NA)),
+            table="images",
+            column=column,
+            reason=f"{column} is {why}",
+        )
     age = pl.col("_study_date").dt.year() - pl.col("_birth")
     problem = values.age_problem(age)
-    rejects.add(rows.filter(problem.is_not_null()).with_columns(
-        pl.format("age from PatientBirth and StudyDate_DICOM ({}) {}; the study's age_years is null",
-                  age, problem.str.strip_prefix("age ")).alias("_reason")), table="studies", column="PatientBirth")
+    rejects.add(
+        rows.filter(problem.is_not_null()).with_columns(
+            pl.format(
+                "age from PatientBirth and StudyDate_DICOM ({}) {}; the study's age_years is null",
+                age,
+                problem.str.strip_prefix("age "),
+            ).alias("_reason")
+        ),
+        table="studies",
+        column="PatientBirth",
+    )
     return rows.with_columns(values.age_years(age).alias("_age"))
 
 
@@ -242,10 +314,20 @@ def _check_labels(rows: pl.DataFrame, rejects: Rejects) -> pl.DataFrame:
     parsable = empty | pl.col("Labels").str.contains(LIST_LITERAL).fill_null(False)
     bad = rows.filter(~parsable).with_columns(
         pl.when(pl.col("Labels").str.strip_chars() == NA)
-        .then(pl.lit(f"Labels is '{NA}' (pandas' missing value), not a list: the study gets no label rows from "
-                     "it; the image is loaded"))
-        .otherwise(pl.lit("Labels is not a Python list of quoted strings (like ['normal', 'pneumonia']): the "
-                          "study gets no label rows from it; the image is loaded")).alias("_reason"))
+        .then(
+            pl.lit(
+                f"Labels is '{NA}' (pandas' missing value), not a list: the study gets no label rows from "
+                "it; the image is loaded"
+            )
+        )
+        .otherwise(
+            pl.lit(
+                "Labels is not a Python list of quoted strings (like ['normal', 'pneumonia']): the "
+                "study gets no label rows from it; the image is loaded"
+            )
+        )
+        .alias("_reason")
+    )
     rejects.add(bad, table="labels", column="Labels")
     return rows.with_columns(parsable.alias("_labels_ok"))
 
@@ -259,12 +341,14 @@ def _images(rows: pl.DataFrame) -> pl.DataFrame:
     dicom_view = _na_to_null("ViewPosition_DICOM")
     return rows.select(
         pl.col("ImageID").str.replace(r"\.png$", "").alias("image_id"),
-        pl.col("StudyID").alias("study_id"), pl.col("PatientID").alias("patient_id"),
+        pl.col("StudyID").alias("study_id"),
+        pl.col("PatientID").alias("patient_id"),
         pl.lit("unassigned").alias("split"),
         view.alias("view_position"),
         pl.concat_str([pl.col("Projection"), dicom_view], separator="/", ignore_nulls=True).alias("view_source"),
         values.is_frontal(view).alias("is_frontal"),
-        pl.col("_width").alias("width"), pl.col("_height").alias("height"),
+        pl.col("_width").alias("width"),
+        pl.col("_height").alias("height"),
         (pl.col("ImageDir") + "/" + pl.col("ImageID")).alias("path"),
         _na_to_null("MethodProjection").alias("projection_method"),
         _attributes("images"),
@@ -272,8 +356,10 @@ def _images(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def _attributes(table: str) -> pl.Expr:
-    columns = {ATTRIBUTE_KEYS.get(n, n): pl.col(COLUMNS_OF.get(n, n)) for n in values.attribute_fields(
-        SOURCE_FIELDS[FILE], table)}
+    columns = {
+        ATTRIBUTE_KEYS.get(n, n): pl.col(COLUMNS_OF.get(n, n))
+        for n in values.attribute_fields(SOURCE_FIELDS[FILE], table)
+    }
     return values.attributes(columns, MISSING_WORDS).alias("source_attributes")
 
 
@@ -281,24 +367,32 @@ COLUMNS_OF = {"": "row_index"}  # source column -> the frame's column
 
 
 def _studies(rows: pl.DataFrame) -> pl.DataFrame:
-    return (
-        with_visits(rows.with_columns(_attributes("studies").alias("_attributes"))
+    return with_visits(
+        rows.with_columns(_attributes("studies").alias("_attributes"))
         .group_by("StudyID", "PatientID", maintain_order=True)
-        .agg(pl.col("_study_date").first(), pl.col("_age").first(), pl.col("PatientBirth").first(),
-             _na_to_null("Manufacturer_DICOM").drop_nulls().first().alias("_manufacturer"),
-             _na_to_null("Pediatric").drop_nulls().first().alias("_pediatric"),
-             pl.col("_attributes").first())
+        .agg(
+            pl.col("_study_date").first(),
+            pl.col("_age").first(),
+            pl.col("PatientBirth").first(),
+            _na_to_null("Manufacturer_DICOM").drop_nulls().first().alias("_manufacturer"),
+            _na_to_null("Pediatric").drop_nulls().first().alias("_pediatric"),
+            pl.col("_attributes").first(),
+        )
         .select(
-            pl.col("StudyID").alias("study_id"), pl.col("PatientID").alias("patient_id"),
+            pl.col("StudyID").alias("study_id"),
+            pl.col("PatientID").alias("patient_id"),
             pl.lit("unassigned").alias("split"),
             pl.col("_study_date").alias("study_date"),
             pl.col("_age").cast(pl.Float32).alias("age_years"),
             pl.col("PatientBirth").alias("age_source"),
             pl.col("_manufacturer").alias("manufacturer"),
-            pl.col("_pediatric").replace_strict({"PED": True, "No": False}, default=None,
-                                                return_dtype=pl.Boolean).alias("pediatric"),
+            pl.col("_pediatric")
+            .replace_strict({"PED": True, "No": False}, default=None, return_dtype=pl.Boolean)
+            .alias("pediatric"),
             pl.col("_attributes").alias("source_attributes"),
-        ), [pl.col("study_date")], days_of(pl.col("study_date")))
+        ),
+        [pl.col("study_date")],
+        days_of(pl.col("study_date")),
     )
 
 
@@ -320,19 +414,26 @@ def _reports(rows: pl.DataFrame, name: str) -> tuple[pl.DataFrame, list[str]]:
     per_study = rows.group_by("StudyID", "PatientID", maintain_order=True).agg(pl.col("Report").first())
     missing = per_study.filter(pl.col("Report").is_null() | (pl.col("Report") == NA))
     reports = per_study.join(missing, on=["StudyID", "PatientID"], how="anti").select(
-        pl.col("StudyID").alias("study_id"), pl.col("PatientID").alias("patient_id"),
+        pl.col("StudyID").alias("study_id"),
+        pl.col("PatientID").alias("patient_id"),
         *(pl.lit(None, pl.String).alias(section) for section in text.SECTIONS),
-        pl.col("Report").alias("full_text"), pl.lit("es").alias("language"), pl.lit(name).alias("source_file"),
+        pl.col("Report").alias("full_text"),
+        pl.lit("es").alias("language"),
+        pl.lit(name).alias("source_file"),
     )
-    notes = [f"{missing.height} studies have no report (Report is '{NA}' or empty): no reports row"] \
-        if missing.height else []
+    notes = (
+        [f"{missing.height} studies have no report (Report is '{NA}' or empty): no reports row"]
+        if missing.height
+        else []
+    )
     return text.with_token_counts(reports), notes
 
 
 def _labels(rows: pl.DataFrame) -> pl.DataFrame:
     """Study-level positive labels with the MethodLabel and the sentence localizations."""
     studies = (
-        rows.filter("_labels_ok").group_by("StudyID", maintain_order=True)
+        rows.filter("_labels_ok")
+        .group_by("StudyID", maintain_order=True)
         .agg(pl.col("Labels", "LabelsLocalizationsBySentence", "MethodLabel").first())
     )
     labels = (
@@ -344,8 +445,11 @@ def _labels(rows: pl.DataFrame) -> pl.DataFrame:
     )
     labels = labels.join(_label_locations(studies), on=["StudyID", "raw_label"], how="left")
     labels = labels.select(
-        pl.col("StudyID").alias("study_id"), "raw_label", pl.lit(1, pl.Int8).alias("value"),
-        pl.lit("padchest").alias("labeler"), pl.col("MethodLabel").alias("method"),
+        pl.col("StudyID").alias("study_id"),
+        "raw_label",
+        pl.lit(1, pl.Int8).alias("value"),
+        pl.lit("padchest").alias("labeler"),
+        pl.col("MethodLabel").alias("method"),
         pl.when(pl.col("locations").list.len() > 0).then(pl.col("locations")).alias("locations"),
     )
     return findings.with_findings(labels, "padchest")
@@ -358,8 +462,9 @@ def _unquote(column: str) -> pl.Expr:
 def _label_locations(studies: pl.DataFrame) -> pl.DataFrame:
     """(StudyID, raw_label, locations): the 'loc …' entries of every group the label is in."""
     tokens = (
-        studies.select("StudyID", pl.col("LabelsLocalizationsBySentence").str.extract_all(r"\[|" + QUOTED)
-                       .alias("token"))
+        studies.select(
+            "StudyID", pl.col("LabelsLocalizationsBySentence").str.extract_all(r"\[|" + QUOTED).alias("token")
+        )
         .explode("token")
         .filter(pl.col("token").is_not_null())
         .with_columns(
@@ -368,8 +473,9 @@ def _label_locations(studies: pl.DataFrame) -> pl.DataFrame:
         )
         .with_columns((~pl.col("_opens") & pl.col("item").str.starts_with("loc ")).alias("_is_loc"))
     )
-    label_after_loc = (~pl.col("_opens") & ~pl.col("_is_loc")
-                       & pl.col("_is_loc").shift(1).over("StudyID").fill_null(False))
+    label_after_loc = (
+        ~pl.col("_opens") & ~pl.col("_is_loc") & pl.col("_is_loc").shift(1).over("StudyID").fill_null(False)
+    )
     tokens = tokens.with_columns(
         (pl.col("_opens") | label_after_loc).cast(pl.Int32).cum_sum().over("StudyID").alias("_group")
     ).filter(~pl.col("_opens") & (pl.col("item") != ""))

@@ -20,6 +20,7 @@ copy would publish the study twice). A member that is not
 JSON, or JSON of another shape, is found by re-reading the failed chunk member by member and comes
 back as a quarantine row naming it; the other members of the chunk are read again without it.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,18 +35,17 @@ from pathlib import Path
 from queue import SimpleQueue
 
 import duckdb
-
-from ..scratch import scratch_dir
 import polars as pl
 
+from ..scratch import scratch_dir
 from .base import ZIP_MEMBER_ERRORS, SourceError, SourceFolder
 from .quarantine import QUARANTINE_COLUMNS
 
-CHUNK_BYTES = 32 << 20      # inflated member bytes per chunk
-WORKERS = 2                 # the target machine has two cores
-WORKER_MEMORY = "1GB"       # DuckDB memory limit per worker; a chunk table stays far below it
+CHUNK_BYTES = 32 << 20  # inflated member bytes per chunk
+WORKERS = 2  # the target machine has two cores
+WORKER_MEMORY = "1GB"  # DuckDB memory limit per worker; a chunk table stays far below it
 MIN_OBJECT_BYTES = 16 << 20  # DuckDB's read_json buffer floor (its default)
-RAW_TEXT_LIMIT = 64 << 10   # quarantine keeps the first 64 KiB of an unreadable member
+RAW_TEXT_LIMIT = 64 << 10  # quarantine keeps the first 64 KiB of an unreadable member
 _BOM = b"\xef\xbb\xbf"
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -83,16 +83,22 @@ def archive_members(src: SourceFolder, name: str, suffix: str) -> tuple[list[zip
             raise SourceError(src.display(name), f"is not a readable zip archive ({e})") from None
     for info in infos:
         if leaves_root(info.filename):
-            raise SourceError(src.display(name), f"member {info.filename!r} has a path that leaves the dataset "
-                                                 "(absolute or '..'); the archive is refused and nothing is ingested")
+            raise SourceError(
+                src.display(name),
+                f"member {info.filename!r} has a path that leaves the dataset "
+                "(absolute or '..'); the archive is refused and nothing is ingested",
+            )
     files = [info for info in infos if not info.is_dir()]
     wanted = [info for info in files if info.filename.endswith(suffix)]
     first: dict[str, str] = {}
     for info in wanted:
         base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
         if base in first:
-            raise SourceError(src.display(name), f"members {first[base]!r} and {info.filename!r} have the same file "
-                                                 "name, so the same study twice; the archive is refused")
+            raise SourceError(
+                src.display(name),
+                f"members {first[base]!r} and {info.filename!r} have the same file "
+                "name, so the same study twice; the archive is refused",
+            )
         first[base] = info.filename
     return wanted, [info for info in files if not info.filename.endswith(suffix)]
 
@@ -113,24 +119,42 @@ def plan_chunks(infos: list[zipfile.ZipInfo], chunk_bytes: int = CHUNK_BYTES) ->
     return chunks
 
 
-def member_quarantine(target_table: str, source_file: str, reason: str, data: bytes | None = None,
-                      line: int | None = None) -> dict:
+def member_quarantine(
+    target_table: str, source_file: str, reason: str, data: bytes | None = None, line: int | None = None
+) -> dict:
     """One quarantine row for a whole archive member."""
     raw = data[:RAW_TEXT_LIMIT].decode("utf-8", "backslashreplace") if data else None
-    return {"target_table": target_table, "source_file": source_file, "row_number": None, "line_number": line,
-            "column_name": "", "value": None, "reason": reason, "raw_record": raw}
+    return {
+        "target_table": target_table,
+        "source_file": source_file,
+        "row_number": None,
+        "line_number": line,
+        "column_name": "",
+        "value": None,
+        "reason": reason,
+        "raw_record": raw,
+    }
 
 
 class _Worker:
     """One thread's zip handle, DuckDB connection and chunk file."""
 
-    def __init__(self, src: SourceFolder, archive: str, columns: dict[str, str], target_table: str,
-                 setup: Callable[[duckdb.DuckDBPyConnection], None], tmp: Path, index: int):
+    def __init__(
+        self,
+        src: SourceFolder,
+        archive: str,
+        columns: dict[str, str],
+        target_table: str,
+        setup: Callable[[duckdb.DuckDBPyConnection], None],
+        tmp: Path,
+        index: int,
+    ):
         self.src, self.archive_name, self.columns, self.target_table = src, archive, columns, target_table
         self.raw = src.open(archive)
         self.archive = zipfile.ZipFile(self.raw)
-        self.con = duckdb.connect(config={"threads": 1, "memory_limit": WORKER_MEMORY,
-                                          "temp_directory": str(tmp / f"spill-{index}")})
+        self.con = duckdb.connect(
+            config={"threads": 1, "memory_limit": WORKER_MEMORY, "temp_directory": str(tmp / f"spill-{index}")}
+        )
         setup(self.con)
         self.path = tmp / f"chunk-{index}.ndjson"
 
@@ -153,8 +177,13 @@ class _Worker:
             try:
                 data = self.archive.read(info)
             except ZIP_MEMBER_ERRORS as e:
-                bad.append(member_quarantine(self.target_table, self.where(info.filename),
-                                             f"cannot be read from the archive ({type(e).__name__}: {e})"))
+                bad.append(
+                    member_quarantine(
+                        self.target_table,
+                        self.where(info.filename),
+                        f"cannot be read from the archive ({type(e).__name__}: {e})",
+                    )
+                )
                 continue
             members.append((info.filename, data[3:] if data.startswith(_BOM) else data))
         return members, bad
@@ -169,10 +198,11 @@ class _Worker:
                 out.write(b"}\n")
 
     def _load_file(self) -> None:
-        self.con.execute("CREATE OR REPLACE TEMP TABLE chunk AS SELECT * FROM read_json($path, columns=$columns, "
-                         "format='newline_delimited', maximum_object_size=$size)",
-                         {"path": str(self.path), "columns": self.columns,
-                          "size": max(MIN_OBJECT_BYTES, self.max_line)})
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE chunk AS SELECT * FROM read_json($path, columns=$columns, "
+            "format='newline_delimited', maximum_object_size=$size)",
+            {"path": str(self.path), "columns": self.columns, "size": max(MIN_OBJECT_BYTES, self.max_line)},
+        )
 
     def _load(self, members: list[tuple[str, bytes]]) -> list[dict]:
         """Load the chunk as table `chunk`; on failure find the unreadable members and load the rest."""
@@ -183,9 +213,11 @@ class _Worker:
         except duckdb.Error as chunk_error:
             bad = self._isolate(members)
             if not bad:
-                raise SourceError(self.src.display(self.archive_name),
-                                  f"members {members[0][0]} … {members[-1][0]} cannot be read together, though "
-                                  f"each can alone: {chunk_error}") from None
+                raise SourceError(
+                    self.src.display(self.archive_name),
+                    f"members {members[0][0]} … {members[-1][0]} cannot be read together, though "
+                    f"each can alone: {chunk_error}",
+                ) from None
         failed = {row["source_file"] for row in bad}
         self._write([(name, data) for name, data in members if self.where(name) not in failed])
         self._load_file()
@@ -206,8 +238,14 @@ class _Worker:
                 self._load_file()
             except duckdb.Error as e:
                 message = str(e).split("\n", 1)[0]
-                bad.append(member_quarantine(self.target_table, self.where(name),
-                                             f"JSON does not have the documented shape ({message})", data))
+                bad.append(
+                    member_quarantine(
+                        self.target_table,
+                        self.where(name),
+                        f"JSON does not have the documented shape ({message})",
+                        data,
+                    )
+                )
         return bad
 
     def close(self) -> None:
@@ -216,10 +254,18 @@ class _Worker:
         self.raw.close()
 
 
-def stream_members(src: SourceFolder, archive: str, infos: list[zipfile.ZipInfo], extract: Extract, *,
-                   columns: dict[str, str], target_table: str,
-                   setup: Callable[[duckdb.DuckDBPyConnection], None] = lambda con: None,
-                   workers: int = WORKERS, chunk_bytes: int | None = None) -> Iterator[ChunkOutput]:
+def stream_members(
+    src: SourceFolder,
+    archive: str,
+    infos: list[zipfile.ZipInfo],
+    extract: Extract,
+    *,
+    columns: dict[str, str],
+    target_table: str,
+    setup: Callable[[duckdb.DuckDBPyConnection], None] = lambda con: None,
+    workers: int = WORKERS,
+    chunk_bytes: int | None = None,
+) -> Iterator[ChunkOutput]:
     """ChunkOutputs of consecutive member chunks, in archive order, at most workers + 1 in flight.
 
     `columns` are the DuckDB types of a wrapped line ({"m": VARCHAR, "d": <document type>});

@@ -3,14 +3,21 @@
 Nothing is dropped silently: a value that does not parse becomes a quarantine row naming the
 file, row, line and column, with the whole raw record beside it.
 """
+
 from __future__ import annotations
 
 import polars as pl
 from polars.datatypes import DataType, DataTypeClass
 
 QUARANTINE_COLUMNS: dict[str, DataType | DataTypeClass] = {
-    "target_table": pl.String, "source_file": pl.String, "row_number": pl.Int64, "line_number": pl.Int64,
-    "column_name": pl.String, "value": pl.String, "reason": pl.String, "raw_record": pl.String,
+    "target_table": pl.String,
+    "source_file": pl.String,
+    "row_number": pl.Int64,
+    "line_number": pl.Int64,
+    "column_name": pl.String,
+    "value": pl.String,
+    "reason": pl.String,
+    "raw_record": pl.String,
 }
 
 
@@ -18,8 +25,9 @@ def empty_quarantine() -> pl.DataFrame:
     return pl.DataFrame(schema=QUARANTINE_COLUMNS)
 
 
-def quarantine_rows(bad: pl.DataFrame, *, target_table: str, source_file: str, column: str, reason: str,
-                    one_line_rows: bool = True) -> pl.DataFrame:
+def quarantine_rows(
+    bad: pl.DataFrame, *, target_table: str, source_file: str, column: str, reason: str, one_line_rows: bool = True
+) -> pl.DataFrame:
     """Quarantine rows of a raw frame read by `read_csv` (it carries _row, and _raw from CsvRead.with_raw).
 
     The line is `_line` when the frame has it (CsvRead.with_raw of a multi-line format), else

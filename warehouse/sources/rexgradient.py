@@ -43,22 +43,24 @@ Size: the real train JSON holds 140,000 studies (~250 MB). It is parsed one stud
 the standard library's raw decoder (`json_object_members`), keeping only the image columns, so
 memory stays at the size of the image table rather than of the whole document.
 """
+
 from __future__ import annotations
 
 import codecs
 import gzip
 import json
 import zlib
-from typing import IO, Iterator, Protocol
+from collections.abc import Iterator
+from typing import IO, Protocol
 
 import polars as pl
 
 from .. import text
+from . import values
 from .base import DatasetInfo, SourceError, SourceFolder, SourceResult
 from .csvread import Rejects, read_csv
-from .quarantine import QUARANTINE_COLUMNS, empty_quarantine, quarantine_rows
-from . import values
 from .longitudinal import days_of, with_visits
+from .quarantine import QUARANTINE_COLUMNS, empty_quarantine, quarantine_rows
 
 INFO = DatasetInfo(
     id="rexgradient",
@@ -68,7 +70,7 @@ INFO = DatasetInfo(
     default_data="samples",
     tables=("patients", "studies", "images", "reports"),
     citation="Zhang X, Acosta JN, Miller J, Huang O, Rajpurkar P. ReXGradient-160K: A Large-Scale Publicly "
-             "Available Dataset of Chest Radiographs with Free-text Reports. arXiv:2505.00228, 2025.",
+    "Available Dataset of Chest Radiographs with Free-text Reports. arXiv:2505.00228, 2025.",
     homepage="https://huggingface.co/datasets/rajpurkarlab/ReXGradient-160K",
     licence='ReXGradient-160K Non-Commercial Data Access and Use Agreement',
     licence_url='https://huggingface.co/datasets/rajpurkarlab/ReXGradient-160K/blob/main/LICENSE',
@@ -86,28 +88,44 @@ SECTIONS = ("Indication", "Comparison", "Findings", "Impression")
 # [U] per docs/datasets.md: public loaders confirm id, StudyDate, PatientAge, PatientSex and the four
 # sections; the DICOM fields (EthnicGroup, PatientWeight, InstitutionName, Manufacturer) and this exact
 # order are the sample generator's reading of the paper.
-HEADER = ("id,StudyDate,PatientID,AccessionNumber,StudyInstanceUid,PatientSex,PatientAge,EthnicGroup,"
-          "PatientWeight,InstitutionName,Manufacturer,Indication,Comparison,Findings,Impression")
+HEADER = (
+    "id,StudyDate,PatientID,AccessionNumber,StudyInstanceUid,PatientSex,PatientAge,EthnicGroup,"
+    "PatientWeight,InstitutionName,Manufacturer,Indication,Comparison,Findings,Impression"
+)
 COLUMNS = {name: "VARCHAR" for name in HEADER.split(",")}
-IMAGE_PATH = (r"^(?:\.\./)?(deid_png/[^/]+/[^/]+/studies/[^/]+/series/[^/]+/instances/([^/]+)\.png)$")
+IMAGE_PATH = r"^(?:\.\./)?(deid_png/[^/]+/[^/]+/studies/[^/]+/series/[^/]+/instances/([^/]+)\.png)$"
 SOURCE_FIELDS = {
-    **{f"{split}_metadata.csv": {
-        "id": "studies.study_id", "StudyDate": ("studies.study_date", "studies.visit_order"),
-        "PatientID": "patients.patient_id", "AccessionNumber": "studies.source_attributes",
-        "StudyInstanceUid": "studies.source_attributes", "PatientSex": ("patients.sex", "patients.sex_source"),
-        "PatientAge": ("studies.age_years", "studies.age_source"),
-        "EthnicGroup": ("patients.race", "patients.race_source", "patients.ethnicity"),
-        "PatientWeight": "studies.weight_kg", "InstitutionName": "studies.institution",
-        "Manufacturer": "studies.manufacturer", "Indication": "reports.indication",
-        "Comparison": "reports.comparison", "Findings": "reports.findings", "Impression": "reports.impression",
-    } for split in SPLITS},
+    **{
+        f"{split}_metadata.csv": {
+            "id": "studies.study_id",
+            "StudyDate": ("studies.study_date", "studies.visit_order"),
+            "PatientID": "patients.patient_id",
+            "AccessionNumber": "studies.source_attributes",
+            "StudyInstanceUid": "studies.source_attributes",
+            "PatientSex": ("patients.sex", "patients.sex_source"),
+            "PatientAge": ("studies.age_years", "studies.age_source"),
+            "EthnicGroup": ("patients.race", "patients.race_source", "patients.ethnicity"),
+            "PatientWeight": "studies.weight_kg",
+            "InstitutionName": "studies.institution",
+            "Manufacturer": "studies.manufacturer",
+            "Indication": "reports.indication",
+            "Comparison": "reports.comparison",
+            "Findings": "reports.findings",
+            "Impression": "reports.impression",
+        }
+        for split in SPLITS
+    },
     # the per-image lists of each study entry of {split}_metadata_view_position.json
-    **{f"{split}_metadata_view_position.json": {
-        "ImagePath": ("images.path", "images.image_id"), "ImageViewPosition": ("images.view_position",
-                                                                               "images.view_source"),
-        "ImageShape": ("images.height", "images.width", "images.source_attributes"),
-        "ImageModality": "images.source_attributes", "ImageBodyPart": "images.source_attributes",
-    } for split in SPLITS},
+    **{
+        f"{split}_metadata_view_position.json": {
+            "ImagePath": ("images.path", "images.image_id"),
+            "ImageViewPosition": ("images.view_position", "images.view_source"),
+            "ImageShape": ("images.height", "images.width", "images.source_attributes"),
+            "ImageModality": "images.source_attributes",
+            "ImageBodyPart": "images.source_attributes",
+        }
+        for split in SPLITS
+    },
 }
 RAW_SNIPPET = 2000  # characters of a bad JSON value kept in quarantine
 
@@ -146,9 +164,22 @@ class ReXGradient:
         studies = pl.concat(study_parts)
         tables = {
             "patients": _patients(studies),
-            "studies": with_visits(studies.select(
-                "study_id", "patient_id", "split", "study_date", "age_years", "age_source", "weight_kg",
-                "institution", "manufacturer", "source_attributes"), [pl.col("study_date")], days_of(pl.col("study_date"))),
+            "studies": with_visits(
+                studies.select(
+                    "study_id",
+                    "patient_id",
+                    "split",
+                    "study_date",
+                    "age_years",
+                    "age_source",
+                    "weight_kg",
+                    "institution",
+                    "manufacturer",
+                    "source_attributes",
+                ),
+                [pl.col("study_date")],
+                days_of(pl.col("study_date")),
+            ),
             "images": pl.concat(images),
             "reports": _reports(studies),
         }
@@ -173,34 +204,53 @@ class ReXGradient:
 # --- studies, patients, reports (the CSV) ---------------------------------------------------
 def _read_studies(src: SourceFolder, name: str, split: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """The CSV's studies with harmonized columns; unreadable rows and values go to quarantine."""
-    read = read_csv(src, name, columns=COLUMNS, header=HEADER, target_table="studies", one_line_records=False,
-                    require_rows=True)
+    read = read_csv(
+        src, name, columns=COLUMNS, header=HEADER, target_table="studies", one_line_records=False, require_rows=True
+    )
     shown = src.display(name)
     rejects = Rejects(read, shown)
     rows = read.frame
     for column in ("id", "PatientID"):
         missing = pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
-        rejects.add(rows.filter(missing), table="studies", column=column,
-                    reason=f"{column} is empty; the study cannot be keyed, so it is not loaded")
+        rejects.add(
+            rows.filter(missing),
+            table="studies",
+            column=column,
+            reason=f"{column} is empty; the study cannot be keyed, so it is not loaded",
+        )
         rows = rows.filter(~missing)
     rows = rows.with_columns(
         pl.col("StudyDate").str.strip_chars().str.strptime(pl.Date, "%Y%m%d", strict=False).alias("study_date"),
         pl.col("PatientWeight").str.strip_chars().cast(pl.Float32, strict=False).alias("_weight"),
     )
-    rejects.add(rows.filter(pl.col("study_date").is_null() & pl.col("StudyDate").is_not_null()), table="studies",
-                column="StudyDate", reason="StudyDate is not YYYYMMDD; study kept with a null study_date")
-    rejects.add(rows.filter(pl.col("_weight").is_null() & (pl.col("PatientWeight").str.strip_chars() != "")),
-                table="studies", column="PatientWeight",
-                reason="PatientWeight is not a number; study kept with a null weight_kg")
+    rejects.add(
+        rows.filter(pl.col("study_date").is_null() & pl.col("StudyDate").is_not_null()),
+        table="studies",
+        column="StudyDate",
+        reason="StudyDate is not YYYYMMDD; study kept with a null study_date",
+    )
+    rejects.add(
+        rows.filter(pl.col("_weight").is_null() & (pl.col("PatientWeight").str.strip_chars() != "")),
+        table="studies",
+        column="PatientWeight",
+        reason="PatientWeight is not a number; study kept with a null weight_kg",
+    )
     age_problem = values.age_problem(pl.col("PatientAge"))
-    rejects.add(rows.filter(age_problem.is_not_null()).with_columns(
-        pl.col("PatientAge").alias("age"), (age_problem + "; study kept with a null age_years").alias("_reason")),
-        table="studies", column="age")
+    rejects.add(
+        rows.filter(age_problem.is_not_null()).with_columns(
+            pl.col("PatientAge").alias("age"), (age_problem + "; study kept with a null age_years").alias("_reason")
+        ),
+        table="studies",
+        column="age",
+    )
     quarantine = [read.rejects, *rejects.frames()]
     studies = rows.select(
-        pl.col("id").alias("study_id"), pl.col("PatientID").alias("patient_id"), pl.lit(split).alias("split"),
+        pl.col("id").alias("study_id"),
+        pl.col("PatientID").alias("patient_id"),
+        pl.lit(split).alias("split"),
         "study_date",
-        values.age_years(pl.col("PatientAge")).alias("age_years"), pl.col("PatientAge").alias("age_source"),
+        values.age_years(pl.col("PatientAge")).alias("age_years"),
+        pl.col("PatientAge").alias("age_source"),
         # DICOM PatientWeight (0010,1030) is in kg; 0 is what modalities write when nobody entered a weight.
         pl.when(pl.col("_weight") > 0).then(pl.col("_weight")).alias("weight_kg"),
         text.blank_to_null("InstitutionName").alias("institution"),
@@ -227,9 +277,11 @@ def _patients(studies: pl.DataFrame) -> pl.DataFrame:
         studies.sort("study_date", "study_id", nulls_last=True)
         .group_by("patient_id", maintain_order=True)
         .agg(pl.col("sex_source").first(), pl.col("race").first().alias("race_source"))
-        .with_columns(values.sex(pl.col("sex_source")).alias("sex"),
-                      values.hispanic_race(pl.col("race_source")).alias("race"),
-                      values.ethnicity_from_race(pl.col("race_source")).alias("ethnicity"))
+        .with_columns(
+            values.sex(pl.col("sex_source")).alias("sex"),
+            values.hispanic_race(pl.col("race_source")).alias("race"),
+            values.ethnicity_from_race(pl.col("race_source")).alias("ethnicity"),
+        )
     )
 
 
@@ -239,11 +291,12 @@ def _reports(studies: pl.DataFrame) -> pl.DataFrame:
     A study whose four sections are all absent (null, blank or the literal 'none') has no report row.
     """
     sections = [section.lower() for section in SECTIONS]
-    full_text = pl.concat_str([pl.lit(f"{section.upper()}: ") + pl.col(section) for section in sections],
-                              separator="\n\n", ignore_nulls=True)
+    full_text = pl.concat_str(
+        [pl.lit(f"{section.upper()}: ") + pl.col(section) for section in sections], separator="\n\n", ignore_nulls=True
+    )
     reports = studies.filter(pl.any_horizontal(pl.col(s).is_not_null() for s in sections)).select(
-        "study_id", "patient_id", *sections, full_text.alias("full_text"), pl.lit("en").alias("language"),
-        "source_file")
+        "study_id", "patient_id", *sections, full_text.alias("full_text"), pl.lit("en").alias("language"), "source_file"
+    )
     return text.with_token_counts(reports)
 
 
@@ -263,20 +316,39 @@ def _read_images(src: SourceFolder, name: str, studies: pl.DataFrame) -> tuple[p
                 assert isinstance(record, dict), "an entry without a problem is a JSON object"
                 _add_images(columns, member, key, record)
     except ValueError as e:  # invalid JSON or a bad UTF-8 byte: the rest of the file cannot be read
-        bad.append(_bad(shown, None, None, f"not readable as JSON from here on; the rest is not loaded: {e}",
-                        getattr(e, "snippet", None)))
+        bad.append(
+            _bad(
+                shown,
+                None,
+                None,
+                f"not readable as JSON from here on; the rest is not loaded: {e}",
+                getattr(e, "snippet", None),
+            )
+        )
     except (OSError, EOFError, zlib.error) as e:
         raise SourceError(shown, f"cannot be read ({e})") from None
     raw = pl.DataFrame(columns, schema=RAW_IMAGE_SCHEMA)
     images, quarantine = _image_rows(raw, studies, shown)
     listed = set(raw["study_id"]) | {row["value"] for row in bad if row["value"]}
-    return images, [pl.DataFrame(bad, schema=QUARANTINE_COLUMNS), *quarantine,
-                    _studies_without_images(studies, listed, shown)]
+    return images, [
+        pl.DataFrame(bad, schema=QUARANTINE_COLUMNS),
+        *quarantine,
+        _studies_without_images(studies, listed, shown),
+    ]
 
 
-RAW_IMAGE_SCHEMA = {"_row": pl.Int64, "study_id": pl.String, "ImagePath": pl.String, "ImageViewPosition": pl.String,
-                    "ImageShape": pl.String, "height": pl.Int32, "width": pl.Int32, "shape_ok": pl.Boolean,
-                    "ImageModality": pl.String, "ImageBodyPart": pl.String}
+RAW_IMAGE_SCHEMA = {
+    "_row": pl.Int64,
+    "study_id": pl.String,
+    "ImagePath": pl.String,
+    "ImageViewPosition": pl.String,
+    "ImageShape": pl.String,
+    "height": pl.Int32,
+    "width": pl.Int32,
+    "shape_ok": pl.Boolean,
+    "ImageModality": pl.String,
+    "ImageBodyPart": pl.String,
+}
 
 
 def _aligned(record: dict, field: str, n: int) -> list:
@@ -326,39 +398,77 @@ def _bad(file: str, member: int | None, key: str | None, reason: str, raw) -> di
     row_number is the entry's 1-based position among the document's studies.
     """
     raw_text = raw if isinstance(raw, str) or raw is None else json.dumps(raw, ensure_ascii=False)
-    return {"target_table": "images", "source_file": file, "row_number": member, "line_number": None,
-            "column_name": "" if key is None else "id", "value": key, "reason": reason,
-            "raw_record": raw_text[:RAW_SNIPPET] if raw_text else None}
+    return {
+        "target_table": "images",
+        "source_file": file,
+        "row_number": member,
+        "line_number": None,
+        "column_name": "" if key is None else "id",
+        "value": key,
+        "reason": reason,
+        "raw_record": raw_text[:RAW_SNIPPET] if raw_text else None,
+    }
 
 
 def _image_rows(raw: pl.DataFrame, studies: pl.DataFrame, shown: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Canonical image rows; a path of the wrong shape or a study the CSV lacks is quarantined."""
-    frame = raw.with_columns(
-        pl.col("ImagePath").str.extract_groups(IMAGE_PATH).struct.rename_fields(["path", "image_id"]).alias("_p"),
-    ).unnest("_p").join(studies.select("study_id", "patient_id", "split"), on="study_id", how="left")
+    frame = (
+        raw.with_columns(
+            pl.col("ImagePath").str.extract_groups(IMAGE_PATH).struct.rename_fields(["path", "image_id"]).alias("_p"),
+        )
+        .unnest("_p")
+        .join(studies.select("study_id", "patient_id", "split"), on="study_id", how="left")
+    )
     raw_entry = pl.struct(pl.col("study_id").alias("id"), "ImagePath", "ImageViewPosition", "ImageShape")
     bad_path = frame.filter(pl.col("path").is_null()).with_columns(_raw=raw_entry.struct.json_encode())
-    no_study = (frame.filter(pl.col("path").is_not_null() & pl.col("patient_id").is_null())
-                .unique("study_id", maintain_order=True).with_columns(_raw=pl.col("study_id")))
+    no_study = (
+        frame.filter(pl.col("path").is_not_null() & pl.col("patient_id").is_null())
+        .unique("study_id", maintain_order=True)
+        .with_columns(_raw=pl.col("study_id"))
+    )
     bad_shape = frame.filter(~pl.col("shape_ok")).with_columns(_raw=raw_entry.struct.json_encode())
     quarantine = [
-        quarantine_rows(bad_path, target_table="images", source_file=shown, column="ImagePath",
-                        reason="ImagePath is not ../deid_png/<patient>/<accession>/studies/<uid>/series/<uid>/"
-                               "instances/<uid>.png", one_line_rows=False),
-        quarantine_rows(no_study, target_table="images", source_file=shown,
-                        column="study_id", reason="study is in the JSON but not in the split's CSV; its images "
-                                                  "are not loaded", one_line_rows=False),
-        quarantine_rows(bad_shape, target_table="images", source_file=shown, column="ImageShape",
-                        reason="ImageShape is not [rows, columns]; image kept with null width and height",
-                        one_line_rows=False),
+        quarantine_rows(
+            bad_path,
+            target_table="images",
+            source_file=shown,
+            column="ImagePath",
+            reason="ImagePath is not ../deid_png/<patient>/<accession>/studies/<uid>/series/<uid>/instances/<uid>.png",
+            one_line_rows=False,
+        ),
+        quarantine_rows(
+            no_study,
+            target_table="images",
+            source_file=shown,
+            column="study_id",
+            reason="study is in the JSON but not in the split's CSV; its images are not loaded",
+            one_line_rows=False,
+        ),
+        quarantine_rows(
+            bad_shape,
+            target_table="images",
+            source_file=shown,
+            column="ImageShape",
+            reason="ImageShape is not [rows, columns]; image kept with null width and height",
+            one_line_rows=False,
+        ),
     ]
     view = values.view_position(pl.col("ImageViewPosition"))
     images = frame.filter(pl.col("path").is_not_null() & pl.col("patient_id").is_not_null()).select(
-        "image_id", "study_id", "patient_id", "split", view.alias("view_position"),
-        pl.col("ImageViewPosition").alias("view_source"), values.is_frontal(view).alias("is_frontal"),
-        "width", "height", "path",
+        "image_id",
+        "study_id",
+        "patient_id",
+        "split",
+        view.alias("view_position"),
+        pl.col("ImageViewPosition").alias("view_source"),
+        values.is_frontal(view).alias("is_frontal"),
+        "width",
+        "height",
+        "path",
         values.source_attributes(SOURCE_FIELDS["train_metadata_view_position.json"], "images").alias(
-            "source_attributes"))
+            "source_attributes"
+        ),
+    )
     return images, quarantine
 
 
@@ -372,8 +482,11 @@ def _rows_columns(shape) -> tuple[int | None, int | None, bool]:
     """
     if shape is None:
         return None, None, True
-    if (isinstance(shape, list) and len(shape) in (2, 3)
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+    if (
+        isinstance(shape, list)
+        and len(shape) in (2, 3)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+    ):
         return shape[0], shape[1], True
     return None, None, False
 
@@ -384,11 +497,15 @@ def _studies_without_images(studies: pl.DataFrame, listed: set[str], shown: str)
     if missing.is_empty():
         return empty_quarantine()
     return missing.select(
-        pl.lit("images").alias("target_table"), pl.lit(shown).alias("source_file"),
-        pl.lit(None, pl.Int64).alias("row_number"), pl.lit(None, pl.Int64).alias("line_number"),
-        pl.lit("id").alias("column_name"), pl.col("study_id").alias("value"),
+        pl.lit("images").alias("target_table"),
+        pl.lit(shown).alias("source_file"),
+        pl.lit(None, pl.Int64).alias("row_number"),
+        pl.lit(None, pl.Int64).alias("line_number"),
+        pl.lit("id").alias("column_name"),
+        pl.col("study_id").alias("value"),
         pl.lit("study is in the split's CSV but not in this JSON; it has no images").alias("reason"),
-        pl.lit(None, pl.String).alias("raw_record"))
+        pl.lit(None, pl.String).alias("raw_record"),
+    )
 
 
 # --- streaming JSON ---------------------------------------------------------------------------
@@ -440,7 +557,7 @@ class _Buffer:
         self.stream, self.chunk = stream, chunk
         self.utf8 = codecs.getincrementaldecoder("utf-8-sig")()
         self.text, self.pos, self.consumed, self.eof = "", 0, 0, False
-        self.bad_bytes: JsonStreamError | None = None   # raised when the parser needs text past them
+        self.bad_bytes: JsonStreamError | None = None  # raised when the parser needs text past them
 
     def _more(self, size: int) -> bool:
         if self.bad_bytes:
@@ -454,7 +571,7 @@ class _Buffer:
             decoded = self.utf8.decode(data, final=self.eof)
         except UnicodeDecodeError as e:
             decoded = self._before_bad_bytes(pending + data, e)
-        self.text = self.text[self.pos:] + decoded
+        self.text = self.text[self.pos :] + decoded
         self.consumed += self.pos
         self.pos = 0
         return True
@@ -465,10 +582,12 @@ class _Buffer:
         So the members before the bad bytes are still read, and the error says where they are, with
         the text around them as its raw record.
         """
-        valid = data[:e.start].decode("utf-8")
+        valid = data[: e.start].decode("utf-8")
         valid = valid.removeprefix("\ufeff") if not self.consumed and not self.text else valid
         at = self.consumed + len(self.text) + len(valid)
-        around = (self.text[self.pos:] + valid)[-200:] + data[e.start:e.start + 40].decode("utf-8", "backslashreplace")
+        around = (self.text[self.pos :] + valid)[-200:] + data[e.start : e.start + 40].decode(
+            "utf-8", "backslashreplace"
+        )
         self.bad_bytes = JsonStreamError(f"bytes that are not UTF-8 ({e.reason}) at character {at}", around)
         return valid
 
@@ -478,7 +597,7 @@ class _Buffer:
             while self.pos < len(self.text) and self.text[self.pos] in _WHITESPACE:
                 self.pos += 1
             if self.pos < len(self.text) or not self._more(self.chunk):
-                return self.text[self.pos:self.pos + 1]
+                return self.text[self.pos : self.pos + 1]
 
     def expect(self, char: str) -> None:
         if self.peek() != char:
@@ -501,8 +620,9 @@ class _Buffer:
             size *= 2
 
     def error(self, message: str) -> "JsonStreamError":
-        return JsonStreamError(f"{message} at character {self.consumed + self.pos}",
-                               self.text[self.pos:self.pos + 200])
+        return JsonStreamError(
+            f"{message} at character {self.consumed + self.pos}", self.text[self.pos : self.pos + 200]
+        )
 
 
 class JsonStreamError(ValueError):

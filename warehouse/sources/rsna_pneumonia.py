@@ -26,6 +26,7 @@ or not positive in size (or present on a Target 0 row); a header row whose Filen
 null in age_years, kept in age_source, with a quarantine row (column `age`). A header-only file is a
 SourceError.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -35,9 +36,9 @@ import polars as pl
 
 from .. import findings
 from ..scratch import scratch_dir
+from . import values
 from .base import ZIP_MEMBER_ERRORS, DatasetInfo, SourceError, SourceFolder, SourceResult
 from .csvread import CsvRead, Rejects, read_csv
-from . import values
 
 INFO = DatasetInfo(
     id="rsna_pneumonia",
@@ -47,8 +48,8 @@ INFO = DatasetInfo(
     default_data="public",
     tables=("patients", "studies", "images", "labels", "boxes"),
     citation="Shih G, Wu CC, Halabi SS, Kohli MD, Prevedello LM, Cook TS, et al. Augmenting the National "
-             "Institutes of Health Chest Radiograph Dataset with Expert Annotations of Possible Pneumonia. "
-             "Radiology: Artificial Intelligence 2019;1(1):e180041. doi:10.1148/ryai.2019180041",
+    "Institutes of Health Chest Radiograph Dataset with Expert Annotations of Possible Pneumonia. "
+    "Radiology: Artificial Intelligence 2019;1(1):e180041. doi:10.1148/ryai.2019180041",
     homepage="https://www.rsna.org/rsnai/ai-image-challenge/rsna-pneumonia-detection-challenge-2018",
     licence='RSNA terms of use (research, education, commercial or non-commercial use, with attribution)',
     licence_url='https://www.rsna.org/rsnai/ai-image-challenge/rsna-pneumonia-detection-challenge-2018',
@@ -69,31 +70,59 @@ LABELS_FILE = "stage_2_train_labels.csv"
 LABELS_ZIP = LABELS_FILE + ".zip"
 HEADERS_FILE = "stage_2_train_images_dicom_headers.csv"
 LABELS_HEADER = "patientId,x,y,width,height,Target"
-LABELS_COLUMNS = {"patientId": "VARCHAR", "x": "FLOAT", "y": "FLOAT", "width": "FLOAT", "height": "FLOAT",
-                  "Target": "INTEGER"}
-HEADERS_HEADER = (",BodyPartExamined,ConversionType,Filename,InstanceNumber,Modality,PatientAge,PatientID,"
-                  "PatientOrientation,PatientSex,PixelSpacing,SamplesPerPixel,SeriesNumber,ViewPosition")
+LABELS_COLUMNS = {
+    "patientId": "VARCHAR",
+    "x": "FLOAT",
+    "y": "FLOAT",
+    "width": "FLOAT",
+    "height": "FLOAT",
+    "Target": "INTEGER",
+}
+HEADERS_HEADER = (
+    ",BodyPartExamined,ConversionType,Filename,InstanceNumber,Modality,PatientAge,PatientID,"
+    "PatientOrientation,PatientSex,PixelSpacing,SamplesPerPixel,SeriesNumber,ViewPosition"
+)
 HEADERS_COLUMNS = {
-    "row_index": "VARCHAR", "BodyPartExamined": "VARCHAR", "ConversionType": "VARCHAR", "Filename": "VARCHAR",
-    "InstanceNumber": "VARCHAR", "Modality": "VARCHAR", "PatientAge": "VARCHAR", "PatientID": "VARCHAR",
-    "PatientOrientation": "VARCHAR", "PatientSex": "VARCHAR", "PixelSpacing": "FLOAT", "SamplesPerPixel": "VARCHAR",
-    "SeriesNumber": "VARCHAR", "ViewPosition": "VARCHAR",
+    "row_index": "VARCHAR",
+    "BodyPartExamined": "VARCHAR",
+    "ConversionType": "VARCHAR",
+    "Filename": "VARCHAR",
+    "InstanceNumber": "VARCHAR",
+    "Modality": "VARCHAR",
+    "PatientAge": "VARCHAR",
+    "PatientID": "VARCHAR",
+    "PatientOrientation": "VARCHAR",
+    "PatientSex": "VARCHAR",
+    "PixelSpacing": "FLOAT",
+    "SamplesPerPixel": "VARCHAR",
+    "SeriesNumber": "VARCHAR",
+    "ViewPosition": "VARCHAR",
 }
 ROW_INDEX = "(unnamed: the extract's row index, not a DICOM field)"
 MARKERS = (ROW_INDEX,)
 # Where every column of the native files goes (tests/test_source_columns.py).
 SOURCE_FIELDS = {
-    LABELS_FILE: {"patientId": ("labels.image_id", "boxes.image_id"), "x": "boxes.x", "y": "boxes.y",
-                  "width": "boxes.w", "height": "boxes.h", "Target": ("labels.value", "labels.raw_label")},
+    LABELS_FILE: {
+        "patientId": ("labels.image_id", "boxes.image_id"),
+        "x": "boxes.x",
+        "y": "boxes.y",
+        "width": "boxes.w",
+        "height": "boxes.h",
+        "Target": ("labels.value", "labels.raw_label"),
+    },
     HEADERS_FILE: {
-        "": ROW_INDEX, "PatientID": ("images.image_id", "studies.study_id", "patients.patient_id"),
-        "Filename": "images.path", "PatientAge": ("studies.age_years", "studies.age_source"),
-        "PatientSex": ("patients.sex", "patients.sex_source"), "PixelSpacing": ("images.pixel_spacing_x",
-                                                                                "images.pixel_spacing_y"),
+        "": ROW_INDEX,
+        "PatientID": ("images.image_id", "studies.study_id", "patients.patient_id"),
+        "Filename": "images.path",
+        "PatientAge": ("studies.age_years", "studies.age_source"),
+        "PatientSex": ("patients.sex", "patients.sex_source"),
+        "PixelSpacing": ("images.pixel_spacing_x", "images.pixel_spacing_y"),
         "ViewPosition": ("images.view_position", "images.view_source", "images.is_frontal"),
         "PatientOrientation": "images.patient_orientation",
-        **dict.fromkeys(("BodyPartExamined", "ConversionType", "InstanceNumber", "Modality", "SamplesPerPixel",
-                         "SeriesNumber"), "images.source_attributes"),
+        **dict.fromkeys(
+            ("BodyPartExamined", "ConversionType", "InstanceNumber", "Modality", "SamplesPerPixel", "SeriesNumber"),
+            "images.source_attributes",
+        ),
     },
 }
 BOX = ("x", "y", "width", "height")
@@ -117,13 +146,14 @@ class RsnaPneumonia:
     def source_files(self, src: SourceFolder) -> list[str]:
         labels = src.first_existing(LABELS_FILE) or (LABELS_ZIP if src.exists(LABELS_ZIP) else None)
         if labels is None:
-            labels = src.require(LABELS_FILE, LABELS_ZIP)   # neither is there: raises, naming both
+            labels = src.require(LABELS_FILE, LABELS_ZIP)  # neither is there: raises, naming both
         return [labels, src.require(HEADERS_FILE)]
 
     def read(self, src: SourceFolder, progress=None, related=None) -> SourceResult:
         labels_name, headers_name = self.source_files(src)
-        headers = read_csv(src, headers_name, columns=HEADERS_COLUMNS, header=HEADERS_HEADER, target_table="images",
-                           require_rows=True)
+        headers = read_csv(
+            src, headers_name, columns=HEADERS_COLUMNS, header=HEADERS_HEADER, target_table="images", require_rows=True
+        )
         if labels_name.endswith(".zip"):
             tmp = scratch_dir("rsna")
             try:
@@ -131,8 +161,9 @@ class RsnaPneumonia:
                 return self._tables(src, headers, headers_name, labels, labels_name)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        labels = read_csv(src, labels_name, columns=LABELS_COLUMNS, header=LABELS_HEADER, target_table="labels",
-                          require_rows=True)
+        labels = read_csv(
+            src, labels_name, columns=LABELS_COLUMNS, header=LABELS_HEADER, target_table="labels", require_rows=True
+        )
         return self._tables(src, headers, headers_name, labels, labels_name)
 
     def _tables(self, src, headers, headers_name, labels, labels_name) -> SourceResult:
@@ -146,8 +177,9 @@ class RsnaPneumonia:
         hrej.add(h.filter(wrong_file), table="images", column="Filename", reason="Filename is not <PatientID>.dcm")
         h = h.filter(~wrong_file)
         twice = pl.len().over("PatientID") > 1
-        hrej.add(h.filter(twice), table="images", column="PatientID",
-                 reason="PatientID appears on more than one header row")
+        hrej.add(
+            h.filter(twice), table="images", column="PatientID", reason="PatientID appears on more than one header row"
+        )
         h = h.filter(~twice)
         quarantine = [headers.rejects, *hrej.frames(), values.age_quarantine(headers, h, "PatientAge")]
         h = h.with_columns(pl.col("PatientID").alias("image_id"))
@@ -157,55 +189,92 @@ class RsnaPneumonia:
         lrej = Rejects(labels, labels.src.display(labels.name))
         rows = labels.frame
         unknown = rows.filter(pl.col("patientId").is_null() | ~pl.col("patientId").is_in(list(known)))
-        lrej.add(unknown, table="labels", column="patientId",
-                 reason="patientId is blank or not in stage_2_train_images_dicom_headers.csv")
+        lrej.add(
+            unknown,
+            table="labels",
+            column="patientId",
+            reason="patientId is blank or not in stage_2_train_images_dicom_headers.csv",
+        )
         rows = rows.filter(pl.col("patientId").is_in(list(known)))
         bad_target = pl.col("Target").is_null() | ~pl.col("Target").is_in([0, 1])
         lrej.add(rows.filter(bad_target), table="labels", column="Target", reason="Target is not 0 or 1")
         rows = rows.filter(~bad_target)
         conflict = pl.col("Target").n_unique().over("patientId") > 1
-        lrej.add(rows.filter(conflict), table="labels", column="Target",
-                 reason="the image's rows disagree on Target")
+        lrej.add(rows.filter(conflict), table="labels", column="Target", reason="the image's rows disagree on Target")
         rows = rows.filter(~conflict)
         given = pl.sum_horizontal(*[pl.col(c).is_not_null().cast(pl.Int8) for c in BOX])
-        bad_box = (((pl.col("Target") == 1) & ((given < len(BOX)) | (pl.col("width") <= 0) | (pl.col("height") <= 0)
-                                               | (pl.col("x") < 0) | (pl.col("y") < 0)))
-                   | ((pl.col("Target") == 0) & (given > 0)))
-        lrej.add(rows.filter(bad_box), table="boxes", column="x",
-                 reason="a Target 1 row without a whole box of positive size, or a Target 0 row with a box")
+        bad_box = (
+            (pl.col("Target") == 1)
+            & (
+                (given < len(BOX))
+                | (pl.col("width") <= 0)
+                | (pl.col("height") <= 0)
+                | (pl.col("x") < 0)
+                | (pl.col("y") < 0)
+            )
+        ) | ((pl.col("Target") == 0) & (given > 0))
+        lrej.add(
+            rows.filter(bad_box),
+            table="boxes",
+            column="x",
+            reason="a Target 1 row without a whole box of positive size, or a Target 0 row with a box",
+        )
         boxes = rows.filter((pl.col("Target") == 1) & ~bad_box)
         quarantine += [labels.rejects, *lrej.frames()]
 
         age = pl.col("PatientAge")
         tables = {
-            "patients": h.select(pl.col("image_id").alias("patient_id"), pl.col("PatientSex").alias("sex_source"),
-                                 values.sex(pl.col("PatientSex")).alias("sex")),
-            "studies": h.select(pl.col("image_id").alias("study_id"), pl.col("image_id").alias("patient_id"),
-                                pl.lit("train").alias("split"), values.age_years(age).alias("age_years"),
-                                age.alias("age_source")),
+            "patients": h.select(
+                pl.col("image_id").alias("patient_id"),
+                pl.col("PatientSex").alias("sex_source"),
+                values.sex(pl.col("PatientSex")).alias("sex"),
+            ),
+            "studies": h.select(
+                pl.col("image_id").alias("study_id"),
+                pl.col("image_id").alias("patient_id"),
+                pl.lit("train").alias("split"),
+                values.age_years(age).alias("age_years"),
+                age.alias("age_source"),
+            ),
             "images": h.select(
-                "image_id", pl.col("image_id").alias("study_id"), pl.col("image_id").alias("patient_id"),
+                "image_id",
+                pl.col("image_id").alias("study_id"),
+                pl.col("image_id").alias("patient_id"),
                 pl.lit("train").alias("split"),
                 values.view_position(pl.col("ViewPosition")).alias("view_position"),
                 pl.col("ViewPosition").alias("view_source"),
                 values.is_frontal(values.view_position(pl.col("ViewPosition"))).alias("is_frontal"),
-                pl.col("PixelSpacing").alias("pixel_spacing_x"), pl.col("PixelSpacing").alias("pixel_spacing_y"),
+                pl.col("PixelSpacing").alias("pixel_spacing_x"),
+                pl.col("PixelSpacing").alias("pixel_spacing_y"),
                 ("stage_2_train_images/" + pl.col("Filename")).alias("path"),
                 pl.col("PatientOrientation").alias("patient_orientation"),
-                values.source_attributes(SOURCE_FIELDS[HEADERS_FILE], "images").alias("source_attributes")),
+                values.source_attributes(SOURCE_FIELDS[HEADERS_FILE], "images").alias("source_attributes"),
+            ),
             "labels": findings.with_findings(
-                rows.group_by("patientId", maintain_order=True).agg(pl.col("Target").first()).select(
-                    pl.col("patientId").alias("study_id"), pl.col("patientId").alias("image_id"),
-                    pl.lit(RAW_LABEL).alias("raw_label"), pl.col("Target").cast(pl.Int8).alias("value"),
-                    pl.lit("radiologist").alias("labeler")),
-                "radiologist"),
+                rows.group_by("patientId", maintain_order=True)
+                .agg(pl.col("Target").first())
+                .select(
+                    pl.col("patientId").alias("study_id"),
+                    pl.col("patientId").alias("image_id"),
+                    pl.lit(RAW_LABEL).alias("raw_label"),
+                    pl.col("Target").cast(pl.Int8).alias("value"),
+                    pl.lit("radiologist").alias("labeler"),
+                ),
+                "radiologist",
+            ),
             "boxes": findings.with_findings(
                 boxes.select(
                     pl.col("patientId").alias("image_id"),
                     pl.int_range(pl.len()).over("patientId").cast(pl.Int16).alias("box_index"),
-                    pl.lit(RAW_LABEL).alias("raw_label"), "x", "y", pl.col("width").alias("w"),
-                    pl.col("height").alias("h"), pl.lit("radiologist").alias("source")),
-                "radiologist"),
+                    pl.lit(RAW_LABEL).alias("raw_label"),
+                    "x",
+                    "y",
+                    pl.col("width").alias("w"),
+                    pl.col("height").alias("h"),
+                    pl.lit("radiologist").alias("source"),
+                ),
+                "radiologist",
+            ),
         }
         return SourceResult(tables, quarantine, [labels_name, headers_name])
 
@@ -222,8 +291,9 @@ def _read_zipped(src: SourceFolder, name: str, tmp) -> CsvRead:
     except ZIP_MEMBER_ERRORS as e:
         raise SourceError(src.display(name), f"is not a readable zip ({e})") from None
     unzipped = _Unzipped(str(tmp), src.display(name))
-    return read_csv(unzipped, LABELS_FILE, columns=LABELS_COLUMNS, header=LABELS_HEADER, target_table="labels",
-                    require_rows=True)
+    return read_csv(
+        unzipped, LABELS_FILE, columns=LABELS_COLUMNS, header=LABELS_HEADER, target_table="labels", require_rows=True
+    )
 
 
 ADAPTER = RsnaPneumonia()

@@ -17,6 +17,7 @@ Bad input (quarantined with reason and raw record): a blank ImageId; an EncodedP
 -1 nor an even number of space-separated non-negative integers; a -1 row for an image that also has
 mask rows (the image is labelled positive from its masks). A header-only file is a SourceError.
 """
+
 from __future__ import annotations
 
 import polars as pl
@@ -33,7 +34,7 @@ INFO = DatasetInfo(
     default_data="public",
     tables=("studies", "images", "labels", "boxes"),
     citation="Zawacki A, Wu C, Shih G, Elliott J, Fomitchev M, Hussain M, et al. SIIM-ACR Pneumothorax "
-             "Segmentation. Kaggle, 2019. https://kaggle.com/competitions/siim-acr-pneumothorax-segmentation",
+    "Segmentation. Kaggle, 2019. https://kaggle.com/competitions/siim-acr-pneumothorax-segmentation",
     homepage="https://www.kaggle.com/competitions/siim-acr-pneumothorax-segmentation",
     licence='unknown',
     licence_url=None,
@@ -51,10 +52,12 @@ FILE = "train-rle.csv"
 HEADER = "ImageId, EncodedPixels"
 COLUMNS = {"ImageId": "VARCHAR", "EncodedPixels": "VARCHAR"}
 # Where every column of train-rle.csv goes (tests/test_source_columns.py).
-SOURCE_FIELDS = {FILE: {
-    "ImageId": ("images.image_id", "studies.study_id", "labels.image_id", "boxes.image_id"),
-    " EncodedPixels": ("labels.value", "boxes.mask_rle"),
-}}
+SOURCE_FIELDS = {
+    FILE: {
+        "ImageId": ("images.image_id", "studies.study_id", "labels.image_id", "boxes.image_id"),
+        " EncodedPixels": ("labels.value", "boxes.mask_rle"),
+    }
+}
 NEGATIVE = "-1"
 RAW_LABEL = "Pneumothorax"
 RLE = r"^\s*\d+ \d+(?: \d+ \d+)*\s*$"
@@ -77,32 +80,57 @@ class SiimPneumothorax:
         negative = pl.col("EncodedPixels").str.strip_chars() == NEGATIVE
         mask = pl.col("EncodedPixels").str.contains(RLE)
         unreadable = pl.col("EncodedPixels").is_null() | ~(negative | mask)
-        rejects.add(rows.filter(unreadable), table="boxes", column="EncodedPixels",
-                    reason="EncodedPixels is neither -1 nor pairs of non-negative integers")
+        rejects.add(
+            rows.filter(unreadable),
+            table="boxes",
+            column="EncodedPixels",
+            reason="EncodedPixels is neither -1 nor pairs of non-negative integers",
+        )
         rows = rows.filter(~unreadable)
         has_mask = mask.any().over("ImageId")
-        rejects.add(rows.filter(negative & has_mask), table="labels", column="EncodedPixels",
-                    reason="-1 (no pneumothorax) for an image that also has mask rows")
+        rejects.add(
+            rows.filter(negative & has_mask),
+            table="labels",
+            column="EncodedPixels",
+            reason="-1 (no pneumothorax) for an image that also has mask rows",
+        )
         rows = rows.filter(~(negative & has_mask))
 
         images = rows.group_by("ImageId", maintain_order=True).agg(mask.any().alias("positive"))
         regions = rows.filter(mask)
         tables = {
-            "studies": images.select(pl.col("ImageId").alias("study_id"), pl.col("ImageId").alias("patient_id"),
-                                     pl.lit("train").alias("split")),
+            "studies": images.select(
+                pl.col("ImageId").alias("study_id"),
+                pl.col("ImageId").alias("patient_id"),
+                pl.lit("train").alias("split"),
+            ),
             "images": images.select(
-                pl.col("ImageId").alias("image_id"), pl.col("ImageId").alias("study_id"),
-                pl.col("ImageId").alias("patient_id"), pl.lit("train").alias("split"),
-                pl.lit("UNKNOWN").alias("view_position")),
-            "labels": findings.with_findings(images.select(
-                pl.col("ImageId").alias("study_id"), pl.col("ImageId").alias("image_id"),
-                pl.lit(RAW_LABEL).alias("raw_label"), pl.col("positive").cast(pl.Int8).alias("value"),
-                pl.lit("radiologist").alias("labeler")), "radiologist"),
-            "boxes": findings.with_findings(regions.select(
                 pl.col("ImageId").alias("image_id"),
-                pl.int_range(pl.len()).over("ImageId").cast(pl.Int16).alias("box_index"),
-                pl.lit(RAW_LABEL).alias("raw_label"), pl.lit("radiologist").alias("source"),
-                pl.col("EncodedPixels").alias("mask_rle")), "radiologist"),
+                pl.col("ImageId").alias("study_id"),
+                pl.col("ImageId").alias("patient_id"),
+                pl.lit("train").alias("split"),
+                pl.lit("UNKNOWN").alias("view_position"),
+            ),
+            "labels": findings.with_findings(
+                images.select(
+                    pl.col("ImageId").alias("study_id"),
+                    pl.col("ImageId").alias("image_id"),
+                    pl.lit(RAW_LABEL).alias("raw_label"),
+                    pl.col("positive").cast(pl.Int8).alias("value"),
+                    pl.lit("radiologist").alias("labeler"),
+                ),
+                "radiologist",
+            ),
+            "boxes": findings.with_findings(
+                regions.select(
+                    pl.col("ImageId").alias("image_id"),
+                    pl.int_range(pl.len()).over("ImageId").cast(pl.Int16).alias("box_index"),
+                    pl.lit(RAW_LABEL).alias("raw_label"),
+                    pl.lit("radiologist").alias("source"),
+                    pl.col("EncodedPixels").alias("mask_rle"),
+                ),
+                "radiologist",
+            ),
         }
         return SourceResult(tables, [read.rejects, *rejects.frames()], [name])
 
