@@ -1,20 +1,18 @@
 -- name: split_stats
 -- description: Studies, images, patients and mean report tokens per section, per dataset and split
 --   (the shape of ReXGradient-160K's Table 1). Computed on every row, never a sample. Mean tokens
---   are over the reports that have the section. A dataset that links to another and has no images of its
---   own (CheXpert Plus: its studies' images are CheXpert's) counts the linked dataset's images of its studies.
--- parameters: dataset, linked
+--   are over the reports that have the section. A dataset with no images of its own (CheXpert Plus: its
+--   studies' images are CheXpert's) counts the images of its studies in the dataset they belong to.
+-- parameters: none
 WITH study_counts AS (
     SELECT dataset, split, count(*) AS studies, count(DISTINCT patient_id) AS patients
     FROM studies GROUP BY ALL
-), described_images AS (
-    SELECT image_id, study_id FROM images WHERE dataset = $dataset
-    UNION ALL
-    SELECT image_id, study_id FROM images
-    WHERE dataset = $linked AND NOT EXISTS (SELECT 1 FROM images WHERE dataset = $dataset)
 ), image_counts AS (
+    SELECT dataset, split, count(*) AS images FROM images GROUP BY ALL
+    UNION ALL
     SELECT s.dataset, s.split, count(*) AS images
-    FROM described_images i JOIN studies s ON s.study_id = i.study_id AND s.dataset = $dataset
+    FROM studies s JOIN images i ON i.study_id = s.study_id AND i.dataset <> s.dataset
+    WHERE s.dataset NOT IN (SELECT DISTINCT dataset FROM images)
     GROUP BY ALL
 ), report_stats AS (
     SELECT s.dataset, s.split, count(*) AS reports,
