@@ -181,6 +181,7 @@ def image_labels(dataset: str, raw: Raw) -> dict:
             out[key] = (
                 dataset,
                 target,
+                f"{dataset}:{target}",  # image_uid: these datasets' own image files
                 image.study,
                 image.patient,
                 image.split,
@@ -248,7 +249,7 @@ def check_image_labels(wh, dataset: str, raw: Raw, where: str = "") -> dict:
     assert_rows(
         rows_of(wh, "image_labels", dataset, where),
         expected,
-        lambda r: (r[1], r[12], r[10], r[13]),
+        lambda r: (r[1], r[13], r[11], r[14]),
         f"{dataset} image_labels",
     )
     return expected
@@ -324,7 +325,7 @@ def test_padchest_image_labels_expand_study_labels_to_every_image(samples):
     expected = check_image_labels(wh, "padchest", raw["padchest"])
     normal = {k[0]: v for k, v in expected.items() if k[0].startswith("99901_")}
     assert sorted(normal) == ["99901_0", "99901_1"]  # one study label, two images
-    assert {(v[5], v[6], v[8], v[9], v[11]) for v in normal.values()} == {
+    assert {(v[6], v[7], v[9], v[10], v[12]) for v in normal.values()} == {
         ("PA", True, None, "no_finding", 1),
         ("LATERAL", False, None, "no_finding", 1),
     }
