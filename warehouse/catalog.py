@@ -97,7 +97,9 @@ def build_catalog(
                 set().union(*(store.columns_at(name, v) for v in {p.version for p in chosen})) if chosen else set()
             )
             relations[name] = [delta_files_sql(spec, files, columns)]
-        create_views(con, relations)
+        # DuckDB binds a table macro when it is created: bound over empty typed views it reads no file (over
+        # S3 each bind over the files opened every footer), and the macros call the views by name.
+        create_views(con, {})
         _create(con, "catalog_meta", _meta_table(store, log_version, as_of))
         _create(con, "catalog_partitions", _partitions_table(parts))
         _create(con, "catalog_tables", _tables_table(by_table, heads))
@@ -110,8 +112,8 @@ def build_catalog(
         _create(con, "finding_hierarchy", findings.hierarchy().to_arrow())
         from .macros import register
 
-        linked = tuple(sorted(info.id for info in datasets if info.links_to))
-        _create(con, "catalog_queries", register(con, linked))
+        _create(con, "catalog_queries", register(con, tuple(sorted(info.id for info in datasets if info.links_to))))
+        create_views(con, relations)
         _create(con, "catalog_unmapped_labels", con.sql(named_query("vocab", "unmapped_labels").sql).to_arrow_table())
         con.execute("CHECKPOINT")
     except BaseException:
