@@ -178,13 +178,9 @@ def literal_problems(sql: str, params: dict | None = None) -> list[str]:
     and `labels['x']` map lookups (a finding). SQL that sqlglot cannot parse yields no problems."""
     if not _MAYBE.search(sql):
         return []  # no comparison with a vocabulary column: skip the parser
-    import sqlglot
     from sqlglot import exp
 
-    try:
-        trees = sqlglot.parse(sql, dialect="duckdb")
-    except Exception:
-        return []
+    trees = _parsed(sql)
     vocab = _VOCAB_COLUMNS
     params = params or {}
     problems: list[str] = []
@@ -220,6 +216,18 @@ def literal_problems(sql: str, params: dict | None = None) -> list[str]:
             elif isinstance(node, exp.Bracket) and isinstance(node.this, exp.Column) and node.this.name == "labels":
                 check("finding", node.expressions)
     return problems
+
+
+@lru_cache(maxsize=512)
+def _parsed(sql: str) -> tuple:
+    """sqlglot's trees of `sql`, parsed once per text (every catalog rebuild checks every cohort's rules);
+    () when sqlglot cannot parse it. The trees are only walked, never changed."""
+    import sqlglot
+
+    try:
+        return tuple(sqlglot.parse(sql, dialect="duckdb"))
+    except Exception:
+        return ()
 
 
 # --- the definition -----------------------------------------------------------------------------------
@@ -443,33 +451,72 @@ class Cohort:
         if problems:
             raise CohortError(f"{where or self.name}: " + "; ".join(problems))
 
+    def label_findings(self, values: dict, chosen) -> tuple[str, ...] | None:
+        """The findings the rules and split can read: every `labels[...]` key (a literal or a `$param`), plus
+        the pivoted ones; None when some rule uses `labels` otherwise (`map_keys(labels)`), so every label is
+        needed. A run then maps only these labels per unit, instead of all of them (most of a run's time)."""
+        from sqlglot import exp
+
+        keys: set[str] = {str(f) for f in chosen}
+        for text in [*(r.sql for r in self.rules), self.split]:
+            trees = _parsed(f"SELECT 1 WHERE {text}")
+            if not trees:
+                return None
+            for tree in trees:
+                for col in tree.find_all(exp.Column):
+                    if col.name != "labels":
+                        continue
+                    bracket = col.parent
+                    if not isinstance(bracket, exp.Bracket) or bracket.this is not col or len(bracket.expressions) != 1:
+                        return None
+                    key = bracket.expressions[0]
+                    if isinstance(key, exp.Literal) and key.is_string:
+                        keys.add(key.this)
+                    elif isinstance(key, (exp.Parameter, exp.Placeholder)):
+                        name = key.name or (key.this.name if isinstance(key.this, exp.Expression) else str(key.this))
+                        value = values.get(name)
+                        if not isinstance(value, str):
+                            return None
+                        keys.add(value)
+                    else:
+                        return None
+        return tuple(sorted(keys))
+
     # -- SQL
     def _mask(self) -> str:
         return " + ".join(
             f"(CASE WHEN coalesce(({r.sql}), false) THEN {1 << i} ELSE 0 END)::BIGINT" for i, r in enumerate(self.rules)
         )
 
-    def _counts_sql(self, source: str) -> str:
-        """The attrition counts in one SELECT over `source`, a relation with the unit's keys and `mask`."""
+    def _count_columns(self) -> list[str]:
+        """The attrition counts over `masked` (see _masked_cte): all units, then per rule the units meeting it
+        and every rule before it, and the units only it removes."""
         images = "1" if self.unit == "image" else "n_images"
         full = (1 << len(self.rules)) - 1
 
-        def counts(where: str) -> str:
+        def counts(where: str) -> list[str]:
             f = f" FILTER (WHERE {where})"
             studies = f"sum(n_studies){f}" if self.unit == "patient" else f"count(DISTINCT study_key){f}"
-            return f"coalesce(sum({images}){f}, 0), coalesce({studies}, 0), count(DISTINCT patient_key){f}"
+            return [f"coalesce(sum({images}){f}, 0)", f"coalesce({studies}, 0)", f"count(DISTINCT patient_key){f}"]
 
-        cols = [counts("true")]
+        cols = counts("true")
         for i in range(len(self.rules)):
             prefix = (1 << (i + 1)) - 1
-            cols.append(counts(f"mask & {prefix} = {prefix}"))
+            cols += counts(f"mask & {prefix} = {prefix}")
             cols.append(f"count(*) FILTER (WHERE mask = {full & ~(1 << i)})")
+        return cols
+
+    def _masked_cte(self, source: str) -> str:
         study_key = "NULL" if self.unit == "patient" else "dataset || chr(31) || study_id"
         extra = {"image": "", "study": "n_images, ", "patient": "n_images, n_studies, "}[self.unit]
         return (
-            f"WITH masked AS (SELECT {study_key} AS study_key, dataset || chr(31) || patient_id AS patient_key, "
-            f"{extra}mask FROM {source})\nSELECT {', '.join(cols)} FROM masked"
+            f"masked AS (SELECT {study_key} AS study_key, dataset || chr(31) || patient_id AS patient_key, "
+            f"{extra}mask FROM {source})"
         )
+
+    def _counts_sql(self, source: str) -> str:
+        """The attrition counts in one SELECT over `source`, a relation with the unit's keys and `mask`."""
+        return f"WITH {self._masked_cte(source)}\nSELECT {', '.join(self._count_columns())} FROM masked"
 
     def attrition_sql(self, linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba")) -> str:
         """One scan: every rule's boolean per unit as one bitmask, then the counts after each rule."""
@@ -484,9 +531,10 @@ class Cohort:
         policy: str,
         image_roots: dict[str, str],
         linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba"),
+        label_findings: tuple[str, ...] | None = None,
     ) -> str:
-        """Every unit with its manifest columns and `mask`, every rule's boolean (bit i for rule i): the one
-        scan a run reads; the manifest is the units whose mask has every bit, the attrition counts the rest."""
+        """Every unit with its manifest columns and `mask`, every rule's boolean (bit i for rule i); the
+        manifest is the units whose mask has every bit. `label_findings` limits the labels mapped per unit."""
         pivots = "".join(f", {_RECODE[policy].format(v=_label_of(f))} AS \"{_pivot_name(f)}\"" for f in findings)
         if self.unit == "image":
             ids = "image_id, view_position, is_frontal, path, " + _absolute("path", image_roots) + " AS absolute_path"
@@ -502,11 +550,33 @@ class Cohort:
             )
         study = "" if self.unit == "patient" else "study_id, "
         return (
-            f"WITH {base_ctes(self.unit, self.datasets, linked)}, ruled AS (\n"
+            f"WITH {base_ctes(self.unit, self.datasets, linked, label_findings)}, ruled AS (\n"
             f"  SELECT u.*, {self._mask()} AS mask, ({self.split}) AS _split FROM base u\n)\n"
             f"SELECT dataset, also_in, patient_id, {study}_split AS split, split AS official_split, sex, "
             f"age_years, {ids}{pivots}, mask\nFROM ruled\n"
             f"ORDER BY dataset, patient_id{', study_id' if study else ''}{', image_id' if self.unit == 'image' else ''}"
+        )
+
+    def run_sql(
+        self,
+        findings,
+        policy: str,
+        image_roots: dict[str, str],
+        linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba"),
+        label_findings: tuple[str, ...] | None = None,
+    ) -> str:
+        """The one scan a run reads: the attrition counts over every unit (columns _c0, _c1, …) beside each
+        manifest row, in manifest order, or one row of counts with `_unit` NULL when no unit passes. Only the
+        manifest's rows leave DuckDB, and only they are sorted."""
+        units = self.units_sql(findings, policy, image_roots, linked, label_findings)
+        body, _, order = units.rpartition("\nORDER BY ")
+        full = (1 << len(self.rules)) - 1
+        named = ", ".join(f"CAST({c} AS BIGINT) AS _c{i}" for i, c in enumerate(self._count_columns()))
+        return (
+            f"WITH units AS MATERIALIZED (\n{body}\n), {self._masked_cte('units')},\n"
+            f"counts AS (SELECT {named} FROM masked)\n"
+            f"SELECT counts.*, m.* FROM counts LEFT JOIN (SELECT true AS _unit, * EXCLUDE (mask) FROM units "
+            f"WHERE mask = {full}) m ON true\nORDER BY {order}"
         )
 
     # -- running
@@ -573,12 +643,21 @@ def list_cohorts() -> list[Cohort]:
 
 # --- the base relation ---------------------------------------------------------------------------------
 def base_ctes(
-    unit: str, datasets: tuple[str, ...] = (), linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba")
+    unit: str,
+    datasets: tuple[str, ...] = (),
+    linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba"),
+    label_findings: tuple[str, ...] | None = None,
 ) -> str:
     """CTEs ending in `base`: one row per unit, linked datasets folded (see the module docstring).
 
     `linked` are the datasets that link to another (catalog_datasets.links_to): only their labels can name
-    an image their own images table lacks, so only their image_labels partitions are read for `also_in`."""
+    an image their own images table lacks, so only their image_labels partitions are read for `also_in`.
+    `label_findings`, when given, are the only findings put in each unit's `labels` map."""
+    only = (
+        f" AND l.finding IN ({', '.join(_lit(f) for f in label_findings) or 'NULL'})"
+        if label_findings is not None
+        else ""
+    )
     scope = f"WHERE dataset IN ({', '.join(_lit(d) for d in datasets)})" if datasets else ""
     linked_sql = ", ".join(_lit(d) for d in linked) or "NULL"
     rank = "list_position([" + ", ".join(_lit(x) for x in LABELER_PRECEDENCE) + "], l.labeler)"
@@ -586,36 +665,52 @@ def base_ctes(
     order = f"coalesce({rank}, 99) * 10 + CASE l.value WHEN 1 THEN 0 WHEN -1 THEN 1 ELSE 2 END"
     ctes = f"""fam AS (
   SELECT dataset, coalesce(links_to, dataset) AS family FROM catalog_datasets {scope}
+), multi AS (
+  -- families with more than one dataset in scope: only their rows can repeat an image, study or patient
+  SELECT family FROM fam GROUP BY family HAVING count(*) > 1
 ), img_all AS (
   SELECT f.family, i.dataset, i.image_id, i.study_id, i.patient_id, i.split, i.view_position, i.is_frontal, i.path
   FROM images i JOIN fam f ON f.dataset = i.dataset
 ), holders AS (
-  SELECT family, image_id, dataset FROM img_all
+  SELECT family, image_id, dataset FROM img_all WHERE family IN (SELECT family FROM multi)
   UNION
   SELECT f.family, l.image_id, l.dataset
   FROM (SELECT DISTINCT dataset, image_id FROM image_labels WHERE dataset IN ({linked_sql})) l
-  JOIN fam f ON f.dataset = l.dataset
+  JOIN fam f ON f.dataset = l.dataset WHERE f.family IN (SELECT family FROM multi)
 ), img AS (
-  SELECT * FROM img_all
-  QUALIFY row_number() OVER (PARTITION BY family, image_id ORDER BY dataset = family DESC, dataset) = 1
+  -- the family's own image, else the first linked dataset's copy
+  SELECT * FROM img_all WHERE dataset = family OR family NOT IN (SELECT family FROM multi)
+  UNION ALL
+  SELECT * FROM img_all o
+  WHERE o.dataset <> o.family AND o.family IN (SELECT family FROM multi)
+    AND NOT EXISTS (SELECT 1 FROM img_all i WHERE i.dataset = i.family AND i.family = o.family
+                    AND i.image_id = o.image_id)
+  QUALIFY row_number() OVER (PARTITION BY family, image_id ORDER BY dataset) = 1
 ), std AS (
+  SELECT f.family, s.study_id, s.age_years, s.study_date, s.visit_order, s.days_since_previous
+  FROM studies s JOIN fam f ON f.dataset = s.dataset WHERE f.family NOT IN (SELECT family FROM multi)
+  UNION ALL
   -- the visit columns of the family's own study (MIMIC-CXR's, not QBA's copy) when it has them
   SELECT f.family, s.study_id, s.age_years, s.study_date,
          coalesce(max(s.visit_order) FILTER (WHERE s.dataset = f.family) OVER fs, max(s.visit_order) OVER fs)
            AS visit_order,
          coalesce(max(s.days_since_previous) FILTER (WHERE s.dataset = f.family) OVER fs,
                   max(s.days_since_previous) OVER fs) AS days_since_previous
-  FROM studies s JOIN fam f ON f.dataset = s.dataset
+  FROM studies s JOIN fam f ON f.dataset = s.dataset WHERE f.family IN (SELECT family FROM multi)
   WINDOW fs AS (PARTITION BY f.family, s.study_id)
   QUALIFY row_number() OVER (PARTITION BY f.family, s.study_id
                              ORDER BY s.age_years IS NOT NULL DESC, s.dataset = f.family DESC, s.dataset) = 1
 ), pat AS (
   SELECT f.family, p.patient_id, p.sex FROM patients p JOIN fam f ON f.dataset = p.dataset
+  WHERE f.family NOT IN (SELECT family FROM multi)
+  UNION ALL
+  SELECT f.family, p.patient_id, p.sex FROM patients p JOIN fam f ON f.dataset = p.dataset
+  WHERE f.family IN (SELECT family FROM multi)
   QUALIFY row_number() OVER (PARTITION BY f.family, p.patient_id
                              ORDER BY p.sex <> 'U' DESC, p.dataset = f.family DESC, p.dataset) = 1
 ), lab AS (
   SELECT f.family, l.image_id, l.finding, l.value, {order} AS pick
-  FROM image_labels l JOIN fam f ON f.dataset = l.dataset WHERE l.finding IS NOT NULL
+  FROM image_labels l JOIN fam f ON f.dataset = l.dataset WHERE l.finding IS NOT NULL{only}
 ), also AS (
   SELECT h.family, h.image_id, list_sort(list(h.dataset)) AS datasets FROM holders h GROUP BY ALL
 ), unit_img AS (
@@ -662,7 +757,9 @@ def base_ctes(
          {age_bucket.replace('age_years', 's.age_years')} AS age_bucket, coalesce(l.labels, {empty}) AS labels
   FROM (
     SELECT family, min(dataset) AS dataset, list_sort(list_distinct(flatten(list(also_in)))) AS also_in,
-           patient_id, any_value(sex) AS sex, arg_min(age_years, coalesce(study_date, DATE '9999-12-31'))
+           patient_id, any_value(sex) AS sex,
+           -- the first study's age: by date, then visit order, then study id (ties would pick any study)
+           arg_min(age_years, (coalesce(study_date, DATE '9999-12-31'), coalesce(visit_order, 2147483647), study_id))
            AS age_years, min(study_date) AS first_study_date, max(study_date) AS last_study_date,
            count(DISTINCT study_id) AS n_studies, count(*) AS n_images,
            count(*) FILTER (WHERE is_frontal) AS n_frontal, list_sort(list(DISTINCT split)) AS splits,
@@ -693,8 +790,8 @@ class CohortRun:
 
     @property
     def table1(self):
-        """Table 1 (warehouse.table1.Table1; None for an empty cohort), built on first use: tableone and
-        pandas cost a second or two to import, which a run without an out folder (verify) does not need."""
+        """Table 1 (warehouse.table1.Table1; None for an empty cohort), built on first use: a run without an out
+        folder (verify) does not need it."""
         if self._table1 is None and self.manifest.num_rows:
             self._table1 = _table1(self.manifest, self.provenance["findings"], self.demographics)
         return self._table1
@@ -763,12 +860,12 @@ def run_cohort(
     try:
         catalog = _catalog_facts(warehouse, con)
         linked = tuple(sorted(d for d, info in catalog["datasets"].items() if info.get("links_to")))
-        units_sql = cohort.units_sql(chosen, policy, roots, linked)
-        units = warehouse.run(con, units_sql, _used(units_sql, values)).to_arrow_table()
+        run_sql = cohort.run_sql(chosen, policy, roots, linked, cohort.label_findings(values, chosen))
+        units = warehouse.run(con, run_sql, _used(run_sql, values)).to_arrow_table()
         recorded = _race_and_ethnicity(warehouse, con)
     finally:
         con.close()
-    row, manifest = _split_units(cohort, units)
+    row, manifest = _split_units(units)
     attrition = _attrition_rows(cohort, row)
 
     if ratios is not None:
@@ -860,21 +957,14 @@ def run_cohort(
     return result
 
 
-def _split_units(cohort: Cohort, units: pa.Table) -> tuple[tuple, pa.Table]:
-    """The attrition counts (one scan of the units) and the manifest (units that pass every rule)."""
-    import duckdb
+def _split_units(result: pa.Table) -> tuple[tuple, pa.Table]:
+    """run_sql's result: the attrition counts (the _c columns, the same on every row) and the manifest."""
     import pyarrow.compute as pc
 
-    con = duckdb.connect(config={"threads": 2})
-    try:
-        con.register("units", units)
-        row = con.execute(cohort._counts_sql("units")).fetchone()
-        assert row is not None, "an aggregate query returns one row"
-    finally:
-        con.close()
-    full = (1 << len(cohort.rules)) - 1
-    manifest = units.filter(pc.equal(units["mask"], full)).drop_columns(["mask"])
-    return row, manifest
+    counts = [c for c in result.column_names if re.fullmatch(r"_c\d+", c)]
+    row = tuple(result[c][0].as_py() for c in counts)
+    manifest = result.drop_columns(counts)
+    return row, manifest.filter(pc.is_valid(manifest["_unit"])).drop_columns(["_unit"])
 
 
 def _used(sql: str, values: dict) -> dict:
@@ -1029,11 +1119,10 @@ def _race_and_ethnicity(warehouse: "Warehouse", con) -> dict[tuple[str, str], tu
 def _table1(manifest, findings: list[str], recorded: dict):
     if manifest.num_rows == 0:
         return None
-    from .table1 import build, unit_frame
+    from .table1 import build
 
     keys = set(zip(manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist()))
-    demographics = {k: v for k, v in recorded.items() if k in keys}
-    return build(unit_frame(manifest, findings, demographics), findings)
+    return build(manifest, findings, {k: v for k, v in recorded.items() if k in keys})
 
 
 def _project_version() -> str:

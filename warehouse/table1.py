@@ -1,133 +1,227 @@
 """Table 1 of a cohort: who is in it, per split and overall, with standardized mean differences between splits.
 
-Built with `tableone` (the library epidemiologists already cite for it), from the manifest plus the
-patients' race and ethnicity where a dataset records them. Rows:
+Computed with DuckDB aggregates over the manifest (two queries: the numeric rows, and every categorical level
+counted in one pass), so a cohort run needs neither pandas nor tableone; the tests build the same table with
+`tableone`, the library epidemiologists cite for it, and compare. Rows:
 
 - n (the cohort's units) and patients (distinct dataset + patient_id);
-- age in years, mean (SD) and median [Q1,Q3];
+- age in years, mean (SD) and median [Q1,Q3] (linear interpolation, as pandas and tableone compute it), with
+  the count of units whose age is missing;
 - sex, race, ethnicity (race and ethnicity only when some dataset of the cohort records them; a unit whose
   dataset does not is `not recorded`);
 - view (image cohorts: view_position; study and patient cohorts: whether a frontal image is among theirs);
 - each chosen finding as the manifest has it after the uncertainty policy: positive, negative, uncertain
   (U-Ignore leaves none), or not stated.
 
-SMD columns compare each pair of splits (tableone's `smd=True`: Cohen's d with the pooled SD for continuous
-rows, Yang and Dalton's multinomial form for categorical ones).
+SMD columns compare each pair of splits, as tableone does: Cohen's d with the pooled sample SD for age (the
+second split's mean minus the first's), and Yang and Dalton's multinomial form for categorical rows (first
+level dropped). Where a level is absent from both splits the covariance matrix is singular; the
+Moore-Penrose inverse is used there (as R's tableone does with MASS::ginv), where Python's tableone prints nan.
 """
 
 from __future__ import annotations
 
+import csv
+import math
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import pandas as pd
+import duckdb
+import pyarrow as pa
 
-AGE_MEAN = "Age, years"
-AGE_MEDIAN = "Age (median), years"
+AGE_MEAN = "Age, years, mean (SD)"
+AGE_MEDIAN = "Age, years, median [Q1,Q3]"
 FINDING_WORDS = {1: "positive", 0: "negative", -1: "uncertain"}
 NOT_RECORDED = "not recorded"
 NOT_STATED = "not stated"
+OVERALL = "Overall"
+MISSING = "Missing"
+NO_SPLIT = "none"
 
 
 @dataclass
 class Table1:
-    frame: pd.DataFrame  # tableone's table: MultiIndex rows (variable, level), one column per group
+    header: list[str]  # variable, level, Overall, the splits, Missing, then one SMD column per pair of splits
+    rows: list[list[str]]
     groups: list[str]  # the splits, in column order
 
+    def cell(self, variable: str, level: str, column: str) -> str:
+        """The cell of a row (`level` '' for rows without levels) in a column named as the header names it."""
+        at = self.header.index(column)
+        for row in self.rows:
+            if row[0] == variable and row[1] == level:
+                return row[at]
+        raise KeyError((variable, level))
+
     def to_csv(self, path: Path) -> Path:
-        self.frame.to_csv(path)
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(self.header)
+            writer.writerows(self.rows)
         return path
 
     def to_markdown(self, path: Path, title: str) -> Path:
-        import pandas as pd
+        def line(cells) -> str:
+            return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
-        frame = self.frame.reset_index()
-        header = ["variable", "level", *[c[1] if isinstance(c, tuple) else c for c in self.frame.columns]]
-        rows = [["" if pd.isna(v) else str(v).replace("|", "\\|") for v in row] for row in frame.values.tolist()]
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines = [line(self.header), "|" + "|".join("---" for _ in self.header) + "|", *map(line, self.rows)]
         path.write_text(f"# Table 1: {title}\n\n" + "\n".join(lines) + "\n")
         return path
 
 
-def unit_frame(manifest, findings: list[str], demographics: dict[tuple[str, str], tuple] | None = None) -> pd.DataFrame:
-    """One row per unit with the columns Table 1 describes; `demographics` maps (dataset, patient_id) to
-    (race, ethnicity) for the datasets that record them."""
-    import pandas as pd
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
+
+def _order(levels) -> list[str]:
+    return sorted(levels, key=lambda v: (v in (NOT_STATED, NOT_RECORDED), str(v)))
+
+
+def categorical_variables(manifest: pa.Table, findings: list[str], recorded: bool) -> list[tuple[str, str]]:
+    """(row label, SQL over `m`, the manifest with `_race` and `_ethnicity`) of each categorical variable."""
     columns = manifest.column_names
-    n = manifest.num_rows
-    frame = pd.DataFrame(
+    out = [("Sex", "m.sex")]
+    if recorded:
+        out += [
+            ("Race", f"coalesce(m._race, '{NOT_RECORDED}')"),
+            ("Ethnicity", f"coalesce(m._ethnicity, '{NOT_RECORDED}')"),
+        ]
+    if "view_position" in columns:
+        out.append(("View", "m.view_position"))
+    elif "n_frontal" in columns:
+        out.append(("Frontal image", "CASE WHEN coalesce(m.n_frontal, 0) > 0 THEN 'yes' ELSE 'no' END"))
+    for f in findings:
+        if f in columns:
+            words = " ".join(f"WHEN {v} THEN '{w}'" for v, w in FINDING_WORDS.items())
+            out.append((f, f"CASE m.{_ident(f)} {words} ELSE '{NOT_STATED}' END"))
+        else:
+            out.append((f, f"'{NOT_STATED}'"))
+    return out
+
+
+def build(manifest: pa.Table, findings: list[str], demographics: dict[tuple[str, str], tuple] | None = None) -> Table1:
+    """Table 1 of the manifest's units, grouped by split; `demographics` maps (dataset, patient_id) to
+    (race, ethnicity) for the datasets that record them."""
+    demographics = demographics or {}
+    keys = pa.table(
         {
-            "split": [s if s is not None else "none" for s in manifest["split"].to_pylist()],
-            "patient": [
-                f"{d}\x1f{p}" for d, p in zip(manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist())
-            ],
-            AGE_MEAN: pd.array(manifest["age_years"].to_pylist(), dtype="Float64").astype(float),
-            "Sex": manifest["sex"].to_pylist(),
+            "dataset": pa.array([k[0] for k in demographics], pa.string()),
+            "patient_id": pa.array([k[1] for k in demographics], pa.string()),
+            "race": pa.array([v[0] for v in demographics.values()], pa.string()),
+            "ethnicity": pa.array([v[1] for v in demographics.values()], pa.string()),
         }
     )
-    frame[AGE_MEDIAN] = frame[AGE_MEAN]
-    if demographics:
-        keys = list(zip(manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist()))
-        frame["Race"] = [(demographics.get(k) or (None, None))[0] or NOT_RECORDED for k in keys]
-        frame["Ethnicity"] = [(demographics.get(k) or (None, None))[1] or NOT_RECORDED for k in keys]
-    if "view_position" in columns:
-        frame["View"] = manifest["view_position"].to_pylist()
-    elif "n_frontal" in columns:
-        frame["Frontal image"] = ["yes" if (v or 0) > 0 else "no" for v in manifest["n_frontal"].to_pylist()]
-    for f in findings:
-        values = manifest[f].to_pylist() if f in columns else [None] * n
-        frame[f] = [FINDING_WORDS.get(v, NOT_STATED) if v is not None else NOT_STATED for v in values]
-    return frame
-
-
-def build(frame: pd.DataFrame, findings: list[str]) -> Table1:
-    """tableone over `unit_frame`'s rows, grouped by split, with an overall column and SMDs, plus a patients
-    row beneath n."""
-    import warnings
-
-    import pandas as pd
-    from tableone import TableOne
-
-    categorical = [c for c in ("Sex", "Race", "Ethnicity", "View", "Frontal image", *findings) if c in frame]
-    columns = [AGE_MEAN, AGE_MEDIAN, *categorical]
-    groups = sorted(frame["split"].unique())
-    grouped = len(groups) > 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tableone warns about normality tests and small cells
-        table = TableOne(
-            frame,
-            columns=columns,
-            categorical=categorical,
-            continuous=[AGE_MEAN, AGE_MEDIAN],
-            nonnormal=[AGE_MEDIAN],
-            groupby="split" if grouped else None,
-            smd=grouped,
-            overall=True,
-            missing=True,
-            pval=False,
-            decimals=1,
-            order={
-                c: sorted(frame[c].dropna().unique(), key=lambda v: (v in (NOT_STATED, NOT_RECORDED), str(v)))
-                for c in categorical
-            },
+    con = duckdb.connect(config={"threads": 2})
+    try:
+        con.register("m_raw", manifest)
+        con.register("d_raw", keys)
+        con.execute(
+            "CREATE TEMP VIEW md AS SELECT m.*, d.race AS _race, d.ethnicity AS _ethnicity, "
+            f"coalesce(m.split, '{NO_SPLIT}') AS _grp FROM m_raw m "
+            "LEFT JOIN d_raw d ON d.dataset = m.dataset AND d.patient_id = m.patient_id"
         )
-    out = table.tableone.copy()
-    patients = {"Overall": frame["patient"].nunique()}
-    for g in groups:
-        patients[g] = frame.loc[frame["split"] == g, "patient"].nunique()
-    row = pd.DataFrame(
-        [[""] * len(out.columns)], columns=out.columns, index=pd.MultiIndex.from_tuples([("patients", "")])
-    )
-    for col in out.columns:
-        name = col[1] if isinstance(col, tuple) else col
-        if name in patients:
-            row[col] = str(patients[name])
-    out = pd.concat([out.iloc[:1], row, out.iloc[1:]])
-    return Table1(out, groups)
+        recorded = bool(
+            con.execute("SELECT count(*) FROM md WHERE _race IS NOT NULL OR _ethnicity IS NOT NULL").fetchone()[0]  # type: ignore[index]
+        )
+        numeric = con.execute(
+            """SELECT CASE WHEN grouping(_grp) = 1 THEN NULL ELSE _grp END AS grp, count(*), count(DISTINCT
+                      dataset || chr(31) || patient_id), count(age_years), avg(age_years), stddev_samp(age_years),
+                      quantile_cont(age_years, [0.25, 0.5, 0.75])
+               FROM md GROUP BY GROUPING SETS ((_grp), ())"""
+        ).fetchall()
+        variables = categorical_variables(manifest, findings, recorded)
+        selects = " UNION ALL ".join(
+            f"SELECT {i} AS v, _grp, {sql} AS level FROM md m" for i, (_, sql) in enumerate(variables)
+        )
+        counts = con.execute(
+            f"SELECT v, level, CASE WHEN grouping(_grp) = 1 THEN NULL ELSE _grp END, count(*) FROM ({selects}) "
+            "GROUP BY GROUPING SETS ((v, level, _grp), (v, level))"
+        ).fetchall()
+    finally:
+        con.close()
+
+    stats = {r[0]: r[1:] for r in numeric}  # split (None: overall) -> n, patients, n_age, mean, sd, quartiles
+    groups = sorted(g for g in stats if g is not None)
+    grouped = len(groups) > 1
+    shown = [OVERALL, *(groups if grouped else [])]
+    pairs = list(combinations(groups, 2)) if grouped else []
+    header = ["variable", "level", *shown, MISSING, *(f"SMD ({a},{b})" for a, b in pairs)]
+    key = {OVERALL: None, **{g: g for g in groups}}
+    n_of = {OVERALL: stats[None][0], **{g: stats[g][0] for g in groups}}
+
+    def row(variable: str, level: str, cells: dict[str, str], missing: str = "", smd: dict | None = None) -> list[str]:
+        return [variable, level, *(cells.get(g, "") for g in shown), missing, *((smd or {}).get(p, "") for p in pairs)]
+
+    rows = [
+        row("n", "", {g: str(n_of[g]) for g in shown}),
+        row("patients", "", {g: str(stats[key[g]][1]) for g in shown}),
+    ]
+    missing_age = stats[None][0] - stats[None][2]
+    age_smd = {p: _fmt_smd(_cont_smd(stats[p[0]], stats[p[1]])) for p in pairs}
+
+    def mean_sd(s) -> str:
+        if not s[2]:
+            return ""
+        return f"{s[3]:.1f} ({s[4]:.1f})" if s[4] is not None else f"{s[3]:.1f} (—)"
+
+    def median_iqr(s) -> str:
+        if not s[2]:
+            return ""
+        q1, med, q3 = s[5]
+        return f"{med:.1f} [{q1:.1f},{q3:.1f}]"
+
+    rows.append(row(AGE_MEAN, "", {g: mean_sd(stats[key[g]]) for g in shown}, str(missing_age), age_smd))
+    rows.append(row(AGE_MEDIAN, "", {g: median_iqr(stats[key[g]]) for g in shown}, str(missing_age), age_smd))
+
+    by_variable: dict[int, dict[str, dict]] = {}
+    for v, level, grp, count in counts:
+        by_variable.setdefault(v, {}).setdefault(level, {})[grp] = count
+    for i, (label, _) in enumerate(variables):
+        table = by_variable.get(i, {})
+        levels = _order(table)
+        smd = {}
+        for a, b in pairs:
+            pa_ = [table[lv].get(a, 0) / n_of[a] for lv in levels]
+            pb_ = [table[lv].get(b, 0) / n_of[b] for lv in levels]
+            smd[(a, b)] = _fmt_smd(_cat_smd(pa_, pb_))
+        for j, level in enumerate(levels):
+            cells = {
+                g: f"{table[level].get(key[g], 0)} ({100 * table[level].get(key[g], 0) / n_of[g]:.1f})" for g in shown
+            }
+            rows.append(row(f"{label}, n (%)", level, cells, "", smd if j == 0 else None))
+    return Table1(header, rows, groups if grouped else [])
+
+
+def _cont_smd(a, b) -> float | None:
+    """Cohen's d of b against a: (mean_b - mean_a) / sqrt((sd_a² + sd_b²) / 2), from (n, patients, n_age, mean,
+    sd, quantiles) rows."""
+    if not a[2] or not b[2] or a[4] is None or b[4] is None:
+        return None
+    pooled = math.sqrt((a[4] ** 2 + b[4] ** 2) / 2)
+    return (b[3] - a[3]) / pooled if pooled > 0 else None
+
+
+def _cat_smd(pa_: list[float], pb_: list[float]) -> float | None:
+    """Yang and Dalton's SMD of a categorical variable: sqrt(d' S⁻¹ d) over the levels after the first, S the mean
+    of the two multinomial covariance matrices (generalized inverse when S is singular)."""
+    import numpy as np
+
+    if len(pa_) < 2:
+        return 0.0
+    p1, p2 = np.asarray(pa_[1:]), np.asarray(pb_[1:])
+    covs = []
+    for p in (p1, p2):
+        c = -np.outer(p, p)
+        c[np.diag_indices_from(c)] = p * (1 - p)
+        covs.append(c)
+    diff = (p2 - p1).reshape(1, -1)
+    value = float((diff @ np.linalg.pinv((covs[0] + covs[1]) / 2) @ diff.T)[0][0])
+    return math.sqrt(max(value, 0.0))
+
+
+def _fmt_smd(value: float | None) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
 def write(table: Table1, out: Path, title: str) -> dict[str, Path]:
