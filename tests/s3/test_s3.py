@@ -1,81 +1,22 @@
 """The warehouse on an object store: a real S3-protocol server (moto's) on loopback, not a mock.
 
 Both sides are exercised: the warehouse root on S3 (Delta commits through delta-rs, queries through
-DuckDB's registered fsspec filesystem) and a dataset's source files on S3.
+DuckDB's registered fsspec filesystem) and a dataset's source files on S3; then the shrink gate there, and a
+search for the credentials in everything an ingest through Dagster leaves behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from warehouse import Warehouse
-from warehouse.config import Settings
 
-BUCKET = "cxr-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except Exception:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.2)
-    import boto3
-
-    boto3.client(
-        "s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
-    ).create_bucket(Bucket=BUCKET)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-SECRET = "cxr-test-secret-4f1d9a"  # moto takes any credentials; a unique one can be searched for
-
-
-@pytest.fixture
-def s3_settings(s3_server, tmp_path, cache_dir, request):
-    options = {
-        "endpoint_url": s3_server,
-        "key": "cxr-test-key",
-        "secret": SECRET,
-        "client_kwargs": {"region_name": "us-east-1"},
-    }
-    prefix = "".join(c if c.isalnum() else "-" for c in request.node.name)  # no glob characters in paths
-    env = {
-        "CXR_WAREHOUSE": f"s3://{BUCKET}/{prefix}",
-        "CXR_CATALOG": str(tmp_path / "catalog.duckdb"),
-        "CXR_CACHE": str(cache_dir),
-        "CXR_STORAGE_OPTIONS": json.dumps(options),
-    }
-    return Settings.load(env=env, cwd=tmp_path)
+from .conftest import BUCKET, SECRET, s3_env
 
 
 def test_warehouse_root_on_s3(s3_settings, public_data):
@@ -108,7 +49,7 @@ def test_warehouse_root_on_s3(s3_settings, public_data):
 def test_failed_write_on_s3_keeps_the_published_partition(s3_settings, raw_files, tmp_path, monkeypatch):
     from warehouse.store import Store
 
-    from .conftest import nih_subset
+    from ..conftest import nih_subset
 
     wh = Warehouse(s3_settings.with_overrides(sources={"nih_cxr14": str(nih_subset(raw_files, tmp_path / "src", 300))}))
     wh.ingest(["nih_cxr14"], say=lambda m: None)
@@ -156,64 +97,10 @@ def test_dataset_source_on_s3(s3_server, s3_settings, public_data, tmp_path):
     assert fingerprint["source_location"] == f"s3://{source}" and fingerprint["source_fingerprint"]
 
 
-# --- the kill, volume and credential tests, on the object store --------------------------------------------------
-
-S3_KILL_POINTS = ("staging", "writing the first table's files", "between table commits", "before the publish record")
-
-
-def _s3_env(settings, cache_dir, source) -> dict[str, str]:
-    return {
-        "CXR_WAREHOUSE": settings.warehouse,
-        "CXR_CATALOG": str(settings.catalog),
-        "CXR_CACHE": str(cache_dir),
-        "CXR_STORAGE_OPTIONS": json.dumps(settings.storage_options),
-        "CXR_SOURCE_NIH_CXR14": str(source),
-    }
-
-
-@pytest.mark.parametrize("point", S3_KILL_POINTS)
-def test_a_killed_ingest_on_s3_never_tears_the_dataset(point, s3_settings, cache_dir, raw_files, tmp_path):
-    from deltalake import DeltaTable
-
-    from .conftest import nih_subset
-    from .test_kills import HEAD_MAY_RUN_AHEAD, KILL_POINTS, _consistent, kill_script
-
-    small = nih_subset(raw_files, tmp_path / "src-300", 300)
-    large = nih_subset(raw_files, tmp_path / "src-400", 400)
-    wh = Warehouse(s3_settings.with_overrides(sources={"nih_cxr14": str(small)}))
-    wh.ingest(["nih_cxr14"])
-    heads = {t: wh.store.delta(t).version() for t in ("images", "studies", "labels")}
-
-    script = kill_script(tmp_path / "script", KILL_POINTS[point], _s3_env(s3_settings, cache_dir, large))
-    proc = subprocess.run([sys.executable, str(script)], cwd=script.parent)
-    assert proc.returncode == 9, f"the ingest was not killed at {point}"
-    wh.refresh_catalog()
-    assert _consistent(wh) == 300, "the catalog adopts only complete publishes"
-    if point not in HEAD_MAY_RUN_AHEAD:
-        assert {t: wh.store.delta(t).version() for t in heads} == heads, "nothing was committed"
-
-    again = Warehouse(s3_settings.with_overrides(sources={"nih_cxr14": str(large)}))
-    again.ingest(["nih_cxr14"])
-    assert _consistent(again) == 400
-    fs, root = again.store.fs, again.store.root
-    assert not fs.find(f"{root}/_staging/nih_cxr14"), "the killed run's staging is removed from the bucket"
-    for table in ("images", "studies", "labels"):
-        dt = DeltaTable(again.store.table_uri(table), storage_options=again.store.delta_options)
-        referenced = {
-            fs._strip_protocol(u)
-            for v in range(dt.version() + 1)
-            for u in DeltaTable(
-                again.store.table_uri(table), version=v, storage_options=again.store.delta_options
-            ).file_uris()
-        }
-        on_bucket = {p for p in fs.find(f"{root}/{table}") if p.endswith(".parquet")}
-        assert on_bucket <= referenced, f"{table}: files no version names were left in the bucket"
-
-
 def test_a_shrinking_dataset_on_s3_is_blocked_unless_allowed(s3_settings, raw_files, tmp_path):
     from warehouse.gated import IngestBlocked
 
-    from .conftest import nih_subset
+    from ..conftest import nih_subset
 
     large = nih_subset(raw_files, tmp_path / "src-500", 500)
     small = nih_subset(raw_files, tmp_path / "src-300", 300)
@@ -235,7 +122,7 @@ def test_credentials_never_reach_storage_logs_or_dagster(s3_settings, cache_dir,
     import shutil
     from pathlib import Path
 
-    from .conftest import nih_subset
+    from ..conftest import nih_subset
 
     repo = Path(__file__).resolve().parents[1]
     home = tmp_path / "dagster-home"
@@ -243,7 +130,7 @@ def test_credentials_never_reach_storage_logs_or_dagster(s3_settings, cache_dir,
     shutil.copy(repo / "dagster.yaml", home / "dagster.yaml")
     source = nih_subset(raw_files, tmp_path / "src", 300)
     env = {
-        **_s3_env(s3_settings, cache_dir, source),
+        **s3_env(s3_settings, cache_dir, source),
         "DAGSTER_HOME": str(home),
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
