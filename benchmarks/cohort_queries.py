@@ -914,7 +914,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.write_text(json.dumps(payload, indent=2, default=str))
     print(f"\nwrote {args.out}", file=sys.stderr)
-    return 0 if summary["meet_all_targets"] == len(results) else 1
+    return 0 if summary["meet_all_targets"] == len(results) else 3  # 3: ran, a target missed
 
 
 def _jsonable(r: QueryResult) -> dict:

@@ -272,6 +272,20 @@ def test_balanced_evaluation_keeps_at_most_n_per_stratum(mimic_warehouse, tmp_pa
     assert max(buckets.values()) <= 4 and all(sex in ("F", "M") for sex, _ in buckets)
 
 
+def test_a_cohort_nobody_passes_still_counts_every_rule(mimic_warehouse, tmp_path):
+    path = tmp_path / "nobody.sql"
+    path.write_text(
+        "-- name: nobody\n-- description: no image is lateral and frontal\n-- unit: image\n"
+        "-- rule: mimic\ndataset = 'mimic_cxr'\n-- rule: lateral\nNOT is_frontal\n-- rule: frontal\nis_frontal\n"
+    )
+    run = Cohort.load(path).run(mimic_warehouse, out_dir=tmp_path / "out")
+    images = _one(mimic_warehouse, "SELECT count(*) AS n FROM images WHERE dataset = 'mimic_cxr'")["n"]
+    lateral = _one(mimic_warehouse, "SELECT count(*) AS n FROM images WHERE dataset = 'mimic_cxr' AND NOT is_frontal")
+    assert run.manifest.num_rows == 0 and pq.read_table(tmp_path / "out" / "manifest.parquet").num_rows == 0
+    assert [a["images"] for a in run.attrition][1:] == [images, lateral["n"], 0]
+    assert not (tmp_path / "out" / "table1.csv").exists(), "an empty cohort has no Table 1"
+
+
 def test_a_patients_age_is_its_first_visits_and_reruns_are_identical(public_warehouse, tmp_path):
     """NIH studies have no dates, only a visit order: a patient's age is the age at its first visit (not any
     visit's), so the same cohort run twice gives the same manifest, by hash."""

@@ -45,6 +45,11 @@ uncertain over negative (so a study or patient is positive when any of its image
 values as they are; the uncertainty policy only recodes the manifest's finding columns:
 ignore (U-Ignore: -1 -> NULL), zeros (U-Zeros: -1 -> 0), ones (U-Ones: -1 -> 1). An unmentioned
 finding is NULL under every policy.
+
+A run is one query (`Cohort.run_sql`): every rule's boolean per unit as a bitmask, the attrition counts over
+all units, and only the manifest's rows returned. When every use of `labels` in the rules and the split is a
+lookup of a named finding (`labels['edema']`, `labels[$finding]`), the map holds only those findings and the
+pivoted ones; a rule that reads `labels` otherwise (`map_keys(labels)`) gets every finding.
 """
 
 from __future__ import annotations
@@ -512,17 +517,6 @@ class Cohort:
         return (
             f"masked AS (SELECT {study_key} AS study_key, dataset || chr(31) || patient_id AS patient_key, "
             f"{extra}mask FROM {source})"
-        )
-
-    def _counts_sql(self, source: str) -> str:
-        """The attrition counts in one SELECT over `source`, a relation with the unit's keys and `mask`."""
-        return f"WITH {self._masked_cte(source)}\nSELECT {', '.join(self._count_columns())} FROM masked"
-
-    def attrition_sql(self, linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba")) -> str:
-        """One scan: every rule's boolean per unit as one bitmask, then the counts after each rule."""
-        return (
-            f"WITH {base_ctes(self.unit, self.datasets, linked)}, units AS (SELECT *, {self._mask()} AS mask "
-            f"FROM base u)\n" + self._counts_sql("units").removeprefix("WITH ")
         )
 
     def units_sql(
