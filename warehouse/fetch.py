@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cachelock import filling
 from .errors import CxrError
 
 WHEEL_NAME = "torchxrayvision"
@@ -89,6 +90,14 @@ def fetch_public(cache: Path, *, say: Callable[[str], None] = print, wheel: Path
     if is_fetched(cache):
         _complete_layout(root)
         return PublicData(root, fetched_now=False)
+    with filling(cache, "public"):
+        if is_fetched(cache):  # another process fetched it while this one waited
+            _complete_layout(root)
+            return PublicData(root, fetched_now=False)
+        return _fetch(cache, root, say, wheel)
+
+
+def _fetch(cache: Path, root: Path, say: Callable[[str], None], wheel: Path | None) -> PublicData:
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cxr-fetch-", dir=root.parent) as tmp_name:
         tmp = Path(tmp_name)

@@ -124,7 +124,7 @@ def test_credentials_never_reach_storage_logs_or_dagster(s3_settings, cache_dir,
 
     from ..conftest import nih_subset
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     home = tmp_path / "dagster-home"
     home.mkdir()
     shutil.copy(repo / "dagster.yaml", home / "dagster.yaml")

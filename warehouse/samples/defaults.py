@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..cachelock import filling
 from ..errors import UnknownName
 from .cohort import plan_mimic_cohort
 
@@ -72,8 +73,22 @@ def ensure_default_samples(cache: Path, dataset_id: str, say: Callable[[str], No
         "generator_version": GENERATOR_VERSION,
     }
     marker = folder / MARKER
-    if marker.exists() and {k: v for k, v in json.loads(marker.read_text()).items() if k in expected} == expected:
+
+    def current() -> bool:
+        return (
+            marker.exists() and {k: v for k, v in json.loads(marker.read_text()).items() if k in expected} == expected
+        )
+
+    if current():
         return folder
+    with filling(cache, f"samples-{dataset_id}"):
+        if current():  # another process generated them while this one waited
+            return folder
+        return _generate(cache, dataset_id, folder, expected, say)
+
+
+def _generate(cache: Path, dataset_id: str, folder: Path, expected: dict, say: Callable[[str], None]) -> Path:
+    patients = expected["patients"]
     say(f"generating {dataset_id} samples ({patients} patients, seed {DEFAULT_SEED}) in {folder}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dataset_id}-", dir=folder.parent))
