@@ -472,7 +472,11 @@ class Defect:
         return f"{self.check}[{self.dataset},{how}]"
 
 
-def staged(dataset: str, check: str, table: str, sql: str, source=None) -> Defect:
+def staged(dataset: str, check: str, sql: str, source=None, *, table: str | None = None) -> Defect:
+    """A rewrite of the staged rows of the check's own table (`<table>__<check>`); an integrity check names
+    the table it damages."""
+    table = table or check.split("__", 1)[0]
+    assert table in schema.TABLES, f"{check}: name the table to damage"
     return Defect(check, dataset, source=source, staged=((table, sql),))
 
 
@@ -498,135 +502,134 @@ BAD_LINES = extra_field(7)  # one quarantined line, so the quarantine has a row 
 DEFECTS = [
     *(new_column(dataset, table) for table, dataset in COLUMN_FEEDERS.items()),
     # boxes: the BBox file's values pass through the adapter as written
-    staged(NIH, "boxes__image_id_not_null", "boxes", first_row("image_id", "NULL")),
-    staged(NIH, "boxes__key_unique", "boxes", DUPLICATE_FIRST_ROW),
+    staged(NIH, "boxes__image_id_not_null", first_row("image_id", "NULL")),
+    staged(NIH, "boxes__key_unique", DUPLICATE_FIRST_ROW),
     Defect("boxes__width_positive", NIH, box_line(1, f4="0")),
     Defect("boxes__height_positive", NIH, box_line(1, f5="-12.5")),
     Defect("boxes__x_not_negative", NIH, box_line(1, f2="-3")),
     Defect("boxes__y_not_negative", NIH, box_line(2, f3="-0.5")),
     # (a box line naming an unknown image is quarantined by the adapter; the check guards the staged rows)
-    staged(NIH, "integrity__box_image_exists", "boxes", first_row("image_id", "'00099999_000'")),
+    staged(NIH, "integrity__box_image_exists", first_row("image_id", "'00099999_000'"), table="boxes"),
     # images
-    staged(NIH, "images__image_id_not_null", "images", first_row("image_id", "NULL")),
-    staged(NIH, "images__study_id_not_null", "images", first_row("study_id", "NULL")),
-    staged(NIH, "images__patient_id_not_null", "images", first_row("patient_id", "NULL")),
+    staged(NIH, "images__image_id_not_null", first_row("image_id", "NULL")),
+    staged(NIH, "images__study_id_not_null", first_row("study_id", "NULL")),
+    staged(NIH, "images__patient_id_not_null", first_row("patient_id", "NULL")),
     Defect("images__key_unique", NIH, duplicate_entry_line(10)),
-    staged(NIH, "images__split_in_vocabulary", "images", first_row("split", "'validation'")),
-    staged(NIH, "images__view_position_in_vocabulary", "images", first_row("view_position", "'Lateral'")),
+    staged(NIH, "images__split_in_vocabulary", first_row("split", "'validation'")),
+    staged(NIH, "images__view_position_in_vocabulary", first_row("view_position", "'Lateral'")),
     Defect("images__width_positive", NIH, entry_line(4, f7="0")),
     Defect("images__height_positive", NIH, entry_line(5, f8="0")),
     Defect("images__pixel_spacing_positive", NIH, entry_line(6, f9="0")),
     Defect("images__pixel_spacing_y_positive", NIH, entry_line(6, f10="-0.143")),
     # labels
-    staged(NIH, "labels__study_id_not_null", "labels", first_row("study_id", "NULL")),
-    staged(NIH, "labels__finding_in_vocabulary", "labels", first_row("finding", "'pleural_efusion'")),
-    staged(NIH, "labels__raw_label_not_null", "labels", first_row("raw_label", "NULL")),
+    staged(NIH, "labels__study_id_not_null", first_row("study_id", "NULL")),
+    staged(NIH, "labels__finding_in_vocabulary", first_row("finding", "'pleural_efusion'")),
+    staged(NIH, "labels__raw_label_not_null", first_row("raw_label", "NULL")),
     Defect("labels__key_unique", NIH, entry_line(3, f1="Effusion|Hernia|Effusion")),
-    staged(NIH, "labels__value_in_vocabulary", "labels", first_row("value", "2")),
-    staged(NIH, "labels__labeler_in_vocabulary", "labels", first_row("labeler", "'nlp'")),
-    staged(NIH, "labels__label_split_in_vocabulary", "labels", first_row("label_split", "'validation'")),
+    staged(NIH, "labels__value_in_vocabulary", first_row("value", "2")),
+    staged(NIH, "labels__labeler_in_vocabulary", first_row("labeler", "'nlp'")),
+    staged(NIH, "labels__label_split_in_vocabulary", first_row("label_split", "'validation'")),
     # patients
-    staged(NIH, "patients__race_in_vocabulary", "patients", first_row("race", "'W'")),
-    staged(NIH, "patients__ethnicity_in_vocabulary", "patients", first_row("ethnicity", "'latino'")),
-    staged(NIH, "patients__patient_id_not_null", "patients", first_row("patient_id", "NULL")),
-    staged(NIH, "patients__key_unique", "patients", DUPLICATE_FIRST_ROW),
-    staged(NIH, "patients__sex_in_vocabulary", "patients", first_row("sex", "'Male'")),
-    staged(NIH, "patients__birth_year_plausible", "patients", first_row("birth_year", "1700")),
+    staged(NIH, "patients__race_in_vocabulary", first_row("race", "'W'")),
+    staged(NIH, "patients__ethnicity_in_vocabulary", first_row("ethnicity", "'latino'")),
+    staged(NIH, "patients__patient_id_not_null", first_row("patient_id", "NULL")),
+    staged(NIH, "patients__key_unique", DUPLICATE_FIRST_ROW),
+    staged(NIH, "patients__sex_in_vocabulary", first_row("sex", "'Male'")),
+    staged(NIH, "patients__birth_year_plausible", first_row("birth_year", "1700")),
     # quarantine: a damaged line gives it a row, which is then damaged
-    staged(NIH, "quarantine__source_file_not_null", "quarantine", first_row("source_file", "NULL"), BAD_LINES),
-    staged(NIH, "quarantine__reason_not_null", "quarantine", first_row("reason", "NULL"), BAD_LINES),
+    staged(NIH, "quarantine__source_file_not_null", first_row("source_file", "NULL"), BAD_LINES),
+    staged(NIH, "quarantine__reason_not_null", first_row("reason", "NULL"), BAD_LINES),
     # studies
-    staged(NIH, "studies__study_id_not_null", "studies", first_row("study_id", "NULL")),
-    staged(NIH, "studies__patient_id_not_null", "studies", first_row("patient_id", "NULL")),
+    staged(NIH, "studies__study_id_not_null", first_row("study_id", "NULL")),
+    staged(NIH, "studies__patient_id_not_null", first_row("patient_id", "NULL")),
     Defect("studies__key_unique", NIH, duplicate_entry_line(20)),
-    staged(NIH, "studies__split_in_vocabulary", "studies", first_row("split", "'holdout'")),
-    staged(NIH, "studies__age_years_in_range", "studies", first_row("age_years", "400")),
-    staged(NIH, "studies__weight_kg_in_range", "studies", first_row("weight_kg", "0")),
+    staged(NIH, "studies__split_in_vocabulary", first_row("split", "'holdout'")),
+    staged(NIH, "studies__age_years_in_range", first_row("age_years", "400")),
+    staged(NIH, "studies__weight_kg_in_range", first_row("weight_kg", "0")),
     # reports
-    staged(MIMIC, "reports__study_id_not_null", "reports", first_row("study_id", "NULL")),
-    staged(MIMIC, "reports__key_unique", "reports", DUPLICATE_FIRST_ROW),
-    staged(MIMIC, "reports__full_text_not_null", "reports", first_row("full_text", "NULL")),
-    staged(MIMIC, "reports__language_known", "reports", first_row("language", "'fr'")),
-    staged(MIMIC, "reports__tokens_findings_positive", "reports", first_row("tokens_findings", "0")),
-    staged(MIMIC, "reports__tokens_impression_positive", "reports", first_row("tokens_impression", "0")),
+    staged(MIMIC, "reports__study_id_not_null", first_row("study_id", "NULL")),
+    staged(MIMIC, "reports__key_unique", DUPLICATE_FIRST_ROW),
+    staged(MIMIC, "reports__full_text_not_null", first_row("full_text", "NULL")),
+    staged(MIMIC, "reports__language_known", first_row("language", "'fr'")),
+    staged(MIMIC, "reports__tokens_findings_positive", first_row("tokens_findings", "0")),
+    staged(MIMIC, "reports__tokens_impression_positive", first_row("tokens_impression", "0")),
     # QA tables
-    staged(QBA, "qa_questions__question_id_not_null", "qa_questions", first_row("question_id", "NULL")),
-    staged(QBA, "qa_questions__study_id_not_null", "qa_questions", first_row("study_id", "NULL")),
-    staged(QBA, "qa_questions__key_unique", "qa_questions", DUPLICATE_FIRST_ROW),
-    staged(QBA, "qa_questions__split_in_vocabulary", "qa_questions", first_row("split", "'validate'")),
-    staged(QBA, "qa_questions__quality_grade_in_vocabulary", "qa_questions", first_row("quality_grade", "'E'")),
-    staged(QBA, "qa_questions__num_answers_positive", "qa_questions", first_row("num_answers", "0")),
-    staged(QBA, "qa_answers__answer_id_not_null", "qa_answers", first_row("answer_id", "NULL")),
-    staged(QBA, "qa_answers__question_id_not_null", "qa_answers", first_row("question_id", "NULL")),
-    staged(QBA, "qa_answers__key_unique", "qa_answers", DUPLICATE_FIRST_ROW),
-    staged(QBA, "qa_answers__split_in_vocabulary", "qa_answers", first_row("split", "'dev'")),
-    staged(QBA, "qa_answers__answer_type_in_vocabulary", "qa_answers", first_row("answer_type", "'summary'")),
-    staged(QBA, "qa_answers__quality_grade_in_vocabulary", "qa_answers", first_row("quality_grade", "'A+++'")),
-    staged(QBA, "qa_answers__answer_level_not_negative", "qa_answers", first_row("answer_level", "-1")),
-    staged(QBA, "qa_answer_boxes__answer_id_not_null", "qa_answer_boxes", first_row("answer_id", "NULL")),
-    staged(QBA, "qa_answer_boxes__image_id_not_null", "qa_answer_boxes", first_row("image_id", "NULL")),
-    staged(QBA, "qa_answer_boxes__key_unique", "qa_answer_boxes", DUPLICATE_FIRST_ROW),
-    staged(QBA, "qa_answer_boxes__box_x_ordered", "qa_answer_boxes", first_row("x2", "x1")),
-    staged(QBA, "qa_answer_boxes__box_y_ordered", "qa_answer_boxes", first_row("y2", "y1 - 1")),
+    staged(QBA, "qa_questions__question_id_not_null", first_row("question_id", "NULL")),
+    staged(QBA, "qa_questions__study_id_not_null", first_row("study_id", "NULL")),
+    staged(QBA, "qa_questions__key_unique", DUPLICATE_FIRST_ROW),
+    staged(QBA, "qa_questions__split_in_vocabulary", first_row("split", "'validate'")),
+    staged(QBA, "qa_questions__quality_grade_in_vocabulary", first_row("quality_grade", "'E'")),
+    staged(QBA, "qa_questions__num_answers_positive", first_row("num_answers", "0")),
+    staged(QBA, "qa_answers__answer_id_not_null", first_row("answer_id", "NULL")),
+    staged(QBA, "qa_answers__question_id_not_null", first_row("question_id", "NULL")),
+    staged(QBA, "qa_answers__key_unique", DUPLICATE_FIRST_ROW),
+    staged(QBA, "qa_answers__split_in_vocabulary", first_row("split", "'dev'")),
+    staged(QBA, "qa_answers__answer_type_in_vocabulary", first_row("answer_type", "'summary'")),
+    staged(QBA, "qa_answers__quality_grade_in_vocabulary", first_row("quality_grade", "'A+++'")),
+    staged(QBA, "qa_answers__answer_level_not_negative", first_row("answer_level", "-1")),
+    staged(QBA, "qa_answer_boxes__answer_id_not_null", first_row("answer_id", "NULL")),
+    staged(QBA, "qa_answer_boxes__image_id_not_null", first_row("image_id", "NULL")),
+    staged(QBA, "qa_answer_boxes__key_unique", DUPLICATE_FIRST_ROW),
+    staged(QBA, "qa_answer_boxes__box_x_ordered", first_row("x2", "x1")),
+    staged(QBA, "qa_answer_boxes__box_y_ordered", first_row("y2", "y1 - 1")),
     # required columns and closed vocabularies the schema declares (warehouse/suite_structure.py generates them)
-    *(staged(NIH, f"boxes__{c}_not_null", "boxes", first_row(c, "NULL")) for c in ("box_index", "raw_label")),
+    *(staged(NIH, f"boxes__{c}_not_null", first_row(c, "NULL")) for c in ("box_index", "raw_label")),
+    *(staged(NIH, f"images__{c}_not_null", first_row(c, "NULL")) for c in ("split", "view_position", "image_uid")),
+    *(staged(NIH, f"labels__{c}_not_null", first_row(c, "NULL")) for c in ("value", "labeler")),
+    staged(NIH, "patients__sex_not_null", first_row("sex", "NULL")),
     *(
-        staged(NIH, f"images__{c}_not_null", "images", first_row(c, "NULL"))
-        for c in ("split", "view_position", "image_uid")
-    ),
-    *(staged(NIH, f"labels__{c}_not_null", "labels", first_row(c, "NULL")) for c in ("value", "labeler")),
-    staged(NIH, "patients__sex_not_null", "patients", first_row("sex", "NULL")),
-    *(
-        staged(QBA, f"qa_answer_boxes__{c}_not_null", "qa_answer_boxes", first_row(c, "NULL"))
+        staged(QBA, f"qa_answer_boxes__{c}_not_null", first_row(c, "NULL"))
         for c in ("study_id", "split", "question_id", "box_index")
     ),
-    staged(QBA, "qa_answer_boxes__split_in_vocabulary", "qa_answer_boxes", first_row("split", "'validation'")),
-    *(staged(QBA, f"qa_answers__{c}_not_null", "qa_answers", first_row(c, "NULL")) for c in ("study_id", "split")),
+    staged(QBA, "qa_answer_boxes__split_in_vocabulary", first_row("split", "'validation'")),
+    *(staged(QBA, f"qa_answers__{c}_not_null", first_row(c, "NULL")) for c in ("study_id", "split")),
     *(
-        staged(QBA, f"qa_questions__{c}_not_null", "qa_questions", first_row(c, "NULL"))
+        staged(QBA, f"qa_questions__{c}_not_null", first_row(c, "NULL"))
         for c in ("patient_id", "split", "question_type", "quality_grade")
     ),
-    staged(NIH, "quarantine__column_name_not_null", "quarantine", first_row("column_name", "NULL"), BAD_LINES),
-    staged(MIMIC, "reports__patient_id_not_null", "reports", first_row("patient_id", "NULL")),
-    staged(NIH, "studies__split_not_null", "studies", first_row("split", "NULL")),
+    staged(NIH, "quarantine__column_name_not_null", first_row("column_name", "NULL"), BAD_LINES),
+    staged(MIMIC, "reports__patient_id_not_null", first_row("patient_id", "NULL")),
+    staged(NIH, "studies__split_not_null", first_row("split", "NULL")),
     # integrity
-    staged(NIH, "integrity__image_study_exists", "studies", drop_first("study_id")),
+    staged(NIH, "integrity__image_study_exists", drop_first("study_id"), table="studies"),
     staged(
         NIH,
         "integrity__image_patient_matches_study",
-        "images",
         first_row("patient_id", "(SELECT max(patient_id) FROM t)"),
+        table="images",
     ),
     Defect("integrity__image_split_matches_study", MIMIC, mimic_study_in_two_splits),
-    staged(NIH, "integrity__study_patient_exists", "patients", drop_first("patient_id")),
+    staged(NIH, "integrity__study_patient_exists", drop_first("patient_id"), table="patients"),
     Defect("integrity__patient_in_one_split", NIH, nih_patient_in_two_splits),
     Defect("integrity__patient_in_one_split", MIMIC, mimic_patient_in_two_splits),
     Defect("integrity__label_study_exists", MIMIC, mimic_label_for_unknown_study),
-    staged(NIH, "integrity__label_image_exists", "labels", first_row("image_id", "'00099999_000'")),
+    staged(NIH, "integrity__label_image_exists", first_row("image_id", "'00099999_000'"), table="labels"),
     Defect("integrity__report_study_exists", MIMIC, mimic_report_for_unknown_study),
     staged(
         MIMIC,
         "integrity__report_patient_matches_study",
-        "reports",
         first_row("patient_id", "(SELECT max(patient_id) FROM t)"),
+        table="reports",
     ),
-    staged(QBA, "integrity__question_study_exists", "qa_questions", first_row("study_id", "'99999999'")),
+    staged(QBA, "integrity__question_study_exists", first_row("study_id", "'99999999'"), table="qa_questions"),
     staged(
         QBA,
         "integrity__question_patient_matches_study",
-        "qa_questions",
         first_row("patient_id", "(SELECT max(patient_id) FROM t)"),
+        table="qa_questions",
     ),
-    staged(QBA, "integrity__answer_question_exists", "qa_answers", first_row("question_id", "'no-such-question'")),
+    staged(
+        QBA, "integrity__answer_question_exists", first_row("question_id", "'no-such-question'"), table="qa_answers"
+    ),
     staged(
         QBA,
         "integrity__answer_parent_exists",
-        "qa_answers",
         "SELECT * REPLACE (CASE WHEN parent_answer_id IS NOT NULL AND _n = 1 THEN '999999' "
         "ELSE parent_answer_id END AS parent_answer_id) FROM "
         "(SELECT *, row_number() OVER (ORDER BY parent_answer_id NULLS LAST) AS _n FROM t)",
+        table="qa_answers",
     ),
-    staged(QBA, "integrity__answer_box_answer_exists", "qa_answer_boxes", first_row("answer_id", "'999999'")),
+    staged(QBA, "integrity__answer_box_answer_exists", first_row("answer_id", "'999999'"), table="qa_answer_boxes"),
 ]
 WARNING_DEFECTS = {"integrity__quarantine_share": extra_field(3, 9)}  # 2 of 40 lines: 5 % rejected
 
@@ -872,7 +875,6 @@ SAMPLED = {
         staged(
             NIH,
             "boxes__key_unique",
-            "boxes",
             "SELECT * FROM t UNION ALL (SELECT * REPLACE ('Mass' AS raw_label) "
             "FROM t WHERE raw_label <> 'Mass' LIMIT 1)",
         ),
