@@ -159,6 +159,30 @@ def assert_same(got: dict, expected: dict, what: str) -> None:
     assert expected, f"{what}: nothing to compare"
 
 
+# the columns each recount below compares, per table (the adapters' emitted columns; derived ones are tested apart)
+COMPARED = {
+    "images": (
+        "image_id",
+        "study_id",
+        "patient_id",
+        "split",
+        "view_position",
+        "view_source",
+        "is_frontal",
+        "width",
+        "height",
+        "path",
+    ),
+    "studies": ("study_id", "patient_id", "split", "study_date", "age_years", "age_source"),
+    "patients": ("patient_id", "sex", "sex_source", "birth_year"),
+}
+
+
+def assert_columns(tables, table: str, expected: dict, dataset: str) -> None:
+    """The adapter's `table`, keyed by its first compared column, equals the recount from the native files."""
+    assert_same(keyed(frame_rows(tables[table], list(COMPARED[table]))), expected, f"{dataset} {table}")
+
+
 def frame_rows(frame: pl.DataFrame, columns: list[str]) -> list[tuple]:
     """Rows of the named columns; a column the adapter leaves out is null, as the store writes it."""
     return list(zip(*(frame[c].to_list() if c in frame.columns else [None] * frame.height for c in columns)))
@@ -638,39 +662,9 @@ def test_iu_xray_every_column_equals_raw(public_data):
         for method, term in sorted(report["mesh"], key=lambda m: m[0] != "major"):  # major wins the method
             if term:
                 labels.setdefault((uid, term), (uid, term, 1, "mesh", method))
-    assert_same(
-        keyed(
-            frame_rows(
-                tables["images"],
-                [
-                    "image_id",
-                    "study_id",
-                    "patient_id",
-                    "split",
-                    "view_position",
-                    "view_source",
-                    "is_frontal",
-                    "width",
-                    "height",
-                    "path",
-                ],
-            )
-        ),
-        images,
-        "iu images",
-    )
-    assert_same(
-        keyed(
-            frame_rows(tables["studies"], ["study_id", "patient_id", "split", "study_date", "age_years", "age_source"])
-        ),
-        studies,
-        "iu studies",
-    )
-    assert_same(
-        keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "birth_year"])),
-        patients,
-        "iu patients",
-    )
+    assert_columns(tables, "images", images, "iu")
+    assert_columns(tables, "studies", studies, "iu")
+    assert_columns(tables, "patients", patients, "iu")
     got = frame_rows(tables["labels"], ["study_id", "raw_label", "value", "labeler", "method"])
     assert_same(keyed(got, key=2), labels, "iu labels")
 
@@ -744,40 +738,10 @@ def test_mimic_cxr_every_column_equals_raw(mimic_root):
                 if k not in ("subject_id", "study_id") and v != ""
             }
     tables = read_all("mimic_cxr", folder)
-    assert_same(
-        keyed(
-            frame_rows(
-                tables["images"],
-                [
-                    "image_id",
-                    "study_id",
-                    "patient_id",
-                    "split",
-                    "view_position",
-                    "view_source",
-                    "is_frontal",
-                    "width",
-                    "height",
-                    "path",
-                ],
-            )
-        ),
-        images,
-        "mimic images",
-    )
+    assert_columns(tables, "images", images, "mimic")
     assert {v[4] for v in images.values()} >= {"PA", "LATERAL", "UNKNOWN"}
-    assert_same(
-        keyed(
-            frame_rows(tables["studies"], ["study_id", "patient_id", "split", "study_date", "age_years", "age_source"])
-        ),
-        studies,
-        "mimic studies",
-    )
-    assert_same(
-        keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "birth_year"])),
-        patients,
-        "mimic patients",
-    )
+    assert_columns(tables, "studies", studies, "mimic")
+    assert_columns(tables, "patients", patients, "mimic")
     got = set(
         frame_rows(
             tables["labels"].filter(pl.col("labeler") != "radiologist"),
