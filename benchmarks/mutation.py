@@ -310,6 +310,7 @@ def mutate_module(work: Path, module: str, n: int, rng: random.Random, timeout: 
         "positions": positions,
         "run": killed + len(survivors),
         "killed": killed,
+        "timeouts": sum(w == "timeout" for _, _, w, _, _ in results),  # counted as killed, shown apart
         "survived": len(survivors),
         "survivors": survivors,
     }
@@ -335,9 +336,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="CI size: 2 mutants of 2 modules, 2 data mutations")
     parser.add_argument("--module", action="append", help="only these modules (repeatable)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of each module's tests")
+    parser.add_argument("--data-only", action="store_true", help="only the data-file mutations")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    modules = args.module or (QUICK_MODULES if args.quick else list(TESTS))
+    modules = [] if args.data_only else args.module or (QUICK_MODULES if args.quick else list(TESTS))
     sample = 2 if args.quick else args.sample
     data = DATA_MUTATIONS[:2] if args.quick else DATA_MUTATIONS
     say = lambda m: print(m, file=sys.stderr, flush=True)
@@ -351,12 +353,16 @@ def main() -> int:
         if broken:
             say(f"tests fail without any mutation for {broken}: fix those first")
             return 1
-        python = [mutate_module(work, m, sample, rng, args.timeout, say) for m in modules]
-        files = []
+        python: list[dict] = []
+        files: list[dict] = []
+        for m in modules:  # the JSON is rewritten after each step, so a stopped run keeps what it measured
+            python.append(mutate_module(work, m, sample, rng, args.timeout, say))
+            save(python, files, time.perf_counter() - started, args, complete=False)
         for mutation in data:
             outcome = mutate_data(work, mutation, args.timeout)
             say(f"{mutation.file}: {mutation.slip} -> {outcome}")
             files.append({"file": mutation.file, "slip": mutation.slip, "outcome": outcome})
+            save(python, files, time.perf_counter() - started, args, complete=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(python, files, time.perf_counter() - started, args)
@@ -388,7 +394,13 @@ def report(python: list[dict], files: list[dict], seconds: float, args) -> None:
     for f in files:
         if f["outcome"] in ("survived", "stale"):
             print(f"{f['outcome'].upper()} {f['file']}: {f['slip']}")
-    print(f"\n{seconds:.0f} s, seed {args.seed}, {args.sample if not args.quick else 2} mutants per module")
+    timeouts = sum(r.get("timeouts", 0) for r in python) + sum(f["outcome"] == "timeout" for f in files)
+    print(f"\n{timeouts} of the killed mutants timed out ({args.timeout:.0f} s) rather than failing a test")
+    print(f"{seconds:.0f} s, seed {args.seed}, {args.sample if not args.quick else 2} mutants per module")
+    save(python, files, seconds, args, complete=True)
+
+
+def save(python: list[dict], files: list[dict], seconds: float, args, *, complete: bool) -> None:
     out = REPO / "benchmarks" / "results" / ("mutation-quick.json" if args.quick else "mutation.json")
     out.parent.mkdir(exist_ok=True)
     commit = subprocess.run(
@@ -403,6 +415,7 @@ def report(python: list[dict], files: list[dict], seconds: float, args) -> None:
                 "seconds": round(seconds),
                 "seed": args.seed,
                 "sample": args.sample,
+                "complete": complete,
             },
             indent=1,
         )
