@@ -189,6 +189,7 @@ class Store:
         self.protocol = protocol
         self.local = protocol in ("file", "local")
         self.delta_options = delta_storage_options(self.root_url, self.storage_options)
+        self._snapshots: dict[tuple[str, int], object] = {}  # (table, version) -> DeltaTable: versions never change
 
     def __repr__(self) -> str:
         return f"Store({self.root_url!r})"
@@ -420,14 +421,25 @@ class Store:
 
     # --- reading -------------------------------------------------------------------------
     def delta(self, table: str, version: int | None = None):
-        """The Delta table (at a version), or None when it does not exist yet."""
+        """The Delta table (at a version), or None when it does not exist yet.
+
+        A table at a given version is loaded once per Store: a version's log never changes, and a catalog
+        rebuild asks for the same versions for every partition (each load lists and reads the log, which
+        over S3 is a dozen requests)."""
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
+        if version is not None and (table, version) in self._snapshots:
+            return self._snapshots[(table, version)]
         try:
-            return DeltaTable(self.table_uri(table), version=version, storage_options=self.delta_options or None)
+            dt = DeltaTable(self.table_uri(table), version=version, storage_options=self.delta_options or None)
         except TableNotFoundError:
             return None
+        if version is not None:
+            if len(self._snapshots) >= 256:
+                self._snapshots.pop(next(iter(self._snapshots)))
+            self._snapshots[(table, version)] = dt
+        return dt
 
     def partition_files(self, table: str, dataset: str, version: int) -> list[dict]:
         """The data files of a dataset's partition at a table version: url, rows and bytes of each."""

@@ -1,4 +1,4 @@
-"""An ingest into an S3 root (moto's server on loopback) SIGKILLed at four points never tears the dataset.
+"""An ingest into an S3 root (moto's server on loopback) SIGKILLed mid-publish never tears the dataset.
 Apart from tests/s3/test_s3.py so that the two halves of the S3 tests run on both test workers."""
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from warehouse import Warehouse
 
 from .conftest import s3_env
 
-S3_KILL_POINTS = ("staging", "writing the first table's files", "between table commits", "before the publish record")
+# tests/test_kills.py kills a local ingest at all eight points; on the object store, the two where S3 differs
+# from a local disk: data files already uploaded that no commit names (they must be vacuumed from the bucket),
+# and every table committed, its Delta head ahead of the publish that would adopt it.
+S3_KILL_POINTS = ("writing the first table's files", "before the publish record")
 
 
 @pytest.mark.parametrize("point", S3_KILL_POINTS)
