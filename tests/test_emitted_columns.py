@@ -562,37 +562,10 @@ def test_padchest_every_column_equals_raw(tmp_path, public_data):
     header, rows = padchest_sample(public_data)
     tables = read_all("padchest", write_padchest(tmp_path / "pc", header, rows))
     expected = padchest_expected(rows)
-    assert_same(
-        keyed(
-            frame_rows(
-                tables["images"],
-                [
-                    "image_id",
-                    "study_id",
-                    "patient_id",
-                    "split",
-                    "view_position",
-                    "view_source",
-                    "is_frontal",
-                    "width",
-                    "height",
-                    "path",
-                ],
-            )
-        ),
-        expected["images"],
-        "padchest images",
-    )
-    studies = keyed(
-        frame_rows(tables["studies"], ["study_id", "patient_id", "split", "study_date", "age_years", "age_source"])
-    )
-    assert_same(studies, expected["studies"], "padchest studies")
+    for table in ("images", "studies", "patients"):
+        assert_columns(tables, table, expected[table], "padchest")
+    studies = keyed(frame_rows(tables["studies"], list(COMPARED["studies"])))
     assert studies["99901"][4:] == (None, None)
-    assert_same(
-        keyed(frame_rows(tables["patients"], ["patient_id", "sex", "sex_source", "birth_year"])),
-        expected["patients"],
-        "padchest patients",
-    )
     got = set(frame_rows(tables["labels"], ["study_id", "image_id", "raw_label", "value", "labeler", "method"]))
     assert got == expected["labels"]
     normal = {(s, v) for s, _, label, v, *_ in got if label == "normal"}

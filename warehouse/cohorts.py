@@ -194,8 +194,7 @@ def literal_problems(sql: str, params: dict | None = None) -> list[str]:
         if isinstance(node, exp.Literal) and node.is_string:
             return [node.this]
         if isinstance(node, (exp.Parameter, exp.Placeholder)):
-            name = node.name or (node.this.name if isinstance(node.this, exp.Expression) else str(node.this))
-            value = params.get(name)
+            value = params.get(_param_name(node))
             return list(value) if isinstance(value, (list, tuple)) else ([] if value is None else [value])
         if isinstance(node, exp.Array):
             return [v for e in node.expressions for v in values(e)]
@@ -221,6 +220,13 @@ def literal_problems(sql: str, params: dict | None = None) -> list[str]:
             elif isinstance(node, exp.Bracket) and isinstance(node.this, exp.Column) and node.this.name == "labels":
                 check("finding", node.expressions)
     return problems
+
+
+def _param_name(node) -> str:
+    """The name of a `$param` node as sqlglot parses it (a Parameter or a Placeholder)."""
+    from sqlglot import exp
+
+    return node.name or (node.this.name if isinstance(node.this, exp.Expression) else str(node.this))
 
 
 @lru_cache(maxsize=512)
@@ -478,8 +484,7 @@ class Cohort:
                     if isinstance(key, exp.Literal) and key.is_string:
                         keys.add(key.this)
                     elif isinstance(key, (exp.Parameter, exp.Placeholder)):
-                        name = key.name or (key.this.name if isinstance(key.this, exp.Expression) else str(key.this))
-                        value = values.get(name)
+                        value = values.get(_param_name(key))
                         if not isinstance(value, str):
                             return None
                         keys.add(value)
