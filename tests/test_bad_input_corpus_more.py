@@ -215,6 +215,21 @@ def test_padchest_too_many_and_too_few_fields_are_quarantined_with_their_lines(t
     assert "too many columns" in reasons[3] and "missing columns" in reasons[after]
 
 
+def test_padchest_a_bad_value_after_a_rejected_record_names_its_own_record(tmp_path, pc_records):
+    """Row numbers of the records DuckDB kept skip the one it rejected, so later quarantine rows stay aligned."""
+    records = [list(r) for r in pc_records]
+    records[3].append("extra")  # rejected by the reader
+    tall = 4  # the record right after it: read, then quarantined by the adapter
+    records = set_field(records, tall, "Rows_DICOM", "tall")
+    path = pc_write(tmp_path, records)
+    result = pc_read(tmp_path)
+    rejected = pc_account(result, path)
+    row = rejected.filter(pl.col("column_name") == "Rows_DICOM").to_dicts()[0]
+    assert (row["row_number"], row["line_number"], row["value"]) == (tall, start_lines(records)[tall - 1], "tall")
+    assert row["raw_record"] == raw(records[tall])
+    assert records[2][1].removesuffix(".png") in set(result.tables["images"]["image_id"])
+
+
 def test_padchest_non_utf8_bytes_are_quarantined_whole(tmp_path, pc_records):
     path = pc_write(tmp_path, pc_records)
     damage_byte(path, pc_records[8][1].encode(), 5)  # inside record 8's ImageID

@@ -48,3 +48,13 @@ def test_vocabularies_and_findings_are_queryable(public_warehouse):
     assert sexes.column(0).to_pylist() == ["F", "M", "U"]
     unmapped = wh.sql("SELECT DISTINCT l.finding FROM labels l ANTI JOIN findings f USING (finding)")
     assert unmapped.num_rows == 0, "every NIH and CheXpert label maps into the harmonized vocabulary"
+
+
+def test_columns_mark_each_tables_key(public_warehouse):
+    """A table's key is its declared key within the dataset partition, plus the dataset itself."""
+    rows = public_warehouse.sql("SELECT table_name, column_name FROM catalog_columns WHERE is_key").to_pylist()
+    keys: dict[str, set[str]] = {}
+    for r in rows:
+        keys.setdefault(r["table_name"], set()).add(r["column_name"])
+    assert keys["images"] == {"dataset", "image_id"} and keys["studies"] == {"dataset", "study_id"}
+    assert keys == {name: {"dataset", *spec.key} for name, spec in TABLES.items()}

@@ -446,6 +446,20 @@ def test_chexpert_valid_csv_is_read_with_the_radiologist_labeler(tmp_path, chexp
     assert len([x for x in got if x[4] == "radiologist"]) == len(valid) * len(CHEXPERT_LABELS)
 
 
+def test_chexpert_valid_csv_alone_is_read_and_the_missing_train_csv_is_noted(tmp_path, chexpert_raw):
+    """A folder holding only valid.csv (the small download) gives the valid split, not an error."""
+    valid = [dict(r, Path=r["Path"].replace("/train/", "/valid/")) for r in chexpert_raw[:30]]
+    with open(tmp_path / "valid.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(chexpert_raw[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(valid)
+    result = get_adapter("chexpert").read(SourceFolder(str(tmp_path)))
+    images = result.tables["images"]
+    assert images.height == len(valid)
+    assert set(images["split"]) == {"valid"} and set(result.tables["labels"]["labeler"]) == {"radiologist"}
+    assert "train.csv was not in the source folder: no train split" in result.notes
+
+
 # --- PadChest (a sample cut from the real file, with crafted odd rows) -------------------------
 
 PADCHEST_FILE = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"

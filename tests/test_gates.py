@@ -544,7 +544,7 @@ DEFECTS = [
     staged(NIH, "studies__patient_id_not_null", first_row("patient_id", "NULL")),
     Defect("studies__key_unique", NIH, duplicate_entry_line(20)),
     staged(NIH, "studies__split_in_vocabulary", first_row("split", "'holdout'")),
-    staged(NIH, "studies__age_years_in_range", first_row("age_years", "400")),
+    staged(NIH, "studies__age_years_in_range", first_row("age_years", "121")),  # just past the limit
     staged(NIH, "studies__weight_kg_in_range", first_row("weight_kg", "0")),
     # reports
     staged(MIMIC, "reports__study_id_not_null", first_row("study_id", "NULL")),

@@ -124,6 +124,47 @@ def test_images_take_view_and_size_from_the_dicom_headers(result, raw):
     assert got["UNKNOWN"] == views[""] + 1  # + the image without a header row
 
 
+def _quoted(cell: str) -> list[str]:
+    return [part.strip(" '") for part in cell.strip("[]").split(",") if part.strip(" '")]
+
+
+def test_spacing_orientation_and_manufacturer_equal_the_header_rows(folder, raw, tmp_path):
+    """DICOM's Pixel Spacing is row then column spacing, so y then x; one header row is made non-square to tell them apart."""
+    header, rows = raw["header"], [dict(r) for r in raw["metadata"].values()]
+    rows[0]["Pixel Spacing"] = "['0.111', '0.222']"
+    with gzip.open(tmp_path / METADATA, "wt", newline="") as f:
+        writer = csv.DictWriter(f, header, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    (tmp_path / ARCHIVE).symlink_to(folder / ARCHIVE)
+    tables = get_adapter("iu_xray").read(SourceFolder(str(tmp_path))).tables
+    images = {r["image_id"]: r for r in tables["images"].to_dicts()}
+    by_metadata_id = {i.replace("CXR1_1_", "CXR1_"): got for i, got in images.items()}
+    manufacturers: dict[str, str | None] = {}
+    for image_id, row in ((r["imageid"], r) for r in rows):
+        got = by_metadata_id[image_id]
+        spacing = _quoted(row["Pixel Spacing"]) or _quoted(row["Imager Pixel Spacing"])
+        expected = tuple(map(float, spacing)) if spacing else (None, None)
+        assert (got["pixel_spacing_y"], got["pixel_spacing_x"]) == pytest.approx(expected), image_id
+        assert got["patient_orientation"] == ("\\".join(_quoted(row["Patient Orientation"])) or None), image_id
+        if row["Manufacturer"].strip():
+            manufacturers.setdefault(image_id.split("_")[0], row["Manufacturer"].strip())
+    assert images[rows[0]["imageid"]]["pixel_spacing_x"] == pytest.approx(0.222)
+    studies = {r["study_id"]: r["manufacturer"] for r in tables["studies"].to_dicts()}
+    assert {s: m for s, m in studies.items() if m is not None} == manufacturers
+
+
+def test_without_the_header_table_every_image_is_kept_with_an_unknown_view(folder, raw, tmp_path):
+    (tmp_path / ARCHIVE).symlink_to(folder / ARCHIVE)
+    result = get_adapter("iu_xray").read(SourceFolder(str(tmp_path)))
+    images, studies = result.tables["images"], result.tables["studies"]
+    assert images.height == sum(len(r["images"]) for r in raw["reports"].values())
+    assert set(images["view_position"]) == {"UNKNOWN"} and images["width"].null_count() == images.height
+    assert images["pixel_spacing_x"].null_count() == images.height
+    assert studies["age_years"].null_count() == studies.height == len(raw["reports"])
+    assert any(note.startswith("no nlmcxr_dicom_metadata.csv") for note in result.notes)
+
+
 def test_ages_from_birth_and_study_dates(result, raw):
     studies = {r["study_id"]: r for r in result.tables["studies"].to_dicts()}
     checked = 0

@@ -9,8 +9,10 @@ from __future__ import annotations
 import gzip
 import json
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
@@ -255,3 +257,19 @@ def test_fingerprint_follows_the_mimic_split_file_it_reads(tmp_path, cache_dir):
     text = gzip.decompress(split.read_bytes()).decode()
     split.write_bytes(gzip.compress(text.replace(",train", ",test", 1).encode()))
     assert current_fingerprint(settings, "mimic_qba") != before
+
+
+def test_parquet_timespans_are_kept_as_the_csv_writes_them():
+    """A duration[ns] column becomes the text pandas writes for it, so CSV and Parquet sources give one value."""
+    import pandas as pd
+
+    from warehouse.sources.mimic_qba import _duration_text
+
+    spans = [
+        timedelta(0),
+        timedelta(hours=10),
+        timedelta(days=1, hours=2, minutes=3, seconds=4),
+        timedelta(days=412, hours=23, minutes=59, seconds=59),
+    ]
+    got = pl.DataFrame({"d": pl.Series(spans, dtype=pl.Duration("ns"))}).select(_duration_text(pl.col("d")))
+    assert got.to_series().to_list() == [str(pd.Timedelta(s)) for s in spans]

@@ -95,6 +95,35 @@ def test_a_study_filed_under_two_patients_keeps_its_majority_patient(result, raw
     assert result.tables["studies"]["study_id"].n_unique() == result.tables["studies"].height
 
 
+class _RecordedRejects:
+    """Stands in for csvread.Rejects: keeps what an adapter step quarantines, with its reason."""
+
+    def __init__(self):
+        self.added: list[tuple[list[str], str, str]] = []
+
+    def add(self, bad: pl.DataFrame, *, table: str, column: str, reason: str = "") -> None:
+        self.added.append((bad["ImageID"].to_list(), column, reason))
+
+
+def test_a_study_split_evenly_between_two_patients_stays_with_the_one_seen_first():
+    """A tie in image counts is broken by file order, so a re-ingest keeps the same patient."""
+    from warehouse.sources.padchest import _one_patient_per_study
+
+    rows = pl.DataFrame(
+        {  # S1: one image under P-first (row 0), then one under P-late (row 2), a 1-1 tie
+            "ImageID": ["a.png", "b.png", "c.png", "d.png", "e.png"],
+            "StudyID": ["S1", "S2", "S1", "S2", "S3"],
+            "PatientID": ["P-first", "P2", "P-late", "P2", "P3"],
+        }
+    )
+    rejects = _RecordedRejects()
+    kept = _one_patient_per_study(rows, rejects)
+    assert kept["ImageID"].to_list() == ["a.png", "b.png", "d.png", "e.png"]
+    assert rejects.added == [
+        (["c.png"], "PatientID", "StudyID S1 is filed under patients P-first, P-late; the study is kept under P-first")
+    ]
+
+
 def test_images_path_view_and_size(result, raw):
     images = result.tables["images"]
     by_id = {r["ImageID"].removesuffix(".png"): r for r in raw["rows"][:2000]}

@@ -86,7 +86,10 @@ def test_reingest_is_one_delta_commit_per_table_and_time_travels(two_versions, m
         writes = [h for h in history if h.get("cxr.dataset") == "nih_cxr14"]
         assert [h["cxr.run_id"] for h in writes] == [runs[1]["run_id"], runs[0]["run_id"]], table
     first_version = runs[0]["warehouse_version"]
+    meta = "SELECT value FROM catalog_meta WHERE key = 'warehouse_version'"
+    assert wh.sql(meta).column(0)[0].as_py() == str(runs[1]["warehouse_version"])
     past = Warehouse(wh.settings, as_of=first_version)
+    assert past.sql(meta).column(0)[0].as_py() == str(first_version), "the past catalog names its own version"
     assert count(past, "images") == small["images"] and count(past, "patients") == small["patients"]
     assert count(past, "split_stats") == 1
     assert past.sql("SELECT sum(images) FROM split_stats").column(0)[0].as_py() == small["images"]
@@ -133,6 +136,14 @@ def test_plain_readers_get_the_catalog_counts(two_versions):
             assert got[0][0] == expected, table
     images = pl.scan_delta(str(root / "images")).collect()
     assert set(images["dataset"]) == {"nih_cxr14"}, "the partition value comes back from the path"
+    # a rebuild that fails (a data file deleted behind the warehouse's back) keeps the old catalog whole
+    catalog = Path(wh.settings.catalog)
+    before = catalog.read_bytes()
+    Path(DeltaTable(str(root / "labels")).file_uris()[0].removeprefix("file://")).unlink()
+    with pytest.raises(Exception, match=r"labels/dataset=nih_cxr14/part-"):
+        wh.refresh_catalog()
+    assert catalog.read_bytes() == before
+    assert [p.name for p in catalog.parent.iterdir() if p.name.startswith(".")] == [], "no temporary file left"
 
 
 def test_a_copied_warehouse_answers_from_the_copy(tmp_path, cache_dir, raw_files, monkeypatch):
@@ -357,3 +368,52 @@ def test_streamed_tables_are_staged_in_chunks(tmp_path):
     assert store.read("labels", "nih_cxr14", versions["labels"]).num_rows == 6
     assert store.read("boxes", "nih_cxr14", versions["boxes"]).num_rows == 0
     assert store.read_staged("labels", staged.partitions["labels"]).num_rows == 6
+
+
+def test_a_table_that_cannot_be_created_is_an_error_naming_it(tmp_path, monkeypatch):
+    """A failed create is told apart from losing the race to another run, whose table then exists."""
+    from deltalake import DeltaTable
+
+    from warehouse.store import StoreError
+
+    store = Store(str(tmp_path / "wh"))
+    (tmp_path / "wh").mkdir()
+    (tmp_path / "wh" / "studies").write_text("a file where the table's folder goes")
+    with pytest.raises(StoreError, match=r"cannot open Delta table .*wh/studies"):
+        store.ensure_table(TABLES["studies"])
+
+    create = DeltaTable.create
+
+    def lose_the_race(uri, **options):
+        create(uri, **options)  # the other run's create lands first ...
+        raise OSError("the log entry 0 exists already")  # ... so ours fails, as delta-rs reports it
+
+    monkeypatch.setattr(DeltaTable, "create", staticmethod(lose_the_race))
+    assert store.ensure_table(TABLES["patients"]).version() == 0, "the other run's table is taken"
+
+    def fail(uri, **options):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(DeltaTable, "create", staticmethod(fail))
+    with pytest.raises(StoreError, match=r"cannot create Delta table .*wh/images: no space left"):
+        store.ensure_table(TABLES["images"])
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        {"mtime": 1_700_000_000.0, "created": 1.0},  # fsspec's local filesystem
+        {"LastModified": datetime.fromtimestamp(1_700_000_000, UTC)},  # s3fs
+        {"created": 1_700_000_000.0},
+    ],
+    ids=["local", "s3", "created-only"],
+)
+def test_staging_age_is_read_from_each_filesystems_own_field(info):
+    """A staging folder's age decides whether it is removed: every filesystem names its timestamp differently."""
+    from warehouse.store import _modified
+
+    class Filesystem:
+        def info(self, path):
+            return info
+
+    assert _modified(Filesystem(), "owner.json") == 1_700_000_000.0

@@ -319,6 +319,22 @@ def test_unmapped_labels_equal_the_raw_recount(warehouse, public_data):
     )
 
 
+def test_unmapped_labels_count_studies_and_images_once_each():
+    """An image-level label found on two images of one study is two rows, one study and two images."""
+    from warehouse.queries import named_query
+
+    con = duckdb.connect()
+    con.execute("""CREATE TABLE labels AS SELECT * FROM (VALUES
+        ('d', 's1', 'i1', NULL, 'odd sign', 1::TINYINT, 'reader'),
+        ('d', 's1', 'i2', NULL, 'odd sign', 0::TINYINT, 'reader'),
+        ('d', 's2', 'i3', NULL, 'odd sign', 1::TINYINT, 'reader'),
+        ('d', 's2', 'i3', 'pneumothorax', 'Pneumothorax', 1::TINYINT, 'reader'),
+        ('d', 's3', NULL, NULL, 'odd sign', 1::TINYINT, 'radiologist'))
+        t(dataset, study_id, image_id, finding, raw_label, value, labeler)""")
+    got = con.execute(named_query("vocab", "unmapped_labels").sql).fetchall()
+    assert got == [("d", "reader", "odd sign", 3, 2, 2, 3), ("d", "radiologist", "odd sign", 1, 1, 1, 0)]
+
+
 # --- the quality gate checks the vocabulary's set, not a copy ------------------------------------------
 def test_the_labels_suite_takes_its_finding_set_from_findings_csv():
     from warehouse import quality

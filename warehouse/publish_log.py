@@ -115,13 +115,13 @@ def publishes(store: Store, as_of: int | datetime | None = None) -> list[Publish
         if as_of is not None:
             raise AsOfError("nothing has been published in this warehouse yet, so there is no past to read")
         return []
+    log_version = _row_versions(dt)  # read at the head: after load_as_version, delta-rs numbers history() wrongly
     if as_of is not None:
         head = dt.version()
         try:
             dt.load_as_version(as_of)
         except Exception as e:
             raise AsOfError(f"the warehouse has no version {as_of!r} (it has versions 0 to {head}): {e}") from None
-    log_version = _row_versions(dt)
     rows = pa.table(dt.to_pyarrow_dataset().to_table()).to_pylist()
     found = [
         Publish(
@@ -155,7 +155,7 @@ def _row_versions(dt) -> dict[tuple[str, str], int]:
     return {
         (entry["cxr.run_id"], entry.get("cxr.dataset")): int(entry["version"])
         for entry in dt.history()
-        if entry.get("cxr.run_id") and entry["version"] <= dt.version()
+        if entry.get("cxr.run_id")
     }
 
 

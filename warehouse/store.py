@@ -395,7 +395,11 @@ class Store:
         from deltalake import DeltaTable
 
         uri = self.table_uri(spec.name)
-        if DeltaTable.is_deltatable(uri, storage_options=self.delta_options or None):
+        try:
+            exists = DeltaTable.is_deltatable(uri, storage_options=self.delta_options or None)
+        except OSError as e:  # e.g. a file where the table's folder goes
+            raise StoreError(f"cannot open Delta table {uri}: {e}") from e
+        if exists:
             return self.delta(spec.name)
         try:
             DeltaTable.create(
