@@ -37,7 +37,7 @@ from warehouse.samples import mimic_qba as qba_samples
 from warehouse.samples import rexgradient as rexgradient_samples
 from warehouse.samples.cohort import plan_mimic_cohort
 from warehouse.sources import get_adapter
-from warehouse.sources.base import SourceFolder
+from warehouse.sources.base import SourceError, SourceFolder
 
 REPO = Path(__file__).parents[1]
 
@@ -458,6 +458,10 @@ def test_chexpert_valid_csv_alone_is_read_and_the_missing_train_csv_is_noted(tmp
     assert images.height == len(valid)
     assert set(images["split"]) == {"valid"} and set(result.tables["labels"]["labeler"]) == {"radiologist"}
     assert "train.csv was not in the source folder: no train split" in result.notes
+    assert get_adapter("chexpert").source_files(SourceFolder(str(tmp_path))) == ["valid.csv"]
+    (tmp_path / "valid.csv").unlink()
+    with pytest.raises(SourceError, match="train.csv"):
+        get_adapter("chexpert").source_files(SourceFolder(str(tmp_path)))
 
 
 # --- PadChest (a sample cut from the real file, with crafted odd rows) -------------------------
