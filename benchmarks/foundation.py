@@ -88,7 +88,9 @@ def bench_cohort(wh: Warehouse, public_root: Path, repeat: int) -> dict:
         nih = nih[nih["Finding Labels"].str.split("|").apply(lambda labels: "Effusion" in labels)]
         a = nih.groupby("Patient Gender").size()
         cx = pd.read_csv(public_root / "chexpert" / "train.csv.gz")
-        cx = cx[(cx["Frontal/Lateral"] == "Frontal") & (cx["Pleural Effusion"] == 1.0)]
+        # a Frontal row whose AP/PA says LL or RL is a lateral projection (the CheXpert adapter's view rule)
+        frontal = (cx["Frontal/Lateral"] == "Frontal") & ~cx["AP/PA"].isin(["LL", "RL"])
+        cx = cx[frontal & (cx["Pleural Effusion"] == 1.0)]
         b = cx.groupby("Sex").size()
         return a, b
 
