@@ -54,7 +54,11 @@ TESTS: dict[str, list[str]] = {
         "tests/test_bad_archives.py",
         "tests/test_emitted_columns.py -k iu",
     ],
-    "warehouse/sources/mimic_qba.py": ["tests/test_mimic_qba.py", "tests/test_bad_input_corpus_more.py -k qba"],
+    "warehouse/sources/mimic_qba.py": [
+        "tests/test_mimic_qba.py",
+        "tests/test_bad_input_corpus_more.py -k qba",
+        "tests/test_emitted_columns.py -k qba",
+    ],
     "warehouse/sources/rexgradient.py": [
         "tests/test_rexgradient.py",
         "tests/test_bad_input_corpus_more.py -k rex",

@@ -854,6 +854,35 @@ def edit_document(change):
     return edit
 
 
+def nest_answers(depth: int):
+    """Hang a chain of sub-answers, levels 1..depth, under the first answer of the first question."""
+
+    def change(doc):
+        answer = doc["questions"][0]["answers"][0]
+        for level in range(1, depth + 1):
+            child = {k: v for k, v in answer.items() if k != "sub_answers"}
+            child.update(answer_id=9000 + level, answer_level=level, answer_type="sub_answer", sub_answers=[])
+            answer["sub_answers"] = [*answer.get("sub_answers", []), child]
+            answer = child
+
+    return edit_document(change)
+
+
+def test_qba_answers_are_read_to_the_deepest_typed_level_and_deeper_is_an_error(qba, qba_sample):
+    from warehouse.sources.mimic_qba import MAX_LEVEL
+
+    _, before = qba_read(qba, qba_sample / "mimic_cxr")
+    source = qba / "qa.zip"
+    original = source.read_bytes()
+    name = damage_member(qba, nest_answers(MAX_LEVEL))
+    _, after = qba_read(qba, qba_sample / "mimic_cxr")
+    assert after["qa_answers"] == before["qa_answers"] + MAX_LEVEL, "one answer per level, the deepest included"
+    source.write_bytes(original)
+    damage_member(qba, nest_answers(MAX_LEVEL + 1))
+    with pytest.raises(SourceError, match=rf"{re.escape(name)}: has answers nested deeper than level {MAX_LEVEL}"):
+        qba_read(qba, qba_sample / "mimic_cxr")
+
+
 @pytest.mark.parametrize("archive", ["qa.zip", "scene_data.zip"])
 def test_qba_truncated_zip_is_an_error(qba, qba_sample, archive):
     data = (qba / archive).read_bytes()
@@ -992,11 +1021,23 @@ def test_qba_nested_archive_and_odd_members_are_quarantined_and_the_rest_read(qb
             lambda t: t.replace("rating,3,A,A,", "rating,3,A,A,,extra", 1),
             r", line 6: cannot be read \(too many columns",
         ),
+        (
+            lambda t: t.replace("rating,0,", "rating,zero,", 1).replace("rating,2,", "rating,two,", 1),
+            r", line 3, column 'code': code 'zero' is not an integer",  # the first of two is named
+        ),
         (lambda t: t.replace("field,code", "field,cod", 1), r", line 1: unexpected header"),
         (lambda t: t.split("\n")[0] + "\n", r": has no rows for field 'rating'"),
         (lambda t: "", r", line 1: is empty"),
     ],
-    ids=["code-not-int", "stray-quote", "too-many-fields", "renamed-header", "header-only", "empty"],
+    ids=[
+        "code-not-int",
+        "stray-quote",
+        "too-many-fields",
+        "two-codes-not-int",
+        "renamed-header",
+        "header-only",
+        "empty",
+    ],
 )
 def test_qba_bad_quality_mappings_are_errors_naming_line_and_column(qba, qba_sample, change, message):
     """Fix: a code that is not an integer raised a raw polars error; a row lost to quarantine left codes unknown."""

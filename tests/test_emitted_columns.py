@@ -460,7 +460,7 @@ def test_chexpert_valid_csv_alone_is_read_and_the_missing_train_csv_is_noted(tmp
     assert "train.csv was not in the source folder: no train split" in result.notes
     assert get_adapter("chexpert").source_files(SourceFolder(str(tmp_path))) == ["valid.csv"]
     (tmp_path / "valid.csv").unlink()
-    with pytest.raises(SourceError, match="train.csv"):
+    with pytest.raises(SourceError, match=r"train\.csv"):
         get_adapter("chexpert").source_files(SourceFolder(str(tmp_path)))
 
 

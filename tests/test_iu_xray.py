@@ -128,10 +128,11 @@ def _quoted(cell: str) -> list[str]:
     return [part.strip(" '") for part in cell.strip("[]").split(",") if part.strip(" '")]
 
 
-def test_spacing_orientation_and_manufacturer_equal_the_header_rows(folder, raw, tmp_path):
+def test_spacing_orientation_manufacturer_and_time_equal_the_header_rows(folder, raw, tmp_path):
     """DICOM's Pixel Spacing is row then column spacing, so y then x; one header row is made non-square to tell them apart."""
     header, rows = raw["header"], [dict(r) for r in raw["metadata"].values()]
     rows[0]["Pixel Spacing"] = "['0.111', '0.222']"
+    rows[0]["Study Time"] = "101530.250"  # blank in every real row; HHMMSS[.f] in DICOM
     with gzip.open(tmp_path / METADATA, "wt", newline="") as f:
         writer = csv.DictWriter(f, header, lineterminator="\n")
         writer.writeheader()
@@ -150,8 +151,10 @@ def test_spacing_orientation_and_manufacturer_equal_the_header_rows(folder, raw,
         if row["Manufacturer"].strip():
             manufacturers.setdefault(image_id.split("_")[0], row["Manufacturer"].strip())
     assert images[rows[0]["imageid"]]["pixel_spacing_x"] == pytest.approx(0.222)
-    studies = {r["study_id"]: r["manufacturer"] for r in tables["studies"].to_dicts()}
-    assert {s: m for s, m in studies.items() if m is not None} == manufacturers
+    studies = {r["study_id"]: r for r in tables["studies"].to_dicts()}
+    assert {s: r["manufacturer"] for s, r in studies.items() if r["manufacturer"] is not None} == manufacturers
+    timed = {s: r["study_time"] for s, r in studies.items() if r["study_time"] is not None}
+    assert timed == {rows[0]["imageid"].split("_")[0]: "10:15:30"}
 
 
 def test_without_the_header_table_every_image_is_kept_with_an_unknown_view(folder, raw, tmp_path):

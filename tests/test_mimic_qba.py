@@ -273,3 +273,34 @@ def test_parquet_timespans_are_kept_as_the_csv_writes_them():
     ]
     got = pl.DataFrame({"d": pl.Series(spans, dtype=pl.Duration("ns"))}).select(_duration_text(pl.col("d")))
     assert got.to_series().to_list() == [str(pd.Timedelta(s)) for s in spans]
+
+
+def test_csv_timespans_are_read_as_fractional_days():
+    """The CSV metadata writes timedeltas as pandas text; days_since_* take every part of it."""
+    import pandas as pd
+
+    from warehouse.sources.mimic_qba import _days
+
+    spans = [
+        timedelta(0),
+        timedelta(days=3, hours=7, minutes=45, seconds=30),
+        timedelta(minutes=1),
+        timedelta(days=-1, hours=23),
+    ]
+    frame = pl.DataFrame({"t": [str(pd.Timedelta(s)) for s in spans]})
+    got = frame.select(_days(frame, "t")).to_series().to_list()
+    assert got == pytest.approx([s.total_seconds() / 86_400 for s in spans])
+
+
+@pytest.mark.parametrize("members,listed", [(20, ""), (21, "\n  … and 1 more")])
+def test_an_unreadable_archive_names_its_first_twenty_members(members, listed):
+    from warehouse.sources.mimic_qba import _refuse_unreadable
+
+    bad = pl.DataFrame(
+        {"source_file": [f"qa.zip:s{i}.json" for i in range(members)], "reason": ["cut short"] * members}
+    )
+    with pytest.raises(SourceError) as err:
+        _refuse_unreadable([bad])
+    text = str(err.value)
+    assert text.count(": cut short") == 20 and "qa.zip:s19.json" in text and "qa.zip:s20.json" not in text
+    assert text.endswith("qa.zip:s19.json: cut short" + listed)

@@ -373,3 +373,23 @@ def test_ingest_and_split_stats_give_the_truths_mean_tokens(sample, tmp_path, ca
         .as_py()
     )
     assert orphans == 0
+
+
+@pytest.mark.parametrize(
+    "shape,expected",
+    [
+        (None, (None, None, True)),  # not given: no size, not an error
+        ([2500, 2048], (2500, 2048, True)),
+        ([2500, 2048, 3], (2500, 2048, True)),  # a trailing channel count
+        ([0, 2048], (None, None, False)),
+        ([2500, -1], (None, None, False)),
+        ([True, 2048], (None, None, False)),  # JSON true is not a size
+        ([2500.0, 2048], (None, None, False)),
+        ([2500], (None, None, False)),
+        ("2500x2048", (None, None, False)),
+    ],
+)
+def test_an_image_shape_is_two_or_three_positive_whole_numbers(shape, expected):
+    from warehouse.sources.rexgradient import _rows_columns
+
+    assert _rows_columns(shape) == expected

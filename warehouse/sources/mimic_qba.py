@@ -381,7 +381,7 @@ def _days(frame: pl.DataFrame, name: str) -> pl.Expr:
         return pl.lit(None, pl.Float64)
     if isinstance(frame.schema[name], pl.Duration):
         return pl.col(name).dt.total_microseconds().cast(pl.Float64) / 86_400e6
-    parts = pl.col(name).cast(pl.String).str.extract_groups(r"^\s*(-?\d+) days?,? ?(\d+):(\d+):(\d+(?:\.\d+)?)\s*$")
+    parts = pl.col(name).cast(pl.String).str.extract_groups(r"^\s*(-?\d+) days?,? ?\+?(\d+):(\d+):(\d+(?:\.\d+)?)\s*$")
     return (
         parts.struct.field("1").cast(pl.Float64)
         + parts.struct.field("2").cast(pl.Float64) / 24
