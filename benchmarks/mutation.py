@@ -13,7 +13,9 @@ Two halves, printed as one table (a figure, not a pass/fail):
    time to the scratch copy.
 
 Score = killed / (killed + survived). Run: python benchmarks/mutation.py [--sample N] [--quick].
-Results go to benchmarks/results/mutation.json; survivors are listed with their diff.
+Results go to benchmarks/results/mutation.json; survivors are listed with their diff. `--recheck FILE`
+applies a saved run's survivors again, one at a time, and runs today's tests against each (after new
+tests were written for them: a follow-up, not a fresh score).
 """
 
 from __future__ import annotations
@@ -337,6 +339,57 @@ def mutate_data(work: Path, mutation: DataMutation, timeout: float) -> str:
         path.write_text(original)
 
 
+def _diff_change(diff: str) -> tuple[str, str]:
+    """(old text, new text) of a one-hunk unified diff, as cosmic-ray records a mutant."""
+    old, new = [], []
+    for line in diff.splitlines():
+        if line.startswith(("---", "+++", "@@")):
+            continue
+        if line.startswith("-"):
+            old.append(line[1:])
+        elif line.startswith("+"):
+            new.append(line[1:])
+        else:
+            text = line[1:] if line.startswith(" ") else line
+            old.append(text)
+            new.append(text)
+    return "\n".join(old), "\n".join(new)
+
+
+def recheck(path: Path, timeout: float, say) -> int:
+    """Run a saved run's surviving mutants again against today's tests: is each still alive?"""
+    saved = json.loads(path.read_text())
+    work = scratch_copy()
+    outcomes = []
+    try:
+        for module in saved["python"]:
+            for s in module["survivors"]:
+                file = work / module["module"]
+                original = file.read_text()
+                old, new = _diff_change(s["diff"])
+                if original.count(old) != 1:
+                    outcome = "stale"  # the code changed since the run
+                else:
+                    file.write_text(original.replace(old, new))
+                    try:
+                        outcome = run_tests(work, TESTS[module["module"]], timeout)
+                    finally:
+                        file.write_text(original)
+                say(f"{module['module']}:{s['line']} {s['operator']} -> {outcome}")
+                outcomes.append(
+                    {"module": module["module"], "line": s["line"], "operator": s["operator"], "outcome": outcome}
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for o in outcomes:
+        print(f"{o['outcome']:<9} {o['module']}:{o['line']} {o['operator']}")
+    killed = sum(o["outcome"] in ("killed", "timeout") for o in outcomes)
+    print(f"{killed} of {len(outcomes)} survivors of {saved.get('commit')} are killed by today's tests")
+    out = REPO / "benchmarks" / "results" / "mutation-recheck.json"
+    out.write_text(json.dumps({"of": saved.get("commit"), "outcomes": outcomes}, indent=1))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=12, help="mutants per Python module (default 12)")
@@ -346,7 +399,10 @@ def main() -> int:
     parser.add_argument("--module", action="append", help="only these modules (repeatable)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of each module's tests")
     parser.add_argument("--data-only", action="store_true", help="only the data-file mutations")
+    parser.add_argument("--recheck", type=Path, help="re-run the survivors saved in this JSON against today's tests")
     args = parser.parse_args()
+    if args.recheck:
+        return recheck(args.recheck, args.timeout, lambda m: print(m, file=sys.stderr, flush=True))
     rng = random.Random(args.seed)
     modules = [] if args.data_only else args.module or (QUICK_MODULES if args.quick else list(TESTS))
     sample = 2 if args.quick else args.sample

@@ -794,7 +794,8 @@ class CohortRun:
     manifest: pa.Table
     provenance: dict
     files: dict[str, Path] = field(default_factory=dict)
-    demographics: dict = field(default_factory=dict, repr=False)  # (dataset, patient) -> (race, ethnicity)
+    # (dataset, patient_id, race, ethnicity) of the patients whose dataset records them
+    demographics: "pa.Table | None" = field(default=None, repr=False)
     _table1: object | None = field(default=None, repr=False)
 
     @property
@@ -1109,10 +1110,11 @@ def manifest_descriptions(unit: str, findings: list[str], policy: str) -> dict[s
     return text
 
 
-def _race_and_ethnicity(warehouse: "Warehouse", con) -> dict[tuple[str, str], tuple]:
-    """(dataset, patient_id) -> (race, ethnicity) for the patients whose dataset, or one linked to it, records
-    them (CheXpert Plus's for CheXpert's patients); the dataset is the one the others link to, as in the manifest."""
-    rows = warehouse.run(
+def _race_and_ethnicity(warehouse: "Warehouse", con) -> "pa.Table":
+    """(dataset, patient_id, race, ethnicity) of the patients whose dataset, or one linked to it, records them
+    (CheXpert Plus's for CheXpert's patients); the dataset is the one the others link to, as in the manifest.
+    Kept as Arrow: building it in Python would import pandas (pyarrow checks for it), 0.6 s of a run."""
+    return warehouse.run(
         con,
         """
         SELECT coalesce(d.links_to, p.dataset) AS dataset, p.patient_id,
@@ -1121,17 +1123,15 @@ def _race_and_ethnicity(warehouse: "Warehouse", con) -> dict[tuple[str, str], tu
         FROM patients p JOIN catalog_datasets d ON d.dataset = p.dataset
         WHERE p.race <> 'not_recorded' OR p.ethnicity <> 'not_recorded'
         GROUP BY ALL""",
-    ).fetchall()
-    return {(d, p): (r, e) for d, p, r, e in rows}
+    ).to_arrow_table()
 
 
-def _table1(manifest, findings: list[str], recorded: dict):
+def _table1(manifest, findings: list[str], recorded: "pa.Table | None"):
     if manifest.num_rows == 0:
         return None
     from .table1 import build
 
-    keys = set(zip(manifest["dataset"].to_pylist(), manifest["patient_id"].to_pylist()))
-    return build(manifest, findings, {k: v for k, v in recorded.items() if k in keys})
+    return build(manifest, findings, recorded)
 
 
 def _project_version() -> str:

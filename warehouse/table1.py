@@ -100,22 +100,18 @@ def categorical_variables(manifest: pa.Table, findings: list[str], recorded: boo
     return out
 
 
-def build(manifest: pa.Table, findings: list[str], demographics: dict[tuple[str, str], tuple] | None = None) -> Table1:
-    """Table 1 of the manifest's units, grouped by split; `demographics` maps (dataset, patient_id) to
-    (race, ethnicity) for the datasets that record them."""
-    demographics = demographics or {}
-    keys = pa.table(
-        {
-            "dataset": pa.array([k[0] for k in demographics], pa.string()),
-            "patient_id": pa.array([k[1] for k in demographics], pa.string()),
-            "race": pa.array([v[0] for v in demographics.values()], pa.string()),
-            "ethnicity": pa.array([v[1] for v in demographics.values()], pa.string()),
-        }
-    )
+def build(manifest: pa.Table, findings: list[str], demographics: pa.Table | None = None) -> Table1:
+    """Table 1 of the manifest's units, grouped by split; `demographics` holds (dataset, patient_id, race,
+    ethnicity) rows for the datasets that record them (other rows are ignored)."""
     con = duckdb.connect(config={"threads": 2})
     try:
         con.register("m_raw", manifest)
-        con.register("d_raw", keys)
+        if demographics is None:
+            con.execute(
+                "CREATE TEMP TABLE d_raw (dataset VARCHAR, patient_id VARCHAR, race VARCHAR, ethnicity VARCHAR)"
+            )
+        else:
+            con.register("d_raw", demographics.select(["dataset", "patient_id", "race", "ethnicity"]))
         con.execute(
             "CREATE TEMP VIEW md AS SELECT m.*, d.race AS _race, d.ethnicity AS _ethnicity, "
             f"coalesce(m.split, '{NO_SPLIT}') AS _grp FROM m_raw m "
