@@ -75,6 +75,7 @@ TESTS: dict[str, list[str]] = {
         "tests/test_volume.py",
         "tests/test_gates.py tests/test_gates_planted.py",
         "tests/test_kills.py",
+        "tests/test_tables.py",
     ],
     "warehouse/store.py": ["tests/test_tables.py", "tests/test_kills.py"],
     "warehouse/publish_log.py": ["tests/test_tables.py"],

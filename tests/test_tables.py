@@ -239,6 +239,14 @@ def test_a_planted_defect_blocks_the_library_ingest(tmp_path, cache_dir, raw_fil
     assert count(wh, "images") == 100
     status = wh.sql("SELECT status, message FROM ingest_runs ORDER BY started_at").to_pylist()
     assert [s["status"] for s in status] == ["published", "blocked"] and "key_unique" in status[1]["message"]
+    # a run that fails before anything is staged is recorded too, with nothing written or rejected
+    (src / "Data_Entry_2017_v2020.csv").unlink()
+    with pytest.raises(Exception, match="Data_Entry_2017"):
+        wh.ingest(["nih_cxr14"])
+    runs = wh.sql("SELECT status, rows_written, rows_rejected, message FROM ingest_runs ORDER BY started_at")
+    failed = runs.to_pylist()[-1]
+    assert (failed["status"], failed["rows_written"], failed["rows_rejected"]) == ("failed", 0, 0)
+    assert "Data_Entry_2017" in failed["message"] and count(wh, "images") == 100
 
 
 def test_a_held_connection_answers_across_an_ingest(tmp_path, cache_dir, raw_files):
