@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -425,3 +426,15 @@ def test_staging_age_is_read_from_each_filesystems_own_field(info):
             return info
 
     assert _modified(Filesystem(), "owner.json") == 1_700_000_000.0
+
+
+def test_a_staging_folder_of_unknown_age_is_taken_as_live():
+    """No timestamp at all (some object stores): never removed for its age, only when its owner is gone."""
+    from warehouse.store import _modified
+
+    class Filesystem:
+        def info(self, path):
+            return {"size": 0}
+
+    before = time.time()
+    assert before <= _modified(Filesystem(), "owner.json") <= time.time()
