@@ -240,6 +240,20 @@ def test_every_check_has_its_intended_severity():
     assert wrong == {}, "these checks do not have the severity intended for them"
 
 
+def test_an_expectation_marked_warning_does_not_block(monkeypatch):
+    """No shipped suite has a warning expectation yet; the first one added must report, not block."""
+    shipped = quality.suite("images")
+    extra = {
+        "type": "expect_column_values_to_not_be_null",
+        "kwargs": {"column": "path"},
+        "meta": {"name": "path_mostly_present"},
+        "severity": "warning",
+    }
+    monkeypatch.setattr(quality, "suite", lambda table: {**shipped, "expectations": [*shipped["expectations"], extra]})
+    checks = {name: blocking for name, blocking, _ in quality.expectation_checks("images")}
+    assert checks["path_mostly_present"] is False and checks["columns_match_schema"] is True
+
+
 def test_the_structural_expectations_follow_the_schema(monkeypatch):
     """A column made required, or given a vocabulary, in schema.py is checked without editing a suite."""
     spec = schema.TABLES["images"]

@@ -91,6 +91,8 @@ def test_reingest_is_one_delta_commit_per_table_and_time_travels(two_versions, m
     assert wh.sql(meta).column(0)[0].as_py() == str(runs[1]["warehouse_version"])
     past = Warehouse(wh.settings, as_of=first_version)
     assert past.sql(meta).column(0)[0].as_py() == str(first_version), "the past catalog names its own version"
+    as_of = "SELECT value FROM catalog_meta WHERE key = 'as_of'"
+    assert (wh.sql(as_of).column(0)[0].as_py(), past.sql(as_of).column(0)[0].as_py()) == ("", str(first_version))
     assert count(past, "images") == small["images"] and count(past, "patients") == small["patients"]
     assert count(past, "split_stats") == 1
     assert past.sql("SELECT sum(images) FROM split_stats").column(0)[0].as_py() == small["images"]
