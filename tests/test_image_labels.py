@@ -74,3 +74,30 @@ def test_a_linked_dataset_without_images_counts_the_images_of_its_studies(wareho
     assert got == {split: expected.get(split, 0) for split in got} and sum(got.values()) > 0
     own = dict(_rows(warehouse, "SELECT split, count(*) FROM images WHERE dataset = 'nih_cxr14' GROUP BY ALL"))
     assert dict(_rows(warehouse, "SELECT split, images FROM split_stats WHERE dataset = 'nih_cxr14'")) == own
+
+
+def test_a_known_sex_or_age_wins_over_an_unknown_one_across_linked_datasets():
+    """The linked dataset's patient says U and has no age; the dataset it links to knows both (and the reverse)."""
+    import duckdb
+
+    from warehouse.queries import named_query
+
+    con = duckdb.connect()
+    con.execute("""
+        CREATE TABLE images AS SELECT * FROM (VALUES
+            ('base', 'i1', 'base:i1', 's1', 'p1', 'train', 'PA', true),
+            ('base', 'i2', 'base:i2', 's2', 'p2', 'train', 'PA', true))
+            t(dataset, image_id, image_uid, study_id, patient_id, split, view_position, is_frontal);
+        CREATE TABLE studies AS SELECT * FROM (VALUES
+            ('base', 's1', 61.0), ('linked', 's1', NULL), ('base', 's2', NULL), ('linked', 's2', 47.0))
+            t(dataset, study_id, age_years);
+        CREATE TABLE patients AS SELECT * FROM (VALUES
+            ('base', 'p1', 'F'), ('linked', 'p1', 'U'), ('base', 'p2', 'U'), ('linked', 'p2', 'M'))
+            t(dataset, patient_id, sex);
+        CREATE TABLE labels AS SELECT * FROM (VALUES
+            ('linked', 's1', NULL, 'edema', 'Edema', 1::TINYINT, 'chexbert', NULL, NULL),
+            ('linked', 's2', 'i2', 'edema', 'Edema', 0::TINYINT, 'chexbert', NULL, NULL))
+            t(dataset, study_id, image_id, finding, raw_label, value, labeler, method, reader)""")
+    query = named_query("stats", "image_labels")
+    got = con.execute(query.sql, {"dataset": "linked", "linked": "base"}).fetchall()
+    assert sorted((r[1], r[8], r[9]) for r in got) == [("i1", "F", 61.0), ("i2", "M", 47.0)]
