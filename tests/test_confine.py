@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -199,6 +200,29 @@ def test_ctrl_c_stops_the_query_promptly(wh):
         proc.kill()
     assert out.split() == ["interrupted", "7"]
     assert time.monotonic() - sent < 3
+
+
+def test_ctrl_c_while_the_query_thread_starts_still_stops_the_query(wh, monkeypatch):
+    """A Ctrl-C that lands in Thread.start() (a Python-level wait) must not leave the query running:
+    the connection would stay busy, and the next statement or close() would wait for a cross join."""
+    import warehouse.confine as confine
+
+    class InterruptedStart(threading.Thread):
+        def start(self):
+            super().start()
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(confine.threading, "Thread", InterruptedStart)
+    con = wh["con"]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(con, CROSS_JOIN, timeout_seconds=60)
+        running = [t for t in threading.enumerate() if t.name == "cxr-query" and t.is_alive()]
+        assert not running, "the query thread outlived the Ctrl-C"
+    finally:
+        con.interrupt()  # only matters when the assertion above failed
+    monkeypatch.undo()
+    assert run(con, "SELECT 7", timeout_seconds=5).fetchone() == (7,)
 
 
 def _new_catalog(wh, rows: list[int]) -> Path:

@@ -188,8 +188,10 @@ class ConfinedResult:
                 done.set()
 
         started = time.monotonic()
-        threading.Thread(target=work, name="cxr-query", daemon=True).start()
         try:
+            # start() waits for the thread in Python code, so a Ctrl-C can land there too: once the
+            # thread exists, every way out of here first stops its query.
+            threading.Thread(target=work, name="cxr-query", daemon=True).start()
             fired = not done.wait(min(self._left, threading.TIMEOUT_MAX))
             if fired:
                 self._stop(done)
