@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from warehouse.config import Settings
 from warehouse.fetch import fetch_public
@@ -43,15 +46,31 @@ def settings(tmp_path, cache_dir) -> Settings:
     return make_settings(tmp_path, cache_dir)
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder `build` fills once per test run, shared by every pytest-xdist worker (a file lock orders
+    them; the first one builds it). For fixtures that tests only read: the others would see their writes."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above each worker's own
+    root = base / name
+    with FileLock(f"{root}.lock"):
+        if not (root / ".built").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            build(root)
+            (root / ".built").touch()
+    return root
+
+
 @pytest.fixture(scope="session")
 def public_warehouse(tmp_path_factory, cache_dir, public_data):
     """A warehouse with NIH ChestX-ray14 and CheXpert ingested from the real metadata (read-only use)."""
     from warehouse import Warehouse
 
-    root = tmp_path_factory.mktemp("public-warehouse")
-    wh = Warehouse(make_settings(root, cache_dir))
-    wh.ingest(["nih_cxr14", "chexpert"], say=lambda m: None)
-    return wh
+    def build(root: Path) -> None:
+        Warehouse(make_settings(root, cache_dir)).ingest(["nih_cxr14", "chexpert"], say=lambda m: None)
+
+    return Warehouse(make_settings(built_once(tmp_path_factory, "public-warehouse", build), cache_dir))
 
 
 @pytest.fixture(scope="session")
