@@ -184,7 +184,11 @@ def _records(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
 
 
 def _plain(value):
-    if hasattr(value, "item"):
+    from numpy import ndarray
+
+    if isinstance(value, ndarray):  # a list cell, as pandas hands it over
+        value = value.tolist()
+    elif hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and value != value:
         return None
@@ -218,8 +222,15 @@ def _gx_context():
 
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.WARNING)  # GX logs hundreds of INFO lines otherwise
+    from great_expectations.execution_engine import pandas_execution_engine
+
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    # GX fingerprints every pandas batch it loads (twice per validation) unless the frame is over this many
+    # bytes, and a frame with a list column (labels.locations, qa_answers.entities) cannot be hashed by pandas,
+    # so GX pickles the whole frame and digests that: over half of a QBA ingest's time. Nothing reads the
+    # fingerprint (it only names the batch in results we never store), so no frame is fingerprinted.
+    pandas_execution_engine.HASH_THRESHOLD = 0
     return context
 
 

@@ -1,0 +1,63 @@
+"""Great Expectations validates the staged frames without fingerprinting them.
+
+GX hashes each pandas batch it loads, and a frame with a list column (labels.locations) cannot be hashed
+by pandas, so GX would pickle the whole frame and digest it, twice per table: over half of a QBA ingest.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from warehouse import quality, schema
+
+
+def _labels(labeler: str = "padchest") -> duckdb.DuckDBPyConnection:
+    """Three PadChest-like label rows, one localized, as a staged `labels` table."""
+    spec = schema.TABLES["labels"]
+    rows = {
+        "dataset": ["padchest"] * 3,
+        "study_id": ["s1", "s1", "s2"],
+        "image_id": [None, None, None],
+        "finding": ["pleural_effusion", "nodule", None],
+        "raw_label": ["pleural effusion", "nodule", "unmapped thing"],
+        "value": [1, 1, 1],
+        "labeler": [labeler, "padchest", "padchest"],
+        "method": ["Physician"] * 3,
+        "locations": [["loc left"], None, []],
+        "reader": [None] * 3,
+        "label_split": [None] * 3,
+    }
+    con = duckdb.connect()
+    con.register("labels", pa.table({c.name: rows[c.name] for c in spec.columns}, spec.schema))
+    return con
+
+
+def test_a_labels_frame_with_locations_is_validated_without_pickling_it(monkeypatch):
+    con = _labels()
+    quality._gx_context()  # GX and its engine as the gates load them
+
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("GX pickled a staged frame to fingerprint it")
+
+    monkeypatch.setattr(pandas_execution_engine, "pickle", type("NoPickle", (), {"dumps": staticmethod(refuse)}))
+    outcomes = quality.validate_table(con, "labels")
+    assert outcomes and all(o.passed for o in outcomes if o.blocking), [o.name for o in outcomes if not o.passed]
+    assert pickle.HIGHEST_PROTOCOL  # the real module is untouched
+
+
+def test_a_failing_row_with_a_list_cell_is_reported_with_the_list():
+    """The sample rows of a failed expectation come back as plain values, a list cell as a list."""
+    outcomes = {o.name: o for o in quality.validate_table(_labels(labeler="physician"), "labels")}
+    failed = outcomes["labeler_in_vocabulary"]
+    assert not failed.passed and failed.blocking and failed.unexpected_count == 1
+    assert [(r["labeler"], r["locations"]) for r in failed.sample] == [("physician", ["loc left"])]
+
+
+if __name__ == "__main__":
+    raise SystemExit(pytest.main([__file__]))
