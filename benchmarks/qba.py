@@ -1,19 +1,22 @@
-"""MIMIC-Ext-CXR-QBA ingestion at scale: throughput and peak memory against a pandas baseline.
+"""MIMIC-Ext-CXR-QBA ingestion at scale: throughput and peak memory against two baselines.
 
 For each size (a fraction of the full dataset's 227,239 studies / 42.2M questions) it generates
-the native files, ingests them with the warehouse (read, stream, stage, re-sort, publish, catalog)
-in a child process, and measures rows per second and the child's peak RSS. The baseline, measured in
-the same run and also in a child process, is the straightforward approach: json.load each qa.json
-member, flatten questions, answers and boxes into Python rows, the same for the scene graphs'
-labels, build pandas frames, write Parquet. Both sides count the same rows (QA tables + labels).
-It runs on the first --baseline-studies members only (its memory grows with the data, so the full
-size would not fit); rows per second are comparable, its RSS is reported at that size.
+the native files, ingests them with the warehouse (read, stream, stage, every gate, publish, catalog)
+in a child process, and measures rows per second and the child's peak RSS. Two baselines run in the
+same run, each in a child process, on the first --baseline-studies members of the largest size:
+- the near-limit one: DuckDB's read_json over the same JSON bytes, the zips already inflated (not
+  timed), each document's questions and scene-graph observations parsed as JSON values (DuckDB's
+  struct inference over these documents took 162 s and 13 GiB for 1 %, so it is not the limit);
+- the straightforward one: json.load each qa.json member, flatten questions, answers and boxes into
+  Python rows, the same for the scene graphs' labels, build pandas frames, write Parquet.
+Both are compared per study (the warehouse's studies per second at the largest size against
+theirs), and the full-scale time is projected from the largest size.
 Finally a query for one question type and one grade runs warm against the largest warehouse.
 
-Targets: peak RSS < 4 GiB at 10 % and flat across sizes; throughput >= 5x the baseline; the warm
-query well under a second. Exits 1 if one is missed.
+Targets (issue 14): peak RSS < 1.5 GiB at 10 % and flat across sizes; rows per second >= 2.5x the
+145,000 rows/s recorded before (10 % scale); the warm query well under a second. Exits 3 if one is missed.
 
-Run: python benchmarks/qba.py [--sizes 0.05,0.10] [--baseline-studies 1500] [--keep DIR]
+Run: python benchmarks/qba.py [--sizes 0.05,0.10,0.20] [--baseline-studies 1500] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ QUERY = (
     "SELECT study_id, question_id, question FROM qa_questions "
     "WHERE question_type = 'D02_has_finding' AND quality_grade = 'A'"
 )
-RSS_TARGET_GIB, SPEEDUP_TARGET, QUERY_TARGET_S = 4.0, 5.0, 1.0
+RSS_TARGET_GIB, QUERY_TARGET_S = 1.5, 1.0
+RECORDED_ROWS_PER_S, SPEEDUP_TARGET = 145_000, 2.5  # issue 14's figure at 10 %, and the factor asked for
 
 
 def patients_for(studies: int, seed: int = 0) -> int:
@@ -181,6 +185,43 @@ def child_baseline(src: Path, members: int, target: Path) -> dict:
     }
 
 
+def child_read_json(src: Path, members: int, target: Path) -> dict:
+    """DuckDB parsing the first `members` studies' qa.json and scene-graph JSON (inflated first, untimed)."""
+    import zipfile
+
+    import duckdb
+
+    qa, scene = target / "qa", target / "scene"
+    with zipfile.ZipFile(src / "mimic_qba" / "qa.zip") as archive:
+        chosen = [n for n in archive.namelist() if n.endswith(".qa.json")][:members]
+        for name in chosen:
+            archive.extract(name, qa)
+    studies = {name.rsplit("/", 1)[-1].split(".")[0] for name in chosen}
+    with zipfile.ZipFile(src / "mimic_qba" / "scene_data.zip") as archive:
+        for name in archive.namelist():
+            if name.endswith(".scene_graph.json") and name.rsplit("/", 1)[-1].split(".")[0] in studies:
+                archive.extract(name, scene)
+    size = sum(p.stat().st_size for p in target.rglob("*.json"))
+    con = duckdb.connect()
+    con.execute(f"SET threads = 2; SET temp_directory = '{target / 'tmp'}'")
+    started = time.perf_counter()
+    documents, questions = con.execute(
+        f"SELECT count(*), sum(json_array_length(questions)) FROM read_json('{qa}/**/*.qa.json', "
+        "maximum_object_size = 1073741824, columns = {'study_id': 'VARCHAR', 'questions': 'JSON'})"
+    ).fetchone()
+    graphs = con.execute(
+        f"SELECT count(*) FROM read_json('{scene}/**/*.scene_graph.json', maximum_object_size = 1073741824, "
+        "columns = {'study_id': 'VARCHAR', 'observations': 'JSON'})"
+    ).fetchone()[0]
+    return {
+        "seconds": time.perf_counter() - started,
+        "studies": documents,
+        "questions": questions,
+        "scene_graphs": graphs,
+        "json_bytes": size,
+    }
+
+
 # --- parent --------------------------------------------------------------------------------
 
 
@@ -206,18 +247,19 @@ def warm_query(target: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="0.05,0.10", help="fractions of the full dataset (studies)")
+    parser.add_argument("--sizes", default="0.05,0.10,0.20", help="fractions of the full dataset (studies)")
     parser.add_argument("--baseline-studies", type=int, default=1500)
     parser.add_argument("--keep", type=Path, help="keep generated data and warehouses in this folder")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = (
-            child_ingest(Path(rest[0]), Path(rest[1]))
-            if kind == "ingest"
-            else child_baseline(Path(rest[0]), int(rest[1]), Path(rest[2]))
-        )
+        if kind == "ingest":
+            result = child_ingest(Path(rest[0]), Path(rest[1]))
+        elif kind == "read_json":
+            result = child_read_json(Path(rest[0]), int(rest[1]), Path(rest[2]))
+        else:
+            result = child_baseline(Path(rest[0]), int(rest[1]), Path(rest[2]))
         print(json.dumps(result))
         return 0
 
@@ -281,18 +323,36 @@ def main() -> int:
             f"peak RSS {base_rss:.2f} GiB",
             flush=True,
         )
+        near_dir = work / "read_json"
+        shutil.rmtree(near_dir, ignore_errors=True)
+        near_dir.mkdir()
+        near, near_rss = run_child(["read_json", str(src), str(args.baseline_studies), str(near_dir)])
+        shutil.rmtree(near_dir, ignore_errors=True)  # the inflated JSON is ten times the zip
+        results["read_json"] = {**near, "peak_rss_gib": near_rss}
+        print(
+            f"near limit (DuckDB read_json, inflated, first {near['studies']:,} studies, "
+            f"{near['json_bytes'] / 2**30:.2f} GiB of JSON): {near['seconds']:.1f}s = "
+            f"{near['studies'] / near['seconds']:,.0f} studies/s, peak RSS {near_rss:.2f} GiB",
+            flush=True,
+        )
         results["query"] = warm_query(work / f"wh-{largest['fraction']}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    speedup = largest["rows_per_s"] / results["baseline"]["rows_per_s"]
+    speedup = largest["rows_per_s"] / RECORDED_ROWS_PER_S
+    studies_per_s = largest["studies"] / largest["seconds"]
+    near = results["read_json"]
+    results["vs_read_json"] = (near["studies"] / near["seconds"]) / studies_per_s  # >1: read_json is faster
+    results["vs_pandas"] = largest["rows_per_s"] / results["baseline"]["rows_per_s"]
+    results["projected_full_s"] = largest["seconds"] * FULL_STUDIES / largest["studies"]
     rss = [s["peak_rss_gib"] for s in results["sizes"]]
     flat = max(rss) <= 1.25 * min(rss) + 0.25
+    ten = next((s for s in results["sizes"] if abs(s["fraction"] - 0.10) < 1e-9), largest)
     checks = {
-        f"peak RSS at {largest['fraction']:.0%} < {RSS_TARGET_GIB} GiB": largest["peak_rss_gib"] < RSS_TARGET_GIB,
+        f"peak RSS at {ten['fraction']:.0%} < {RSS_TARGET_GIB} GiB": ten["peak_rss_gib"] < RSS_TARGET_GIB,
         "peak RSS flat across sizes (within 25 % + 0.25 GiB)": flat,
-        f"throughput >= {SPEEDUP_TARGET}x baseline ({speedup:.1f}x)": speedup >= SPEEDUP_TARGET,
+        f"rows/s >= {SPEEDUP_TARGET}x the recorded {RECORDED_ROWS_PER_S:,} ({speedup:.2f}x)": speedup >= SPEEDUP_TARGET,
         f"warm query < {QUERY_TARGET_S}s ({results['query']['warm_s'] * 1000:.0f} ms, "
         f"{results['query']['rows']:,} rows)": results["query"]["warm_s"] < QUERY_TARGET_S,
     }
@@ -308,6 +368,11 @@ def main() -> int:
     print(
         f"{'base':>6} {b['studies']:>9,} {b['rows']['qa_questions']:>11,} {b['rows']['qa_answers']:>11,} "
         f"{b['rows']['qa_answer_boxes']:>11,} {b['rows_per_s']:>10,.0f} {b['peak_rss_gib']:>8.2f}"
+    )
+    print(
+        f"\nper study, the warehouse takes {results['vs_read_json']:.1f}x DuckDB read_json's time and is "
+        f"{results['vs_pandas']:.1f}x the pandas baseline's rows/s; the full 227,239 studies would take "
+        f"{results['projected_full_s'] / 60:.0f} min"
     )
     print()
     for name, ok in checks.items():
