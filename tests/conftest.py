@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
+from warehouse.cachelock import filling
 from warehouse.config import Settings
 from warehouse.fetch import fetch_public
 
@@ -47,13 +47,13 @@ def settings(tmp_path, cache_dir) -> Settings:
 
 
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
-    """A folder `build` fills once per test run, shared by every pytest-xdist worker (a file lock orders
-    them; the first one builds it). For fixtures that tests only read: the others would see their writes."""
+    """A folder `build` fills once per test run, shared by every pytest-xdist worker (the cache's fill lock
+    orders them; the first one builds it). For fixtures that tests only read: the others would see their writes."""
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent  # the run's folder, above each worker's own
     root = base / name
-    with FileLock(f"{root}.lock"):
+    with filling(base, name):
         if not (root / ".built").exists():
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir()
