@@ -106,6 +106,20 @@ def child_ingest(src: Path, target: Path) -> dict:
     return {"seconds": seconds, "rows": rows}
 
 
+def _qa_members(archive, members: int) -> list[str]:
+    """The first `members` studies' qa.json names, in archive order: the studies both baselines read."""
+    return [n for n in archive.namelist() if n.endswith(".qa.json")][:members]
+
+
+def _scene_members(archive, studies: set[str]) -> list[str]:
+    """The scene-graph names of these studies (a member is named <study>.scene_graph.json)."""
+    return [
+        n
+        for n in archive.namelist()
+        if n.endswith(".scene_graph.json") and n.rsplit("/", 1)[-1].split(".")[0] in studies
+    ]
+
+
 def child_baseline(src: Path, members: int, target: Path) -> dict:
     import zipfile
 
@@ -114,7 +128,7 @@ def child_baseline(src: Path, members: int, target: Path) -> dict:
     started = time.perf_counter()
     questions, answers, boxes = [], [], []
     with zipfile.ZipFile(src / "mimic_qba" / "qa.zip") as archive:
-        for name in [n for n in archive.namelist() if n.endswith(".qa.json")][:members]:
+        for name in _qa_members(archive, members):
             doc = json.loads(archive.read(name))
             study = doc["study_id"]
             for q in doc["questions"]:
@@ -163,14 +177,13 @@ def child_baseline(src: Path, members: int, target: Path) -> dict:
     studies = {f"s{r['study_id'].removeprefix('s')}" for r in questions}
     labels = {}
     with zipfile.ZipFile(src / "mimic_qba" / "scene_data.zip") as archive:
-        for name in archive.namelist():
-            if name.endswith(".scene_graph.json") and name.rsplit("/", 1)[-1].split(".")[0] in studies:
-                doc = json.loads(archive.read(name))
-                for obs in doc["observations"].values():
-                    value = 0 if obs["positiveness"] == "neg" else 1 if obs["probability"] == "positive" else -1
-                    for entity in obs["obs_entities"]:
-                        key = (doc["study_id"], entity)
-                        labels[key] = max(labels.get(key, value), value, key=lambda v: {1: 2, -1: 1, 0: 0}[v])
+        for name in _scene_members(archive, studies):
+            doc = json.loads(archive.read(name))
+            for obs in doc["observations"].values():
+                value = 0 if obs["positiveness"] == "neg" else 1 if obs["probability"] == "positive" else -1
+                for entity in obs["obs_entities"]:
+                    key = (doc["study_id"], entity)
+                    labels[key] = max(labels.get(key, value), value, key=lambda v: {1: 2, -1: 1, 0: 0}[v])
     labels = [{"study_id": s, "raw_label": e, "value": v} for (s, e), v in labels.items()]
     for name, rows in (("questions", questions), ("answers", answers), ("boxes", boxes), ("labels", labels)):
         pd.DataFrame(rows).to_parquet(target / f"{name}.parquet")
@@ -193,14 +206,11 @@ def child_read_json(src: Path, members: int, target: Path) -> dict:
 
     qa, scene = target / "qa", target / "scene"
     with zipfile.ZipFile(src / "mimic_qba" / "qa.zip") as archive:
-        chosen = [n for n in archive.namelist() if n.endswith(".qa.json")][:members]
-        for name in chosen:
-            archive.extract(name, qa)
+        chosen = _qa_members(archive, members)
+        archive.extractall(qa, chosen)
     studies = {name.rsplit("/", 1)[-1].split(".")[0] for name in chosen}
     with zipfile.ZipFile(src / "mimic_qba" / "scene_data.zip") as archive:
-        for name in archive.namelist():
-            if name.endswith(".scene_graph.json") and name.rsplit("/", 1)[-1].split(".")[0] in studies:
-                archive.extract(name, scene)
+        archive.extractall(scene, _scene_members(archive, studies))
     size = sum(p.stat().st_size for p in target.rglob("*.json"))
     con = duckdb.connect()
     con.execute(f"SET threads = 2; SET temp_directory = '{target / 'tmp'}'")
