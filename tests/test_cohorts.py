@@ -708,6 +708,25 @@ def test_a_cohort_maps_only_the_labels_its_rules_read_and_gets_the_same_manifest
     assert manifest_a.num_rows > 0 and manifest_a.equals(manifest_b) and counts_a == counts_b
 
 
+@pytest.mark.parametrize("unit", ["image", "study", "patient"])
+def test_the_catalogs_image_units_are_the_fold_over_the_tables(mimic_warehouse, unit):
+    """An unscoped cohort reads the image units the catalog built at its last rebuild (cohort_images); the
+    base relation over them is, row for row, the one folded afresh from images, studies, patients and
+    labels. MIMIC-CXR and QBA share images, studies and patients, so the fold has work to do here."""
+    from warehouse.cohorts import base_sql
+
+    key = {"image": "image_id", "study": "study_id", "patient": "patient_id"}[unit]
+    order = f" ORDER BY dataset, {key}"
+    stored = mimic_warehouse.sql(base_sql(unit) + order)
+    folded = mimic_warehouse.sql(base_sql(unit, folded=False) + order)
+    assert stored.num_rows > 0 and stored.equals(folded)
+    both = mimic_warehouse.sql(
+        "SELECT count(*) AS n FROM (SELECT image_id FROM images WHERE dataset = 'mimic_cxr' "
+        "UNION SELECT image_id FROM images WHERE dataset = 'mimic_qba')"
+    ).to_pylist()[0]["n"]
+    assert mimic_warehouse.sql("SELECT count(*) AS n FROM cohort_images").to_pylist()[0]["n"] == both
+
+
 def test_croissant_validates_and_reads_back_as_the_manifest(frontal_run, mimic_warehouse):
     import mlcroissant as mlc
 

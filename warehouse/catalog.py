@@ -110,10 +110,15 @@ def build_catalog(
         _create(con, "findings", findings.vocabulary().to_arrow())
         _create(con, "finding_map", findings.mapping().to_arrow())
         _create(con, "finding_hierarchy", findings.hierarchy().to_arrow())
+        from .cohorts import IMAGE_UNITS_TABLE, image_units_sql
         from .macros import register
 
-        _create(con, "catalog_queries", register(con, tuple(sorted(info.id for info in datasets if info.links_to))))
+        linked = tuple(sorted(info.id for info in datasets if info.links_to))
+        # typed and empty for the macros to bind over, filled once the views read the files
+        con.execute(f"CREATE TABLE {IMAGE_UNITS_TABLE} AS {image_units_sql(linked)}")
+        _create(con, "catalog_queries", register(con, linked))
         create_views(con, relations)
+        con.execute(f"INSERT INTO {IMAGE_UNITS_TABLE} {image_units_sql(linked)}")
         _create(con, "catalog_unmapped_labels", con.sql(named_query("vocab", "unmapped_labels").sql).to_arrow_table())
         con.execute("CHECKPOINT")
     except BaseException:

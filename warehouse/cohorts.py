@@ -651,28 +651,21 @@ def list_cohorts() -> list[Cohort]:
 
 
 # --- the base relation ---------------------------------------------------------------------------------
-def base_ctes(
-    unit: str,
-    datasets: tuple[str, ...] = (),
-    linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba"),
-    label_findings: tuple[str, ...] | None = None,
-) -> str:
-    """CTEs ending in `base`: one row per unit, linked datasets folded (see the module docstring).
+# The image unit over every dataset (the linked datasets folded, sex and age joined) does not depend on the
+# cohort: the catalog builds it once per publish as this table, and an unscoped cohort reads it instead of
+# folding some 600,000 images on every run. A cohort with `-- datasets:` folds its own scope (the fold
+# depends on which datasets are in it).
+IMAGE_UNITS_TABLE = "cohort_images"
+
+
+def image_units_ctes(datasets: tuple[str, ...] = (), linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba")) -> str:
+    """CTEs ending in `unit_img`: one row per image of the datasets in scope, linked datasets folded.
 
     `linked` are the datasets that link to another (catalog_datasets.links_to): only their labels can name
-    an image their own images table lacks, so only their image_labels partitions are read for `also_in`.
-    `label_findings`, when given, are the only findings put in each unit's `labels` map."""
-    only = (
-        f" AND l.finding IN ({', '.join(_lit(f) for f in label_findings) or 'NULL'})"
-        if label_findings is not None
-        else ""
-    )
+    an image their own images table lacks, so only their image_labels partitions are read for `also_in`."""
     scope = f"WHERE dataset IN ({', '.join(_lit(d) for d in datasets)})" if datasets else ""
     linked_sql = ", ".join(_lit(d) for d in linked) or "NULL"
-    rank = "list_position([" + ", ".join(_lit(x) for x in LABELER_PRECEDENCE) + "], l.labeler)"
-    # within the labeler: positive (1) before uncertain (-1) before negative (0)
-    order = f"coalesce({rank}, 99) * 10 + CASE l.value WHEN 1 THEN 0 WHEN -1 THEN 1 ELSE 2 END"
-    ctes = f"""fam AS (
+    return f"""fam AS (
   SELECT dataset, coalesce(links_to, dataset) AS family FROM catalog_datasets {scope}
 ), multi AS (
   -- families with more than one dataset in scope: only their rows can repeat an image, study or patient
@@ -717,9 +710,6 @@ def base_ctes(
   WHERE f.family IN (SELECT family FROM multi)
   QUALIFY row_number() OVER (PARTITION BY f.family, p.patient_id
                              ORDER BY p.sex <> 'U' DESC, p.dataset = f.family DESC, p.dataset) = 1
-), lab AS (
-  SELECT f.family, l.image_id, l.finding, l.value, {order} AS pick
-  FROM image_labels l JOIN fam f ON f.dataset = l.dataset WHERE l.finding IS NOT NULL{only}
 ), also AS (
   SELECT h.family, h.image_id, list_sort(list(h.dataset)) AS datasets FROM holders h GROUP BY ALL
 ), unit_img AS (
@@ -731,6 +721,46 @@ def base_ctes(
   LEFT JOIN std s ON s.family = i.family AND s.study_id = i.study_id
   LEFT JOIN pat p ON p.family = i.family AND p.patient_id = i.patient_id
 )"""
+
+
+def image_units_sql(linked: tuple[str, ...]) -> str:
+    """The catalog's IMAGE_UNITS_TABLE: every image of the warehouse as an unscoped cohort's image unit."""
+    return f"WITH {image_units_ctes((), linked)} SELECT * FROM unit_img"
+
+
+def base_ctes(
+    unit: str,
+    datasets: tuple[str, ...] = (),
+    linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba"),
+    label_findings: tuple[str, ...] | None = None,
+    *,
+    folded: bool = True,
+) -> str:
+    """CTEs ending in `base`: one row per unit, linked datasets folded (see the module docstring).
+
+    Unscoped (`datasets` empty), the image unit is the catalog's IMAGE_UNITS_TABLE unless `folded` is False
+    (then it is folded here, as when the catalog builds that table). `label_findings`, when given, are the
+    only findings put in each unit's `labels` map."""
+    only = (
+        f" AND l.finding IN ({', '.join(_lit(f) for f in label_findings) or 'NULL'})"
+        if label_findings is not None
+        else ""
+    )
+    rank = "list_position([" + ", ".join(_lit(x) for x in LABELER_PRECEDENCE) + "], l.labeler)"
+    # within the labeler: positive (1) before uncertain (-1) before negative (0)
+    order = f"coalesce({rank}, 99) * 10 + CASE l.value WHEN 1 THEN 0 WHEN -1 THEN 1 ELSE 2 END"
+    if datasets or not folded:
+        ctes = image_units_ctes(datasets, linked)
+    else:
+        ctes = f"""fam AS (
+  SELECT dataset, coalesce(links_to, dataset) AS family FROM catalog_datasets
+), unit_img AS (
+  SELECT * FROM {IMAGE_UNITS_TABLE}
+)"""
+    ctes += f""", lab AS (
+  SELECT f.family, l.image_id, l.finding, l.value, {order} AS pick
+  FROM image_labels l JOIN fam f ON f.dataset = l.dataset WHERE l.finding IS NOT NULL{only}
+)"""
     key = {"image": "image_id", "study": "study_id", "patient": "patient_id"}[unit]
     source = "lab l" if unit == "image" else "lab l JOIN unit_img i ON i.family = l.family AND i.image_id = l.image_id"
     ctes += f""", lab_unit AS (
@@ -738,7 +768,7 @@ def base_ctes(
   FROM {source}
   GROUP BY ALL
 ), labels_of AS (
-  SELECT family, {key}, map(list(finding), list(value)) AS labels
+  SELECT family, {key}, map(list(finding ORDER BY finding), list(value ORDER BY finding)) AS labels
   FROM lab_unit GROUP BY ALL
 )"""
     empty = "CAST(MAP([], []) AS MAP(VARCHAR, TINYINT))"
@@ -779,9 +809,9 @@ def base_ctes(
     return ctes + f", base AS (\n  {body}\n)"
 
 
-def base_sql(unit: str, datasets: tuple[str, ...] = ()) -> str:
+def base_sql(unit: str, datasets: tuple[str, ...] = (), *, folded: bool = True) -> str:
     """The unit's base relation as one SELECT (for exploring what a rule may use)."""
-    return f"WITH {base_ctes(unit, datasets)} SELECT * EXCLUDE (family) FROM base"
+    return f"WITH {base_ctes(unit, datasets, folded=folded)} SELECT COLUMNS(lambda c: c <> 'family') FROM base"
 
 
 # --- running -----------------------------------------------------------------------------------------
