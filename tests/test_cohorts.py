@@ -377,6 +377,50 @@ def test_a_view_outside_the_vocabulary_names_the_frontal_views(tmp_path):
         Cohort.load(path)
 
 
+def test_every_comparison_shape_with_a_vocabulary_column_is_checked():
+    """Each shape DuckDB parses: both sides of = and <>, IN and NOT IN, list literals, `$param`s (scalar and
+    list), qualified columns, subqueries, labels[...] lookups, and SQL in DuckDB's newer lambda syntax."""
+    from warehouse.cohorts import literal_problems
+
+    def bad(sql, params=None):
+        return sorted(p.split(" is not")[0] for p in literal_problems(sql, params))
+
+    assert bad("SELECT 1 WHERE 'Q' = sex AND u.view_position <> 'frontl'") == ["'Q'", "'frontl'"]
+    assert bad("SELECT * FROM labels WHERE finding NOT IN ('edema', 'edemma') OR labeler IN ('chexbrt')") == [
+        "'chexbrt'",
+        "'edemma'",
+    ]
+    assert bad("SELECT 1 WHERE split = $s AND sex IN $x", {"s": ["train", "tran"], "x": None}) == ["'tran'"]
+    assert bad("SELECT 1 WHERE labels[$f] = 1 AND labels['pneumothoraks'] = 0", {"f": "edma"}) == [
+        "'edma'",
+        "'pneumothoraks'",
+    ]
+    assert bad(
+        "SELECT 1 WHERE EXISTS (SELECT 1 FROM images i WHERE i.dataset = 'nih') "
+        "AND len(list_filter([1, 2], lambda v: v > 1)) = 1"
+    ) == ["'nih'"]
+    assert bad("SELECT 1 WHERE sex = 'F' AND finding = 'edema' AND dataset = 'nih_cxr14'") == []
+    assert bad("SELEC 1 WHERE sex = 'Q'") == [] and bad("EXPLAIN SELECT 1 WHERE sex = 'Q'") == []
+
+
+def test_a_run_maps_only_the_label_keys_its_rules_look_up():
+    from warehouse.cohorts import Cohort
+
+    def cohort(rule: str) -> Cohort:
+        return Cohort.parse(
+            "-- name: c\n-- description: d\n-- unit: image\n-- param: f FINDING = 'edema'\n-- rule: r\n" + rule
+        )
+
+    assert cohort("labels['atelectasis'] = 1 AND labels[$f] = 0").label_findings({"f": "edema"}, ["mass"]) == (
+        "atelectasis",
+        "edema",
+        "mass",
+    )
+    assert cohort("cardinality(labels) > 2").label_findings({"f": "edema"}, []) is None
+    assert cohort("labels[lower('EDEMA')] = 1").label_findings({"f": "edema"}, []) is None
+    assert cohort("map_extract(labels, 'edema') = [1]").label_findings({"f": "edema"}, []) is None
+
+
 def test_cxr_sql_warns_about_a_misspelt_finding_and_still_runs(public_warehouse):
     proc = cxr(
         public_warehouse,

@@ -401,13 +401,9 @@ def _cohort_verify(args) -> int:
 def _warn_vocabulary(query: str) -> None:
     """A closed-vocabulary column compared with a value outside it (finding = 'pleural_efusion') is most
     likely a typo that returns nothing: say so on stderr, with the closest valid values, and run anyway."""
-    try:
-        from .cohorts import literal_problems
+    from .cohorts import literal_problems
 
-        problems = literal_problems(query)
-    except ImportError:  # sqlglot missing: no check
-        return
-    for problem in problems:
+    for problem in literal_problems(query):
         print(f"cxr sql: warning: {problem}", file=sys.stderr)
 
 

@@ -178,27 +178,28 @@ def vocabulary_problem(column: str, value) -> str | None:
 
 
 def literal_problems(sql: str, params: dict | None = None) -> list[str]:
-    """Comparisons of a closed-vocabulary column with a value outside its vocabulary, found with sqlglot:
-    `col = 'x'`, `'x' = col`, `col <> 'x'`, `col IN ('x', …)`, the same with `$param`s (given `params`),
-    and `labels['x']` map lookups (a finding). SQL that sqlglot cannot parse yields no problems."""
+    """Comparisons of a closed-vocabulary column with a value outside its vocabulary, found in DuckDB's own
+    parse of the query (warehouse.sqltree): `col = 'x'`, `'x' = col`, `col <> 'x'`, `col IN ('x', …)`, the
+    same with `$param`s (given `params`), and `labels['x']` map lookups (a finding). SQL that DuckDB cannot
+    parse, or that is not only SELECTs, yields no problems."""
     if not _MAYBE.search(sql):
         return []  # no comparison with a vocabulary column: skip the parser
-    from sqlglot import exp
+    from . import sqltree
 
-    trees = _parsed(sql)
     vocab = _VOCAB_COLUMNS
     params = params or {}
     problems: list[str] = []
 
-    def values(node) -> list:
-        if isinstance(node, exp.Literal) and node.is_string:
-            return [node.this]
-        if isinstance(node, (exp.Parameter, exp.Placeholder)):
-            value = params.get(_param_name(node))
+    def values(node: dict) -> list:
+        text = sqltree.string_value(node)
+        if text is not None:
+            return [text]
+        name = sqltree.parameter_name(node)
+        if name is not None:
+            value = params.get(name)
             return list(value) if isinstance(value, (list, tuple)) else ([] if value is None else [value])
-        if isinstance(node, exp.Array):
-            return [v for e in node.expressions for v in values(e)]
-        return []
+        items = sqltree.list_items(node)
+        return [v for item in items for v in values(item)] if items is not None else []
 
     def check(column: str, nodes) -> None:
         for node in nodes:
@@ -207,38 +208,26 @@ def literal_problems(sql: str, params: dict | None = None) -> list[str]:
                 if problem and problem not in problems:
                     problems.append(problem)
 
-    for tree in trees:
-        if tree is None:
-            continue
-        for node in tree.walk():
-            if isinstance(node, (exp.EQ, exp.NEQ)):
-                for col, other in ((node.left, node.right), (node.right, node.left)):
-                    if isinstance(col, exp.Column) and col.name.lower() in vocab:
-                        check(col.name.lower(), [other])
-            elif isinstance(node, exp.In) and isinstance(node.this, exp.Column) and node.this.name.lower() in vocab:
-                check(node.this.name.lower(), node.expressions)
-            elif isinstance(node, exp.Bracket) and isinstance(node.this, exp.Column) and node.this.name == "labels":
-                check("finding", node.expressions)
+    def vocab_column(node: dict) -> str | None:
+        name = sqltree.column_name(node)
+        return name.lower() if name is not None and name.lower() in vocab else None
+
+    for tree in sqltree.statements(sql):
+        for node, _ in sqltree.walk(tree):
+            kind = node.get("type")
+            if kind in ("COMPARE_EQUAL", "COMPARE_NOTEQUAL"):
+                for col, other in ((node["left"], node["right"]), (node["right"], node["left"])):
+                    if column := vocab_column(col):
+                        check(column, [other])
+            elif kind in ("COMPARE_IN", "COMPARE_NOT_IN"):
+                first, *rest = sqltree.operands(node)
+                if column := vocab_column(first):
+                    check(column, rest)
+            elif kind == "ARRAY_EXTRACT":
+                first, *rest = sqltree.operands(node)
+                if sqltree.column_name(first) == "labels":
+                    check("finding", rest)
     return problems
-
-
-def _param_name(node) -> str:
-    """The name of a `$param` node as sqlglot parses it (a Parameter or a Placeholder)."""
-    from sqlglot import exp
-
-    return node.name or (node.this.name if isinstance(node.this, exp.Expression) else str(node.this))
-
-
-@lru_cache(maxsize=512)
-def _parsed(sql: str) -> tuple:
-    """sqlglot's trees of `sql`, parsed once per text (every catalog rebuild checks every cohort's rules);
-    () when sqlglot cannot parse it. The trees are only walked, never changed."""
-    import sqlglot
-
-    try:
-        return tuple(sqlglot.parse(sql, dialect="duckdb"))
-    except Exception:
-        return ()
 
 
 # --- the definition -----------------------------------------------------------------------------------
@@ -466,28 +455,26 @@ class Cohort:
         """The findings the rules and split can read: every `labels[...]` key (a literal or a `$param`), plus
         the pivoted ones; None when some rule uses `labels` otherwise (`map_keys(labels)`), so every label is
         needed. A run then maps only these labels per unit, instead of all of them (most of a run's time)."""
-        from sqlglot import exp
+        from . import sqltree
 
         keys: set[str] = {str(f) for f in chosen}
         for text in [*(r.sql for r in self.rules), self.split]:
-            trees = _parsed(f"SELECT 1 WHERE {text}")
+            trees = sqltree.statements(f"SELECT 1 WHERE {text}")
             if not trees:
                 return None
             for tree in trees:
-                for col in tree.find_all(exp.Column):
-                    if col.name != "labels":
+                for node, parent in sqltree.walk(tree):
+                    if sqltree.column_name(node) != "labels":
                         continue
-                    bracket = col.parent
-                    if not isinstance(bracket, exp.Bracket) or bracket.this is not col or len(bracket.expressions) != 1:
-                        return None
-                    key = bracket.expressions[0]
-                    if isinstance(key, exp.Literal) and key.is_string:
-                        keys.add(key.this)
-                    elif isinstance(key, (exp.Parameter, exp.Placeholder)):
-                        value = values.get(_param_name(key))
-                        if not isinstance(value, str):
-                            return None
-                        keys.add(value)
+                    lookup = sqltree.operands(parent) if parent and parent.get("type") == "ARRAY_EXTRACT" else []
+                    if len(lookup) != 2 or lookup[0] is not node:
+                        return None  # `labels` read otherwise than labels[key]: every label is needed
+                    key = lookup[1]
+                    literal, name = sqltree.string_value(key), sqltree.parameter_name(key)
+                    if literal is not None:
+                        keys.add(literal)
+                    elif name is not None and isinstance(values.get(name), str):
+                        keys.add(values[name])
                     else:
                         return None
         return tuple(sorted(keys))
