@@ -131,21 +131,30 @@ class Warehouse:
         return run(con, query, params, timeout_seconds=self.settings.query_timeout)
 
     def ensure_catalog(self) -> None:
-        """Build the catalog when there is none, or when the one there names another warehouse root."""
+        """Build the catalog when there is none, when the one there names another warehouse root, or when an
+        older version built it (its catalog_layout is not views.CATALOG_LAYOUT)."""
         if not self.store.exists():
             raise StaleCatalog(
                 f"the warehouse root {self.settings.warehouse} does not exist; check CXR_WAREHOUSE "
                 "(or `warehouse` in cxr.toml), or run `cxr ingest` to create it"
             )
+        from .views import CATALOG_LAYOUT
+
         meta = built_for(self.settings.catalog)
-        if meta is not None and meta.get("warehouse_root") == self.store.root_url:
-            return
-        if meta is not None:
+        if meta is None:
+            self.refresh_catalog()
+        elif meta.get("warehouse_root") != self.store.root_url:
             self.notice(
                 f"cxr: the catalog {self.settings.catalog} was built for {meta.get('warehouse_root')!r}, "
                 f"not {self.store.root_url!r}; rebuilding it (`cxr catalog rebuild`)"
             )
-        self.refresh_catalog()
+            self.refresh_catalog()
+        elif meta.get("catalog_layout", "1") != CATALOG_LAYOUT:
+            self.notice(
+                f"cxr: the catalog {self.settings.catalog} was built by an older cxr-warehouse (layout "
+                f"{meta.get('catalog_layout', '1')}, now {CATALOG_LAYOUT}); rebuilding it (`cxr catalog rebuild`)"
+            )
+            self.refresh_catalog()
 
     def sql(self, query: str, params: list | dict | None = None) -> "pa.Table":
         con = self.connect()

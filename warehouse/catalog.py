@@ -31,7 +31,7 @@ from .queries import named_query
 from .runs import runs_table
 from .sources.base import DatasetInfo
 from .store import Store
-from .views import create_views, delta_files_sql, register_store
+from .views import CATALOG_LAYOUT, create_views, delta_files_sql, register_store
 
 STORAGE_COMPATIBILITY = "v1.0.0"
 
@@ -158,6 +158,7 @@ def _meta_table(store: Store, log_version: int | None, as_of) -> pa.Table:
         "warehouse_version": "" if log_version is None else str(log_version),
         "as_of": "" if as_of is None else str(as_of),
         "schema_version": str(schema.SCHEMA_VERSION),
+        "catalog_layout": CATALOG_LAYOUT,
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return pa.table({"key": list(meta), "value": list(meta.values())})

@@ -27,6 +27,10 @@ from .store import Store, partition_columns
 
 PLANNER_SETTINGS = {"disabled_optimizers": "join_order", "parquet_metadata_cache": "true"}
 
+# What the catalog file holds, as a number: bump it when the catalog gains, drops or reshapes a table, so a
+# catalog an older version built is rebuilt on first use instead of failing a query (2: cohort_images).
+CATALOG_LAYOUT = "2"
+
 
 def register_store(con: duckdb.DuckDBPyConnection, store: Store) -> None:
     """Let DuckDB read a remote warehouse root through its fsspec filesystem (no extensions needed)."""
