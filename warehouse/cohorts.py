@@ -227,6 +227,8 @@ def literal_problems(sql: str, params: dict | None = None) -> list[str]:
                 first, *rest = sqltree.operands(node)
                 if sqltree.column_name(first) == "labels":
                     check("finding", rest)
+            elif (found := sqltree.contained(node)) and (column := vocab_column(found[1])):
+                check(column, [found[0]])  # `col IN ['a', 'b']` and `col IN $list`
     return problems
 
 
@@ -464,6 +466,8 @@ class Cohort:
                 return None
             for tree in trees:
                 for node, parent in sqltree.walk(tree):
+                    if node.get("class") == "STAR" or sqltree.names_a_field_of(node, "labels"):
+                        return None  # COLUMNS(...), *, or labels.edema: it may read any label
                     if sqltree.column_name(node) != "labels":
                         continue
                     lookup = sqltree.operands(parent) if parent and parent.get("type") == "ARRAY_EXTRACT" else []

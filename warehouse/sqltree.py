@@ -2,7 +2,9 @@
 
 DuckDB's parser is the dialect the query will run in, so a check never misses SQL that DuckDB accepts and
 another parser does not (its newer lambda syntax, say), and it is already loaded: a second parser cost a
-cohort run a third of a second to import. Only SELECT statements serialize; anything else gives no trees.
+cohort run a third of a second to import. Only SELECT statements serialize: anything else (EXPLAIN, and a
+SELECT over PIVOT, which DuckDB does not serialize) gives no trees, and so does a tree nested too deep for
+Python's JSON reader. A check over no trees finds nothing; it never stops a query.
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ def statements(sql: str) -> tuple[dict, ...]:
     """The parsed statements of `sql`, () when DuckDB cannot parse it or it is not only SELECTs.
 
     Cached per text: every catalog rebuild checks every cohort's rules. The trees are only read."""
+    import duckdb
+
     con = _connection()
     try:
         row = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        parsed: dict = json.loads(row[0]) if row else {"error": True}
+    except (duckdb.Error, RecursionError, ValueError):  # text DuckDB rejects, or a tree too deep to read
+        return ()
     finally:
         con.close()
-    parsed: dict = json.loads(row[0]) if row else {"error": True}
     if parsed.get("error"):
         return ()
     return tuple(s["node"] for s in parsed.get("statements", []))
@@ -65,9 +71,24 @@ def operands(node: dict) -> list[dict]:
 
 
 def column_name(node: dict) -> str | None:
-    """`view_position` for the column reference `u.view_position`; None for anything else."""
+    """`view_position` for the column reference `u.view_position`, lower case; None for anything else."""
     if node.get("class") == "COLUMN_REF":
-        return node["column_names"][-1]
+        return node["column_names"][-1].lower()
+    return None
+
+
+def names_a_field_of(node: dict, column: str) -> bool:
+    """Whether a column reference reads a field of `column` (`labels.edema`), not the column itself."""
+    names = [n.lower() for n in node.get("column_names", [])] if node.get("class") == "COLUMN_REF" else []
+    return column in names[:-1]
+
+
+def contained(node: dict) -> tuple[dict, dict] | None:
+    """(the list, the value) of `value IN [list]` or `value IN $list`, which DuckDB parses as contains()."""
+    if node.get("class") == "FUNCTION" and node.get("function_name") in ("contains", "list_contains", "list_has"):
+        args = operands(node)
+        if len(args) == 2:
+            return args[0], args[1]
     return None
 
 
