@@ -1025,6 +1025,12 @@ def test_qba_nested_archive_and_odd_members_are_quarantined_and_the_rest_read(qb
             lambda t: t.replace("rating,0,", "rating,zero,", 1).replace("rating,2,", "rating,two,", 1),
             r", line 3, column 'code': code 'zero' is not an integer",  # the first of two is named
         ),
+        (
+            lambda t: t.replace("rating,1,C,C,", "rating,1,C,C,,extra", 1).replace(
+                "rating,3,A,A,", 'rating,3,"A,A,', 1
+            ),
+            r", line 4: cannot be read \(too many columns",  # the first of two unreadable rows is named
+        ),
         (lambda t: t.replace("field,code", "field,cod", 1), r", line 1: unexpected header"),
         (lambda t: t.split("\n")[0] + "\n", r": has no rows for field 'rating'"),
         (lambda t: "", r", line 1: is empty"),
@@ -1034,6 +1040,7 @@ def test_qba_nested_archive_and_odd_members_are_quarantined_and_the_rest_read(qb
         "stray-quote",
         "too-many-fields",
         "two-codes-not-int",
+        "two-unreadable-rows",
         "renamed-header",
         "header-only",
         "empty",

@@ -133,6 +133,8 @@ def test_spacing_orientation_manufacturer_and_time_equal_the_header_rows(folder,
     header, rows = raw["header"], [dict(r) for r in raw["metadata"].values()]
     rows[0]["Pixel Spacing"] = "['0.111', '0.222']"
     rows[0]["Study Time"] = "101530.250"  # blank in every real row; HHMMSS[.f] in DICOM
+    # no Pixel Spacing (blank, or only spaces): the detector's Imager Pixel Spacing stands in
+    rows[1]["Pixel Spacing"], rows[1]["Imager Pixel Spacing"] = " ", "['0.333', '0.444']"
     with gzip.open(tmp_path / METADATA, "wt", newline="") as f:
         writer = csv.DictWriter(f, header, lineterminator="\n")
         writer.writeheader()
@@ -151,6 +153,8 @@ def test_spacing_orientation_manufacturer_and_time_equal_the_header_rows(folder,
         if row["Manufacturer"].strip():
             manufacturers.setdefault(image_id.split("_")[0], row["Manufacturer"].strip())
     assert images[rows[0]["imageid"]]["pixel_spacing_x"] == pytest.approx(0.222)
+    fallback = by_metadata_id[rows[1]["imageid"]]
+    assert (fallback["pixel_spacing_y"], fallback["pixel_spacing_x"]) == pytest.approx((0.333, 0.444))
     studies = {r["study_id"]: r for r in tables["studies"].to_dicts()}
     assert {s: r["manufacturer"] for s, r in studies.items() if r["manufacturer"] is not None} == manufacturers
     timed = {s: r["study_time"] for s, r in studies.items() if r["study_time"] is not None}
