@@ -433,11 +433,14 @@ def test_rex_json_non_utf8_bytes_quarantine_the_rest_with_where_and_the_text(rex
     path = rex_json(rex)
     keys = list(json.loads(path.read_bytes()))
     damage_byte(path, json.dumps(keys[2]).encode(), 8)
+    damaged = path.read_bytes()
+    after = damaged[damaged.index(b"\xff\xfe") + 2 :][:20].decode()  # the text right after the bad bytes
     result = rex_read(rex)
     rejected = result.rejected().filter(pl.col("source_file").str.ends_with(path.name))
     [bad] = rejected.filter(pl.col("column_name") == "").to_dicts()
     assert re.search(r"bytes that are not UTF-8 .* at character \d+", bad["reason"])
-    assert keys[2][:6] in bad["raw_record"]
+    assert keys[2][:6] in bad["raw_record"], "the raw record holds the text before the bad bytes"
+    assert "\\xff\\xfe" + after in bad["raw_record"], "and the bad bytes, escaped, with the text after them"
     with_images = set(result.tables["images"].filter(pl.col("split") == "train")["study_id"])
     lost = set(rejected.filter(pl.col("reason").str.contains("not in this JSON"))["value"])
     assert with_images == set(keys[:2]) and lost == set(keys[2:])
