@@ -261,8 +261,12 @@ def test_a_planted_defect_blocks_the_library_ingest(tmp_path, cache_dir, raw_fil
         wh.ingest(["nih_cxr14"])
     assert digest(Path(wh.settings.warehouse) / "images") == published
     assert count(wh, "images") == 100
-    status = wh.sql("SELECT status, message FROM ingest_runs ORDER BY started_at").to_pylist()
+    status = wh.sql("SELECT status, message, rows_written FROM ingest_runs ORDER BY started_at").to_pylist()
     assert [s["status"] for s in status] == ["published", "blocked"] and "key_unique" in status[1]["message"]
+    # the published run wrote every row of the source tables: not the quarantine, not the derived tables
+    source_tables = ["patients", "studies", "images", "labels", "boxes", "reports"]
+    source_tables += ["qa_questions", "qa_answers", "qa_answer_boxes"]
+    assert status[0]["rows_written"] == sum(count(wh, t) for t in source_tables) > count(wh, "images")
     # a run that fails before anything is staged is recorded too, with nothing written or rejected
     (src / "Data_Entry_2017_v2020.csv").unlink()
     with pytest.raises(Exception, match="Data_Entry_2017"):
