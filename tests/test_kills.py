@@ -138,3 +138,28 @@ def test_scratch_of_a_dead_process_is_swept(tmp_path):
     assert Path(dead) in removed and not Path(dead).exists()
     assert mine.exists() and Path(tempfile.gettempdir()) in mine.parents
     mine.rmdir()
+
+
+def test_only_dead_runs_staging_folders_are_removed(tmp_path):
+    """A dead run's folder goes; the running one's own folder (even if its owner looks dead) and anything
+    that is not a run's folder stay, however old."""
+    import json
+    import socket
+    import time
+
+    from warehouse.store import STAGING_OWNER, Store
+
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_pid.wait()
+    store = Store(str(tmp_path / "warehouse"))
+    for run in ("run-mine", "run-dead"):
+        folder = Path(store.staging_dir("nih_cxr14", run))
+        folder.mkdir(parents=True)
+        owner = {"host": socket.gethostname(), "pids": [dead_pid.pid], "at": 0}
+        (folder / STAGING_OWNER).write_text(json.dumps(owner))
+    stray = Path(store.staging_dir("nih_cxr14", "run-mine")).parent / "README.txt"
+    stray.write_text("notes")
+    removed = store.remove_stale_staging("nih_cxr14", keep="run-mine", now=time.time() + 10**9)
+    assert [r.rsplit("/", 1)[-1] for r in removed] == ["run-dead"]
+    assert Path(store.staging_dir("nih_cxr14", "run-mine")).is_dir() and stray.read_text() == "notes"
+    assert not Path(store.staging_dir("nih_cxr14", "run-dead")).exists()
