@@ -77,7 +77,13 @@ TESTS: dict[str, list[str]] = {
         "tests/test_kills.py",
         "tests/test_tables.py",
     ],
-    "warehouse/store.py": ["tests/test_tables.py", "tests/test_kills.py"],
+    # QBA's tables are the only subpartitioned ones, and S3 the only remote root
+    "warehouse/store.py": [
+        "tests/test_tables.py",
+        "tests/test_kills.py",
+        "tests/test_mimic_qba.py",
+        "tests/s3/test_s3.py",
+    ],
     "warehouse/publish_log.py": ["tests/test_tables.py"],
     "warehouse/quality.py": ["tests/test_gates.py tests/test_gates_planted.py", "tests/test_volume.py"],
     "warehouse/catalog.py": ["tests/test_catalog.py", "tests/test_tables.py"],

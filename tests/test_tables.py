@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -119,6 +119,16 @@ def test_reingest_is_one_delta_commit_per_table_and_time_travels(two_versions, m
     assert (wh.settings.catalog.parent / "n.csv").read_text().split() == ["n", str(small["images"])]
     assert count(Warehouse(wh.settings, as_of=between.isoformat()), "images") == small["images"]
     assert count(Warehouse(wh.settings, as_of=datetime.now(UTC)), "images") == large["images"]
+    # a time in another zone means that moment; a time with no zone is UTC
+    east = between.astimezone(timezone(timedelta(hours=5))).isoformat()
+    assert east.endswith("+05:00") and count(Warehouse(wh.settings, as_of=east), "images") == small["images"]
+    naive = between.replace(tzinfo=None).isoformat()
+    assert count(Warehouse(wh.settings, as_of=naive), "images") == small["images"]
+    # a version the log does not have is named, with the versions it has
+    from warehouse.publish_log import AsOfError
+
+    with pytest.raises(AsOfError, match=r"has no version 999 \(it has versions 0 to \d+\)"):
+        count(Warehouse(wh.settings, as_of=999), "images")
 
 
 def test_plain_readers_get_the_catalog_counts(two_versions):
