@@ -85,7 +85,11 @@ TESTS: dict[str, list[str]] = {
         "tests/s3/test_s3.py",
     ],
     "warehouse/publish_log.py": ["tests/test_tables.py"],
-    "warehouse/quality.py": ["tests/test_gates.py tests/test_gates_planted.py", "tests/test_volume.py"],
+    "warehouse/quality.py": [
+        "tests/test_gx_batches.py",
+        "tests/test_gates.py tests/test_gates_planted.py",
+        "tests/test_volume.py",
+    ],
     "warehouse/catalog.py": ["tests/test_catalog.py", "tests/test_tables.py"],
     "warehouse/views.py": ["tests/test_catalog.py", "tests/test_tables.py", "tests/s3/test_s3.py"],
 }

@@ -53,3 +53,23 @@ def test_a_failing_row_with_a_list_cell_is_reported_with_the_list():
     failed = outcomes["labeler_in_vocabulary"]
     assert not failed.passed and failed.blocking and failed.unexpected_count == 1
     assert [(r["labeler"], r["locations"]) for r in failed.sample] == [("physician", ["loc left"])]
+
+
+def test_a_failing_float_is_reported_as_itself_and_a_missing_one_as_none():
+    """A failed range check names its column and reason, and its sample keeps the out-of-range age as the
+    float it is; a missing float (NaN once pandas has it) comes back as None, not NaN."""
+    spec = schema.TABLES["studies"]
+    rows: dict[str, list] = {c.name: [None] * 2 for c in spec.columns}
+    rows.update(dataset=["nih_cxr14"] * 2, study_id=["s1", "s2"], patient_id=["p1", "p2"], age_years=[150.5, 40.0])
+    con = duckdb.connect()
+    con.register("studies", pa.table({c.name: rows[c.name] for c in spec.columns}, spec.schema))
+    outcomes = {o.name: o for o in quality.validate_table(con, "studies")}
+    age = outcomes["age_years_in_range"]
+    assert (
+        age.description == "expect_column_values_to_be_between on age_years: an age outside 0-120 years is a data error"
+    )
+    assert not age.passed and [(r["study_id"], r["age_years"]) for r in age.sample] == [("s1", 150.5)]
+    floats = [c.name for c in spec.columns if pa.types.is_floating(c.type) and c.name != "age_years"]
+    assert floats and all(age.sample[0][c] is None for c in floats)
+    key = next(o for o in outcomes.values() if o.description.startswith("expect_compound_columns_to_be_unique"))
+    assert key.description.startswith("expect_compound_columns_to_be_unique on dataset, study_id")
