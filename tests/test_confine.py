@@ -176,9 +176,10 @@ def test_deadline_covers_streamed_fetches(wh):
 def test_ctrl_c_stops_the_query_promptly(wh):
     """DuckDB's own execute ignores SIGINT; through run() it raises KeyboardInterrupt within a moment."""
     script = textwrap.dedent(f"""
-        import sys, time
+        import faulthandler, signal, sys, time
         from pathlib import Path
         from warehouse.confine import confined_connection, run
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks if it hangs
         con = confined_connection(Path({str(wh['catalog'])!r}), readable=[{str(wh['root'])!r}])
         print("ready", flush=True)
         try:
@@ -188,14 +189,25 @@ def test_ctrl_c_stops_the_query_promptly(wh):
             print(run(con, "SELECT 7", timeout_seconds=5).fetchone()[0], flush=True)
     """)
     proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1]
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
     )
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.3)
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=10)
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # where it waits, for the report
+            time.sleep(1)
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"still running 10 s after Ctrl-C; its threads:\n{err}")
     finally:
         proc.kill()
     assert out.split() == ["interrupted", "7"]
