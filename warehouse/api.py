@@ -142,19 +142,18 @@ class Warehouse:
 
         meta = built_for(self.settings.catalog)
         if meta is None:
-            self.refresh_catalog()
+            why = None
         elif meta.get("warehouse_root") != self.store.root_url:
-            self.notice(
-                f"cxr: the catalog {self.settings.catalog} was built for {meta.get('warehouse_root')!r}, "
-                f"not {self.store.root_url!r}; rebuilding it (`cxr catalog rebuild`)"
-            )
-            self.refresh_catalog()
+            why = f"was built for {meta.get('warehouse_root')!r}, not {self.store.root_url!r}"
         elif meta.get("catalog_layout", "1") != CATALOG_LAYOUT:
-            self.notice(
-                f"cxr: the catalog {self.settings.catalog} was built by an older cxr-warehouse (layout "
-                f"{meta.get('catalog_layout', '1')}, now {CATALOG_LAYOUT}); rebuilding it (`cxr catalog rebuild`)"
+            why = (
+                f"was built by an older cxr-warehouse (layout {meta.get('catalog_layout', '1')}, now {CATALOG_LAYOUT})"
             )
-            self.refresh_catalog()
+        else:
+            return
+        if why:
+            self.notice(f"cxr: the catalog {self.settings.catalog} {why}; rebuilding it (`cxr catalog rebuild`)")
+        self.refresh_catalog()
 
     def sql(self, query: str, params: list | dict | None = None) -> "pa.Table":
         con = self.connect()

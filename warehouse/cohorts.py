@@ -209,8 +209,8 @@ def literal_problems(sql: str, params: dict | None = None) -> list[str]:
                     problems.append(problem)
 
     def vocab_column(node: dict) -> str | None:
-        name = sqltree.column_name(node)
-        return name.lower() if name is not None and name.lower() in vocab else None
+        name = sqltree.column_name(node)  # lower case
+        return name if name in vocab else None
 
     for tree in sqltree.statements(sql):
         for node, _ in sqltree.walk(tree):
@@ -649,16 +649,19 @@ def list_cohorts() -> list[Cohort]:
 IMAGE_UNITS_TABLE = "cohort_images"
 
 
+def _family_cte(datasets: tuple[str, ...]) -> str:
+    """`fam`: each dataset in scope (all when none is named) and the family it folds into."""
+    scope = f" WHERE dataset IN ({', '.join(_lit(d) for d in datasets)})" if datasets else ""
+    return f"fam AS (\n  SELECT dataset, coalesce(links_to, dataset) AS family FROM catalog_datasets{scope}\n)"
+
+
 def image_units_ctes(datasets: tuple[str, ...] = (), linked: tuple[str, ...] = ("chexpert_plus", "mimic_qba")) -> str:
     """CTEs ending in `unit_img`: one row per image of the datasets in scope, linked datasets folded.
 
     `linked` are the datasets that link to another (catalog_datasets.links_to): only their labels can name
     an image their own images table lacks, so only their image_labels partitions are read for `also_in`."""
-    scope = f"WHERE dataset IN ({', '.join(_lit(d) for d in datasets)})" if datasets else ""
     linked_sql = ", ".join(_lit(d) for d in linked) or "NULL"
-    return f"""fam AS (
-  SELECT dataset, coalesce(links_to, dataset) AS family FROM catalog_datasets {scope}
-), multi AS (
+    return f"""{_family_cte(datasets)}, multi AS (
   -- families with more than one dataset in scope: only their rows can repeat an image, study or patient
   SELECT family FROM fam GROUP BY family HAVING count(*) > 1
 ), img_all AS (
@@ -743,11 +746,7 @@ def base_ctes(
     if datasets or not folded:
         ctes = image_units_ctes(datasets, linked)
     else:
-        ctes = f"""fam AS (
-  SELECT dataset, coalesce(links_to, dataset) AS family FROM catalog_datasets
-), unit_img AS (
-  SELECT * FROM {IMAGE_UNITS_TABLE}
-)"""
+        ctes = f"{_family_cte(())}, unit_img AS (\n  SELECT * FROM {IMAGE_UNITS_TABLE}\n)"
     ctes += f""", lab AS (
   SELECT f.family, l.image_id, l.finding, l.value, {order} AS pick
   FROM image_labels l JOIN fam f ON f.dataset = l.dataset WHERE l.finding IS NOT NULL{only}
