@@ -192,9 +192,14 @@ class ConfinedResult:
             # start() waits for the thread in Python code, so a Ctrl-C can land there too: once the
             # thread exists, every way out of here first stops its query.
             threading.Thread(target=work, name="cxr-query", daemon=True).start()
-            fired = not done.wait(min(self._left, threading.TIMEOUT_MAX))
-            if fired:
-                self._stop(done)
+            # short waits: a SIGINT the kernel hands to another thread (DuckDB's, the query's) only runs
+            # Python's handler when the main thread returns to Python, which one long wait never does
+            fired = False
+            while not done.wait(0.2):
+                if time.monotonic() - started >= self._left:
+                    fired = True
+                    self._stop(done)
+                    break
         except KeyboardInterrupt:
             self._stop(done)
             raise
