@@ -115,7 +115,15 @@ def publishes(store: Store, as_of: int | datetime | None = None) -> list[Publish
         if as_of is not None:
             raise AsOfError("nothing has been published in this warehouse yet, so there is no past to read")
         return []
-    log_version = _row_versions(dt)  # read at the head: after load_as_version, delta-rs numbers history() wrongly
+    history = dt.history()  # read at the head: after load_as_version, delta-rs numbers history() wrongly
+    log_version = _row_versions(history)
+    if isinstance(as_of, datetime):
+        # delta-rs loads the first version for a time before it; nothing was published then
+        first = min(datetime.fromtimestamp(int(h["timestamp"]) / 1000, UTC) for h in history)
+        if as_of < first:
+            raise AsOfError(
+                f"--as-of {as_of.isoformat()} is before the warehouse's first publish ({first.isoformat()})"
+            )
     if as_of is not None:
         head = dt.version()
         try:
@@ -150,11 +158,11 @@ def adopted(store: Store, as_of: int | datetime | None = None) -> dict[str, Publ
     return latest
 
 
-def _row_versions(dt) -> dict[tuple[str, str], int]:
+def _row_versions(history: list[dict]) -> dict[tuple[str, str | None], int]:
     """(run id, dataset) -> the log version whose commit appended its row (from the commit info)."""
     return {
         (entry["cxr.run_id"], entry.get("cxr.dataset")): int(entry["version"])
-        for entry in dt.history()
+        for entry in history
         if entry.get("cxr.run_id")
     }
 
