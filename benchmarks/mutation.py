@@ -79,12 +79,13 @@ TESTS: dict[str, list[str]] = {
     ],
     # QBA's tables are the only subpartitioned ones, and S3 the only remote root
     "warehouse/store.py": [
+        "tests/test_store_files.py",
         "tests/test_tables.py",
         "tests/test_kills.py",
         "tests/test_mimic_qba.py",
         "tests/s3/test_s3.py",
     ],
-    "warehouse/publish_log.py": ["tests/test_tables.py"],
+    "warehouse/publish_log.py": ["tests/test_publish_log.py", "tests/test_tables.py"],
     "warehouse/quality.py": [
         "tests/test_gx_batches.py",
         "tests/test_gates.py tests/test_gates_planted.py",
