@@ -73,3 +73,20 @@ def test_a_failing_float_is_reported_as_itself_and_a_missing_one_as_none():
     assert floats and all(age.sample[0][c] is None for c in floats)
     key = next(o for o in outcomes.values() if o.description.startswith("expect_compound_columns_to_be_unique"))
     assert key.description.startswith("expect_compound_columns_to_be_unique on dataset, study_id")
+
+
+def test_an_expectation_that_cannot_run_fails_and_says_why():
+    """A staged table that lacks a column an expectation reads must not pass that expectation: GX reports
+    the error in the result instead of raising, and the gate turns it into a failed check with the reason."""
+    spec = schema.TABLES["studies"]
+    rows: dict[str, list] = {c.name: [None] for c in spec.columns}
+    rows.update(dataset=["nih_cxr14"], study_id=["s1"], patient_id=["p1"], split=["train"], age_years=[40.0])
+    kept = [c for c in spec.columns if c.name != "age_years"]
+    con = duckdb.connect()
+    con.register("studies", pa.table({c.name: rows[c.name] for c in kept}, pa.schema([c.field() for c in kept])))
+    outcomes = {o.name: o for o in quality.validate_table(con, "studies")}
+    age = outcomes["age_years_in_range"]
+    assert not age.passed and age.blocking
+    assert age.note.startswith("expectation could not run: ") and "age_years" in age.note
+    key = next(o for o in outcomes.values() if o.description.startswith("expect_compound_columns_to_be_unique"))
+    assert key.passed and key.note is None
