@@ -33,6 +33,17 @@ def _labels(labeler: str = "padchest") -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _studies(*, without: str | None = None, **values: list) -> duckdb.DuckDBPyConnection:
+    """A staged `studies` table with the given columns' values, every other column null (and one left out)."""
+    spec = schema.TABLES["studies"]
+    n = len(next(iter(values.values())))
+    columns = [c for c in spec.columns if c.name != without]
+    con = duckdb.connect()
+    data = {c.name: values.get(c.name, [None] * n) for c in columns}
+    con.register("studies", pa.table(data, pa.schema([c.field() for c in columns])))
+    return con
+
+
 def test_a_labels_frame_with_locations_is_validated_without_pickling_it(monkeypatch):
     con = _labels()
     quality._gx_context()  # GX and its engine as the gates load them
@@ -59,10 +70,7 @@ def test_a_failing_float_is_reported_as_itself_and_a_missing_one_as_none():
     """A failed range check names its column and reason, and its sample keeps the out-of-range age as the
     float it is; a missing float (NaN once pandas has it) comes back as None, not NaN."""
     spec = schema.TABLES["studies"]
-    rows: dict[str, list] = {c.name: [None] * 2 for c in spec.columns}
-    rows.update(dataset=["nih_cxr14"] * 2, study_id=["s1", "s2"], patient_id=["p1", "p2"], age_years=[150.5, 40.0])
-    con = duckdb.connect()
-    con.register("studies", pa.table({c.name: rows[c.name] for c in spec.columns}, spec.schema))
+    con = _studies(dataset=["nih_cxr14"] * 2, study_id=["s1", "s2"], patient_id=["p1", "p2"], age_years=[150.5, 40.0])
     outcomes = {o.name: o for o in quality.validate_table(con, "studies")}
     age = outcomes["age_years_in_range"]
     assert (
@@ -78,12 +86,7 @@ def test_a_failing_float_is_reported_as_itself_and_a_missing_one_as_none():
 def test_an_expectation_that_cannot_run_fails_and_says_why():
     """A staged table that lacks a column an expectation reads must not pass that expectation: GX reports
     the error in the result instead of raising, and the gate turns it into a failed check with the reason."""
-    spec = schema.TABLES["studies"]
-    rows: dict[str, list] = {c.name: [None] for c in spec.columns}
-    rows.update(dataset=["nih_cxr14"], study_id=["s1"], patient_id=["p1"], split=["train"], age_years=[40.0])
-    kept = [c for c in spec.columns if c.name != "age_years"]
-    con = duckdb.connect()
-    con.register("studies", pa.table({c.name: rows[c.name] for c in kept}, pa.schema([c.field() for c in kept])))
+    con = _studies(dataset=["nih_cxr14"], study_id=["s1"], patient_id=["p1"], split=["train"], without="age_years")
     outcomes = {o.name: o for o in quality.validate_table(con, "studies")}
     age = outcomes["age_years_in_range"]
     assert not age.passed and age.blocking
