@@ -411,6 +411,7 @@ def main() -> int:
     parser.add_argument("--module", action="append", help="only these modules (repeatable)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of each module's tests")
     parser.add_argument("--data-only", action="store_true", help="only the data-file mutations")
+    parser.add_argument("--python-only", action="store_true", help="only the Python modules' mutants")
     parser.add_argument("--recheck", type=Path, help="re-run the survivors saved in this JSON against today's tests")
     args = parser.parse_args()
     if args.recheck:
@@ -418,7 +419,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     modules = [] if args.data_only else args.module or (QUICK_MODULES if args.quick else list(TESTS))
     sample = 2 if args.quick else args.sample
-    data = DATA_MUTATIONS[:2] if args.quick else DATA_MUTATIONS
+    data = [] if args.python_only else DATA_MUTATIONS[:2] if args.quick else DATA_MUTATIONS
     say = lambda m: print(m, file=sys.stderr, flush=True)
     started = time.perf_counter()
     work = scratch_copy()
