@@ -93,3 +93,29 @@ def test_an_expectation_that_cannot_run_fails_and_says_why():
     assert age.note.startswith("expectation could not run: ") and "age_years" in age.note
     key = next(o for o in outcomes.values() if o.description.startswith("expect_compound_columns_to_be_unique"))
     assert key.passed and key.note is None
+
+
+def test_building_configurations_once_changes_no_outcome_and_is_undone(monkeypatch):
+    """Validation reads each expectation's configuration from a per-validation memo; the outcomes must be the
+    ones GX gives without it, failures and samples included, and GX's own property is back afterwards."""
+    import contextlib
+
+    from great_expectations.expectations.expectation import Expectation
+
+    def staged():
+        return _studies(
+            dataset=["nih_cxr14", "nih_cxr14", "padchest"],
+            study_id=["s1", "s1", None],
+            patient_id=["p1", "p2", "p3"],
+            split=["train", "bogus", "test"],
+            age_years=[150.5, 40.0, -1.0],
+        )
+
+    original = vars(Expectation)["configuration"]
+    memoized = [vars(o) for o in quality.validate_table(staged(), "studies")]
+    assert vars(Expectation)["configuration"] is original
+    monkeypatch.setattr(quality, "_configurations_built_once", contextlib.nullcontext)
+    plain = [vars(o) for o in quality.validate_table(staged(), "studies")]
+    assert memoized == plain
+    failed = {o["name"] for o in plain if not o["passed"]}
+    assert {"age_years_in_range", "key_unique", "study_id_not_null"} <= failed, failed
