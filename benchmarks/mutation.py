@@ -43,6 +43,7 @@ TESTS: dict[str, list[str]] = {
     "warehouse/sources/nih_cxr14.py": [
         "tests/test_bad_input_corpus.py",
         "tests/test_emitted_columns.py -k nih",
+        "tests/test_longitudinal.py -k nih",
         "tests/test_public_real.py",
     ],
     "warehouse/sources/chexpert.py": ["tests/test_bad_input_corpus.py", "tests/test_emitted_columns.py -k chexpert"],

@@ -322,3 +322,25 @@ def test_nih_v2020_has_no_age_over_120(raw_files):
         next(reader)
         ages = [int(row[4]) for row in reader]
     assert len(ages) == 112_120 and max(ages) == 95 and min(ages) >= 0
+
+
+def test_nih_patient_sex_is_the_first_visits_and_a_blank_follow_up_comes_last(tmp_path):
+    """A patient's sex is the one recorded at visit 1. A blank `Follow-up #` ranks after every numbered visit
+    (visit_order), so it must not supply the sex either, even when it is the file's first row of the patient."""
+    header = (
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+        "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+    )
+    rows = [
+        "00000001_002.png,No Finding,,1,58,F,PA,2500,2048,0.14,0.14",
+        "00000001_001.png,No Finding,1,1,57,M,PA,2500,2048,0.14,0.14",
+        "00000001_000.png,No Finding,0,1,57,M,PA,2500,2048,0.14,0.14",
+    ]
+    folder = tmp_path / "nih"
+    folder.mkdir()
+    (folder / "Data_Entry_2017_v2020.csv").write_text("\n".join([header, *rows]) + "\n")
+    result = get_adapter("nih_cxr14").read(SourceFolder(str(folder)))
+    visits = dict(result.tables["studies"].select("study_id", "visit_order").iter_rows())
+    assert visits == {"00000001_000": 1, "00000001_001": 2, "00000001_002": 3}
+    [patient] = result.tables["patients"].to_dicts()
+    assert (patient["sex_source"], patient["sex"]) == ("M", "M")

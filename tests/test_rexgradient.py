@@ -234,6 +234,8 @@ def test_csv_and_json_ids_disagreeing_are_quarantined(sample, tmp_path):
     assert "not in this JSON" in by_value[dropped]["reason"]
     assert "not in the split's CSV" in by_value[stray]["reason"]
     assert all(r["source_file"].endswith("metadata/test_metadata_view_position.json") for r in rejected)
+    # a JSON member is not a line of the file: the row number is its position, the line is unknown
+    assert by_value[stray]["line_number"] is None and by_value[stray]["row_number"] is not None
     assert dropped in set(result.tables["studies"]["study_id"])
     assert dropped not in set(result.tables["images"]["study_id"]) | {stray}
     assert stray not in set(result.tables["images"]["study_id"])
