@@ -93,7 +93,12 @@ TESTS: dict[str, list[str]] = {
         "tests/test_volume.py",
     ],
     "warehouse/catalog.py": ["tests/test_catalog.py", "tests/test_tables.py"],
-    "warehouse/views.py": ["tests/test_catalog.py", "tests/test_tables.py", "tests/s3/test_s3.py"],
+    "warehouse/views.py": [
+        "tests/test_store_files.py -k duckdb_reads",
+        "tests/test_catalog.py",
+        "tests/test_tables.py",
+        "tests/s3/test_s3.py",
+    ],
 }
 QUICK_MODULES = ["warehouse/publish_log.py", "warehouse/views.py"]
 

@@ -221,3 +221,19 @@ def test_delta_options_follow_the_fsspec_options():
         "s3://bucket/wh", {"endpoint_url": "https://s3.example", "AWS_REGION": "us-east-1", "region_name": "x"}
     )
     assert options == {"AWS_ENDPOINT_URL": "https://s3.example", "AWS_REGION": "us-east-1"}
+
+
+def test_duckdb_reads_a_local_root_itself_and_a_remote_root_through_fsspec(tmp_path):
+    """A local warehouse is read by DuckDB's own file system (Python fsspec in every read would be slower);
+    a remote root's fsspec file system is registered once, however many times a connection is set up."""
+    from warehouse.views import register_store
+
+    con = duckdb.connect()
+    register_store(con, Store(str(tmp_path / "wh")))
+    assert con.list_filesystems() == []
+    remote = Store("memory://cxr-views-test/wh")
+    assert not remote.local
+    register_store(con, remote)
+    register_store(con, remote)
+    assert con.filesystem_is_registered(remote.protocol)
+    assert len(con.list_filesystems()) == 1
