@@ -18,6 +18,26 @@ from warehouse.cachelock import filling
 from warehouse.config import Settings
 from warehouse.fetch import fetch_public
 
+# Test files that each take a minute or more of one worker, handed out first (with `--no-loadscope-reorder`;
+# pytest-xdist otherwise orders files by how many tests they hold), so the two workers finish together
+# instead of one running the S3 files alone at the end. Only the order changes; a stale list costs time.
+SLOWEST_FILES_FIRST = (
+    "tests/s3/test_s3.py",
+    "tests/test_kills.py",
+    "tests/s3/test_s3_kills.py",
+    "tests/test_pipelines.py",
+    "tests/test_dagster_cli.py",
+    "tests/test_tables.py",
+    "tests/test_gates_planted.py",
+    "tests/test_gates.py",
+    "tests/test_cli.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest keep order
+
 
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
