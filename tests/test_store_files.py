@@ -11,6 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -169,6 +173,81 @@ def test_an_overwrite_replaces_one_dataset_and_keeps_the_old_version(tmp_path):
     assert store.columns_at("studies", first) == TABLES["studies"].column_names
     history = {h["version"]: h.get("cxr.rows") for h in store.delta("studies").history()}
     assert (history[first], history[other], history[second]) == ("4", "3", "2")
+
+
+def test_vacuum_removes_only_retired_files_past_retention_that_no_kept_version_names(tmp_path):
+    store = Store(str(tmp_path / "wh"))
+    versions = [store.commit(store.stage("studies", "nih_cxr14", _studies(2, tag=t), run_id=t)) for t in "abc"]
+    store.commit(store.stage("studies", "chexpert", _studies(2, dataset="chexpert"), run_id="d"))
+
+    def on_disk(version: int) -> set[str]:
+        files = {f["url"] for f in store.partition_files("studies", "nih_cxr14", version)}
+        return {f for f in files if os.path.exists(f)}
+
+    files = [{f["url"] for f in store.partition_files("studies", "nih_cxr14", v)} for v in versions]
+    assert store.vacuum("studies", retention_hours=168, keep_versions=[]) == [], "nothing retired a week ago"
+    assert all(on_disk(v) == f for v, f in zip(versions, files, strict=True))
+
+    removed = store.vacuum("studies", retention_hours=0, keep_versions=[versions[0]])
+    assert on_disk(versions[0]) == files[0], "a kept version's files stay"
+    assert on_disk(versions[1]) == set(), "a retired version nobody keeps goes"
+    assert on_disk(versions[2]) == files[2], "the live files stay"
+    assert len(removed) == len(files[1])
+    assert store.read("studies", "chexpert").num_rows == 2
+    store.vacuum("studies", retention_hours=0, keep_versions=[])
+    assert on_disk(versions[0]) == set(), "once no publish keeps it, it goes too"
+    assert on_disk(versions[2]) == files[2]
+    # the log still holds the tombstones, and delta-rs would name them again: nothing is on storage to remove
+    assert store.vacuum("studies", retention_hours=0, keep_versions=[]) == []
+
+
+# Commits `n` versions of one dataset's studies, each a new 2-row partition, once told to go (a file appears).
+COMMITTER = """
+import json, os, sys, time
+from tests.test_store_files import _studies
+from warehouse.store import Store
+root, dataset, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+store = Store(root)
+staged = [store.stage("studies", dataset, _studies(2, dataset=dataset, tag=str(i)), run_id=f"{dataset}-{i}")
+          for i in range(n)]
+while not os.path.exists(go):
+    time.sleep(0.005)
+print(json.dumps([store.commit(s) for s in staged]))
+"""
+
+
+def test_two_datasets_committing_to_one_table_at_once_both_land(tmp_path):
+    """dagster.yaml lets two runs go at once, and delta-rs fails a partition overwrite that another dataset's
+    commit overtook ("a concurrent transaction deleted data this operation read"). Both must land."""
+    store = Store(str(tmp_path / "wh"))
+    store.commit(store.stage("studies", "padchest", _studies(1, dataset="padchest"), run_id="first"))
+    go, n = tmp_path / "go", 12
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", COMMITTER, store.root, dataset, str(n), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for dataset in ("nih_cxr14", "chexpert")
+    ]
+    time.sleep(3)  # both children have imported and staged by now (they wait for the file either way)
+    go.touch()
+    outputs = [c.communicate(timeout=300) for c in children]
+    assert all(c.returncode == 0 for c in children), [err[-2000:] for _, err in outputs]
+    versions = [json.loads(out) for out, _ in outputs]
+
+    every = sorted(v for vs in versions for v in vs)
+    assert every == list(range(2, 2 + 2 * n)), "each commit is its own version, none lost"
+    assert all(vs == sorted(vs) for vs in versions)
+    history = {h["version"]: h for h in store.delta("studies").history()}
+    for dataset, vs in zip(("nih_cxr14", "chexpert"), versions, strict=True):
+        assert [history[v]["cxr.run_id"] for v in vs] == [f"{dataset}-{i}" for i in range(n)]
+        assert store.read("studies", dataset).column("study_id").to_pylist() == [f"s{n - 1}000", f"s{n - 1}001"]
+        assert store.read("studies", dataset, vs[0]).column("study_id").to_pylist() == ["s0000", "s0001"]
+    assert store.read("studies", "padchest").num_rows == 1, "the third dataset is untouched"
 
 
 def test_an_aborted_writer_leaves_nothing_and_a_missing_staged_file_is_named(tmp_path):

@@ -91,6 +91,7 @@ def record(
         ],
         schema=LOG_SCHEMA,
     )
+    before = current_version(store)
     # schema_mode="merge": a log written before `notes` existed gains the column on this append
     write_deltalake(
         store.table_uri(LOG_TABLE),
@@ -100,7 +101,7 @@ def record(
         schema_mode="merge",
         commit_properties=CommitProperties(custom_metadata={"cxr.dataset": dataset, "cxr.run_id": run_id}),
     )
-    return store.version_of_commit(LOG_TABLE, dataset, run_id)
+    return store.version_of_commit(LOG_TABLE, dataset, run_id, after=-1 if before is None else before)
 
 
 def current_version(store: Store) -> int | None:
@@ -115,11 +116,13 @@ def publishes(store: Store, as_of: int | datetime | None = None) -> list[Publish
         if as_of is not None:
             raise AsOfError("nothing has been published in this warehouse yet, so there is no past to read")
         return []
-    history = dt.history()  # read at the head: after load_as_version, delta-rs numbers history() wrongly
-    log_version = _row_versions(history)
+    # each version's commit info, read from the log's files (delta-rs's history() misnumbers them when another
+    # process commits while it reads); a version whose file log cleanup removed is left out
+    infos = {v: info for v in range(dt.version() + 1) if (info := store.commit_info(LOG_TABLE, v)) is not None}
+    log_version = _row_versions(infos)
     if isinstance(as_of, datetime):
         # delta-rs loads the first version for a time before it; nothing was published then
-        first = min(datetime.fromtimestamp(int(h["timestamp"]) / 1000, UTC) for h in history)
+        first = min(datetime.fromtimestamp(int(h["timestamp"]) / 1000, UTC) for h in infos.values())
         if as_of < first:
             raise AsOfError(
                 f"--as-of {as_of.isoformat()} is before the warehouse's first publish ({first.isoformat()})"
@@ -158,11 +161,11 @@ def adopted(store: Store, as_of: int | datetime | None = None) -> dict[str, Publ
     return latest
 
 
-def _row_versions(history: list[dict]) -> dict[tuple[str, str | None], int]:
+def _row_versions(infos: dict[int, dict]) -> dict[tuple[str, str | None], int]:
     """(run id, dataset) -> the log version whose commit appended its row (from the commit info)."""
     return {
-        (entry["cxr.run_id"], entry.get("cxr.dataset")): int(entry["version"])
-        for entry in history
+        (entry["cxr.run_id"], entry.get("cxr.dataset")): version
+        for version, entry in infos.items()
         if entry.get("cxr.run_id")
     }
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import random
 import socket
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ STAGING_DIR = "_staging"
 STAGING_RECORD = "staged.json"  # what a run staged, written in its staging folder
 STAGING_OWNER = "owner.json"  # which processes are running it
 STALE_STAGING_SECONDS = 6 * 3600  # a staging folder this old belongs to no live run
+COMMIT_ATTEMPTS = 40  # a commit that lost a race to another dataset's commit is retried on the new version
 
 
 class StoreError(CxrError):
@@ -190,6 +192,7 @@ class Store:
         self.local = protocol in ("file", "local")
         self.delta_options = delta_storage_options(self.root_url, self.storage_options)
         self._snapshots: dict[tuple[str, int], object] = {}  # (table, version) -> DeltaTable: versions never change
+        self._commit_infos: dict[tuple[str, int], dict] = {}  # (table, version) -> its commitInfo: never changes
 
     def __repr__(self) -> str:
         return f"Store({self.root_url!r})"
@@ -328,25 +331,41 @@ class Store:
         removes them once they are older than the retention period.
         """
         from deltalake import CommitProperties
+        from deltalake.exceptions import CommitFailedError
 
         spec = table_def(staged.table)
         dt = self.ensure_table(spec)
         actions = self._write_data_files(staged, spec)
-        dt.create_write_transaction(
-            actions,
-            mode="overwrite",
-            schema=spec.schema,
-            partition_by=partition_columns(spec),
-            partition_filters=[("dataset", "=", staged.dataset)],
-            commit_properties=CommitProperties(
-                custom_metadata={
-                    "cxr.dataset": staged.dataset,
-                    "cxr.run_id": staged.run_id,
-                    "cxr.rows": str(staged.rows),
-                }
-            ),
-        )
-        return self.version_of_commit(spec.name, staged.dataset, staged.run_id)
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            read_version = dt.version()
+            try:
+                dt.create_write_transaction(
+                    actions,
+                    mode="overwrite",
+                    schema=spec.schema,
+                    partition_by=partition_columns(spec),
+                    partition_filters=[("dataset", "=", staged.dataset)],
+                    commit_properties=CommitProperties(
+                        custom_metadata={
+                            "cxr.dataset": staged.dataset,
+                            "cxr.run_id": staged.run_id,
+                            "cxr.rows": str(staged.rows),
+                        }
+                    ),
+                )
+                break
+            except CommitFailedError as e:
+                # delta-rs counts the partition overwrite as reading the whole table, so another dataset's commit
+                # in between (two runs at once: dagster.yaml allows two) fails it. The files are written; only
+                # the log entry is retried, against the table as it now is, where it replaces this dataset alone.
+                if attempt == COMMIT_ATTEMPTS:
+                    raise StoreError(
+                        f"cannot commit {staged.table}/dataset={staged.dataset}: {attempt} attempts lost to "
+                        f"concurrent commits: {e}"
+                    ) from e
+                time.sleep(random.uniform(0.005, 0.05) * min(attempt, 10))
+                dt = self.delta(spec.name)
+        return self.version_of_commit(spec.name, staged.dataset, staged.run_id, after=read_version)
 
     def _write_data_files(self, staged: StagedPartition, spec: Table) -> list:
         """Delta data files (no partition columns inside, zstd) from the staged files, one for one, with stats."""
@@ -416,12 +435,41 @@ class Store:
                 raise StoreError(f"cannot create Delta table {uri}: {e}") from e
         return self.delta(spec.name)
 
-    def version_of_commit(self, table: str, dataset: str, run_id: str) -> int:
-        """The version a run's commit for a dataset got (from the commit info; others may commit meanwhile)."""
-        for entry in self.delta(table).history(limit=50):
-            if entry.get("cxr.run_id") == run_id and entry.get("cxr.dataset") == dataset:
-                return int(entry["version"])
-        raise StoreError(f"{table}: the commit of run {run_id} for {dataset} is not in the table's history")
+    def version_of_commit(self, table: str, dataset: str, run_id: str, *, after: int = -1) -> int:
+        """The version a run's commit for a dataset got, from the log's own commit files.
+
+        Not from delta-rs's `history()`: it numbers the commits it lists by counting down from the version it
+        loaded, so a commit another process made in between shifts every number by one. `after` is a version
+        known to precede the commit (the one it was made against), so the search usually reads one file.
+        """
+        version = after + 1
+        while (info := self.commit_info(table, version)) is not None:
+            if info.get("cxr.run_id") == run_id and info.get("cxr.dataset") == dataset:
+                return version
+            version += 1
+        raise StoreError(f"{table}: the commit of run {run_id} for {dataset} is not in the table's log")
+
+    def commit_info(self, table: str, version: int) -> dict | None:
+        """The commitInfo of one version, read from `_delta_log/<version>.json`; None when there is no such file."""
+        if (table, version) in self._commit_infos:
+            return self._commit_infos[(table, version)]
+        try:
+            text = self.fs.cat_file(f"{self.table_uri(table)}/_delta_log/{version:020d}.json").decode()
+        except FileNotFoundError:
+            return None
+        info: dict = {}
+        for line in text.splitlines():
+            if line.startswith('{"commitInfo"'):
+                info = json.loads(line)["commitInfo"]
+                break
+        else:  # the protocol allows commitInfo anywhere in the file
+            for line in filter(None, map(str.strip, text.splitlines())):
+                action = json.loads(line)
+                if "commitInfo" in action:
+                    info = action["commitInfo"]
+                    break
+        self._commit_infos[(table, version)] = info
+        return info
 
     # --- reading -------------------------------------------------------------------------
     def delta(self, table: str, version: int | None = None):
@@ -503,9 +551,27 @@ class Store:
 
     # --- housekeeping --------------------------------------------------------------------
     def vacuum(self, table: str, *, retention_hours: float, keep_versions: list[int]) -> list[str]:
-        """Remove data files retired more than `retention_hours` ago, except those of `keep_versions`."""
+        """Remove data files retired more than `retention_hours` ago, except those of `keep_versions`.
+
+        A dry run without the kept versions comes first: it only compares the log with a listing, while keeping
+        versions loads the table state at each of them, which grows with every publish in the retention window
+        and ran after every publish of every table. The dry run also names retired files a previous vacuum already
+        removed (their tombstones stay in the log), so only candidates still on storage call for the real vacuum.
+        """
         dt = self.delta(table)
         if dt is None:
+            return []
+        candidates = dt.vacuum(retention_hours=int(retention_hours), dry_run=True, enforce_retention_duration=False)
+        if not candidates:
+            return []
+        base = self.fs._strip_protocol(self.table_uri(table)).rstrip("/")
+
+        def relative(path: str) -> str:  # delta-rs names files relative to the table or absolute, by call
+            absolute = "://" in path or path.startswith("/")
+            return (self.fs._strip_protocol(path).removeprefix(base) if absolute else path).lstrip("/")
+
+        present = {relative(p) for p in self.fs.find(base)}
+        if not any(relative(c) in present for c in candidates):
             return []
         return dt.vacuum(
             retention_hours=int(retention_hours),
