@@ -15,7 +15,9 @@ from warehouse.render import print_table
 from warehouse.sources import DATASETS
 
 
-def ingest_command(settings: Settings, datasets: list[str] | None, *, allow_shrink: bool = False) -> int:
+def ingest_command(
+    settings: Settings, datasets: list[str] | None, *, allow_shrink: bool = False, workers: int = 1
+) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -58,7 +60,7 @@ def ingest_command(settings: Settings, datasets: list[str] | None, *, allow_shri
             else:
                 progress.update(task, description=f"[red]{kind}: {detail}"[:120], completed=len(QUALITY_CHECKS) + 2)
 
-        runs = ingest(settings, chosen, on_event=on_event, allow_shrink=allow_shrink)
+        runs = ingest(settings, chosen, on_event=on_event, allow_shrink=allow_shrink, workers=workers)
     rows = [
         (
             r.dataset,

@@ -23,6 +23,7 @@ from .resources import WarehouseResource
 from .run_history import relax_sqlite_sync
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+NO_COMPUTE_LOGS = {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
 
 
 @dataclass
@@ -37,6 +38,7 @@ class DatasetRun:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    interrupted: bool = False  # the run failed because of Ctrl-C
 
 
 Event = Callable[[str, str, str], None]  # (dataset, kind, detail)
@@ -76,7 +78,11 @@ def instance() -> dg.DagsterInstance:
             }
         return [anchored(v) for v in value] if isinstance(value, list) else value
 
-    return dg.DagsterInstance.local_temp(str(home_dir), overrides=anchored(config))
+    # No capture of the steps' raw stdout and stderr for these runs: Dagster tails each step's output through a
+    # `tail` and a Python watcher process per step (fourteen of each per dataset), and the watchers printed a
+    # traceback each on Ctrl-C. The runs' events, logs, materializations and check results are all recorded.
+    overrides = {**anchored(config), "compute_logs": NO_COMPUTE_LOGS}
+    return dg.DagsterInstance.local_temp(str(home_dir), overrides=overrides)
 
 
 def ingest(
@@ -86,48 +92,163 @@ def ingest(
     on_event: Event = lambda *a: None,
     dagster_instance: dg.DagsterInstance | None = None,
     allow_shrink: bool = False,
+    workers: int | None = None,
 ) -> list[DatasetRun]:
-    """Ingest each dataset through its gated Dagster run, then rebuild the catalog once."""
+    """Ingest each dataset through its gated Dagster run, then rebuild the catalog once.
+
+    With `workers` (what `cxr ingest` does) the dataset runs go to that many spawned processes, side by side
+    when more than one; each run is still the one job, executed in its process against the same instance. A
+    dataset that links to another one in the batch waits for it, because its derived tables read the linked
+    dataset's publish. This process only supervises, so Ctrl-C ends the command: in a process running a job,
+    Dagster takes the interrupt over and turns it into a failed step (or, raised in a garbage-collection
+    callback, loses it), and the loop went on. Without `workers`, or with a given `dagster_instance` (which
+    lives in this process), the runs happen here, one after another.
+    """
     inst = dagster_instance or instance()
     resource = WarehouseResource.from_settings(settings, allow_shrink=allow_shrink)
-    # the resource's fields go in as run config (not as a resource object), so the run is launched exactly as the
-    # code location defines it, and a subset of its assets can be selected
-    run_config = {**QUIET, "resources": {"warehouse": {"config": resource.model_dump(exclude_none=True)}}}
-    job = defs.resolve_job_def("ingest")
-    runs = []
-    for dataset in datasets:
-        run = DatasetRun(dataset, str(uuid.uuid4()))
-        inst.add_event_listener(run.run_id, lambda entry, run=run: _on_entry(entry, run, on_event))
-        started = time.perf_counter()
-        on_event(dataset, "start", "reading native files")
-        try:
-            result = job.execute_in_process(
-                partition_key=dataset,
-                instance=inst,
-                run_id=run.run_id,
-                run_config=run_config,
-                raise_on_error=False,
-                asset_selection=PUBLISH_KEYS,  # the catalog once, after all
-                tags={"cxr/trigger": "cli"},
-            )
-            _finish(run, result)
-        except Exception as e:
-            run.status, run.error = "failed", f"{type(e).__name__}: {e}"
-        run.seconds = time.perf_counter() - started
-        if run.status != "published":
-            GatedIngest(settings, resource.store(), dataset, run_id=run.run_id, engine="dagster").block(
-                checks_passed=run.checks_passed,
-                failed=run.checks_failed,
-                error=run.error if run.status == "failed" else None,
-            )
-        on_event(dataset, run.status, run.error or ", ".join(run.checks_failed))
-        runs.append(run)
+    if workers is not None and dagster_instance is None:
+        runs = _ingest_in_workers(settings, datasets, on_event, allow_shrink=allow_shrink, workers=workers)
+    else:
+        runs = []
+        for dataset in datasets:
+            runs.append(_ingest_one(inst, settings, dataset, str(uuid.uuid4()), on_event, allow_shrink))
+            if runs[-1].interrupted:  # Dagster turns Ctrl-C into a failed step, and the loop would go on
+                raise KeyboardInterrupt
     on_event("catalog", "start", "rebuilding the catalog")
     defs.resolve_job_def("refresh_catalog").execute_in_process(
-        instance=inst, run_config=run_config, tags={"cxr/trigger": "cli"}
+        instance=inst, run_config=_run_config(resource), tags={"cxr/trigger": "cli"}
     )
     on_event("catalog", "published", str(Path(settings.catalog)))
     return runs
+
+
+def _run_config(resource: WarehouseResource) -> dict:
+    # the resource's fields go in as run config (not as a resource object), so the run is launched exactly as the
+    # code location defines it, and a subset of its assets can be selected
+    return {**QUIET, "resources": {"warehouse": {"config": resource.model_dump(exclude_none=True)}}}
+
+
+def _ingest_one(
+    inst: dg.DagsterInstance, settings: Settings, dataset: str, run_id: str, on_event: Event, allow_shrink: bool
+) -> DatasetRun:
+    """One dataset's run of the ingest job, in this process; a run that did not publish is closed as blocked."""
+    resource = WarehouseResource.from_settings(settings, allow_shrink=allow_shrink)
+    run = DatasetRun(dataset, run_id)
+    inst.add_event_listener(run.run_id, lambda entry, run=run: _on_entry(entry, run, on_event))
+    started = time.perf_counter()
+    on_event(dataset, "start", "reading native files")
+    try:
+        result = defs.resolve_job_def("ingest").execute_in_process(
+            partition_key=dataset,
+            instance=inst,
+            run_id=run.run_id,
+            run_config=_run_config(resource),
+            raise_on_error=False,
+            asset_selection=PUBLISH_KEYS,  # the catalog once, after all
+            tags={"cxr/trigger": "cli"},
+        )
+        _finish(run, result)
+    except Exception as e:
+        run.status, run.error = "failed", f"{type(e).__name__}: {e}"
+    run.seconds = time.perf_counter() - started
+    if run.status != "published":
+        _close_unpublished(settings, resource, run)
+    on_event(dataset, run.status, run.error or ", ".join(run.checks_failed))
+    return run
+
+
+def _close_unpublished(settings: Settings, resource: WarehouseResource, run: DatasetRun) -> None:
+    GatedIngest(settings, resource.store(), run.dataset, run_id=run.run_id, engine="dagster").block(
+        checks_passed=run.checks_passed,
+        failed=run.checks_failed,
+        error=run.error if run.status == "failed" else None,
+    )
+
+
+# --- side by side ---------------------------------------------------------------------------
+_events = None  # in a worker process: the queue its progress events go to
+
+
+def _worker_start(queue) -> None:
+    """A worker ignores Ctrl-C (the terminal sends it to the whole group; the parent ends the workers itself),
+    and dies with its parent, as a killed `cxr ingest` would: a run must not go on with nobody to report to."""
+    import signal
+    import threading
+
+    global _events
+    _events = queue
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)  # the killed-ingest path: nothing published half-done, the next run sweeps the staging
+
+    threading.Thread(target=watch, name="cxr-parent-watch", daemon=True).start()
+
+
+def _worker_ingest(settings: Settings, dataset: str, run_id: str, allow_shrink: bool) -> DatasetRun:
+    queue = _events
+    assert queue is not None, "started without _worker_start"
+    return _ingest_one(instance(), settings, dataset, run_id, lambda *event: queue.put(event), allow_shrink)
+
+
+def _ingest_in_workers(
+    settings: Settings, datasets: list[str], on_event: Event, *, allow_shrink: bool, workers: int
+) -> list[DatasetRun]:
+    """Run the datasets in `workers` spawned processes, relaying their progress events to `on_event` here."""
+    import multiprocessing
+    import queue as queues
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    from warehouse.sources import dataset_info
+
+    waits_for = {d: link for d in datasets if (link := dataset_info(d).links_to) in datasets}
+    run_ids = {d: str(uuid.uuid4()) for d in datasets}
+    runs: dict[str, DatasetRun] = {}
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding DuckDB's and polars' threads
+    events = context.Queue()
+
+    def relay() -> None:
+        while True:
+            try:
+                on_event(*events.get_nowait())
+            except queues.Empty:
+                return
+
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(datasets)), mp_context=context, initializer=_worker_start, initargs=(events,)
+    ) as pool:
+        running: dict[Future, str] = {}
+        waiting = list(datasets)
+        try:
+            while waiting or running:
+                # a dataset goes when a worker is free (not queued ahead), so a linked dataset that became ready
+                # takes its place in the order instead of queueing behind every dataset submitted before
+                ready = [d for d in waiting if waits_for.get(d) is None or waits_for[d] in runs]
+                for dataset in ready[: max(0, workers - len(running))]:
+                    waiting.remove(dataset)
+                    future = pool.submit(_worker_ingest, settings, dataset, run_ids[dataset], allow_shrink)
+                    running[future] = dataset
+                done, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
+                relay()
+                for future in done:
+                    dataset = running.pop(future)
+                    try:
+                        runs[dataset] = future.result()
+                    except Exception as e:  # the worker process died: its run never reported an end
+                        run = DatasetRun(dataset, run_ids[dataset], "failed", error=f"{type(e).__name__}: {e}")
+                        _close_unpublished(settings, WarehouseResource.from_settings(settings), run)
+                        on_event(dataset, run.status, run.error or "")
+                        runs[dataset] = run
+        except BaseException:  # Ctrl-C, or an error here: no run goes on without this process to report it
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        relay()
+    return [runs[d] for d in datasets]
 
 
 def _on_entry(entry, run: DatasetRun, on_event: Event) -> None:
@@ -188,6 +309,19 @@ def _finish(run: DatasetRun, result) -> None:
         failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         if failures:
             run.error = root_cause(failures[0].event_specific_data.error)
+            run.interrupted = any(_interrupted(f.event_specific_data.error) for f in failures)
+
+
+INTERRUPTS = {"DagsterExecutionInterruptedError", "KeyboardInterrupt", "InterruptException"}  # the last: DuckDB's
+
+
+def _interrupted(error) -> bool:
+    """Whether a step failed because of Ctrl-C: Dagster's or DuckDB's word for it anywhere in the error chain."""
+    while error is not None:
+        if error.cls_name in INTERRUPTS:
+            return True
+        error = error.cause
+    return False
 
 
 def root_cause(error) -> str:

@@ -167,6 +167,78 @@ def test_cxr_ingest_runs_the_gated_pipeline(tmp_path, cache_dir, raw_files):
     assert wh.sql("SELECT count(*) FROM images").column(0)[0].as_py() == 30
 
 
+@pytest.mark.parametrize("workers", ["1", "2", "killed"])
+def test_ctrl_c_stops_the_whole_ingest_with_one_line(tmp_path, cache_dir, public_data, workers):
+    """Ctrl-C reaches the whole process group, as from a terminal. DuckDB turned it into one failed query, Dagster
+    into one failed step, and the ingest went on with the next dataset; side by side, each Dagster log watcher
+    printed a traceback. Now: exit 130, one line, and nothing after the interrupted run is published."""
+    import signal
+    import time
+
+    from warehouse import Warehouse, publish_log
+
+    from .conftest import make_settings
+
+    wh = Warehouse(make_settings(tmp_path, cache_dir))
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = dict(
+        os.environ,
+        CXR_WAREHOUSE=wh.settings.warehouse,
+        CXR_CATALOG=str(wh.settings.catalog),
+        CXR_CACHE=str(wh.settings.cache),
+        DAGSTER_HOME=str(home),
+    )
+    datasets = ["nih_cxr14", "chexpert", "padchest"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "warehouse.cli", "ingest", "--workers", workers.replace("killed", "2")]
+        + [f"-d{d}" for d in datasets],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=home,
+        start_new_session=True,  # its own group, to signal like a terminal, with SIGINT not ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    seen, deadline = b"", time.monotonic() + 240
+    while b"rows staged" not in seen and proc.poll() is None and time.monotonic() < deadline:
+        seen += proc.stderr.read() or b""
+        time.sleep(0.2)
+    assert b"rows staged" in seen, seen.decode()[-2000:]
+    if workers == "killed":  # the command itself dies: its workers must not publish on with no one to report to
+        children = _children(proc.pid)
+        assert children, "the runs go to worker processes"
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "a worker outlived cxr ingest"
+        assert set(publish_log.adopted(wh.store)) < set(datasets)
+        return
+    os.killpg(proc.pid, signal.SIGINT)
+    os.set_blocking(proc.stderr.fileno(), True)
+    _, rest = proc.communicate(timeout=120)
+    err = (seen + rest).decode()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert err.rstrip().splitlines()[-1] == "interrupted"
+    assert set(publish_log.adopted(wh.store)) < set(datasets), "the ingest stopped: some dataset never published"
+
+
+def _children(pid: int) -> list[int]:
+    """A process's children (Linux: /proc/<pid>/task/<tid>/children), skipping Python's resource tracker."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found
+
+
 def _cxr_env(wh, extra: dict, *args):
     env = dict(
         os.environ,

@@ -867,6 +867,41 @@ def test_mimic_and_qba_through_dagster_pass_and_a_split_leak_is_blocked(tmp_path
     assert published_state(leaking) == before
 
 
+def test_datasets_ingested_side_by_side_publish_what_one_at_a_time_publishes(
+    tmp_path, cache_dir, published, monkeypatch
+):
+    """`cxr ingest` runs datasets in two processes: the same rows land as the library's one-by-one ingest
+    (the module's warehouse), QBA starts only once MIMIC-CXR, whose publish it links to, has published, and
+    every worker's progress reaches this process."""
+    import dagster as dg
+
+    from pipelines import runner
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    settings = make_settings(tmp_path, cache_dir, **{d: str(p) for d, p in published.sources.items()})
+    events: list[tuple[str, str, str]] = []
+    runs = runner.ingest(settings, [QBA, MIMIC, NIH], workers=2, on_event=lambda *e: events.append(e))
+
+    assert [(r.dataset, r.status, r.checks_failed) for r in runs] == [
+        (QBA, "published", []),
+        (MIMIC, "published", []),
+        (NIH, "published", []),
+    ], [r.error for r in runs]
+    ends = [(d, kind) for d, kind, _ in events if kind in ("start", "published")]
+    assert ends.index((QBA, "start")) > ends.index((MIMIC, "published")), ends
+    assert {d for d, kind in ends if kind == "start"} == {QBA, MIMIC, NIH, "catalog"}
+    assert sum(1 for _, kind, _ in events if kind == "step") >= 3 * 3, "each run's steps were relayed"
+    assert published_state(settings)["rows"] == published.state["rows"]
+    for dataset, tables in expected_counts(published.sources).items():
+        assert {t: next(r for r in runs if r.dataset == dataset).rows[t] for t in tables} == tables
+
+    home = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))
+    recorded = {r.run_id: r for r in home.get_runs()}
+    assert all(recorded[r.run_id].status == dg.DagsterRunStatus.SUCCESS for r in runs), "the workers' runs persist"
+    assert {recorded[r.run_id].tags.get("dagster/partition") for r in runs} == {QBA, MIMIC, NIH}
+
+
 # --- tables above the GX sampling limit ----------------------------------------------------------------
 @dataclass(frozen=True)
 class SampledDuplicate:

@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="publish even when a table loses more than 20%% of its rows against the last publish",
     )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="worker processes the dataset runs go to, side by side when more than one (default: 2 on two or "
+        "more cores)",
+    )
     p.set_defaults(handler=_ingest)
 
     p = sub.add_parser("sql", help="run a SQL query against the catalog")
@@ -265,7 +272,23 @@ def _ingest(args) -> int:
     if not found:
         print("cxr ingest: the pipelines package is not installed (pip install -e .)", file=sys.stderr)
         return EXIT_FAILED
-    return next(iter(found)).load()(Settings.load(), args.dataset, allow_shrink=args.allow_shrink)
+    return next(iter(found)).load()(
+        Settings.load(), args.dataset, allow_shrink=args.allow_shrink, workers=args.workers or _default_workers()
+    )
+
+
+def _default_workers() -> int:
+    """Two processes on two or more cores: the runs are mostly one-threaded Python, and more would contend."""
+    import os
+
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 # --- sql -----------------------------------------------------------------------------------
