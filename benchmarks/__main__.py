@@ -29,6 +29,7 @@ SUITE = {
     "mutation.py": (["--sample", "12"], ["--quick"]),
     "report.py": (["--repeat", "3"], ["--repeat", "1", "--datasets", "mimic_cxr"]),
     "cohort_run.py": (["--repeat", "3"], ["--repeat", "1"]),  # reads the configured catalog
+    "scaling.py": ([], ["--base", "2000", "--sizes", "1,2"]),
 }
 OUTCOME = {0: "met", 3: "missed"}
 
