@@ -201,6 +201,7 @@ def _ingest_in_workers(
     import multiprocessing
     import queue as queues
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     from warehouse.sources import dataset_info
 
@@ -217,37 +218,53 @@ def _ingest_in_workers(
             except queues.Empty:
                 return
 
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(datasets)), mp_context=context, initializer=_worker_start, initargs=(events,)
-    ) as pool:
-        running: dict[Future, str] = {}
-        waiting = list(datasets)
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=min(workers, len(datasets)), mp_context=context, initializer=_worker_start, initargs=(events,)
+        )
+
+    def settle(future: Future) -> bool:
+        """Record a finished run's outcome; whether its worker pool broke (a worker was killed: out of memory,
+        a signal), in which case the run never reported an end, and the kill is as safe as a killed ingest."""
+        dataset = running.pop(future)
         try:
-            while waiting or running:
-                # a dataset goes when a worker is free (not queued ahead), so a linked dataset that became ready
-                # takes its place in the order instead of queueing behind every dataset submitted before
-                ready = [d for d in waiting if waits_for.get(d) is None or waits_for[d] in runs]
-                for dataset in ready[: max(0, workers - len(running))]:
-                    waiting.remove(dataset)
-                    future = pool.submit(_worker_ingest, settings, dataset, run_ids[dataset], allow_shrink)
-                    running[future] = dataset
-                done, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
-                relay()
-                for future in done:
-                    dataset = running.pop(future)
-                    try:
-                        runs[dataset] = future.result()
-                    except Exception as e:  # the worker process died: its run never reported an end
-                        run = DatasetRun(dataset, run_ids[dataset], "failed", error=f"{type(e).__name__}: {e}")
-                        _close_unpublished(settings, WarehouseResource.from_settings(settings), run)
-                        on_event(dataset, run.status, run.error or "")
-                        runs[dataset] = run
-        except BaseException:  # Ctrl-C, or an error here: no run goes on without this process to report it
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
-                process.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        relay()
+            runs[dataset] = future.result()
+            return False
+        except BrokenProcessPool as e:
+            error = f"its worker process died ({e})"
+        except Exception as e:  # the worker could not run the job at all
+            error = f"{type(e).__name__}: {e}"
+        run = runs[dataset] = DatasetRun(dataset, run_ids[dataset], "failed", error=error)
+        _close_unpublished(settings, WarehouseResource.from_settings(settings), run)
+        on_event(dataset, run.status, error)
+        return error.startswith("its worker process died")
+
+    pool = new_pool()
+    running: dict[Future, str] = {}
+    waiting = list(datasets)
+    try:
+        while waiting or running:
+            # a dataset goes when a worker is free (not queued ahead), so a linked dataset that became ready
+            # takes its place in the order instead of queueing behind every dataset submitted before
+            ready = [d for d in waiting if waits_for.get(d) is None or waits_for[d] in runs]
+            for dataset in ready[: max(0, workers - len(running))]:
+                waiting.remove(dataset)
+                running[pool.submit(_worker_ingest, settings, dataset, run_ids[dataset], allow_shrink)] = dataset
+            done, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
+            relay()
+            broken = [settle(future) for future in done]
+            if any(broken):  # the other runs in the pool end with it; the datasets not started go to a new one
+                for future in wait(running).done:
+                    settle(future)
+                pool.shutdown(wait=True)
+                pool = new_pool()
+    except BaseException:  # Ctrl-C, or an error here: no run goes on without this process to report it
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    relay()
     return [runs[d] for d in datasets]
 
 
