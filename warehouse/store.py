@@ -566,11 +566,11 @@ class Store:
             return []
         base = self.fs._strip_protocol(self.table_uri(table)).rstrip("/")
 
-        def relative(path: str) -> str:  # delta-rs names files relative to the table or absolute, by call
+        def relative(path: str) -> str:  # delta-rs names a file relative to the table or as a full URI, by call
             absolute = "://" in path or path.startswith("/")
             return (self.fs._strip_protocol(path).removeprefix(base) if absolute else path).lstrip("/")
 
-        present = {relative(p) for p in self.fs.find(base)}
+        present = {self.fs._strip_protocol(p).removeprefix(base).lstrip("/") for p in self.fs.find(base)}
         if not any(relative(c) in present for c in candidates):
             return []
         return dt.vacuum(

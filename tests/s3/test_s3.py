@@ -54,6 +54,27 @@ def test_warehouse_root_on_s3(s3_settings, raw_files, tmp_path):
     assert not [b for b in stored if SECRET.encode() in b]
 
 
+def test_vacuum_on_s3_removes_a_retired_version_and_keeps_a_kept_one(s3_settings):
+    """fsspec lists S3 keys as bucket/key, not as the local absolute paths: the vacuum must still match them."""
+    from ..test_store_files import _studies
+
+    store = Warehouse(s3_settings).store
+    versions = [store.commit(store.stage("studies", "nih_cxr14", _studies(2, tag=t), run_id=t)) for t in "abc"]
+    files = [{f["url"] for f in store.partition_files("studies", "nih_cxr14", v)} for v in versions]
+
+    def on_storage(urls: set[str]) -> set[str]:
+        store.fs.invalidate_cache()
+        return {u for u in urls if store.fs.exists(u)}
+
+    assert store.vacuum("studies", retention_hours=168, keep_versions=[]) == []
+    store.vacuum("studies", retention_hours=0, keep_versions=[versions[0]])
+    assert on_storage(files[0]) == files[0] and on_storage(files[2]) == files[2]
+    assert on_storage(files[1]) == set(), "the retired version no publish keeps is gone from the bucket"
+    store.vacuum("studies", retention_hours=0, keep_versions=[])
+    assert on_storage(files[0]) == set() and on_storage(files[2]) == files[2]
+    assert store.vacuum("studies", retention_hours=0, keep_versions=[]) == [], "only tombstones are left"
+
+
 def test_failed_write_on_s3_keeps_the_published_partition(s3_settings, raw_files, tmp_path, monkeypatch):
     from warehouse.store import Store
 
