@@ -878,7 +878,9 @@ def test_datasets_ingested_side_by_side_publish_what_one_at_a_time_publishes(
     from pipelines import runner
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")  # what runner.instance() sets, undone after the test
     (tmp_path / "dagster").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster")  # the pooled event log
     settings = make_settings(tmp_path, cache_dir, **{d: str(p) for d, p in published.sources.items()})
     events: list[tuple[str, str, str]] = []
     runs = runner.ingest(settings, [QBA, MIMIC, NIH], workers=2, on_event=lambda *e: events.append(e))
@@ -896,7 +898,7 @@ def test_datasets_ingested_side_by_side_publish_what_one_at_a_time_publishes(
     for dataset, tables in expected_counts(published.sources).items():
         assert {t: next(r for r in runs if r.dataset == dataset).rows[t] for t in tables} == tables
 
-    home = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))
+    home = runner.instance()
     recorded = {r.run_id: r for r in home.get_runs()}
     assert all(recorded[r.run_id].status == dg.DagsterRunStatus.SUCCESS for r in runs), "the workers' runs persist"
     assert {recorded[r.run_id].tags.get("dagster/partition") for r in runs} == {QBA, MIMIC, NIH}
