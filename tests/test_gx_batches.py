@@ -119,3 +119,27 @@ def test_building_configurations_once_changes_no_outcome_and_is_undone(monkeypat
     assert memoized == plain
     failed = {o["name"] for o in plain if not o["passed"]}
     assert {"age_years_in_range", "key_unique", "study_id_not_null"} <= failed, failed
+
+
+def test_a_validated_frame_is_not_kept_and_the_next_one_is_judged_on_its_own():
+    """GX's cached data source kept each table's last frame (and the metrics on it) for the process's life:
+    260 MB after NIH and CheXpert. Once validated, no frame of the table is reachable; a second, different
+    frame of the same table gets its own outcome, not the first one's metrics."""
+    import gc
+
+    import pandas as pd
+
+    n = 4321
+    good = _studies(
+        dataset=["nih_cxr14"] * n, study_id=[f"s{i}" for i in range(n)], patient_id=["p"] * n, split=["train"] * n
+    )
+    assert all(o.passed for o in quality.validate_table(good, "studies") if o.blocking)
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, pd.DataFrame) and len(o) == n]
+
+    bad = _studies(
+        dataset=["nih_cxr14"] * n, study_id=["s0"] * n, patient_id=["p"] * n, split=["train"] * n
+    )  # one study id, n times
+    outcomes = {o.name: o for o in quality.validate_table(bad, "studies")}
+    key = next(o for o in outcomes.values() if o.description.startswith("expect_compound_columns_to_be_unique"))
+    assert not key.passed and key.unexpected_count == n
