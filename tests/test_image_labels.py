@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from warehouse import Warehouse
@@ -101,3 +102,60 @@ def test_a_known_sex_or_age_wins_over_an_unknown_one_across_linked_datasets():
     query = named_query("stats", "image_labels")
     got = con.execute(query.sql, {"dataset": "linked", "linked": "base"}).fetchall()
     assert sorted((r[1], r[8], r[9]) for r in got) == [("i1", "F", 61.0), ("i2", "M", 47.0)]
+
+
+def test_derived_tables_are_streamed_in_order_under_a_memory_limit(tmp_path, cache_dir, raw_files, monkeypatch):
+    """The derived tables go from DuckDB to the staged files a batch at a time, in a connection held to a memory
+    limit that spills to a scratch folder. The published image_labels hold exactly DuckDB's whole result, in its
+    order, over many batches; the spill folder is gone afterwards, and nothing went to `.tmp` in the cwd."""
+    import pyarrow.parquet as pq
+
+    from warehouse import gated, publish_log, schema, stats
+    from warehouse.queries import named_query
+
+    from .conftest import nih_subset
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(stats, "DERIVE_BATCH_ROWS", 1000)
+    monkeypatch.setattr(stats, "DERIVE_MEMORY_LIMIT", "64MB")
+    spills: list = []
+    real_scratch = gated.scratch_dir
+    monkeypatch.setattr(gated, "scratch_dir", lambda kind: spills.append(real_scratch(kind)) or spills[-1])
+    batches: dict[str, int] = {}
+
+    def counted(con, table, *args):
+        for batch in stats.compute_batches(con, table, *args):
+            batches[table] = batches.get(table, 0) + 1
+            yield batch
+
+    monkeypatch.setattr(gated, "compute_batches", counted)
+    limits = []
+
+    def limited(*args, **kwargs):
+        con = stats.derive_connection(*args, **kwargs)
+        limits.append(
+            con.sql("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
+        )
+        return con
+
+    monkeypatch.setattr(gated, "derive_connection", limited)
+    wh = Warehouse(make_settings(tmp_path, cache_dir, nih_cxr14=str(nih_subset(raw_files, tmp_path / "nih", 3000))))
+    wh.ingest(["nih_cxr14"])
+    assert spills and not any(p.exists() for p in spills)
+    assert limits == [("61.0 MiB", str(spills[0]))]
+    assert not (tmp_path / ".tmp").exists()
+
+    published = publish_log.adopted(wh.store)["nih_cxr14"]
+    files = [
+        f["url"] for f in wh.store.partition_files("image_labels", "nih_cxr14", published.versions["image_labels"])
+    ]
+    columns = [c for c in schema.TABLES["image_labels"].column_names if c != "dataset"]  # the Delta partition column
+    streamed = pa.concat_tables([pq.read_table(f) for f in files]).select(columns)
+    assert batches["image_labels"] >= 3
+
+    con = stats.derive_connection(wh.store, {}, published)  # the published source tables, read as Delta files
+    whole = con.sql(named_query("stats", "image_labels").sql, params={"dataset": "nih_cxr14", "linked": None})
+    expected = whole.to_arrow_table().select(columns)
+    con.close()
+    assert streamed.num_rows == expected.num_rows > 3000
+    assert streamed.cast(expected.schema).to_pylist() == expected.to_pylist()

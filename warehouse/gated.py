@@ -13,6 +13,7 @@ answering with the previous complete publish, whose table versions stay readable
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +24,9 @@ from .errors import CxrError
 from .ingest import StagedDataset, load_staged, new_run_id, read_dataset, save_staged, stage_dataset
 from .runs import now_iso, record_run
 from .schema import DERIVED_TABLES
-from .scratch import sweep
+from .scratch import scratch_dir, sweep
 from .sources import dataset_info
-from .stats import compute, derive_connection
+from .stats import compute_batches, derive_connection
 from .store import Store
 
 Say = Callable[[str], None]
@@ -208,15 +209,23 @@ class GatedIngest:
     def _derive(self, staged: StagedDataset) -> dict:
         linked_id = dataset_info(self.dataset).links_to
         linked = publish_log.adopted(self.store).get(linked_id) if linked_id else None
-        con = derive_connection(self.store, {n: p.urls() for n, p in staged.partitions.items()}, linked)
+        spill = scratch_dir("derive")
+        con = derive_connection(self.store, {n: p.urls() for n, p in staged.partitions.items()}, linked, spill=spill)
         derived = {}
         try:
             for spec in DERIVED_TABLES:
                 self.say(f"deriving {spec.name}")
-                data = compute(con, spec.name, self.dataset, linked_id)
-                derived[spec.name] = self.store.stage(spec.name, self.dataset, data, run_id=self.run_id)
+                writer = self.store.writer(spec.name, self.dataset, self.run_id)
+                try:
+                    for batch in compute_batches(con, spec.name, self.dataset, linked_id):
+                        writer.write(batch)
+                except BaseException:
+                    writer.abort()
+                    raise
+                derived[spec.name] = self.store.staged_from_writer(writer)
         finally:
             con.close()
+            shutil.rmtree(spill, ignore_errors=True)
         return derived
 
     def vacuum(self, tables: list[str]) -> None:
