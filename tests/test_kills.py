@@ -25,7 +25,7 @@ KILL_POINTS = {
     "reading": ("warehouse.sources.nih_cxr14:NihCxr14", "read", "before"),
     "staging": ("warehouse.store:Store", "stage", "after"),
     "checks": ("warehouse.quality", "gate_staged", "before"),
-    "derived step": ("warehouse.gated", "compute", "after"),
+    "derived step": ("warehouse.gated", "compute_batches", "after"),
     "writing the first table's files": ("warehouse.store:Store", "_write_data_files", "after"),
     "between table commits": ("warehouse.store:Store", "commit", "after"),
     "before the publish record": ("warehouse.publish_log", "record", "before"),
