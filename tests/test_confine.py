@@ -194,6 +194,8 @@ def test_ctrl_c_stops_the_query_promptly(wh):
         stderr=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
+        # a parent that ignores SIGINT (a background job, some CI runners) would pass that on to the query
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout.readline().strip() == "ready"

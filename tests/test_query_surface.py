@@ -102,6 +102,8 @@ def test_ctrl_c_stops_cxr_sql_with_one_line(small_warehouse):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a parent that ignores SIGINT (a background job, some CI runners) would pass that on to the command
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(3)
     sent = time.perf_counter()
