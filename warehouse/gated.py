@@ -215,14 +215,8 @@ class GatedIngest:
         try:
             for spec in DERIVED_TABLES:
                 self.say(f"deriving {spec.name}")
-                writer = self.store.writer(spec.name, self.dataset, self.run_id)
-                try:
-                    for batch in compute_batches(con, spec.name, self.dataset, linked_id):
-                        writer.write(batch)
-                except BaseException:
-                    writer.abort()
-                    raise
-                derived[spec.name] = self.store.staged_from_writer(writer)
+                batches = compute_batches(con, spec.name, self.dataset, linked_id)
+                derived[spec.name] = self.store.stage(spec.name, self.dataset, batches, run_id=self.run_id)
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)

@@ -43,10 +43,9 @@ def derive_connection(
     With a `spill` folder its memory is held to DERIVE_MEMORY_LIMIT (without one, DuckDB would spill to `.tmp`
     in the current directory).
     """
-    config: dict[str, str | bool | int | float | list[str]] = {}
-    if spill is not None:
-        config = {"memory_limit": DERIVE_MEMORY_LIMIT, "temp_directory": str(spill)}
-    con = duckdb.connect(config=config)
+    con = duckdb.connect(
+        config={"memory_limit": DERIVE_MEMORY_LIMIT, "temp_directory": str(spill)} if spill is not None else {}
+    )
     register_store(con, store)
     relations: dict[str, list[str]] = {}
     for name, urls in staged_files.items():

@@ -21,6 +21,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO
@@ -222,16 +223,20 @@ class Store:
     def writer(self, table: str, dataset: str, run_id: str, **options) -> PartitionWriter:
         return PartitionWriter(self, table_def(table), dataset, run_id, **options)
 
-    def stage(self, table: str, dataset: str, data: pa.Table, *, run_id: str, **options) -> StagedPartition:
-        """Write a whole table's rows for a dataset (already sorted) into the run's staging folder."""
+    def stage(
+        self, table: str, dataset: str, data: pa.Table | Iterable[pa.RecordBatch], *, run_id: str, **options
+    ) -> StagedPartition:
+        """Write a table's rows for a dataset (already sorted), whole or batch by batch as they come, into the
+        run's staging folder."""
         writer = self.writer(table, dataset, run_id, **options)
         try:
-            writer.write(data)
+            for part in [data] if isinstance(data, pa.Table) else data:
+                writer.write(part)
             files = writer.close()
         except BaseException:
             writer.abort()
             raise
-        return StagedPartition(self, table, dataset, run_id, files, data.num_rows)
+        return StagedPartition(self, table, dataset, run_id, files, sum(f["rows"] for f in files))
 
     def staged_from_writer(self, writer: PartitionWriter, *, extra: dict | None = None) -> StagedPartition:
         files = writer.close()
