@@ -404,6 +404,67 @@ def test_streamed_tables_are_staged_in_chunks(tmp_path):
     assert store.read_staged("labels", staged.partitions["labels"]).num_rows == 6
 
 
+def _shuffled_images(n: int):
+    """An adapter's images frame in no particular order, with a map column, nulls and a private column."""
+    import random
+
+    import polars as pl
+
+    rng = random.Random(7)
+    ids = [f"p{rng.randrange(n // 3)}/s{i}" for i in range(n)]
+    return pl.DataFrame(
+        {
+            "image_id": ids,
+            "study_id": [i.rsplit("/", 1)[0] + "/st" for i in ids],
+            "patient_id": [i.split("/")[0] for i in ids],
+            "split": [rng.choice(["train", "test"]) for _ in ids],
+            "view_position": [rng.choice(["PA", "AP", "UNKNOWN"]) for _ in ids],
+            "view_source": [rng.choice(["PA", None]) for _ in ids],
+            "source_attributes": [[{"key": "row", "value": str(k)}] if k % 5 else None for k in range(n)],
+            "_scratch": list(range(n)),
+        }
+    )
+
+
+def test_conform_slices_are_the_whole_conformed_table_cut_in_order():
+    """Slice by slice, the rows, order, types and map column are those of the whole-table conform."""
+    import pyarrow as pa
+
+    from warehouse.conform import ConformError, conform, conform_slices
+
+    frame = _shuffled_images(2_500)
+    whole = conform("images", frame, "nih_cxr14")
+    slices = list(conform_slices("images", frame, "nih_cxr14", rows=1_000))
+    assert [s.num_rows for s in slices] == [1_000, 1_000, 500]
+    assert all(s.schema == TABLES["images"].schema for s in slices)
+    assert pa.concat_tables(slices).equals(whole)
+    assert whole.column("image_id").to_pylist() == sorted(frame["image_id"].to_list())  # really sorted here
+    assert list(conform_slices("images", frame.head(0), "nih_cxr14", rows=1_000)) == []
+    with pytest.raises(ConformError, match="nih_cxr14: adapter gave images columns the schema does not have"):
+        next(conform_slices("images", frame.with_columns(bogus=1), "nih_cxr14", rows=1_000))
+
+
+def test_staging_writes_each_table_from_slices_and_frees_the_adapter_frames(tmp_path, monkeypatch):
+    """The staged rows equal the whole conformed table, and the read result gives its frames up as they are
+    staged (holding them all to the end was most of the staging step's memory)."""
+    import polars as pl
+
+    import warehouse.ingest as ingest
+    from warehouse.conform import conform
+    from warehouse.sources.base import SourceResult
+
+    monkeypatch.setattr(ingest, "ROW_GROUP_ROWS", 700)
+    frame = _shuffled_images(2_000)
+    patients = pl.DataFrame({"patient_id": ["p1", "p2"], "sex": ["F", "M"]})
+    result = SourceResult(tables={"images": frame, "patients": patients})
+    store = Store(str(tmp_path / "wh"))
+    staged = ingest.stage_dataset(store, ingest.ReadDataset("nih_cxr14", "src", result, "f" * 64, [], 0.0), run_id="r")
+    assert result.tables == {}
+    images = store.read_staged("images", staged.partitions["images"])
+    assert images.equals(conform("images", frame, "nih_cxr14"))
+    assert staged.rows["images"] == 2_000 and staged.rows["patients"] == 2 and staged.rows["studies"] == 0
+
+
 def test_a_table_that_cannot_be_created_is_an_error_naming_it(tmp_path, monkeypatch):
     """A failed create is told apart from losing the race to another run, whose table then exists."""
     from deltalake import DeltaTable

@@ -8,6 +8,8 @@ unchanged and a bad one fails a check instead of disappearing here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import polars as pl
 import pyarrow as pa
 
@@ -50,32 +52,55 @@ def conform(
     another); it makes images.image_uid, so adapters never spell the cross-dataset identity.
     """
     spec = table_def(table_name)
-    frame = frame.drop([c for c in frame.columns if c.startswith("_")])
-    extra = set(frame.columns) - set(spec.column_names)
+    return _arrow(_canonical_frame(spec, frame, dataset, sort=sort, origin=origin), spec)
+
+
+def conform_slices(
+    table_name: str, frame: pl.DataFrame, dataset: str, *, rows: int, origin: str | None = None
+) -> Iterator[pa.Table]:
+    """The same rows as `conform`, in key order, as Arrow tables of `rows` rows each.
+
+    Converting to Arrow copies the rows (strings twice: polars' views to large strings, then to the
+    schema's strings), so a whole table converted at once was held three times over while it was written.
+    Slice by slice, only the sorted frame is whole.
+    """
+    spec = table_def(table_name)
+    ordered = _canonical_frame(spec, frame, dataset, sort=True, origin=origin)
+    del frame
+    for offset in range(0, ordered.height, rows):
+        yield _arrow(ordered.slice(offset, rows), spec)
+
+
+def _canonical_frame(spec: Table, frame: pl.DataFrame, dataset: str, *, sort: bool, origin: str | None) -> pl.DataFrame:
+    present = set(frame.columns)
+    extra = {c for c in present if not c.startswith("_")} - set(spec.column_names)
     if extra:
-        raise ConformError(f"{dataset}: adapter gave {table_name} columns the schema does not have: {sorted(extra)}")
+        raise ConformError(f"{dataset}: adapter gave {spec.name} columns the schema does not have: {sorted(extra)}")
     columns = []
     for column in spec.columns:
         target = polars_type(column.type)
         if column.name == "dataset":
             columns.append(pl.lit(dataset, pl.String).alias("dataset"))
-        elif column.name == "image_uid" and "image_uid" not in frame.columns:
+        elif column.name == "image_uid" and "image_uid" not in present:
             columns.append((pl.lit(f"{origin or dataset}:") + pl.col("image_id").cast(pl.String)).alias("image_uid"))
-        elif column.name in frame.columns:
+        elif column.name in present:
             columns.append(pl.col(column.name).cast(target, strict=True))
         elif column.default is not None:
             columns.append(pl.lit(column.default, target).alias(column.name))
         elif column.nullable:
             columns.append(pl.lit(None, target).alias(column.name))
         else:
-            raise ConformError(f"{dataset}: adapter gave {table_name} without required column {column.name!r}")
+            raise ConformError(f"{dataset}: adapter gave {spec.name} without required column {column.name!r}")
     try:
         out = frame.select(columns)
     except pl.exceptions.PolarsError as e:
-        raise ConformError(f"{dataset}: {table_name} does not fit its schema: {e}") from None
-    if sort:
-        out = out.sort(list(spec.order), nulls_last=True, maintain_order=True)
-    arrow = out.to_arrow(compat_level=pl.CompatLevel.oldest())
+        raise ConformError(f"{dataset}: {spec.name} does not fit its schema: {e}") from None
+    return out.sort(list(spec.order), nulls_last=True, maintain_order=True) if sort else out
+
+
+def _arrow(frame: pl.DataFrame, spec: Table) -> pa.Table:
+    arrow = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+    del frame
     for i, column in enumerate(spec.columns):
         if column.type == ATTRIBUTES:
             arrow = arrow.set_column(i, column.name, to_arrow_map(arrow.column(i)))

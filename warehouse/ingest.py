@@ -15,16 +15,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-import polars as pl
-
 from .config import Settings
-from .conform import conform, empty
+from .conform import conform, conform_slices, empty
 from .fetch import fetch_public
 from .recluster import recluster
 from .schema import table as table_def
 from .sources import dataset_info, get_adapter
 from .sources.base import SourceFolder, SourceResult
-from .store import STAGING_RECORD, StagedPartition, Store, StoreError
+from .store import ROW_GROUP_ROWS, STAGING_RECORD, StagedPartition, Store, StoreError
 
 Say = Callable[[str], None]
 STAGE_WORKERS = 2
@@ -117,19 +115,20 @@ def stage_dataset(store: Store, read: ReadDataset, *, run_id: str, say: Say = _q
     frames = read.result.tables
     whole = [name for name in info.tables if read.result.batches is None or name in frames]
 
-    def stage(name: str, frame: pl.DataFrame | None) -> StagedPartition:
-        table = (
-            conform(name, frame, read.dataset, origin=info.links_to)
-            if frame is not None and frame.width
-            else empty(name)
-        )
-        return store.stage(name, read.dataset, table, run_id=run_id)
+    def stage(name: str) -> StagedPartition:
+        # taken out of the read result, so each adapter frame is freed once its sorted canonical frame exists
+        frame = frames.pop(name, None)
+        if frame is None or not frame.width:
+            return store.stage(name, read.dataset, empty(name), run_id=run_id)
+        slices = conform_slices(name, frame, read.dataset, rows=ROW_GROUP_ROWS, origin=info.links_to)
+        del frame  # the slices hold it until it is sorted
+        return store.stage(name, read.dataset, slices, run_id=run_id)
 
     staged: dict[str, StagedPartition] = {}
     try:
         # Tables are independent; polars and pyarrow release the GIL, so two workers use both cores.
         with ThreadPoolExecutor(max_workers=STAGE_WORKERS) as pool:
-            futures = {pool.submit(stage, name, frames.get(name)): name for name in whole}
+            futures = {pool.submit(stage, name): name for name in whole}
             failures = []
             for future in as_completed(futures):
                 try:
@@ -144,9 +143,10 @@ def stage_dataset(store: Store, read: ReadDataset, *, run_id: str, say: Say = _q
             # a fed table that received no chunk is empty in this version, not left at the old one
             for name in info.tables:
                 if name not in staged:
-                    staged[name] = stage(name, None)
+                    staged[name] = stage(name)
         rejected = read.result.rejected()
-        staged["quarantine"] = stage("quarantine", rejected)
+        quarantine = conform("quarantine", rejected, read.dataset) if rejected.width else empty("quarantine")
+        staged["quarantine"] = store.stage("quarantine", read.dataset, quarantine, run_id=run_id)
     except BaseException:
         store.discard_staging(read.dataset, run_id)
         raise
