@@ -24,6 +24,7 @@ from functools import cache, lru_cache
 import duckdb
 
 from . import findings, schema
+from .lazy_imports import deferred
 from .resources import data_folder
 from .store import Store
 from .suite_structure import generated_overlap, structural_expectations
@@ -202,10 +203,16 @@ def _plain(value):
 
 
 # --- GX ------------------------------------------------------------------------------------
+def _gx():
+    """Great Expectations, imported without the chart and statistics modules no gate uses (lazy_imports)."""
+    with deferred():
+        import great_expectations as gx
+    return gx
+
+
 @cache
 def _validation_definition(table: str):
-    import great_expectations as gx
-
+    gx = _gx()
     context = _gx_context()
     batch = (
         context.data_sources.add_pandas(f"staged_{table}")
@@ -219,7 +226,7 @@ def _validation_definition(table: str):
 
 @lru_cache(maxsize=1)
 def _gx_context():
-    import great_expectations as gx
+    gx = _gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
