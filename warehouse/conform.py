@@ -100,7 +100,6 @@ def _canonical_frame(spec: Table, frame: pl.DataFrame, dataset: str, *, sort: bo
 
 def _arrow(frame: pl.DataFrame, spec: Table) -> pa.Table:
     arrow = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
-    del frame
     for i, column in enumerate(spec.columns):
         if column.type == ATTRIBUTES:
             arrow = arrow.set_column(i, column.name, to_arrow_map(arrow.column(i)))

@@ -144,14 +144,13 @@ def stage_dataset(store: Store, read: ReadDataset, *, run_id: str, say: Say = _q
             for name in info.tables:
                 if name not in staged:
                     staged[name] = stage(name)
-        rejected = read.result.rejected()
-        quarantine = conform("quarantine", rejected, read.dataset) if rejected.width else empty("quarantine")
-        staged["quarantine"] = store.stage("quarantine", read.dataset, quarantine, run_id=run_id)
+        frames["quarantine"] = read.result.rejected()
+        # several bad values of one source row are one rejected row
+        rejected_rows = frames["quarantine"].unique(["source_file", "line_number", "row_number"]).height
+        staged["quarantine"] = stage("quarantine")
     except BaseException:
         store.discard_staging(read.dataset, run_id)
         raise
-    # several bad values of one source row are one rejected row
-    rejected_rows = rejected.unique(["source_file", "line_number", "row_number"]).height
     return StagedDataset(
         read.dataset,
         run_id,

@@ -2,7 +2,7 @@
 
 GX imports altair (charts for its data docs) and scipy.stats (its KL-divergence and KS-test
 expectations) when it loads its expectation catalogue. No suite here uses either, yet together they
-were about 0.8 s and 56 MB of every process that gates a dataset. While GX loads, those two modules
+were about 0.8 s and 56–78 MB of every process that gates a dataset. While GX loads, those two modules
 are imported with the standard library's `importlib.util.LazyLoader`: the module object exists and
 runs its code on first attribute access, so a later `alt.Chart` (a report) or `stats.entropy` works
 as usual. A module already imported is left as it is.
@@ -11,7 +11,6 @@ as usual. A module already imported is left as it is.
 from __future__ import annotations
 
 import importlib.abc
-import importlib.machinery
 import importlib.util
 import sys
 from collections.abc import Iterator
@@ -43,11 +42,7 @@ class _LazyFinder(importlib.abc.MetaPathFinder):
 @contextmanager
 def deferred(names: tuple[str, ...] = GX_UNUSED) -> Iterator[None]:
     """Within the block, a first import of one of `names` gives a module that loads when first used."""
-    pending = tuple(n for n in names if n not in sys.modules)
-    if not pending:
-        yield
-        return
-    finder = _LazyFinder(pending)
+    finder = _LazyFinder(tuple(n for n in names if n not in sys.modules))
     sys.meta_path.insert(0, finder)
     try:
         yield

@@ -224,19 +224,18 @@ class Store:
         return PartitionWriter(self, table_def(table), dataset, run_id, **options)
 
     def stage(
-        self, table: str, dataset: str, data: pa.Table | Iterable[pa.RecordBatch], *, run_id: str, **options
+        self, table: str, dataset: str, data: pa.Table | Iterable[pa.Table | pa.RecordBatch], *, run_id: str, **options
     ) -> StagedPartition:
-        """Write a table's rows for a dataset (already sorted), whole or batch by batch as they come, into the
+        """Write a table's rows for a dataset (already sorted), whole or part by part as they come, into the
         run's staging folder."""
         writer = self.writer(table, dataset, run_id, **options)
         try:
             for part in [data] if isinstance(data, pa.Table) else data:
                 writer.write(part)
-            files = writer.close()
+            return self.staged_from_writer(writer)
         except BaseException:
             writer.abort()
             raise
-        return StagedPartition(self, table, dataset, run_id, files, sum(f["rows"] for f in files))
 
     def staged_from_writer(self, writer: PartitionWriter, *, extra: dict | None = None) -> StagedPartition:
         files = writer.close()
