@@ -92,7 +92,28 @@ def test_an_expectation_that_cannot_run_fails_and_says_why():
     assert not age.passed and age.blocking
     assert age.note.startswith("expectation could not run: ") and "age_years" in age.note
     key = next(o for o in outcomes.values() if o.description.startswith("expect_compound_columns_to_be_unique"))
-    assert key.passed and key.note is None
+    assert key.passed and key.note == "computed in SQL over all 1 rows", "uniqueness is counted in SQL, not by GX"
+    keyless = {o.name: o for o in quality.validate_table(_studies(dataset=["x"], without="study_id"), "studies")}
+    key = keyless["key_unique"]
+    assert not key.passed and key.blocking and key.note.startswith("expectation could not run: ")
+    assert "study_id" in key.note
+
+
+def test_key_uniqueness_is_counted_in_sql_over_every_row_and_gx_does_not_hash_the_key():
+    """GX's compound uniqueness hashes every row's key in pandas, the gate's largest allocation; the gate
+    counts it in SQL. The count is every row of a repeated key, as GX's is; the sample names each key once."""
+    from collections import Counter
+
+    ids = ["s1", "s2", "s1", "s3", "s2", "s1", "s4"]
+    con = _studies(dataset=["nih_cxr14"] * 7, study_id=ids, patient_id=[f"p{i}" for i in range(7)])
+    key = {o.name: o for o in quality.validate_table(con, "studies")}["key_unique"]
+    repeated = {k: n for k, n in Counter(ids).items() if n > 1}
+    assert not key.passed and key.blocking and key.unexpected_count == sum(repeated.values()) == 5
+    assert key.unexpected_percent == 100 * 5 / 7 and key.evaluated_rows == 7
+    assert sorted((r["study_id"], r["copies"]) for r in key.sample) == sorted(repeated.items())
+    run_by_gx = quality._validation_definition("studies").suite.expectations
+    assert run_by_gx and "expect_compound_columns_to_be_unique" not in {e.expectation_type for e in run_by_gx}
+    assert "key_unique" in {name for name, _, _ in quality.expectation_checks("studies")}, "still in the suite"
 
 
 def test_building_configurations_once_changes_no_outcome_and_is_undone(monkeypatch):

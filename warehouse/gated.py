@@ -22,6 +22,7 @@ from . import publish_log, quality
 from .config import Settings
 from .errors import CxrError
 from .ingest import StagedDataset, load_staged, new_run_id, read_dataset, save_staged, stage_dataset
+from .memory import release_unused
 from .runs import now_iso, record_run
 from .schema import DERIVED_TABLES
 from .scratch import scratch_dir, sweep
@@ -220,6 +221,7 @@ class GatedIngest:
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
+            release_unused()  # DuckDB's result batches are written: the commits start without their pages
         return derived
 
     def vacuum(self, tables: list[str]) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .config import Settings
 from .conform import conform, conform_slices, empty
 from .fetch import fetch_public
+from .memory import release_unused
 from .recluster import recluster
 from .schema import table as table_def
 from .sources import dataset_info, get_adapter
@@ -151,6 +152,7 @@ def stage_dataset(store: Store, read: ReadDataset, *, run_id: str, say: Say = _q
     except BaseException:
         store.discard_staging(read.dataset, run_id)
         raise
+    release_unused()  # the conformed slices are written: the gates start without their pages
     return StagedDataset(
         read.dataset,
         run_id,

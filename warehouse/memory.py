@@ -1,0 +1,34 @@
+"""Hand memory a step has freed back to the operating system before the next step allocates its own.
+
+Arrow's allocator (mimalloc) and glibc's malloc keep freed pages for later allocations. The gated
+ingest's steps each peak on a different allocator (Arrow while staging, pandas and numpy while GX
+validates a table, DuckDB while deriving), so pages one step freed and kept sat under the next step's
+peak: about 80 to 120 MB at each of CheXpert's GX tables.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from functools import cache
+
+import pyarrow as pa
+
+
+@cache
+def _malloc_trim():
+    """glibc's `malloc_trim`, or None where there is none (macOS, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_unused() -> None:
+    """Return the free pages of Arrow's pool and of the C heap; a few milliseconds, nothing live is touched."""
+    pa.default_memory_pool().release_unused()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
