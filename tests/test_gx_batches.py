@@ -116,6 +116,22 @@ def test_key_uniqueness_is_counted_in_sql_over_every_row_and_gx_does_not_hash_th
     assert "key_unique" in {name for name, _, _ in quality.expectation_checks("studies")}, "still in the suite"
 
 
+def test_a_key_repeated_with_nulls_in_it_is_counted_and_a_key_differing_in_one_column_is_not():
+    """The key's hash finds candidates and the exact grouping decides: NULL parts of a key compare equal (as
+    GX's pandas check has them), and a key that differs only in one column is its own key."""
+    con = _labels()  # s1 pleural effusion, s1 nodule, s2 unmapped thing; image_id and reader NULL
+    con.execute("CREATE TABLE more AS SELECT * FROM labels")
+    con.execute("INSERT INTO more SELECT * FROM labels WHERE raw_label = 'nodule'")  # a repeated key
+    con.execute("INSERT INTO more SELECT * REPLACE ('s3' AS study_id) FROM labels WHERE raw_label = 'nodule'")
+    con.unregister("labels")
+    con.execute("CREATE VIEW labels AS SELECT * FROM more")
+    key = {o.name: o for o in quality.validate_table(con, "labels")}["key_unique"]
+    assert not key.passed and key.unexpected_count == 2 and key.evaluated_rows == 5
+    assert [(r["study_id"], r["raw_label"], r["image_id"], r["copies"]) for r in key.sample] == [
+        ("s1", "nodule", None, 2)
+    ]
+
+
 def test_building_configurations_once_changes_no_outcome_and_is_undone(monkeypatch):
     """Validation reads each expectation's configuration from a per-validation memo; the outcomes must be the
     ones GX gives without it, failures and samples included, and GX's own property is back afterwards."""
