@@ -17,6 +17,7 @@ import dagster as dg
 from warehouse.config import Settings
 from warehouse.gated import GatedIngest
 
+from . import worker
 from .assets import PUBLISH_KEYS
 from .definitions import defs
 from .resources import WarehouseResource
@@ -166,31 +167,9 @@ def _close_unpublished(settings: Settings, resource: WarehouseResource, run: Dat
 
 
 # --- side by side ---------------------------------------------------------------------------
-_events = None  # in a worker process: the queue its progress events go to
-
-
-def _worker_start(queue) -> None:
-    """A worker ignores Ctrl-C (the terminal sends it to the whole group; the parent ends the workers itself),
-    and dies with its parent, as a killed `cxr ingest` would: a run must not go on with nobody to report to."""
-    import signal
-    import threading
-
-    global _events
-    _events = queue
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)  # the killed-ingest path: nothing published half-done, the next run sweeps the staging
-
-    threading.Thread(target=watch, name="cxr-parent-watch", daemon=True).start()
-
-
 def _worker_ingest(settings: Settings, dataset: str, run_id: str, allow_shrink: bool) -> DatasetRun:
-    queue = _events
-    assert queue is not None, "started without _worker_start"
+    queue = worker.events
+    assert queue is not None, "started without worker.start"
     return _ingest_one(instance(), settings, dataset, run_id, lambda *event: queue.put(event), allow_shrink)
 
 
@@ -220,7 +199,7 @@ def _ingest_in_workers(
 
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=min(workers, len(datasets)), mp_context=context, initializer=_worker_start, initargs=(events,)
+            max_workers=min(workers, len(datasets)), mp_context=context, initializer=worker.start, initargs=(events,)
         )
 
     def settle(future: Future) -> bool:
