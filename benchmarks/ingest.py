@@ -44,14 +44,25 @@ print(json.dumps({"seconds": time.perf_counter() - started, "cpu_s": time.proces
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 GATED_INGEST = """
-import json, os, resource, sys, time
+import json, os, resource, sys, threading, time
 from pathlib import Path
+at_peak = {}  # RSS split at its highest sample: private memory, and the library files' pages RSS also counts
+def sample():
+    while True:
+        rss = {l.split(":")[0]: int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("Rss")}
+        if sum(rss.values()) > sum(at_peak.values()):
+            at_peak.clear(); at_peak.update(rss)
+        time.sleep(0.005)
+if os.path.exists("/proc/self/status"):
+    threading.Thread(target=sample, daemon=True).start()
 from warehouse import Warehouse
 from warehouse.config import Settings
 started, cpu = time.perf_counter(), time.process_time()
 results = Warehouse(Settings.load(cwd=Path(sys.argv[1]))).ingest(["nih_cxr14", "chexpert"])
 print(json.dumps({"seconds": time.perf_counter() - started, "cpu_s": time.process_time() - cpu,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_private_mb": at_peak.get("RssAnon", 0) + at_peak.get("RssShmem", 0) or None,
+                  "peak_file_mb": at_peak.get("RssFile"),
                   "checks": sum(len(r.outcomes) for r in results)}))
 """
 PREPARE_DEFAULTS = """
@@ -100,6 +111,7 @@ def bench_gated(public_root: Path, tmp: Path, repeat: int) -> dict:
     copy_s = statistics.median(c["seconds"] for c in copies)
     ingest_s = statistics.median(g["seconds"] for g in ours)
     peak = max(g["peak_mb"] for g in ours)
+    highest = max(ours, key=lambda g: g["peak_mb"])
     ratio = ingest_s / copy_s
     return {
         "duckdb_copy_s": copy_s,
@@ -109,6 +121,10 @@ def bench_gated(public_root: Path, tmp: Path, repeat: int) -> dict:
         "gated_ingest_runs_s": [g["seconds"] for g in ours],
         "gated_ingest_cpu_s": statistics.median(g["cpu_s"] for g in ours),
         "gated_peak_mb": peak,
+        # of the highest run's sampled peak: private memory, and shared library pages (more when the library
+        # files are all in the page cache, as in a fresh venv: the kernel maps cached neighbours of each page)
+        "gated_peak_private_mb": highest.get("peak_private_mb"),
+        "gated_peak_library_pages_mb": highest.get("peak_file_mb"),
         "checks_run": ours[0]["checks"],
         "ratio": ratio,
         "target": f"ratio <= {MAX_RATIO:g} and peak < {MAX_PEAK_MB} MB",
@@ -177,6 +193,11 @@ def main() -> int:
         f"{'  peak memory':<28} {g['gated_peak_mb']:.0f} MB (DuckDB COPY {g['duckdb_copy_peak_mb']:.0f} MB)"
         f"{'':<24} {'< 1024 MB':<36} {'PASS' if g['gated_peak_mb'] < MAX_PEAK_MB else 'FAIL'}"
     )
+    if g["gated_peak_private_mb"]:
+        print(
+            f"{'    of which':<28} {g['gated_peak_private_mb']:.0f} MB private, "
+            f"{g['gated_peak_library_pages_mb']:.0f} MB library code pages (sampled every 5 ms; for information)"
+        )
     if "full_default_ingest" in results:
         f = results["full_default_ingest"]
         print(
