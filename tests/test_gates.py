@@ -943,10 +943,11 @@ def _sample_duplicates(ingest: GatedIngest, case: SampledDuplicate) -> tuple[int
     con = quality.staged_connection(ingest.store, ingest.staged_files())
     key = ", ".join(case.key)
     dupes = "SELECT count(*) FROM (SELECT {k} FROM {rel} GROUP BY ALL HAVING count(*) > 1)"
-    sample = f"(SELECT * FROM {case.table} USING SAMPLE reservoir({case.limit} ROWS) REPEATABLE (42))"
+    total = quality.scalar(con, f"SELECT count(*) FROM {case.table}")
+    sample = f"({quality.sample_sql(case.table, total)})"
     try:
         return (
-            quality.scalar(con, f"SELECT count(*) FROM {case.table}"),
+            total,
             quality.scalar(con, dupes.format(k=key, rel=case.table)),
             quality.scalar(con, dupes.format(k=key, rel=sample)),
         )

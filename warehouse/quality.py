@@ -6,8 +6,8 @@ integrity checks are SQL (expectations/integrity.sql), each a query returning of
 Both run on the *staged* version of a dataset, before it is published, and report per check:
 passed or not, whether a failure blocks publishing, how many rows offend and a sample of them.
 
-GX takes pandas frames. A table larger than GX_MAX_ROWS is validated on a reproducible sample
-(said in the outcome), and its key uniqueness is then computed in SQL over every row, since a
+GX takes pandas frames. A table larger than GX_MAX_ROWS is validated on a reproducible sample, the rows
+whose values hash lowest (said in the outcome), and its key uniqueness is then computed in SQL over every row, since a
 sample cannot prove uniqueness. GX is imported only when a validation runs: it costs seconds.
 """
 
@@ -270,10 +270,11 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str) -> list[CheckOutc
 def _validated(con: duckdb.DuckDBPyConnection, table: str) -> list[CheckOutcome]:
     total = scalar(con, f'SELECT count(*) FROM "{table}"')
     sampled = total > GX_MAX_ROWS
-    query = f'SELECT * FROM "{table}"' + (
-        f" USING SAMPLE reservoir({GX_MAX_ROWS} ROWS) REPEATABLE (42)" if sampled else ""
-    )
-    frame = _widened(con.sql(query).to_arrow_table().to_pandas().reset_index(drop=True))
+    rows = con.sql(sample_sql(table, total)).to_arrow_table()
+    if rows.num_rows < min(total, GX_MAX_ROWS):  # the hash prefilter kept too few (never seen): take them all
+        rows = con.sql(sample_sql(table, total, prefilter=False)).to_arrow_table()
+    frame = _widened(rows.to_pandas().reset_index(drop=True))
+    del rows
     # the batch validates the suite directly: ValidationDefinition.run() would also serialize every result
     # into the ephemeral context's store, a third of the time on a small partition, for nothing read back
     definition = _validation_definition(table)
@@ -322,6 +323,22 @@ def _validated(con: duckdb.DuckDBPyConnection, table: str) -> list[CheckOutcome]
             outcome.passed, outcome.note = False, f"expectation could not run: {_raised(r.exception_info)}"
         outcomes.append(outcome)
     return outcomes
+
+
+def sample_sql(table: str, total: int, *, prefilter: bool = True) -> str:
+    """The rows GX validates: every row, or for a table over GX_MAX_ROWS the GX_MAX_ROWS rows whose values hash
+    lowest, in hash order.
+
+    The same rows for the same data whatever the files' layout or the thread count. A seeded reservoir sample
+    gave that too, but DuckDB runs it on one thread: 7.6 s for a million of QBA's 1.56 M boxes, against 1.1 s
+    here, and it grows with the table. The prefilter keeps about a tenth more rows than needed, by hash
+    range, so the top-N heap sees only those of a large table."""
+    if total <= GX_MAX_ROWS:
+        return f'SELECT * FROM "{table}"'
+    row_hash = "hash(*COLUMNS(*))"
+    share = min(1.0, (GX_MAX_ROWS * 1.1 + 100) / total) if prefilter else 1.0
+    where = f" WHERE {row_hash} <= {min(2**64 - 1, int(share * 2**64))}::UBIGINT" if share < 1.0 else ""
+    return f'SELECT * FROM "{table}"{where} ORDER BY {row_hash} LIMIT {GX_MAX_ROWS}'
 
 
 @contextmanager
