@@ -58,3 +58,42 @@ def test_columns_mark_each_tables_key(public_warehouse):
         keys.setdefault(r["table_name"], set()).add(r["column_name"])
     assert keys["images"] == {"dataset", "image_id"} and keys["studies"] == {"dataset", "study_id"}
     assert keys == {name: {"dataset", *spec.key} for name, spec in TABLES.items()}
+
+
+def test_a_build_needing_more_memory_than_its_limit_is_finished_without_it(public_warehouse, tmp_path, monkeypatch):
+    """The catalog is built within BUILD_MEMORY_LIMIT; a warehouse whose image units need more at once than
+    that still gets its catalog, with the same rows, instead of an out-of-memory error."""
+    import duckdb
+    import pytest
+
+    from warehouse import catalog
+    from warehouse.cohorts import IMAGE_UNITS_TABLE, image_units_sql
+    from warehouse.sources import DATASETS, dataset_info
+
+    limit = "8MB"
+    datasets = [dataset_info(d) for d in DATASETS]
+    linked = tuple(sorted(info.id for info in datasets if info.links_to))
+    built = public_warehouse.settings.catalog
+    con = duckdb.connect(str(built), read_only=True, config={"memory_limit": limit})
+    try:
+        with pytest.raises(duckdb.OutOfMemoryException):  # the premise: this limit is too small for these units
+            con.execute(f"CREATE TEMP TABLE units AS {image_units_sql(linked)}")
+    finally:
+        con.close()
+
+    monkeypatch.setattr(catalog, "BUILD_MEMORY_LIMIT", limit)
+    rebuilt = tmp_path / "catalog.duckdb"
+    catalog.build_catalog(public_warehouse.store, rebuilt, datasets=datasets)
+    con = duckdb.connect(str(rebuilt), read_only=True)
+    try:
+        con.execute(f"ATTACH '{built}' AS first (READ_ONLY)")
+        rows = con.execute(f"SELECT count(*) FROM {IMAGE_UNITS_TABLE}").fetchall()[0][0]
+        first = con.execute(f"SELECT count(*) FROM first.{IMAGE_UNITS_TABLE}").fetchall()[0][0]
+        differ = con.execute(
+            f"SELECT count(*) FROM (SELECT * FROM {IMAGE_UNITS_TABLE} EXCEPT ALL SELECT * FROM first.{IMAGE_UNITS_TABLE})"
+        ).fetchall()[0][0]
+        setting = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    finally:
+        con.close()
+    assert rows == first > 300_000 and differ == 0
+    assert "8.0 MiB" not in setting, "the limit belongs to the build, not to the catalog file"
