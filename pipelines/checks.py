@@ -9,8 +9,11 @@ run and nothing of the dataset is published. Warnings are reported, never block.
 """
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
+import duckdb
 
 from warehouse import quality
 
@@ -19,11 +22,13 @@ from .metadata import markdown_table, plain_json
 from .resources import WarehouseResource
 
 
-def _staged_connection(context, warehouse: WarehouseResource):
-    """DuckDB over this run's staged files (the staging record is keyed by the run id)."""
+@contextmanager
+def _staged_connection(context, warehouse: WarehouseResource) -> Iterator[tuple[duckdb.DuckDBPyConnection, set[str]]]:
+    """DuckDB over this run's staged files (the staging record is keyed by the run id), and the tables staged."""
     ingest = gated_ingest(context, warehouse)
     files = ingest.staged_files()
-    return quality.staged_connection(ingest.store, files), set(files)
+    with quality.staged_connection(ingest.store, files) as con:
+        yield con, set(files)
 
 
 def _result(check_name: str, outcome: quality.CheckOutcome, dataset: str, table: str) -> dg.AssetCheckResult:
@@ -74,11 +79,8 @@ def expectation_checks(table: str) -> dg.AssetChecksDefinition:
     )
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         dataset = context.partition_key
-        con, fed = _staged_connection(context, warehouse)
-        try:
+        with _staged_connection(context, warehouse) as (con, fed):
             outcomes = {o.name: o for o in quality.expectation_gate(con, table, fed, dataset)}
-        finally:
-            con.close()
         for key in context.selected_asset_check_keys:
             yield _result(key.name, outcomes[key.name.split("__", 1)[1]], dataset, table)
 
@@ -107,11 +109,8 @@ def integrity_checks() -> dg.AssetChecksDefinition:
     )
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         dataset = context.partition_key
-        con, fed = _staged_connection(context, warehouse)
-        try:
+        with _staged_connection(context, warehouse) as (con, fed):
             outcomes = {o.name: o for o in quality.run_integrity(con, fed)}
-        finally:
-            con.close()
         for key in context.selected_asset_check_keys:
             yield _result(key.name, outcomes[key.name.removeprefix("integrity__")], dataset, table_of[key.name])
 

@@ -940,19 +940,16 @@ SAMPLED = {
 
 def _sample_duplicates(ingest: GatedIngest, case: SampledDuplicate) -> tuple[int, int, int]:
     """(rows, duplicated keys over every row, duplicated keys in the sample GX validates)."""
-    con = quality.staged_connection(ingest.store, ingest.staged_files())
     key = ", ".join(case.key)
     dupes = "SELECT count(*) FROM (SELECT {k} FROM {rel} GROUP BY ALL HAVING count(*) > 1)"
-    total = quality.scalar(con, f"SELECT count(*) FROM {case.table}")
-    sample = f"({quality.sample_sql(case.table, total)})"
-    try:
+    with quality.staged_connection(ingest.store, ingest.staged_files()) as con:
+        total = quality.scalar(con, f"SELECT count(*) FROM {case.table}")
+        sample = f"({quality.sample_sql(case.table, total)})"
         return (
             total,
             quality.scalar(con, dupes.format(k=key, rel=case.table)),
             quality.scalar(con, dupes.format(k=key, rel=sample)),
         )
-    finally:
-        con.close()
 
 
 @pytest.mark.parametrize("table", sorted(SAMPLED))
@@ -981,4 +978,32 @@ def test_a_duplicate_key_a_sample_misses_is_still_blocked(published, table, tmp_
         ingest.publish(checks_passed=0, checks_failed=sum(not o.passed and o.blocking for o in outcomes))
     result = ingest.block(outcomes=outcomes)
     assert result.status == "blocked" and f"{table}__key_unique" in result.failed_checks
+    assert published_state(settings) == published.state
+
+
+# --- the gates' own memory ---------------------------------------------------------------------------------
+def test_the_gates_sql_is_held_to_a_memory_limit_and_spills_to_a_folder_it_removes(published, monkeypatch):
+    """The key counts and integrity joins run over every staged row; DuckDB holds them to GATE_MEMORY_LIMIT,
+    spilling to a scratch folder. Held to a small limit, every check comes out the same; held to one too small for
+    DuckDB to work in, a statement runs again without it, so the gate still answers."""
+    settings = published.settings()
+    ingest = GatedIngest(settings, Warehouse(settings).store, QBA)
+    ingest.stage()
+    try:
+        roomy = [(check_name(o), o.passed, o.unexpected_count, o.evaluated_rows) for o in ingest.gate()]
+        monkeypatch.setattr(quality, "GATE_MEMORY_LIMIT", "16MB")
+        with quality.staged_connection(ingest.store, ingest.staged_files()) as con:
+            limit, folder = con.execute(
+                "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+            ).fetchall()[0]
+            assert limit in ("16.0 MiB", "15.2 MiB") and Path(folder).is_dir(), (limit, folder)
+        assert not Path(folder).exists(), "the spill folder goes with the connection"
+        assert all(passed for _, passed, _, _ in roomy), [r for r in roomy if not r[1]]
+        assert any(name.startswith("integrity__answer") for name, *_ in roomy)
+        for limit in ("64MB", "4MB"):  # 4 MB: the answers' NOT EXISTS cannot run in it, even spilling
+            monkeypatch.setattr(quality, "GATE_MEMORY_LIMIT", limit)
+            squeezed = [(check_name(o), o.passed, o.unexpected_count, o.evaluated_rows) for o in ingest.gate()]
+            assert squeezed == roomy, limit
+    finally:
+        ingest.block(error="test over")
     assert published_state(settings) == published.state
