@@ -28,6 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from . import findings, publish_log, schema
+from .memory import beyond_limit_if_needed
 from .queries import named_query
 from .runs import runs_table
 from .scratch import scratch_dir
@@ -147,16 +148,12 @@ def build_catalog(
 
 
 def _within_limit(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Run the build's big statement within BUILD_MEMORY_LIMIT, spilling past it; if DuckDB cannot (what it must
-    hold at once grows with the warehouse), run it again without the limit, so the catalog is built either way.
+    """Run the build's big statement within BUILD_MEMORY_LIMIT, spilling past it, or without it if DuckDB cannot.
 
     Only this statement: a checkpoint that cannot pin its blocks is a fatal error that closes the database."""
+    con.execute(f"SET memory_limit = '{BUILD_MEMORY_LIMIT}'")
     try:
-        con.execute(f"SET memory_limit = '{BUILD_MEMORY_LIMIT}'")  # fails too if DuckDB holds more than that already
-        con.execute(sql)
-    except duckdb.OutOfMemoryException:
-        con.execute("RESET memory_limit")  # the failed statement was rolled back: the table is as it was
-        con.execute(sql)
+        beyond_limit_if_needed(con, lambda: con.execute(sql))
     finally:
         con.execute("RESET memory_limit")
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Callable
 from functools import cache
+from typing import TypeVar
 
+import duckdb
 import pyarrow as pa
+
+T = TypeVar("T")
 
 
 @cache
@@ -32,3 +37,13 @@ def release_unused() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def beyond_limit_if_needed(con: duckdb.DuckDBPyConnection, run: Callable[[], T]) -> T:
+    """`run()`; if DuckDB cannot keep it within the connection's memory limit even by spilling, again without the
+    limit (for this and later statements): a bound on memory must not turn into a failed ingest or catalog."""
+    try:
+        return run()
+    except duckdb.OutOfMemoryException:
+        con.execute("RESET memory_limit")  # the failed statement was rolled back
+        return run()

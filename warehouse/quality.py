@@ -17,17 +17,16 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from typing import TypeVar
 
 import duckdb
 
 from . import findings, schema
 from .lazy_imports import deferred
-from .memory import release_unused
+from .memory import beyond_limit_if_needed, release_unused
 from .resources import data_folder
 from .scratch import scratch_dir
 from .store import Store
@@ -40,7 +39,6 @@ GATE_MEMORY_LIMIT = "512MB"  # DuckDB's, for the gates' SQL over every staged ro
 KEY_CHECK = "key_unique"  # the expectation counted in SQL over every row, never by GX (_key_check)
 VALUE_SETS = {"findings": lambda: findings.findings()}  # value sets a suite names instead of copying
 SAMPLE_ROWS = 20
-T = TypeVar("T")
 
 
 @dataclass
@@ -197,16 +195,6 @@ def run_integrity(con: duckdb.DuckDBPyConnection, fed: set[str], tables: set[str
 def scalar(con: duckdb.DuckDBPyConnection, sql: str):
     """The single value of a query, fetched fully (DuckDB 2 keeps a half-read result open)."""
     return beyond_limit_if_needed(con, lambda: con.execute(sql).fetchall())[0][0]
-
-
-def beyond_limit_if_needed(con: duckdb.DuckDBPyConnection, run: Callable[[], T]) -> T:
-    """`run()`; if DuckDB cannot keep it within the connection's memory limit even by spilling, again without the
-    limit (for this and later statements): a gate answers rather than fail on its own bound."""
-    try:
-        return run()
-    except duckdb.OutOfMemoryException:
-        con.execute("RESET memory_limit")
-        return run()
 
 
 def _records(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
