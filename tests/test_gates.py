@@ -28,6 +28,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -37,6 +38,8 @@ from warehouse.ingest import save_staged
 from warehouse.samples import mimic_cxr as mimic_cxr_samples
 from warehouse.samples import mimic_qba as qba_samples
 from warehouse.samples.cohort import plan_mimic_cohort
+from warehouse.store import NULL_PARTITION, partition_columns
+from warehouse.views import staged_files_sql
 
 from .conftest import make_settings, nih_subset
 
@@ -441,34 +444,39 @@ def drop_first(column: str) -> str:
 
 
 def rewrite_staged(ingest: GatedIngest, table: str, sql: str) -> None:
-    """Replace a staged table's rows by `sql` over them, in the run's own staged files."""
+    """Replace a staged table's rows by `sql` over them, in the run's own staged files (Delta data files: the
+    partition values in the folder names, each sub-partition's rows in its own folder)."""
     staged = ingest.staged()
     partition = staged.partitions[table]
-    target = pa.schema([f.with_nullable(True) for f in schema.TABLES[table].schema])
+    spec = schema.TABLES[table]
+    target = pa.schema([f.with_nullable(True) for f in spec.schema if f.name not in partition_columns(spec)])
     con = duckdb.connect()
     try:
+        con.register("_empty", pa.schema([f.with_nullable(True) for f in spec.schema]).empty_table())
         files = partition.urls()
-        source = f"read_parquet({files!r})" if files else f"(SELECT * FROM {_empty_relation(con, target)})"
+        source = f"({staged_files_sql(spec, files)})" if files else "_empty"
         con.execute(f"CREATE TEMP TABLE t AS SELECT * FROM {source}")
         rows = con.sql(sql).to_arrow_table()
     finally:
         con.close()
-    rows = rows.select(target.names).cast(target)
-    if not partition.files:
-        partition.files = [{"path": "part-00000.parquet", "rows": 0, "bytes": 0}]
-    paths = [f"{partition.folder}/{f['path']}" for f in partition.files]
-    for i, (path, meta) in enumerate(zip(paths, partition.files)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        part = rows if i == 0 else rows.slice(0, 0)
-        pq.write_table(part, path)
-        meta.update(rows=part.num_rows, bytes=Path(path).stat().st_size)
+    for path in partition.urls():
+        Path(path).unlink()
+    key = spec.subpartition
+    groups = [(None, rows)]
+    if key:  # a null value goes where the writer puts it, the folder a Hive reader reads as null
+        values = rows[key].unique().to_pylist()
+        groups = [(v, rows.filter(pc.is_null(rows[key]) if v is None else pc.equal(rows[key], v))) for v in values]
+    partition.files = []
+    for i, (value, part) in enumerate(g for g in groups if g[1].num_rows):
+        folder = NULL_PARTITION if value is None else value
+        rel = f"{key}={folder}/part-{i:05d}.parquet" if key else f"part-{i:05d}.parquet"
+        path = Path(partition.folder, rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(part.select(target.names).cast(target), path)
+        stats = json.dumps({"numRecords": part.num_rows})
+        partition.files.append({"path": rel, "rows": part.num_rows, "bytes": path.stat().st_size, "stats": stats})
     partition.rows = rows.num_rows
     save_staged(ingest.store, staged)
-
-
-def _empty_relation(con, target: pa.Schema) -> str:
-    con.register("_empty", target.empty_table())
-    return "_empty"
 
 
 # --- the cases ----------------------------------------------------------------------------------

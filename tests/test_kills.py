@@ -26,7 +26,7 @@ KILL_POINTS = {
     "staging": ("warehouse.store:Store", "stage", "after"),
     "checks": ("warehouse.quality", "gate_staged", "before"),
     "derived step": ("warehouse.gated", "compute_batches", "after"),
-    "writing the first table's files": ("warehouse.store:Store", "_write_data_files", "after"),
+    "moving the first table's files": ("warehouse.store:Store", "_move_data_files", "after"),
     "between table commits": ("warehouse.store:Store", "commit", "after"),
     "before the publish record": ("warehouse.publish_log", "record", "before"),
     "catalog rebuild": ("warehouse.catalog", "create_views", "after"),

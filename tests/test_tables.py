@@ -398,10 +398,10 @@ def test_streamed_tables_are_staged_in_chunks(tmp_path):
     staged = stage_dataset(store, ReadDataset("nih_cxr14", "src", result, "f" * 64, [], 0.0), run_id="r")
     assert staged.rows == {"patients": 2, "studies": 2, "images": 2, "labels": 6, "boxes": 0, "quarantine": 1}
     assert staged.rejected == 1
+    assert store.read_staged("labels", staged.partitions["labels"]).num_rows == 6
     versions = {name: store.commit(partition) for name, partition in staged.partitions.items()}
     assert store.read("labels", "nih_cxr14", versions["labels"]).num_rows == 6
     assert store.read("boxes", "nih_cxr14", versions["boxes"]).num_rows == 0
-    assert store.read_staged("labels", staged.partitions["labels"]).num_rows == 6
 
 
 def _shuffled_images(n: int):

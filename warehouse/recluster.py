@@ -17,6 +17,7 @@ import duckdb
 from .schema import table as table_def
 from .scratch import scratch_dir
 from .store import PartitionWriter, StagedPartition, Store
+from .views import staged_files_sql
 
 MEMORY_LIMIT = "512MB"  # past this DuckDB spills the sort to disk: memory stays flat as tables grow
 BATCH_ROWS = 128 * 1024
@@ -40,8 +41,8 @@ def recluster(store: Store, staged: StagedPartition) -> StagedPartition:
             con.register_filesystem(store.fs)
         for _, paths in sorted(groups.items()):
             urls = [store.url(f"{base}/{p}") for p in paths]
-            query = f"SELECT {', '.join(table.column_names)} FROM read_parquet($files) ORDER BY {order}"
-            reader = con.sql(query, params={"files": urls}).to_arrow_reader(BATCH_ROWS)
+            query = f"{staged_files_sql(table, urls)} ORDER BY {order}"
+            reader = con.sql(query).to_arrow_reader(BATCH_ROWS)
             for batch in reader:
                 writer.write(batch)
         files = writer.close()

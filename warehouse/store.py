@@ -5,10 +5,10 @@ written by delta-rs (`deltalake`). Partition values live in the paths only, as t
 says, so Delta readers (deltalake, polars, Spark, Trino, DuckDB's delta extension) see exactly one
 version, and the log's paths are relative, so the folder can be copied or moved.
 
-A dataset's rows reach a table in two steps. Staging writes them as plain Parquet under
-<root>/_staging/<dataset>/<run id>/<table>/, where the quality gates read them; no Delta reader
-looks there. Committing streams the staged files into one Delta commit that replaces the
-dataset's partition (an overwrite with a predicate). Each commit carries the dataset and run id in
+A dataset's rows reach a table in two steps. Staging writes them, already as the table's data files,
+under <root>/_staging/<dataset>/<run id>/<table>/dataset=<id>/, where the quality gates read them;
+no Delta reader looks there. Committing moves the staged files into the table and registers them in
+one Delta commit that replaces the dataset's partition (an overwrite with a predicate). Each commit carries the dataset and run id in
 its commit info, so a table's history says which run wrote what. Old versions stay until the
 retention vacuum, which keeps every version a publish record in the retention window names.
 """
@@ -38,6 +38,10 @@ from .scratch import process_alive
 
 ROW_GROUP_ROWS = 128 * 1024
 FILE_ROWS = 4 * 1024 * 1024
+NULL_PARTITION = (
+    "__HIVE_DEFAULT_PARTITION__"  # a null partition value's folder (Hive, Spark, DuckDB; never written here:
+)
+# the sub-partition keys are not nullable, so the cast refuses such a row, but a Delta table may hold one)
 STAGING_DIR = "_staging"
 STAGING_RECORD = "staged.json"  # what a run staged, written in its staging folder
 STAGING_OWNER = "owner.json"  # which processes are running it
@@ -98,7 +102,13 @@ class StagedPartition:
 
 
 class PartitionWriter:
-    """Streams record batches into the staged Parquet files of one table of one run."""
+    """Streams record batches into the staged files of one table of one run, already as Delta data files.
+
+    The files are what the commit registers: no partition columns inside (the folders say them), zstd, whole
+    row groups of `row_group_rows` rows (rows wait until one fills, whatever size the batches come in), and the
+    Delta statistics gathered while writing. The commit then only moves them into the table: it rewrote every
+    staged row before (3.0 s of an 18 s NIH + CheXpert ingest).
+    """
 
     def __init__(
         self,
@@ -116,7 +126,10 @@ class PartitionWriter:
         self.folder = folder or store.staged_table_dir(dataset, run_id, table.name)
         self.file_rows, self.row_group_rows = file_rows, row_group_rows
         self.schema = table.schema
-        self._open: dict[str | None, tuple[pq.ParquetWriter, IO[bytes], str, int]] = {}
+        keys = partition_columns(table)
+        self.data_schema = pa.schema([f for f in table.schema if f.name not in keys])
+        self._open: dict[str | None, tuple[pq.ParquetWriter, IO[bytes], str, int, _Stats]] = {}
+        self._pending: dict[str | None, pa.Table] = {}  # rows waiting for their row group to fill
         self._counter = first_file_index  # a rewrite of staged files names its files after the old ones
         self.files: list[dict] = []
 
@@ -128,19 +141,36 @@ class PartitionWriter:
         data = data.cast(self.schema) if data.schema != self.schema else data
         key = self.table.subpartition
         if key is None:
-            self._write_part(None, data)
+            self._write_part(None, data.select(self.data_schema.names))
             return
         for value in data.column(key).unique().to_pylist():
-            self._write_part(value, data.filter(pc.equal(data.column(key), value)))
+            self._write_part(value, data.filter(pc.equal(data.column(key), value)).select(self.data_schema.names))
 
     def _write_part(self, sub: str | None, data: pa.Table) -> None:
+        if sub in self._pending:
+            data = pa.concat_tables([self._pending.pop(sub), data])
         offset = 0
-        while offset < data.num_rows:
-            writer, handle, rel, rows = self._writer(sub)
-            take = min(self.file_rows - rows, data.num_rows - offset)
-            writer.write_table(data.slice(offset, take), row_group_size=self.row_group_rows)
+        while data.num_rows - offset >= (size := self._next_group_rows(sub)):
+            self._write_group(sub, data.slice(offset, size))
+            offset += size
+        if offset < data.num_rows:
+            self._pending[sub] = data.slice(offset)
+
+    def _next_group_rows(self, sub: str | None) -> int:
+        """The rows the next row group takes: a whole group, or what fills the open file."""
+        rows_in_file = self._open[sub][3] if sub in self._open else 0
+        return min(self.row_group_rows, self.file_rows - rows_in_file)
+
+    def _write_group(self, sub: str | None, group: pa.Table) -> None:
+        offset = 0
+        while offset < group.num_rows:
+            writer, handle, rel, rows, stats = self._writer(sub)
+            take = min(self.file_rows - rows, group.num_rows - offset)
+            part = group.slice(offset, take)
+            writer.write_table(part, row_group_size=self.row_group_rows)
+            stats.add(part)
             offset += take
-            self._open[sub] = (writer, handle, rel, rows + take)
+            self._open[sub] = (writer, handle, rel, rows + take, stats)
             if rows + take >= self.file_rows:
                 self._finish(sub)
 
@@ -153,26 +183,29 @@ class PartitionWriter:
             self.store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             handle = self.store.fs.open(path, "wb")
             writer = pq.ParquetWriter(
-                handle, self.schema, compression="lz4", write_statistics=True, use_dictionary=True
+                handle, self.data_schema, compression="zstd", compression_level=3, write_statistics=True
             )
-            self._open[sub] = (writer, handle, rel, 0)
+            self._open[sub] = (writer, handle, rel, 0, _Stats(self.data_schema))
         return self._open[sub]
 
     def _finish(self, sub: str | None) -> None:
-        writer, handle, rel, rows = self._open.pop(sub)
+        writer, handle, rel, rows, stats = self._open.pop(sub)
         writer.close()
         handle.close()
         size = self.store.fs.info(f"{self.folder}/{rel}")["size"]
-        self.files.append({"path": rel, "rows": rows, "bytes": int(size)})
+        self.files.append({"path": rel, "rows": rows, "bytes": int(size), "stats": stats.to_json()})
 
     def close(self) -> list[dict]:
+        for sub in list(self._pending):
+            self._write_group(sub, self._pending.pop(sub))
         for sub in list(self._open):
             self._finish(sub)
         return sorted(self.files, key=lambda f: f["path"])
 
     def abort(self) -> None:
+        self._pending.clear()
         for sub in list(self._open):
-            writer, handle, _, _ = self._open.pop(sub)
+            writer, handle, _, _, _ = self._open.pop(sub)
             try:
                 writer.close()
             finally:
@@ -213,7 +246,8 @@ class Store:
         return f"{self.root}/{STAGING_DIR}/{dataset}/{run_id}"
 
     def staged_table_dir(self, dataset: str, run_id: str, table: str) -> str:
-        return f"{self.staging_dir(dataset, run_id)}/{table}"
+        """Where a run's files of a table wait, under the Delta table's own partition path (dataset=…/[split=…/])."""
+        return f"{self.staging_dir(dataset, run_id)}/{table}/dataset={dataset}"
 
     def remove_tree(self, path: str) -> None:
         if self.fs.exists(path):
@@ -328,18 +362,18 @@ class Store:
     def commit(self, staged: StagedPartition) -> int:
         """Replace the dataset's partition of the table by the staged rows in one Delta commit; its version.
 
-        The data files are written here, in the staged (sorted) order with our row groups, then committed
-        with `create_write_transaction` (an overwrite of the dataset's partition). delta-rs's own writer
-        would reorder rows across batches, and the sort order is what row-group pruning needs.
-        Files written but never committed (a killed run) are invisible to Delta readers; the vacuum
-        removes them once they are older than the retention period.
+        The staged files are the data files, written in the staged (sorted) order with our row groups: they move
+        into the table and are committed with `create_write_transaction` (an overwrite of the dataset's
+        partition). delta-rs's own writer would reorder rows across batches, and the sort order is what
+        row-group pruning needs. Files moved but never committed (a killed run) are invisible to Delta
+        readers; the next run of the dataset removes them with the dead run's staging.
         """
         from deltalake import CommitProperties
         from deltalake.exceptions import CommitFailedError
 
         spec = table_def(staged.table)
         dt = self.ensure_table(spec)
-        actions = self._write_data_files(staged, spec)
+        actions = self._move_data_files(staged, spec)
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             read_version = dt.version()
             try:
@@ -371,47 +405,50 @@ class Store:
                 dt = self.delta(spec.name)
         return self.version_of_commit(spec.name, staged.dataset, staged.run_id, after=read_version)
 
-    def _write_data_files(self, staged: StagedPartition, spec: Table) -> list:
-        """Delta data files (no partition columns inside, zstd) from the staged files, one for one, with stats."""
+    def _move_data_files(self, staged: StagedPartition, spec: Table) -> list:
+        """Move the staged files (already Delta data files, statistics gathered) into the table; their add actions.
+
+        A file already in its place was moved by an earlier attempt at this publish (a retried step)."""
         from deltalake.transaction import AddAction
 
-        keys = partition_columns(spec)
-        data_schema = pa.schema([f for f in spec.schema if f.name not in keys])
         table_dir = f"{self.root}/{spec.name}"
         actions = []
         for n, f in enumerate(staged.files):
-            source = f"{staged.folder}/{f['path']}"
-            if not self.fs.exists(source):
-                raise StoreError(
-                    f"cannot commit {staged.table}/dataset={staged.dataset}: staged file {source} is missing"
-                )
+            where = f"cannot commit {staged.table}/dataset={staged.dataset}"
+            if "stats" not in f:
+                raise StoreError(f"{where}: run {staged.run_id} was staged by an older version; ingest it again")
             values: dict[str, str | None] = {"dataset": staged.dataset}
             sub = f"dataset={staged.dataset}"
             if spec.subpartition:
                 value = f["path"].split("/", 1)[0].split("=", 1)[1]
-                values[spec.subpartition] = value
+                values[spec.subpartition] = None if value == NULL_PARTITION else value
                 sub += f"/{spec.subpartition}={value}"
             rel = f"{sub}/part-{staged.run_id}-{n:05d}.zstd.parquet"
-            stats = _Stats(data_schema)
-            self.fs.makedirs(f"{table_dir}/{sub}", exist_ok=True)
-            with self.fs.open(source, "rb") as src, self.fs.open(f"{table_dir}/{rel}", "wb") as out:
-                with pq.ParquetWriter(
-                    out, data_schema, compression="zstd", compression_level=3, write_statistics=True
-                ) as writer:
-                    for batch in pq.ParquetFile(src).iter_batches(batch_size=ROW_GROUP_ROWS):
-                        batch = pa.Table.from_batches([batch]).select(data_schema.names).cast(data_schema)
-                        writer.write_table(batch, row_group_size=ROW_GROUP_ROWS)
-                        stats.add(batch)
-            size = int(self.fs.info(f"{table_dir}/{rel}")["size"])
-            actions.append(AddAction(rel, size, values, int(time.time() * 1000), True, stats.to_json()))
+            source, target = f"{staged.folder}/{f['path']}", f"{table_dir}/{rel}"
+            if self.fs.exists(source):
+                self.fs.makedirs(f"{table_dir}/{sub}", exist_ok=True)
+                self.fs.mv(source, target)
+            elif not self.fs.exists(target):
+                raise StoreError(f"{where}: staged file {source} is missing")
+            actions.append(AddAction(rel, int(f["bytes"]), values, int(time.time() * 1000), True, f["stats"]))
         return actions
 
     def _staged_batches(self, staged: StagedPartition, spec: Table):
-        """The staged rows, file by file in order: the files are sorted, and so must the commit be."""
+        """The staged rows, file by file in order, with the partition columns the paths hold put back."""
         for f in staged.files:
+            values: dict[str, str | None] = {"dataset": staged.dataset}
+            if spec.subpartition:
+                value = f["path"].split("/", 1)[0].split("=", 1)[1]
+                values[spec.subpartition] = None if value == NULL_PARTITION else value
             with self.fs.open(f"{staged.folder}/{f['path']}", "rb") as handle:
                 for batch in pq.ParquetFile(handle).iter_batches(batch_size=ROW_GROUP_ROWS):
-                    yield batch.cast(spec.schema) if batch.schema != spec.schema else batch
+                    columns = {
+                        name: pa.array([values[name]] * batch.num_rows, pa.string())
+                        if name in values
+                        else batch.column(name)
+                        for name in spec.column_names
+                    }
+                    yield pa.RecordBatch.from_pydict(columns).cast(spec.schema)
 
     def ensure_table(self, spec: Table):
         """The Delta table, created (empty) first if it does not exist yet, so a partition overwrite has a target."""

@@ -67,11 +67,15 @@ def delta_files_sql(table: schema.Table, files: list[str], columns: set[str]) ->
 
 
 def staged_files_sql(table: schema.Table, files: list[str]) -> str:
-    """SELECT over staged files, which hold every column of the table's schema (partition keys included)."""
+    """SELECT over staged files: Delta data files of the current schema, partition values in their paths."""
     if not files:
         return empty_sql(table)
+    hive_types = ", ".join(f"'{c}': 'VARCHAR'" for c in partition_columns(table))
     listing = ", ".join(_literal(f) for f in files)
-    return f"SELECT {_projection(table, set(table.column_names))} FROM read_parquet([{listing}], hive_partitioning = false)"
+    return (
+        f"SELECT {_projection(table, set(table.column_names))} FROM read_parquet([{listing}], "
+        f"hive_partitioning = true, hive_types = {{{hive_types}}})"
+    )
 
 
 def create_views(con: duckdb.DuckDBPyConnection, relations: dict[str, list[str]]) -> None:

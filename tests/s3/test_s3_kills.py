@@ -15,7 +15,7 @@ from .conftest import s3_env
 # tests/test_kills.py kills a local ingest at all eight points; on the object store, the two where S3 differs
 # from a local disk: data files already uploaded that no commit names (they must be vacuumed from the bucket),
 # and every table committed, its Delta head ahead of the publish that would adopt it.
-S3_KILL_POINTS = ("writing the first table's files", "before the publish record")
+S3_KILL_POINTS = ("moving the first table's files", "before the publish record")
 
 
 @pytest.mark.parametrize("point", S3_KILL_POINTS)
