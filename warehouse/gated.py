@@ -22,13 +22,13 @@ from . import publish_log, quality
 from .config import Settings
 from .errors import CxrError
 from .ingest import StagedDataset, load_staged, new_run_id, read_dataset, save_staged, stage_dataset
-from .memory import release_unused
+from .memory import beyond_limit_if_needed, release_unused
 from .runs import now_iso, record_run
 from .schema import DERIVED_TABLES
 from .scratch import scratch_dir, sweep
 from .sources import dataset_info
 from .stats import compute_batches, derive_connection
-from .store import Store
+from .store import StagedPartition, Store
 
 Say = Callable[[str], None]
 DERIVED_NAMES = {t.name for t in DERIVED_TABLES}
@@ -216,8 +216,12 @@ class GatedIngest:
         try:
             for spec in DERIVED_TABLES:
                 self.say(f"deriving {spec.name}")
-                batches = compute_batches(con, spec.name, self.dataset, linked_id)
-                derived[spec.name] = self.store.stage(spec.name, self.dataset, batches, run_id=self.run_id)
+
+                def stage(name: str = spec.name) -> StagedPartition:  # an out-of-memory try leaves no files
+                    batches = compute_batches(con, name, self.dataset, linked_id)
+                    return self.store.stage(name, self.dataset, batches, run_id=self.run_id)
+
+                derived[spec.name] = beyond_limit_if_needed(con, stage)
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
