@@ -64,3 +64,50 @@ def test_release_unused_leaves_live_data_alone():
     before = live.to_pylist()
     memory.release_unused()
     assert live.to_pylist() == before
+
+
+# --- the out-of-memory fallback: which errors are DuckDB running out of memory, and the others ---------
+STREAMED_OOM = "Out of Memory Error: failed to allocate data of size 2.0 MiB (392.0 KiB/976.5 KiB used)"
+
+
+def _limited() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={"memory_limit": "8MB"})
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] in ("8.0 MiB", "7.6 MiB")
+    return con
+
+
+def test_a_statement_duckdb_cannot_run_within_the_limit_runs_again_without_it():
+    con = _limited()
+    # the premise: 8 MB is too little for this sort, and DuckDB says so with its own error
+    query = "SELECT range AS n, repeat('x', 100) AS s FROM range(2000000) ORDER BY s, n DESC"
+    with pytest.raises(duckdb.OutOfMemoryException):
+        con.execute(query).fetchone()
+    assert memory.beyond_limit_if_needed(con, lambda: con.execute(query).fetchone()) == (1999999, "x" * 100)
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] not in ("8.0 MiB", "7.6 MiB")
+
+
+def test_running_out_of_memory_while_a_result_streams_is_caught_too():
+    """DuckDB's error reaches Python as an OSError when it happens while `to_arrow_reader` streams."""
+    con, calls = _limited(), []
+
+    def run():
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(STREAMED_OOM)
+        return "done"
+
+    assert memory.beyond_limit_if_needed(con, run) == "done" and len(calls) == 2
+    assert memory.out_of_memory(OSError(STREAMED_OOM)) and not memory.out_of_memory(OSError("IO Error: No files found"))
+
+
+def test_other_errors_are_raised_at_once_and_the_limit_stays():
+    con, calls = _limited(), []
+
+    def run():
+        calls.append(1)
+        raise OSError("IO Error: No files found that match the pattern")
+
+    with pytest.raises(OSError, match="No files found"):
+        memory.beyond_limit_if_needed(con, run)
+    assert len(calls) == 1
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] in ("8.0 MiB", "7.6 MiB")

@@ -39,11 +39,21 @@ def release_unused() -> None:
         trim(0)
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether DuckDB ran out of memory: raised as its own class while a statement runs, but as an OSError (Arrow's
+    stream error) when it happens while a result streams through `to_arrow_reader`."""
+    if isinstance(error, duckdb.OutOfMemoryException):
+        return True
+    return isinstance(error, (OSError, pa.ArrowException)) and "Out of Memory Error" in str(error)
+
+
 def beyond_limit_if_needed(con: duckdb.DuckDBPyConnection, run: Callable[[], T]) -> T:
     """`run()`; if DuckDB cannot keep it within the connection's memory limit even by spilling, again without the
     limit (for this and later statements): a bound on memory must not turn into a failed ingest or catalog."""
     try:
         return run()
-    except duckdb.OutOfMemoryException:
+    except (duckdb.OutOfMemoryException, OSError, pa.ArrowException) as error:
+        if not out_of_memory(error):
+            raise
         con.execute("RESET memory_limit")  # the failed statement was rolled back
         return run()
