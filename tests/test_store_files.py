@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute  # for pa.compute.field
+import pyarrow.parquet
 import pytest
 
 from warehouse.schema import TABLES
@@ -308,6 +309,19 @@ def test_the_commit_moves_the_staged_files_and_a_retried_commit_finds_them_moved
     moved = [hashlib.sha256((tmp_path / "wh" / "studies" / a["path"]).read_bytes()).hexdigest() for a in actions]
     assert sorted(moved) == sorted(digests), "the table holds the staged bytes themselves"
     assert store.read("studies", "nih_cxr14", version).to_pylist() == _studies(9).to_pylist()
+
+
+def test_a_root_with_a_partition_like_folder_is_refused_by_name(tmp_path):
+    # the premise: DuckDB reads a key=value folder anywhere in the path as a column, over the one in the table
+    folder = tmp_path / "dataset=prod" / "studies" / "dataset=nih_cxr14"
+    folder.mkdir(parents=True)
+    pa.parquet.write_table(pa.table({"study_id": ["s1"]}), folder / "part.parquet")
+    sql = f"SELECT dataset FROM read_parquet('{folder}/part.parquet', hive_partitioning = true)"
+    assert duckdb.sql(sql).fetchall() == [("prod",)]
+    with pytest.raises(StoreError, match=r"folder 'dataset=prod' looks like a partition"):
+        Store(str(tmp_path / "dataset=prod" / "wh"))
+    with pytest.raises(StoreError, match=r"folder 'env=prod'"):
+        Store("memory://bucket/env=prod/wh")
 
 
 def test_a_rewrite_numbers_its_files_after_the_old_ones(tmp_path):

@@ -221,6 +221,7 @@ class Store:
         fs_options = {k: v for k, v in self.storage_options.items() if not k.isupper()}
         self.fs, self.root = fsspec.core.url_to_fs(self.root_url, **fs_options)
         self.root = self.root.rstrip("/")
+        _refuse_partition_like(self.root_url, self.root)
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self.protocol = protocol
         self.local = protocol in ("file", "local")
@@ -663,6 +664,17 @@ class _Stats:
         }
         high = {k: str(self.high[k]) if hasattr(self.high[k], "isoformat") else self.high[k] for k in low}
         return json.dumps({"numRecords": self.rows, "minValues": low, "maxValues": high, "nullCount": self.nulls})
+
+
+def _refuse_partition_like(root_url: str, root: str) -> None:
+    """A root with a `key=value` folder in its path would be read as a column: DuckDB takes Hive partition values
+    from the whole path, the first one of a name winning, so `…/dataset=prod/…` would give every row that dataset."""
+    for folder in root.split("/"):
+        if "=" in folder:
+            raise StoreError(
+                f"warehouse root {root_url!r}: its folder {folder!r} looks like a partition (key=value), and readers "
+                "would take it for a column of every table; choose a root without '=' in its path"
+            )
 
 
 def _quote(value: str) -> str:
