@@ -524,3 +524,37 @@ def test_a_staging_folder_of_unknown_age_is_taken_as_live():
 
     before = time.time()
     assert before <= _modified(Filesystem(), "owner.json") <= time.time()
+
+
+def test_a_publish_that_fails_between_two_commits_leaves_no_file_outside_the_log(
+    tmp_path, cache_dir, raw_files, monkeypatch
+):
+    """The commit moves a table's staged files in before its log entry; when a later table's commit fails, the run
+    ends failed and removes the files it moved but never committed, and no table's folder holds a file its log
+    does not name."""
+    from deltalake import DeltaTable
+
+    source = nih_subset(raw_files, tmp_path / "nih", 50)
+    wh = Warehouse(make_settings(tmp_path, cache_dir, nih_cxr14=str(source)))
+    real, commits = DeltaTable.create_write_transaction, []
+
+    def fourth_fails(self, *args, **kwargs):
+        commits.append(1)
+        if len(commits) == 4:
+            raise OSError("the object store went away")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", fourth_fails)
+    with pytest.raises(OSError, match="went away"):
+        wh.ingest(["nih_cxr14"])
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", real)
+    root = Path(wh.settings.warehouse)
+    written = 0
+    for table in TABLES:
+        folder = root / table / "dataset=nih_cxr14"
+        files = {str(p) for p in folder.rglob("*.parquet")} if folder.exists() else set()
+        written += len(files)
+        logged = set(DeltaTable(str(root / table)).file_uris()) if (root / table / "_delta_log").exists() else set()
+        assert files <= logged, (table, sorted(files - logged))
+    assert written >= 1, "the commits that landed keep their files"
+    assert not list((root / "_staging" / "nih_cxr14").glob("*")), "the failed run's staging is gone"

@@ -173,6 +173,7 @@ class GatedIngest:
             staged = self.staged()
         except CxrError:
             staged = None
+        self.store.remove_uncommitted(self.dataset, self.run_id)  # a publish that failed between two commits
         self.store.discard_staging(self.dataset, self.run_id)
         status = "failed" if error else "blocked"
         failed = list(failed) or [check_name(o) for o in outcomes if not o.passed and o.blocking]

@@ -319,13 +319,14 @@ class Store:
                 continue
             old = now - _modified(self.fs, f"{name}/{STAGING_OWNER}", fallback=name) > STALE_STAGING_SECONDS
             if old or self._owner_gone(f"{name}/{STAGING_OWNER}"):
-                removed += self._remove_uncommitted(dataset, name.rsplit("/", 1)[-1])
+                removed += self.remove_uncommitted(dataset, name.rsplit("/", 1)[-1])
                 self.remove_tree(name)
                 removed.append(self.url(name))
         return removed
 
-    def _remove_uncommitted(self, dataset: str, run_id: str) -> list[str]:
-        """Data files a dead run wrote into a table but never committed (a commit it had made stays)."""
+    def remove_uncommitted(self, dataset: str, run_id: str) -> list[str]:
+        """Data files a run moved into a table but never committed (a commit it had made stays): a dead run's, or
+        those of a publish that failed between two commits."""
         removed = []
         for table in self._tables_with_partition(dataset):
             written = [
@@ -367,7 +368,8 @@ class Store:
         into the table and are committed with `create_write_transaction` (an overwrite of the dataset's
         partition). delta-rs's own writer would reorder rows across batches, and the sort order is what
         row-group pruning needs. Files moved but never committed (a killed run) are invisible to Delta
-        readers; the next run of the dataset removes them with the dead run's staging.
+        readers: a run that ends without publishing removes them (`GatedIngest.block`), and the next run of the
+        dataset those of a killed run, with its staging.
         """
         from deltalake import CommitProperties
         from deltalake.exceptions import CommitFailedError
