@@ -152,6 +152,20 @@ def test_sub_partitions_get_their_own_folders_and_values(tmp_path):
     assert per_split == {"split=train": [2, 2], "split=validate": [2, 2], "split=test": [2, 1]}
 
 
+def test_rows_without_their_sub_partition_value_are_refused_not_dropped(tmp_path):
+    store = Store(str(tmp_path / "wh"))
+    schema = TABLES["qa_answers"].schema
+    columns = {
+        "dataset": ["mimic_qba"] * 3, "study_id": ["s0", "s1", "s2"], "split": ["train", None, "train"],
+        "question_id": ["q"] * 3, "answer_id": ["0", "1", "2"], "answer_level": [0] * 3, "entities": [None] * 3,
+    }  # fmt: skip
+    # already in the table's schema, so no cast would catch the null
+    rows = pa.Table.from_arrays([pa.array(columns.get(f.name, [None] * 3), f.type) for f in schema], schema=schema)
+    with pytest.raises(StoreError, match=r"qa_answers/dataset=mimic_qba: 1 rows have no split value"):
+        store.stage("qa_answers", "mimic_qba", rows, run_id="r")
+    assert not (tmp_path / "wh" / "_staging" / "mimic_qba" / "r" / "qa_answers" / "dataset=mimic_qba").exists()
+
+
 def test_an_overwrite_replaces_one_dataset_and_keeps_the_old_version(tmp_path):
     store = Store(str(tmp_path / "wh"))
     first = store.commit(store.stage("studies", "nih_cxr14", _studies(4), run_id="r1"))

@@ -143,6 +143,10 @@ class PartitionWriter:
         if key is None:
             self._write_part(None, data.select(self.data_schema.names))
             return
+        if data.column(key).null_count:  # such a row has no folder to go to, and the split below would drop it
+            raise StoreError(
+                f"{self.table.name}/dataset={self.dataset}: {data.column(key).null_count} rows have no {key} value"
+            )
         for value in data.column(key).unique().to_pylist():
             self._write_part(value, data.filter(pc.equal(data.column(key), value)).select(self.data_schema.names))
 
