@@ -53,29 +53,25 @@ def empty_sql(table: schema.Table) -> str:
     return f"SELECT {_projection(table, set())} WHERE false"
 
 
-def delta_files_sql(table: schema.Table, files: list[str], columns: set[str]) -> str:
-    """SELECT over Delta data files: partition values from the paths, missing columns as typed NULLs."""
+def delta_files_sql(table: schema.Table, files: list[str], columns: set[str], *, one_schema: bool = False) -> str:
+    """SELECT over Delta data files: partition values from the paths, missing columns as typed NULLs.
+
+    Files of table versions that differ in columns are read by name; `one_schema` files all have the same ones."""
     if not files:
         return empty_sql(table)
     hive_types = ", ".join(f"'{c}': 'VARCHAR'" for c in partition_columns(table))
     listing = ", ".join(_literal(f) for f in files)
     present = set(columns) | set(partition_columns(table))
+    by_name = "" if one_schema else ", union_by_name = true"
     return (
         f"SELECT {_projection(table, present)} FROM read_parquet([{listing}], hive_partitioning = true, "
-        f"hive_types = {{{hive_types}}}, union_by_name = true)"
+        f"hive_types = {{{hive_types}}}{by_name})"
     )
 
 
 def staged_files_sql(table: schema.Table, files: list[str]) -> str:
-    """SELECT over staged files: Delta data files of the current schema, partition values in their paths."""
-    if not files:
-        return empty_sql(table)
-    hive_types = ", ".join(f"'{c}': 'VARCHAR'" for c in partition_columns(table))
-    listing = ", ".join(_literal(f) for f in files)
-    return (
-        f"SELECT {_projection(table, set(table.column_names))} FROM read_parquet([{listing}], "
-        f"hive_partitioning = true, hive_types = {{{hive_types}}})"
-    )
+    """SELECT over staged files: Delta data files this version wrote, so every column of the current schema."""
+    return delta_files_sql(table, files, set(table.column_names), one_schema=True)
 
 
 def create_views(con: duckdb.DuckDBPyConnection, relations: dict[str, list[str]]) -> None:
