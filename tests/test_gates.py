@@ -38,10 +38,12 @@ from warehouse.ingest import save_staged
 from warehouse.samples import mimic_cxr as mimic_cxr_samples
 from warehouse.samples import mimic_qba as qba_samples
 from warehouse.samples.cohort import plan_mimic_cohort
-from warehouse.store import NULL_PARTITION, partition_columns
+from warehouse.store import partition_columns
 from warehouse.views import staged_files_sql
 
 from .conftest import make_settings, nih_subset
+
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"  # the folder of a null partition value, as Hive readers (DuckDB) read it
 
 NIH_ROWS = 320  # the first 320 rows of the real file include images with boxes
 PATIENTS, SEED, QUESTIONS = 6, 5, 4

@@ -52,7 +52,7 @@ def beyond_limit_if_needed(con: duckdb.DuckDBPyConnection, run: Callable[[], T])
     limit (for this and later statements): a bound on memory must not turn into a failed ingest or catalog."""
     try:
         return run()
-    except (duckdb.OutOfMemoryException, OSError, pa.ArrowException) as error:
+    except Exception as error:
         if not out_of_memory(error):
             raise
         con.execute("RESET memory_limit")  # the failed statement was rolled back

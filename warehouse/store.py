@@ -8,8 +8,8 @@ version, and the log's paths are relative, so the folder can be copied or moved.
 A dataset's rows reach a table in two steps. Staging writes them, already as the table's data files,
 under <root>/_staging/<dataset>/<run id>/<table>/dataset=<id>/, where the quality gates read them;
 no Delta reader looks there. Committing moves the staged files into the table and registers them in
-one Delta commit that replaces the dataset's partition (an overwrite with a predicate). Each commit carries the dataset and run id in
-its commit info, so a table's history says which run wrote what. Old versions stay until the
+one Delta commit that replaces the dataset's partition (an overwrite with a predicate). Each commit
+carries the dataset and run id in its commit info, so a table's history says which run wrote what. Old versions stay until the
 retention vacuum, which keeps every version a publish record in the retention window names.
 """
 
@@ -38,10 +38,6 @@ from .scratch import process_alive
 
 ROW_GROUP_ROWS = 128 * 1024
 FILE_ROWS = 4 * 1024 * 1024
-NULL_PARTITION = (
-    "__HIVE_DEFAULT_PARTITION__"  # a null partition value's folder (Hive, Spark, DuckDB; never written here:
-)
-# the sub-partition keys are not nullable, so the cast refuses such a row, but a Delta table may hold one)
 STAGING_DIR = "_staging"
 STAGING_RECORD = "staged.json"  # what a run staged, written in its staging folder
 STAGING_OWNER = "owner.json"  # which processes are running it
@@ -166,17 +162,13 @@ class PartitionWriter:
         return min(self.row_group_rows, self.file_rows - rows_in_file)
 
     def _write_group(self, sub: str | None, group: pa.Table) -> None:
-        offset = 0
-        while offset < group.num_rows:
-            writer, handle, rel, rows, stats = self._writer(sub)
-            take = min(self.file_rows - rows, group.num_rows - offset)
-            part = group.slice(offset, take)
-            writer.write_table(part, row_group_size=self.row_group_rows)
-            stats.add(part)
-            offset += take
-            self._open[sub] = (writer, handle, rel, rows + take, stats)
-            if rows + take >= self.file_rows:
-                self._finish(sub)
+        """One row group; it fits the open file, being at most `_next_group_rows` rows."""
+        writer, handle, rel, rows, stats = self._writer(sub)
+        writer.write_table(group, row_group_size=self.row_group_rows)
+        stats.add(group)
+        self._open[sub] = (writer, handle, rel, rows + group.num_rows, stats)
+        if rows + group.num_rows >= self.file_rows:
+            self._finish(sub)
 
     def _writer(self, sub: str | None):
         if sub not in self._open:
@@ -424,12 +416,8 @@ class Store:
             where = f"cannot commit {staged.table}/dataset={staged.dataset}"
             if "stats" not in f:
                 raise StoreError(f"{where}: run {staged.run_id} was staged by an older version; ingest it again")
-            values: dict[str, str | None] = {"dataset": staged.dataset}
-            sub = f"dataset={staged.dataset}"
-            if spec.subpartition:
-                value = f["path"].split("/", 1)[0].split("=", 1)[1]
-                values[spec.subpartition] = None if value == NULL_PARTITION else value
-                sub += f"/{spec.subpartition}={value}"
+            values = _partition_values(staged, spec, f)
+            sub = "/".join(f"{key}={value}" for key, value in values.items())
             rel = f"{sub}/part-{staged.run_id}-{n:05d}.zstd.parquet"
             source, target = f"{staged.folder}/{f['path']}", f"{table_dir}/{rel}"
             if self.fs.exists(source):
@@ -443,10 +431,7 @@ class Store:
     def _staged_batches(self, staged: StagedPartition, spec: Table):
         """The staged rows, file by file in order, with the partition columns the paths hold put back."""
         for f in staged.files:
-            values: dict[str, str | None] = {"dataset": staged.dataset}
-            if spec.subpartition:
-                value = f["path"].split("/", 1)[0].split("=", 1)[1]
-                values[spec.subpartition] = None if value == NULL_PARTITION else value
+            values = _partition_values(staged, spec, f)
             with self.fs.open(f"{staged.folder}/{f['path']}", "rb") as handle:
                 for batch in pq.ParquetFile(handle).iter_batches(batch_size=ROW_GROUP_ROWS):
                     columns = {
@@ -670,6 +655,15 @@ class _Stats:
         }
         high = {k: str(self.high[k]) if hasattr(self.high[k], "isoformat") else self.high[k] for k in low}
         return json.dumps({"numRecords": self.rows, "minValues": low, "maxValues": high, "nullCount": self.nulls})
+
+
+def _partition_values(staged: StagedPartition, spec: Table, file: dict) -> dict[str, str]:
+    """A staged file's partition values, in the table's partition order: the dataset, and the sub-partition
+    value its folder names (`split=train/part-00000.parquet`)."""
+    values = {"dataset": staged.dataset}
+    if spec.subpartition:
+        values[spec.subpartition] = file["path"].split("/", 1)[0].split("=", 1)[1]
+    return values
 
 
 def _refuse_partition_like(root_url: str, root: str) -> None:
